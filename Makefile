@@ -1,0 +1,93 @@
+# ngx_http_infer_module build.
+#   make                 engine library, tools, nginx module
+#   make test            unit tests (TAP) and Test::Nginx suites, via prove
+#   make asan            unit tests under AddressSanitizer + UBSan
+#   make NGINX_SRC=DIR   build the module against an nginx source tree
+# The CUDA backend is compiled whenever nvcc is found (CUDA=0 disables it).
+
+CC       ?= gcc
+BUILD    ?= build
+OPT      ?= -O2 -g
+CFLAGS   ?=
+CFLAGS   += $(OPT) -std=gnu11 -Wall -Wextra -Werror -fPIC -pthread \
+            -D_GNU_SOURCE -Isrc/engine -Isrc/proto
+LDLIBS   += -ljansson -lpcre2-8 -lopenblas -lm -lpthread
+
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(shell command -v nvcc 2>/dev/null || \
+                     ls $(CUDA_HOME)/bin/nvcc 2>/dev/null)
+CUDA      ?= $(if $(NVCC),1,0)
+
+ENGINE_SRC := $(wildcard src/engine/*.c) $(wildcard src/proto/*.c)
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+
+ifeq ($(CUDA),1)
+CUDA_ARCH  ?= -gencode arch=compute_90,code=sm_90 \
+              -gencode arch=compute_90,code=compute_90
+NVCCFLAGS  += -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC,-Wall \
+              -Isrc/engine -Ikernels -DINFER_HAVE_CUDA
+CFLAGS     += -DINFER_HAVE_CUDA -I$(CUDA_HOME)/include
+CUDA_CSRC  := $(wildcard src/engine/cuda/*.c)
+CUDA_CUSRC := $(wildcard src/engine/cuda/*.cu) $(wildcard kernels/*.cu)
+ENGINE_OBJ += $(CUDA_CSRC:%.c=$(BUILD)/%.o) $(CUDA_CUSRC:%.cu=$(BUILD)/%.o)
+CUDA_LIBDIRS := $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib
+LDLIBS     += $(foreach d,$(CUDA_LIBDIRS),-L$(d) -Wl,-rpath,$(d)) \
+              -lcublasLt -lcublas -lnccl -lcudart -lstdc++
+endif
+
+LIB     := $(BUILD)/libinfer.a
+TOOLS   := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
+TESTS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/test_*.c))
+
+.PHONY: all engine tools tests test unit-test nginx-test asan module clean
+
+all: engine tools module
+
+engine: $(LIB)
+tools: $(TOOLS)
+tests: $(TESTS)
+
+$(BUILD)/%.o: %.c $(wildcard src/engine/*.h src/proto/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu $(wildcard src/engine/*.h kernels/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(LIB): $(ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%: tools/%.c $(LIB)
+	$(CC) $(CFLAGS) $< -o $@ $(LIB) $(LDLIBS)
+
+$(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -It/unit $< -o $@ $(LIB) $(LDLIBS)
+
+# Unit tests print TAP; prove runs each binary from the repository root so
+# ../shared resolves.
+unit-test: $(TESTS) $(TOOLS)
+	prove -v -e '' $(TESTS)
+
+test: unit-test nginx-test
+
+asan:
+	$(MAKE) BUILD=build-asan CUDA=0 OPT="-O1 -g -fno-omit-frame-pointer \
+	    -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	    LDLIBS_EXTRA="-fsanitize=address,undefined" unit-test
+
+LDLIBS += $(LDLIBS_EXTRA)
+
+# ---- nginx module (owned by the module work) -------------------------------
+module:
+	@true
+
+nginx-test:
+	@true
+# ---------------------------------------------------------------------------
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,124 @@
+/*
+ * ngx_http_infer_module engine: public API.
+ *
+ * The engine is a C library with no nginx dependency.  One engine serves one
+ * model; it owns a scheduler thread that runs continuous batching over a
+ * backend (cpu, cuda).  Callers submit requests without blocking and collect
+ * events (token text, done, error) from a queue; a file descriptor becomes
+ * readable whenever events are pending, so an event loop can wait on it.
+ */
+#ifndef INFER_H
+#define INFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Return codes shared by every engine call. */
+enum {
+    INFER_OK = 0,
+    INFER_ERROR = -1,           /* generic failure, message in err */
+    INFER_EINVAL = -2,          /* invalid request parameter */
+    INFER_EQUEUE_FULL = -3,     /* admission queue full: retry later */
+    INFER_ECONTEXT = -4,        /* prompt (+ max_tokens) exceeds context */
+    INFER_ESHUTDOWN = -5,       /* engine stopping or its thread died */
+    INFER_ENOMEM = -6
+};
+
+typedef struct infer_engine infer_engine_t;
+
+typedef struct {
+    const char  *model_dir;
+    const char  *backend;          /* "cpu" (default) or "cuda" */
+    int          threads;          /* compute threads per rank; 0 = 1 */
+    int          tp;               /* tensor-parallel ranks; 0 = 1 */
+    const int   *devices;          /* device ids for the ranks (cuda) */
+    int          n_devices;
+    int          max_batch_tokens; /* token budget per step; 0 = 512 */
+    int          max_seqs;         /* running sequences; 0 = 64 */
+    size_t       kv_cache_bytes;   /* KV cache budget; 0 = 64 MiB */
+    int          block_size;       /* tokens per KV block; 0 = 16 */
+    int          max_queue;        /* waiting requests; 0 = 256 */
+} infer_engine_config_t;
+
+/* Loads the model and prepares the backend; does not start threads. */
+int infer_engine_create(const infer_engine_config_t *cfg,
+    infer_engine_t **out, char *err, size_t errlen);
+/* Starts the scheduler thread. */
+int infer_engine_start(infer_engine_t *e, char *err, size_t errlen);
+/* Stops the thread, fails every pending request, frees everything. */
+void infer_engine_destroy(infer_engine_t *e);
+
+/* Readable (eventfd semantics) while events are queued. */
+int infer_engine_event_fd(infer_engine_t *e);
+/* 1 while the scheduler thread is running and healthy. */
+int infer_engine_alive(infer_engine_t *e);
+
+typedef struct {
+    const int32_t *prompt;       /* token ids, copied at submit */
+    int            n_prompt;
+    int            max_tokens;   /* > 0; capped by the context */
+    float          temperature;  /* 0 = greedy */
+    float          top_p;        /* (0, 1]; 1 = off */
+    int            top_k;        /* 0 = off */
+    uint64_t       seed;
+    int            has_seed;     /* 0: the engine picks a seed */
+    const int32_t *stop_ids;     /* extra stop token ids (eos is implied) */
+    int            n_stop_ids;
+    const char   *const *stop;   /* stop strings, not included in output */
+    int            n_stop;
+    int            ignore_eos;
+    int64_t        deadline_ms;  /* CLOCK_MONOTONIC ms; 0 = none */
+    void          *user;         /* returned in every event */
+} infer_request_t;
+
+/* Queues a request; never blocks.  On success *id identifies it. */
+int infer_engine_submit(infer_engine_t *e, const infer_request_t *req,
+    uint64_t *id);
+/* Cancels a request; its resources are freed at the next step and a DONE
+ * event with INFER_FINISH_CANCELLED follows (the caller may ignore it). */
+void infer_engine_cancel(infer_engine_t *e, uint64_t id);
+
+typedef enum {
+    INFER_EVENT_TOKEN = 1,       /* text: newly completed UTF-8 text */
+    INFER_EVENT_DONE,            /* finish reason and usage; text may hold
+                                    the final flushed text */
+    INFER_EVENT_ERROR            /* message in text */
+} infer_event_type_t;
+
+typedef enum {
+    INFER_FINISH_NONE = 0,
+    INFER_FINISH_STOP,           /* eos, stop id or stop string */
+    INFER_FINISH_LENGTH,         /* max_tokens or context end */
+    INFER_FINISH_CANCELLED,
+    INFER_FINISH_DEADLINE,
+    INFER_FINISH_ERROR
+} infer_finish_t;
+
+typedef struct {
+    infer_event_type_t  type;
+    uint64_t            id;
+    void               *user;
+    char               *text;        /* malloc'd, NUL-terminated, or NULL */
+    size_t              text_len;
+    int32_t            *tokens;      /* token ids this event covers */
+    int                 n_tokens;
+    infer_finish_t      finish;
+    int                 prompt_tokens;
+    int                 completion_tokens;
+} infer_event_t;
+
+/* Drains up to max events (and the event fd counter); returns the count.
+ * Each event must be released with infer_event_release(). */
+int infer_engine_poll(infer_engine_t *e, infer_event_t *ev, int max);
+void infer_event_release(infer_event_t *ev);
+
+/* Model facts the front end needs. */
+typedef struct infer_tokenizer infer_tokenizer_t;
+const infer_tokenizer_t *infer_engine_tokenizer(infer_engine_t *e);
+int infer_engine_context_length(infer_engine_t *e);
+int infer_engine_vocab_size(infer_engine_t *e);
+
+const char *infer_strerror(int rc);
+int64_t infer_now_ms(void);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * Hugging Face tokenizer.json: BPE with the SentencePiece-style normalizer
+ * and byte_fallback (Llama-2 family), and byte-level BPE with a regex
+ * pre-tokenizer (GPT-2, Llama-3, Qwen2); added/special tokens; add_bos_token
+ * from tokenizer_config.json.
+ */
+#ifndef INFER_TOKENIZER_H
+#define INFER_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct infer_tokenizer infer_tokenizer_t;
+
+/* Reads DIR/tokenizer.json and, if present, DIR/tokenizer_config.json. */
+int infer_tokenizer_load(const char *dir, infer_tokenizer_t **out,
+    char *err, size_t errlen);
+void infer_tokenizer_free(infer_tokenizer_t *t);
+
+/* Encodes text.  add_special: prepend bos (and append eos) as
+ * tokenizer_config.json says.  Added tokens in the text are always
+ * recognised.  *ids is malloc'd.  Returns 0 or -1. */
+int infer_tokenizer_encode(const infer_tokenizer_t *t, const char *text,
+    size_t len, int add_special, int32_t **ids, int *n);
+
+int infer_tokenizer_vocab_size(const infer_tokenizer_t *t);
+int infer_tokenizer_bos_id(const infer_tokenizer_t *t);   /* -1 if none */
+int infer_tokenizer_eos_id(const infer_tokenizer_t *t);   /* -1 if none */
+int infer_tokenizer_add_bos(const infer_tokenizer_t *t);
+int infer_tokenizer_is_special(const infer_tokenizer_t *t, int32_t id);
+/* Id of an exact token string (e.g. "<|im_end|>"), -1 if absent. */
+int32_t infer_tokenizer_token_id(const infer_tokenizer_t *t, const char *s);
+/* Content string of a token as stored in the vocab (not decoded). */
+const char *infer_tokenizer_token_str(const infer_tokenizer_t *t, int32_t id);
+/* chat_template string from tokenizer_config.json, or NULL. */
+const char *infer_tokenizer_chat_template(const infer_tokenizer_t *t);
+/* Longest decoded byte length of one token (for sizing buffers). */
+size_t infer_tokenizer_max_token_bytes(const infer_tokenizer_t *t);
+
+/*
+ * Streaming detokenizer: feeds tokens one at a time and emits only whole
+ * UTF-8 characters; the bytes of an unfinished character are held back.
+ * Special tokens decode to nothing.  The decoder's leading-space strip
+ * (SentencePiece "Strip" decoder) applies only to the first token when
+ * at_start is set (i.e. generation begins right after <s> or from nothing).
+ */
+typedef struct {
+    const infer_tokenizer_t *tok;
+    unsigned char            pending[8];
+    int                      n_pending;
+    int                      at_start;
+} infer_detok_t;
+
+void infer_detok_init(infer_detok_t *d, const infer_tokenizer_t *t,
+    int at_start);
+/* Appends to out (cap >= max_token_bytes + 8); returns bytes written. */
+size_t infer_detok_push(infer_detok_t *d, int32_t id, char *out, size_t cap);
+/* Emits held-back bytes of a broken character as U+FFFD. */
+size_t infer_detok_flush(infer_detok_t *d, char *out, size_t cap);
+
+#endif
