@@ -1,0 +1,1045 @@
+/*
+ * The engine: a scheduler thread running continuous (iteration-level)
+ * batching over a backend.
+ *
+ * Every step the scheduler admits waiting requests up to max_seqs, gives
+ * each running sequence in decode one token of the step's budget, fills the
+ * rest with prefill chunks (so long prompts are split across steps and mixed
+ * with decode), allocates KV blocks as positions grow, preempts the youngest
+ * sequences when the block pool runs dry (they recompute later), runs one
+ * forward pass, samples, and turns tokens into text events.
+ *
+ * Threads: callers only touch the submit queue, the cancel list and the
+ * event list, each under a mutex; everything else belongs to the scheduler.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+#include "backend.h"
+#include "infer.h"
+#include "model.h"
+#include "sampling.h"
+#include "tokenizer.h"
+
+#define INFER_MAX_STOP      16
+#define INFER_MAX_STOP_LEN  1024
+#define INFER_MAX_STOP_IDS  64
+
+typedef struct infer_seq infer_seq_t;
+
+struct infer_seq {
+    uint64_t          id;
+    void             *user;
+    int32_t          *tokens;        /* prompt then generated */
+    int               n_tokens;
+    int               n_prompt;
+    int               n_generated;
+    int               max_tokens;    /* already capped by the context */
+    int               n_computed;    /* tokens whose keys/values are cached */
+    int32_t          *blocks;        /* [max_blocks_per_seq] */
+    int               n_blocks;
+    infer_sampling_t  sampling;
+    int32_t          *stop_ids;
+    int               n_stop_ids;
+    char            **stop;
+    int               n_stop;
+    int               ignore_eos;
+    int64_t           deadline_ms;
+    infer_detok_t     detok;
+    char             *held;          /* decoded text not yet emitted */
+    size_t            held_len;
+    size_t            held_cap;
+    int               chunk;         /* tokens of this seq in the step */
+    infer_seq_t      *next;
+};
+
+typedef struct infer_event_node {
+    infer_event_t             ev;
+    struct infer_event_node  *next;
+} infer_event_node_t;
+
+struct infer_engine {
+    infer_model_t       *model;
+    infer_tokenizer_t   *tok;
+    infer_backend_t     *backend;
+    char                 backend_name[16];
+    int                  max_batch_tokens;
+    int                  max_seqs;
+    int                  max_queue;
+    int                  block_size;
+    int                  n_blocks;
+    int                  max_blocks;    /* per sequence */
+    int                  context;       /* usable tokens per sequence */
+    int                  vocab;
+
+    /* shared with callers, under mu */
+    pthread_mutex_t      mu;
+    pthread_cond_t       wake;
+    infer_seq_t         *submitted_head, *submitted_tail;
+    int                  n_pending;     /* submitted or waiting */
+    uint64_t            *cancels;
+    int                  n_cancels, cap_cancels;
+    uint64_t             next_id;
+    int                  stop;
+    int                  alive;
+    pthread_t            thread;
+    int                  started;
+
+    /* events, under ev_mu */
+    pthread_mutex_t      ev_mu;
+    infer_event_node_t  *ev_head, *ev_tail;
+    int                  efd;
+    int                  step_events;   /* scheduler: emitted this step */
+
+    /* the scheduler's own */
+    infer_seq_t        **running;      /* admission order, oldest first */
+    int                  n_running;
+    infer_seq_t         *waiting;       /* FIFO; preempted go to the front */
+    int32_t             *free_blocks;
+    int                  n_free;
+    infer_seq_t        **step_seqs;
+    int32_t             *b_tokens, *b_pos, *b_seq, *b_ctx, *b_table;
+    int32_t             *b_logit;
+    float               *logits;
+    void                *sample_scratch;
+    char                *text;         /* detokenizer output scratch */
+    size_t               text_cap;
+};
+
+static void infer_seq_free(infer_seq_t *s);
+
+int64_t
+infer_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *
+infer_strerror(int rc)
+{
+    switch (rc) {
+    case INFER_OK:          return "ok";
+    case INFER_EINVAL:      return "invalid request parameter";
+    case INFER_EQUEUE_FULL: return "request queue is full";
+    case INFER_ECONTEXT:    return "prompt exceeds the context length";
+    case INFER_ESHUTDOWN:   return "engine is shutting down";
+    case INFER_ENOMEM:      return "out of memory";
+    default:                return "engine error";
+    }
+}
+
+/* ---- events -------------------------------------------------------------- */
+
+static void
+infer_notify(infer_engine_t *e)
+{
+    uint64_t one = 1;
+
+    /* EAGAIN only when the counter is saturated, i.e. already readable */
+    if (write(e->efd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+        perror("infer: eventfd write");
+    }
+}
+
+static void
+infer_emit(infer_engine_t *e, infer_event_type_t type, infer_seq_t *s,
+    const char *text, size_t len, const int32_t *tokens, int n_tokens,
+    infer_finish_t finish)
+{
+    infer_event_node_t *n = calloc(1, sizeof(*n));
+
+    if (n == NULL) {
+        return;
+    }
+    n->ev.type = type;
+    n->ev.id = s->id;
+    n->ev.user = s->user;
+    n->ev.finish = finish;
+    n->ev.prompt_tokens = s->n_prompt;
+    n->ev.completion_tokens = s->n_generated;
+    if (len > 0) {
+        n->ev.text = malloc(len + 1);
+        if (n->ev.text != NULL) {
+            memcpy(n->ev.text, text, len);
+            n->ev.text[len] = '\0';
+            n->ev.text_len = len;
+        }
+    }
+    if (n_tokens > 0) {
+        n->ev.tokens = malloc(n_tokens * sizeof(int32_t));
+        if (n->ev.tokens != NULL) {
+            memcpy(n->ev.tokens, tokens, n_tokens * sizeof(int32_t));
+            n->ev.n_tokens = n_tokens;
+        }
+    }
+
+    e->step_events = 1;
+    pthread_mutex_lock(&e->ev_mu);
+    if (e->ev_tail != NULL) {
+        e->ev_tail->next = n;
+    } else {
+        e->ev_head = n;
+    }
+    e->ev_tail = n;
+    pthread_mutex_unlock(&e->ev_mu);
+}
+
+int
+infer_engine_poll(infer_engine_t *e, infer_event_t *ev, int max)
+{
+    infer_event_node_t *n;
+    uint64_t            counter;
+    int                 got = 0, more;
+
+    if (read(e->efd, &counter, sizeof(counter)) < 0 && errno != EAGAIN) {
+        perror("infer: eventfd read");
+    }
+    pthread_mutex_lock(&e->ev_mu);
+    while (got < max && e->ev_head != NULL) {
+        n = e->ev_head;
+        e->ev_head = n->next;
+        ev[got++] = n->ev;
+        free(n);
+    }
+    if (e->ev_head == NULL) {
+        e->ev_tail = NULL;
+    }
+    more = e->ev_head != NULL;
+    pthread_mutex_unlock(&e->ev_mu);
+    if (more) {
+        /* the caller took fewer than were queued: stay readable */
+        infer_notify(e);
+    }
+    return got;
+}
+
+void
+infer_event_release(infer_event_t *ev)
+{
+    free(ev->text);
+    free(ev->tokens);
+    ev->text = NULL;
+    ev->tokens = NULL;
+}
+
+int
+infer_engine_event_fd(infer_engine_t *e)
+{
+    return e->efd;
+}
+
+/* ---- KV blocks ------------------------------------------------------------ */
+
+static int
+blocks_for(const infer_engine_t *e, int tokens)
+{
+    return (tokens + e->block_size - 1) / e->block_size;
+}
+
+static void
+release_blocks(infer_engine_t *e, infer_seq_t *s)
+{
+    while (s->n_blocks > 0) {
+        e->free_blocks[e->n_free++] = s->blocks[--s->n_blocks];
+    }
+}
+
+static void
+remove_running(infer_engine_t *e, infer_seq_t *s)
+{
+    int i;
+
+    for (i = 0; i < e->n_running; i++) {
+        if (e->running[i] == s) {
+            memmove(&e->running[i], &e->running[i + 1],
+                    (e->n_running - i - 1) * sizeof(infer_seq_t *));
+            e->n_running--;
+            return;
+        }
+    }
+}
+
+/* Frees a running sequence's blocks; it recomputes from scratch later. */
+static void
+preempt(infer_engine_t *e, infer_seq_t *s)
+{
+    release_blocks(e, s);
+    s->n_computed = 0;
+    s->chunk = 0;
+    remove_running(e, s);
+    s->next = e->waiting;
+    e->waiting = s;
+    pthread_mutex_lock(&e->mu);
+    e->n_pending++;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/*
+ * Gives s blocks for its first `tokens` positions, preempting the youngest
+ * running sequences that are not in this step.  Returns -1 when nothing is
+ * left to preempt.
+ */
+static int
+reserve_blocks(infer_engine_t *e, infer_seq_t *s, int tokens)
+{
+    int need = blocks_for(e, tokens) - s->n_blocks, i;
+
+    while (need > e->n_free) {
+        infer_seq_t *victim = NULL;
+
+        for (i = e->n_running - 1; i >= 0; i--) {
+            if (e->running[i] != s && e->running[i]->chunk == 0) {
+                victim = e->running[i];
+                break;
+            }
+        }
+        if (victim == NULL) {
+            return -1;
+        }
+        preempt(e, victim);
+    }
+    for (i = 0; i < need; i++) {
+        s->blocks[s->n_blocks++] = e->free_blocks[--e->n_free];
+    }
+    return 0;
+}
+
+/* ---- finishing ------------------------------------------------------------ */
+
+static void
+finish(infer_engine_t *e, infer_seq_t *s, infer_finish_t why,
+    const char *text, size_t len, int running)
+{
+    infer_emit(e, why == INFER_FINISH_ERROR ? INFER_EVENT_ERROR
+                                            : INFER_EVENT_DONE,
+               s, text, len, NULL, 0, why);
+    release_blocks(e, s);
+    if (running) {
+        remove_running(e, s);
+    }
+    infer_seq_free(s);
+}
+
+/* Applies cancels and deadlines to running and waiting sequences. */
+static void
+reap(infer_engine_t *e, const uint64_t *cancels, int n_cancels)
+{
+    int64_t       now = infer_now_ms();
+    infer_seq_t **pp, *s;
+    int           i, k, removed = 0;
+
+    for (i = e->n_running - 1; i >= 0; i--) {
+        s = e->running[i];
+        for (k = 0; k < n_cancels && cancels[k] != s->id; k++) {
+            /* search */
+        }
+        if (k < n_cancels) {
+            finish(e, s, INFER_FINISH_CANCELLED, NULL, 0, 1);
+        } else if (s->deadline_ms && now >= s->deadline_ms) {
+            finish(e, s, INFER_FINISH_DEADLINE, NULL, 0, 1);
+        }
+    }
+    for (pp = &e->waiting; *pp != NULL; ) {
+        s = *pp;
+        for (k = 0; k < n_cancels && cancels[k] != s->id; k++) {
+            /* search */
+        }
+        if (k < n_cancels || (s->deadline_ms && now >= s->deadline_ms)) {
+            *pp = s->next;
+            removed++;
+            finish(e, s, k < n_cancels ? INFER_FINISH_CANCELLED
+                                       : INFER_FINISH_DEADLINE,
+                   NULL, 0, 0);
+        } else {
+            pp = &s->next;
+        }
+    }
+    if (removed) {
+        pthread_mutex_lock(&e->mu);
+        e->n_pending -= removed;
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
+/* ---- text and stop conditions -------------------------------------------- */
+
+static int
+held_append(infer_seq_t *s, const char *p, size_t n)
+{
+    if (s->held_len + n + 1 > s->held_cap) {
+        size_t cap = (s->held_len + n + 1) * 2;
+        char  *h = realloc(s->held, cap);
+
+        if (h == NULL) {
+            return -1;
+        }
+        s->held = h;
+        s->held_cap = cap;
+    }
+    memcpy(s->held + s->held_len, p, n);
+    s->held_len += n;
+    s->held[s->held_len] = '\0';
+    return 0;
+}
+
+/* Earliest occurrence of any stop string in the held text, or -1. */
+static long
+stop_match(const infer_seq_t *s)
+{
+    long  best = -1;
+    int   i;
+
+    for (i = 0; i < s->n_stop; i++) {
+        const char *m = memmem(s->held, s->held_len, s->stop[i],
+                               strlen(s->stop[i]));
+        if (m != NULL && (best < 0 || m - s->held < best)) {
+            best = m - s->held;
+        }
+    }
+    return best;
+}
+
+/* Bytes at the end of the held text that could still begin a stop string. */
+static size_t
+stop_prefix_tail(const infer_seq_t *s)
+{
+    size_t k, longest = 0;
+    int    i;
+
+    for (i = 0; i < s->n_stop; i++) {
+        size_t len = strlen(s->stop[i]);
+
+        for (k = len - 1 < s->held_len ? len - 1 : s->held_len;
+             k > longest; k--)
+        {
+            if (memcmp(s->held + s->held_len - k, s->stop[i], k) == 0) {
+                longest = k;
+                break;
+            }
+        }
+    }
+    return longest;
+}
+
+static void
+emit_held(infer_engine_t *e, infer_seq_t *s, size_t n, int32_t token)
+{
+    infer_emit(e, INFER_EVENT_TOKEN, s, s->held, n, &token, 1,
+               INFER_FINISH_NONE);
+    memmove(s->held, s->held + n, s->held_len - n + 1);
+    s->held_len -= n;
+}
+
+static int
+is_stop_token(const infer_engine_t *e, const infer_seq_t *s, int32_t t)
+{
+    const infer_model_config_t *c = &e->model->cfg;
+    int                         i;
+
+    for (i = 0; i < s->n_stop_ids; i++) {
+        if (s->stop_ids[i] == t) {
+            return 1;
+        }
+    }
+    if (!s->ignore_eos) {
+        for (i = 0; i < c->n_eos; i++) {
+            if (c->eos_token_ids[i] == t) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Appends a sampled token; emits its text; finishes the sequence if due. */
+static void
+accept_token(infer_engine_t *e, infer_seq_t *s, int32_t token)
+{
+    size_t n;
+    long   at;
+
+    s->tokens[s->n_tokens++] = token;
+    s->n_generated++;
+
+    if (is_stop_token(e, s, token)) {
+        n = infer_detok_flush(&s->detok, e->text, e->text_cap);
+        held_append(s, e->text, n);
+        finish(e, s, INFER_FINISH_STOP, s->held, s->held_len, 1);
+        return;
+    }
+
+    n = infer_detok_push(&s->detok, token, e->text, e->text_cap);
+    if (held_append(s, e->text, n) != 0) {
+        finish(e, s, INFER_FINISH_ERROR, "out of memory", 13, 1);
+        return;
+    }
+
+    if (s->n_stop > 0 && (at = stop_match(s)) >= 0) {
+        finish(e, s, INFER_FINISH_STOP, s->held, (size_t) at, 1);
+        return;
+    }
+
+    if (s->n_generated >= s->max_tokens) {
+        n = infer_detok_flush(&s->detok, e->text, e->text_cap);
+        held_append(s, e->text, n);
+        finish(e, s, INFER_FINISH_LENGTH, s->held, s->held_len, 1);
+        return;
+    }
+
+    n = s->held_len - stop_prefix_tail(s);
+    if (n > 0) {
+        emit_held(e, s, n, token);
+    }
+}
+
+/* ---- one step -------------------------------------------------------------- */
+
+static void
+admit(infer_engine_t *e)
+{
+    int admitted = 0;
+
+    while (e->waiting != NULL && e->n_running < e->max_seqs) {
+        infer_seq_t *s = e->waiting;
+
+        e->waiting = s->next;
+        s->next = NULL;
+        s->chunk = 0;
+        e->running[e->n_running++] = s;
+        admitted++;
+    }
+    if (admitted) {
+        pthread_mutex_lock(&e->mu);
+        e->n_pending -= admitted;
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
+/*
+ * Chooses this step's tokens: decode tokens first (one per sequence), then
+ * prefill chunks, oldest sequences first, within the token budget.
+ */
+static int
+plan_step(infer_engine_t *e)
+{
+    int budget = e->max_batch_tokens, pass, i, n_seqs = 0;
+
+    for (i = 0; i < e->n_running; i++) {
+        e->running[i]->chunk = 0;
+    }
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < e->n_running && budget > 0; i++) {
+            infer_seq_t *s = e->running[i];
+            int          need = s->n_tokens - s->n_computed;
+            int          chunk;
+
+            if (s->chunk > 0 || (pass == 0) != (need == 1)) {
+                continue;
+            }
+            chunk = need < budget ? need : budget;
+            if (reserve_blocks(e, s, s->n_computed + chunk) != 0) {
+                /* nobody left to preempt: s waits for blocks to free up */
+                preempt(e, s);
+                i--;
+                continue;
+            }
+            s->chunk = chunk;
+            budget -= chunk;
+            e->step_seqs[n_seqs++] = s;
+        }
+    }
+    return n_seqs;
+}
+
+static int
+run_step(infer_engine_t *e, int n_seqs, char *err, size_t errlen)
+{
+    infer_batch_t b;
+    int           i, j, n = 0, n_logits = 0;
+
+    for (i = 0; i < n_seqs; i++) {
+        infer_seq_t *s = e->step_seqs[i];
+
+        for (j = 0; j < s->chunk; j++) {
+            e->b_tokens[n] = s->tokens[s->n_computed + j];
+            e->b_pos[n] = s->n_computed + j;
+            e->b_seq[n] = i;
+            n++;
+        }
+        e->b_ctx[i] = s->n_computed + s->chunk;
+        memcpy(e->b_table + (size_t) i * e->max_blocks, s->blocks,
+               s->n_blocks * sizeof(int32_t));
+        if (s->n_computed + s->chunk == s->n_tokens) {
+            e->b_logit[n_logits++] = n - 1;
+        }
+    }
+
+    memset(&b, 0, sizeof(b));
+    b.n_tokens = n;
+    b.tokens = e->b_tokens;
+    b.positions = e->b_pos;
+    b.seq_of_token = e->b_seq;
+    b.n_seqs = n_seqs;
+    b.ctx_len = e->b_ctx;
+    b.block_table = e->b_table;
+    b.max_blocks = e->max_blocks;
+    b.n_logits = n_logits;
+    b.logit_tokens = e->b_logit;
+
+    return e->backend->ops->forward(e->backend, &b, e->logits, err, errlen);
+}
+
+static void
+sample_step(infer_engine_t *e, int n_seqs)
+{
+    int i, row = 0;
+
+    for (i = 0; i < n_seqs; i++) {
+        infer_seq_t *s = e->step_seqs[i];
+        int32_t      token;
+
+        s->n_computed += s->chunk;
+        s->chunk = 0;
+        if (s->n_computed < s->n_tokens) {
+            continue;               /* mid-prompt chunk: nothing to sample */
+        }
+        s->sampling.step = s->n_generated;
+        token = infer_sample(e->logits + (size_t) row * e->vocab, e->vocab,
+                             &s->sampling, e->sample_scratch);
+        row++;
+        accept_token(e, s, token);
+    }
+}
+
+static void *
+scheduler_thread(void *arg)
+{
+    infer_engine_t *e = arg;
+    uint64_t       *cancels = NULL;
+    int             n_cancels, n_seqs, i;
+    char            err[256];
+
+    for ( ;; ) {
+        pthread_mutex_lock(&e->mu);
+        while (!e->stop && e->submitted_head == NULL && e->n_cancels == 0
+               && e->n_running == 0 && e->waiting == NULL)
+        {
+            pthread_cond_wait(&e->wake, &e->mu);
+        }
+        if (e->stop) {
+            pthread_mutex_unlock(&e->mu);
+            break;
+        }
+        /* submitted requests join the waiting FIFO behind preempted ones */
+        if (e->submitted_head != NULL) {
+            infer_seq_t **pp = &e->waiting;
+
+            while (*pp != NULL) {
+                pp = &(*pp)->next;
+            }
+            *pp = e->submitted_head;
+            e->submitted_head = e->submitted_tail = NULL;
+        }
+        free(cancels);
+        cancels = e->cancels;
+        n_cancels = e->n_cancels;
+        e->cancels = NULL;
+        e->n_cancels = e->cap_cancels = 0;
+        pthread_mutex_unlock(&e->mu);
+
+        reap(e, cancels, n_cancels);
+        admit(e);
+        n_seqs = plan_step(e);
+        if (n_seqs > 0) {
+            if (run_step(e, n_seqs, err, sizeof(err)) != 0) {
+                /* a failed step fails the sequences that were in it */
+                for (i = 0; i < n_seqs; i++) {
+                    finish(e, e->step_seqs[i], INFER_FINISH_ERROR, err,
+                           strlen(err), 1);
+                }
+            } else {
+                sample_step(e, n_seqs);
+            }
+        }
+        if (e->step_events) {
+            e->step_events = 0;
+            infer_notify(e);
+        }
+    }
+
+    free(cancels);
+    pthread_mutex_lock(&e->mu);
+    e->alive = 0;
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* ---- requests ------------------------------------------------------------- */
+
+static void
+infer_seq_free(infer_seq_t *s)
+{
+    int i;
+
+    if (s == NULL) {
+        return;
+    }
+    for (i = 0; i < s->n_stop; i++) {
+        free(s->stop[i]);
+    }
+    free(s->stop);
+    free(s->stop_ids);
+    free(s->tokens);
+    free(s->blocks);
+    free(s->held);
+    free(s);
+}
+
+static int
+validate(const infer_engine_t *e, const infer_request_t *r)
+{
+    int i;
+
+    if (r->prompt == NULL || r->n_prompt < 1 || r->max_tokens < 1
+        || !(r->temperature >= 0.0f) || r->temperature > 1e6f
+        || !(r->top_p > 0.0f && r->top_p <= 1.0f) || r->top_k < 0
+        || r->n_stop < 0 || r->n_stop > INFER_MAX_STOP
+        || r->n_stop_ids < 0 || r->n_stop_ids > INFER_MAX_STOP_IDS)
+    {
+        return INFER_EINVAL;
+    }
+    for (i = 0; i < r->n_prompt; i++) {
+        if (r->prompt[i] < 0 || r->prompt[i] >= e->vocab) {
+            return INFER_EINVAL;
+        }
+    }
+    for (i = 0; i < r->n_stop; i++) {
+        if (r->stop[i] == NULL || r->stop[i][0] == '\0'
+            || strlen(r->stop[i]) > INFER_MAX_STOP_LEN)
+        {
+            return INFER_EINVAL;
+        }
+    }
+    if (r->n_prompt >= e->context) {
+        return INFER_ECONTEXT;
+    }
+    return INFER_OK;
+}
+
+static infer_seq_t *
+infer_seq_create(infer_engine_t *e, const infer_request_t *r)
+{
+    infer_seq_t *s = calloc(1, sizeof(*s));
+    int          i, room = e->context - r->n_prompt;
+
+    if (s == NULL) {
+        return NULL;
+    }
+    s->user = r->user;
+    s->n_prompt = r->n_prompt;
+    s->max_tokens = r->max_tokens < room ? r->max_tokens : room;
+    s->tokens = malloc((size_t) (r->n_prompt + s->max_tokens)
+                       * sizeof(int32_t));
+    s->blocks = malloc((size_t) e->max_blocks * sizeof(int32_t));
+    s->stop_ids = malloc((r->n_stop_ids + 1) * sizeof(int32_t));
+    s->stop = calloc(r->n_stop + 1, sizeof(char *));
+    if (!s->tokens || !s->blocks || !s->stop_ids || !s->stop) {
+        infer_seq_free(s);
+        return NULL;
+    }
+    memcpy(s->tokens, r->prompt, r->n_prompt * sizeof(int32_t));
+    s->n_tokens = r->n_prompt;
+    memcpy(s->stop_ids, r->stop_ids, r->n_stop_ids * sizeof(int32_t));
+    s->n_stop_ids = r->n_stop_ids;
+    for (i = 0; i < r->n_stop; i++) {
+        s->stop[i] = strdup(r->stop[i]);
+        if (s->stop[i] == NULL) {
+            infer_seq_free(s);
+            return NULL;
+        }
+        s->n_stop++;
+    }
+    s->ignore_eos = r->ignore_eos;
+    s->deadline_ms = r->deadline_ms;
+    s->sampling.temperature = r->temperature;
+    s->sampling.top_k = r->top_k;
+    s->sampling.top_p = r->top_p;
+    /* text right after <s> (or after nothing) drops the leading space */
+    infer_detok_init(&s->detok, e->tok,
+                     r->n_prompt == 1
+                     && r->prompt[0] == e->model->cfg.bos_token_id);
+    return s;
+}
+
+int
+infer_engine_submit(infer_engine_t *e, const infer_request_t *r,
+    uint64_t *id)
+{
+    infer_seq_t *s;
+    int          rc;
+
+    rc = validate(e, r);
+    if (rc != INFER_OK) {
+        return rc;
+    }
+    s = infer_seq_create(e, r);
+    if (s == NULL) {
+        return INFER_ENOMEM;
+    }
+
+    pthread_mutex_lock(&e->mu);
+    if (e->stop || !e->alive) {
+        rc = INFER_ESHUTDOWN;
+    } else if (e->n_pending >= e->max_queue) {
+        rc = INFER_EQUEUE_FULL;
+    } else {
+        s->id = ++e->next_id;
+        s->sampling.seed = r->has_seed
+                           ? r->seed
+                           : infer_rng_u64((uint64_t) infer_now_ms(), s->id);
+        if (e->submitted_tail != NULL) {
+            e->submitted_tail->next = s;
+        } else {
+            e->submitted_head = s;
+        }
+        e->submitted_tail = s;
+        e->n_pending++;
+        *id = s->id;
+        pthread_cond_signal(&e->wake);
+    }
+    pthread_mutex_unlock(&e->mu);
+
+    if (rc != INFER_OK) {
+        infer_seq_free(s);
+    }
+    return rc;
+}
+
+void
+infer_engine_cancel(infer_engine_t *e, uint64_t id)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->n_cancels == e->cap_cancels) {
+        int       cap = e->cap_cancels ? e->cap_cancels * 2 : 16;
+        uint64_t *c = realloc(e->cancels, cap * sizeof(uint64_t));
+
+        if (c == NULL) {
+            pthread_mutex_unlock(&e->mu);
+            return;
+        }
+        e->cancels = c;
+        e->cap_cancels = cap;
+    }
+    e->cancels[e->n_cancels++] = id;
+    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- life cycle ------------------------------------------------------------ */
+
+int
+infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
+    char *err, size_t errlen)
+{
+    infer_engine_t        *e;
+    infer_backend_params_t p;
+    int                    i;
+
+    e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return INFER_ENOMEM;
+    }
+    e->efd = -1;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->ev_mu, NULL);
+    pthread_cond_init(&e->wake, NULL);
+
+    e->max_batch_tokens = cfg->max_batch_tokens > 0 ? cfg->max_batch_tokens
+                                                    : 512;
+    e->max_seqs = cfg->max_seqs > 0 ? cfg->max_seqs : 64;
+    e->max_queue = cfg->max_queue > 0 ? cfg->max_queue : 256;
+    e->block_size = cfg->block_size > 0 ? cfg->block_size : 16;
+    snprintf(e->backend_name, sizeof(e->backend_name), "%s",
+             cfg->backend ? cfg->backend : "cpu");
+
+    if (infer_model_open(cfg->model_dir, &e->model, err, errlen) != 0) {
+        goto failed;
+    }
+    if (infer_tokenizer_load(cfg->model_dir, &e->tok, err, errlen) != 0) {
+        goto failed;
+    }
+    e->vocab = e->model->cfg.vocab_size;
+
+    memset(&p, 0, sizeof(p));
+    p.threads = cfg->threads;
+    p.tp = cfg->tp > 0 ? cfg->tp : 1;
+    p.devices = cfg->devices;
+    p.n_devices = cfg->n_devices;
+    p.kv_cache_bytes = cfg->kv_cache_bytes ? cfg->kv_cache_bytes
+                                           : (size_t) 64 << 20;
+    p.block_size = e->block_size;
+    p.max_batch_tokens = e->max_batch_tokens;
+    p.max_seqs = e->max_seqs;
+    if (infer_backend_create(e->backend_name, e->model, &p, &e->backend,
+                             err, errlen) != 0)
+    {
+        goto failed;
+    }
+    e->n_blocks = p.n_blocks;
+
+    /* a sequence may use the whole pool but not more than the model's
+     * positions */
+    e->context = e->model->cfg.max_position;
+    if ((long) e->n_blocks * e->block_size < e->context) {
+        e->context = e->n_blocks * e->block_size;
+    }
+    e->max_blocks = blocks_for(e, e->context);
+
+    e->free_blocks = malloc(e->n_blocks * sizeof(int32_t));
+    e->running = calloc(e->max_seqs, sizeof(infer_seq_t *));
+    e->step_seqs = calloc(e->max_seqs, sizeof(infer_seq_t *));
+    e->b_tokens = malloc(e->max_batch_tokens * sizeof(int32_t));
+    e->b_pos = malloc(e->max_batch_tokens * sizeof(int32_t));
+    e->b_seq = malloc(e->max_batch_tokens * sizeof(int32_t));
+    e->b_ctx = malloc(e->max_seqs * sizeof(int32_t));
+    e->b_logit = malloc(e->max_seqs * sizeof(int32_t));
+    e->b_table = calloc((size_t) e->max_seqs * e->max_blocks,
+                        sizeof(int32_t));
+    e->logits = malloc((size_t) e->max_seqs * e->vocab * sizeof(float));
+    e->sample_scratch = malloc(infer_sample_scratch_bytes(e->vocab));
+    e->text_cap = infer_tokenizer_max_token_bytes(e->tok) + 64;
+    e->text = malloc(e->text_cap);
+    e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!e->free_blocks || !e->running || !e->step_seqs || !e->b_tokens
+        || !e->b_pos || !e->b_seq || !e->b_ctx || !e->b_logit
+        || !e->b_table || !e->logits || !e->sample_scratch || !e->text
+        || e->efd < 0)
+    {
+        snprintf(err, errlen, "engine: out of memory or no eventfd");
+        goto failed;
+    }
+    for (i = 0; i < e->n_blocks; i++) {
+        e->free_blocks[i] = e->n_blocks - 1 - i;
+    }
+    e->n_free = e->n_blocks;
+
+    *out = e;
+    return INFER_OK;
+
+failed:
+    infer_engine_destroy(e);
+    return INFER_ERROR;
+}
+
+int
+infer_engine_start(infer_engine_t *e, char *err, size_t errlen)
+{
+    e->alive = 1;
+    if (pthread_create(&e->thread, NULL, scheduler_thread, e) != 0) {
+        e->alive = 0;
+        snprintf(err, errlen, "engine: cannot start the scheduler thread");
+        return INFER_ERROR;
+    }
+    e->started = 1;
+    return INFER_OK;
+}
+
+int
+infer_engine_alive(infer_engine_t *e)
+{
+    int alive;
+
+    pthread_mutex_lock(&e->mu);
+    alive = e->alive && !e->stop;
+    pthread_mutex_unlock(&e->mu);
+    return alive;
+}
+
+static void
+free_list(infer_seq_t *s)
+{
+    while (s != NULL) {
+        infer_seq_t *next = s->next;
+
+        infer_seq_free(s);
+        s = next;
+    }
+}
+
+void
+infer_engine_destroy(infer_engine_t *e)
+{
+    infer_event_node_t *n;
+    int                 i;
+
+    if (e == NULL) {
+        return;
+    }
+    if (e->started) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = 1;
+        pthread_cond_signal(&e->wake);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->thread, NULL);
+    }
+    for (i = 0; i < e->n_running; i++) {
+        infer_seq_free(e->running[i]);
+    }
+    free_list(e->waiting);
+    free_list(e->submitted_head);
+    while ((n = e->ev_head) != NULL) {
+        e->ev_head = n->next;
+        infer_event_release(&n->ev);
+        free(n);
+    }
+    infer_backend_destroy(e->backend);
+    infer_tokenizer_free(e->tok);
+    infer_model_close(e->model);
+    free(e->cancels);
+    free(e->free_blocks);
+    free(e->running);
+    free(e->step_seqs);
+    free(e->b_tokens);
+    free(e->b_pos);
+    free(e->b_seq);
+    free(e->b_ctx);
+    free(e->b_logit);
+    free(e->b_table);
+    free(e->logits);
+    free(e->sample_scratch);
+    free(e->text);
+    if (e->efd >= 0) {
+        close(e->efd);
+    }
+    pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->ev_mu);
+    pthread_cond_destroy(&e->wake);
+    free(e);
+}
+
+const infer_tokenizer_t *
+infer_engine_tokenizer(infer_engine_t *e)
+{
+    return e->tok;
+}
+
+int
+infer_engine_context_length(infer_engine_t *e)
+{
+    return e->context;
+}
+
+int
+infer_engine_vocab_size(infer_engine_t *e)
+{
+    return e->vocab;
+}
