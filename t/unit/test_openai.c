@@ -1,0 +1,403 @@
+/*
+ * OpenAI codec and chat templates.  Expected chat renders come from jinja2
+ * 3.1 (PyPI) rendering the published templates the way Hugging Face's
+ * apply_chat_template does (ImmutableSandboxedEnvironment, trim_blocks,
+ * lstrip_blocks, add_generation_prompt=True): Llama-2 from
+ * meta-llama/Llama-2-7b-chat-hf, Llama-3 from
+ * ../shared/tokenizers/llama3/tokenizer_config.json, ChatML as Qwen2 and
+ * OpenHermes publish it.  Expected JSON shapes follow the OpenAI API
+ * reference for completions, chat completions and their stream chunks.
+ */
+#include <jansson.h>
+
+#include "tap.h"
+#include "infer.h"
+#include "openai.h"
+
+static int
+parse(const char *body, infer_oai_kind_t kind, infer_oai_request_t *req,
+    infer_oai_error_t *err)
+{
+    return infer_oai_parse_request(body, strlen(body), kind, req, err);
+}
+
+/* A request that must fail with 400 on the given param. */
+static void
+bad(const char *body, infer_oai_kind_t kind, const char *param,
+    const char *what)
+{
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+    int                  rc;
+
+    rc = parse(body, kind, &req, &err);
+    ok(rc == -1 && err.status == 400
+       && strcmp(err.type, "invalid_request_error") == 0
+       && ((param == NULL && err.param == NULL)
+           || (param && err.param && strcmp(param, err.param) == 0)),
+       "400 on %s: %s", what, rc ? err.message : "(accepted)");
+    if (rc == 0) {
+        infer_oai_request_free(&req);
+    }
+}
+
+static void
+test_completion_fields(void)
+{
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+    int                  rc;
+
+    rc = parse("{\"model\":\"tiny\",\"prompt\":\"Once upon\","
+               "\"max_tokens\":7,\"temperature\":0.5,\"top_p\":0.9,"
+               "\"top_k\":40,\"seed\":-3,\"stop\":[\"\\n\",\"Lily\"],"
+               "\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+               "\"n\":1,\"user\":\"u1\",\"logit_bias\":{},\"echo\":false}",
+               INFER_OAI_COMPLETION, &req, &err);
+    is_int(rc, 0, "full completion request parses");
+    is_str(req.model, "tiny", "model");
+    is_str(req.prompt, "Once upon", "prompt text");
+    is_int(req.prompt_len, 9, "prompt length");
+    is_int(req.max_tokens, 7, "max_tokens");
+    ok(req.temperature == 0.5 && req.top_p == 0.9, "temperature, top_p");
+    is_int(req.top_k, 40, "top_k");
+    ok(req.has_seed && req.seed == (uint64_t) -3, "negative seed kept");
+    is_int(req.n_stop, 2, "two stop strings");
+    is_str(req.stop[1], "Lily", "second stop string");
+    ok(req.stream && req.include_usage, "stream with include_usage");
+    infer_oai_request_free(&req);
+
+    rc = parse("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":\"end\","
+               "\"top_k\":-1,\"max_tokens\":null,\"temperature\":null}",
+               INFER_OAI_COMPLETION, &req, &err);
+    ok(rc == 0 && req.n_stop == 1 && strcmp(req.stop[0], "end") == 0,
+       "stop as a string");
+    ok(req.top_k == 0 && req.max_tokens == 0 && req.temperature == 1.0
+       && req.top_p == 1.0 && !req.has_seed && !req.stream,
+       "defaults: nulls are not given, top_k -1 is off");
+    infer_oai_request_free(&req);
+}
+
+static void
+test_prompt_forms(void)
+{
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+    int                  rc;
+
+    rc = parse("{\"model\":\"m\",\"prompt\":[1,403,407]}",
+               INFER_OAI_COMPLETION, &req, &err);
+    ok(rc == 0 && req.prompt == NULL && req.n_prompt_ids == 3
+       && req.prompt_ids[0] == 1 && req.prompt_ids[2] == 407,
+       "prompt as token ids");
+    infer_oai_request_free(&req);
+
+    rc = parse("{\"model\":\"m\",\"prompt\":[\"one\"]}",
+               INFER_OAI_COMPLETION, &req, &err);
+    ok(rc == 0 && req.prompt && strcmp(req.prompt, "one") == 0,
+       "prompt as a one-string array");
+    infer_oai_request_free(&req);
+
+    rc = parse("{\"model\":\"m\",\"prompt\":[[5,6]]}",
+               INFER_OAI_COMPLETION, &req, &err);
+    ok(rc == 0 && req.n_prompt_ids == 2 && req.prompt_ids[1] == 6,
+       "prompt as a one-element array of token arrays");
+    infer_oai_request_free(&req);
+
+    rc = parse("{\"model\":\"m\",\"prompt\":\"a\\u0000b\"}",
+               INFER_OAI_COMPLETION, &req, &err);
+    ok(rc == 0 && req.prompt_len == 3, "prompt keeps an embedded NUL");
+    infer_oai_request_free(&req);
+
+    bad("{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}", INFER_OAI_COMPLETION,
+        "prompt", "batched prompts");
+    bad("{\"model\":\"m\",\"prompt\":[]}", INFER_OAI_COMPLETION, "prompt",
+        "empty prompt array");
+    bad("{\"model\":\"m\",\"prompt\":[1,-2]}", INFER_OAI_COMPLETION,
+        "prompt", "negative token id");
+    bad("{\"model\":\"m\",\"prompt\":[1,2.5]}", INFER_OAI_COMPLETION,
+        "prompt", "fractional token id");
+    bad("{\"model\":\"m\",\"prompt\":5}", INFER_OAI_COMPLETION, "prompt",
+        "prompt as a number");
+    bad("{\"model\":\"m\"}", INFER_OAI_COMPLETION, "prompt",
+        "missing prompt");
+}
+
+static void
+test_invalid(void)
+{
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+
+    ok(parse("{\"model\":", INFER_OAI_COMPLETION, &req, &err) == -1
+       && err.status == 400 && strstr(err.message, "invalid JSON") != NULL,
+       "malformed JSON: %s", err.message);
+    bad("[1,2]", INFER_OAI_COMPLETION, NULL, "array body");
+    bad("{\"prompt\":\"x\"}", INFER_OAI_COMPLETION, "model", "no model");
+    bad("{\"model\":7,\"prompt\":\"x\"}", INFER_OAI_COMPLETION, "model",
+        "model as a number");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":0}",
+        INFER_OAI_COMPLETION, "max_tokens", "max_tokens 0");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":\"16\"}",
+        INFER_OAI_COMPLETION, "max_tokens", "max_tokens as a string");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":4294967296}",
+        INFER_OAI_COMPLETION, "max_tokens", "max_tokens past int");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"temperature\":2.5}",
+        INFER_OAI_COMPLETION, "temperature", "temperature 2.5");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"temperature\":\"hot\"}",
+        INFER_OAI_COMPLETION, "temperature", "temperature as a string");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"top_p\":0}",
+        INFER_OAI_COMPLETION, "top_p", "top_p 0");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"top_p\":1.01}",
+        INFER_OAI_COMPLETION, "top_p", "top_p above 1");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"top_k\":-2}",
+        INFER_OAI_COMPLETION, "top_k", "top_k -2");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"seed\":1.5}",
+        INFER_OAI_COMPLETION, "seed", "fractional seed");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"n\":2}",
+        INFER_OAI_COMPLETION, "n", "n 2");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\","
+        "\"e\"]}", INFER_OAI_COMPLETION, "stop", "five stop strings");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":[\"\"]}",
+        INFER_OAI_COMPLETION, "stop", "empty stop string");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":[1]}",
+        INFER_OAI_COMPLETION, "stop", "stop as numbers");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"stream\":\"yes\"}",
+        INFER_OAI_COMPLETION, "stream", "stream as a string");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"stream_options\":"
+        "{\"include_usage\":true}}", INFER_OAI_COMPLETION, "stream_options",
+        "stream_options without stream");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":1}}", INFER_OAI_COMPLETION,
+        "stream_options.include_usage", "include_usage as a number");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"user\":3}",
+        INFER_OAI_COMPLETION, "user", "user as a number");
+}
+
+static void
+test_chat_request(void)
+{
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+    int                  rc;
+
+    rc = parse("{\"model\":\"m\",\"messages\":[{\"role\":\"system\","
+               "\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":"
+               "[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\","
+               "\"text\":\"b\"}]},{\"role\":\"assistant\",\"content\":null}],"
+               "\"max_tokens\":5,\"max_completion_tokens\":9}",
+               INFER_OAI_CHAT, &req, &err);
+    is_int(rc, 0, "chat request parses");
+    is_int(req.n_messages, 3, "three messages");
+    is_str(req.messages[0].role, "system", "system role");
+    is_str(req.messages[1].content, "a\nb", "text parts joined by newline");
+    is_str(req.messages[2].content, "", "null content is empty");
+    is_int(req.max_tokens, 9, "max_completion_tokens wins over max_tokens");
+    infer_oai_request_free(&req);
+
+    bad("{\"model\":\"m\"}", INFER_OAI_CHAT, "messages", "missing messages");
+    bad("{\"model\":\"m\",\"messages\":[]}", INFER_OAI_CHAT, "messages",
+        "empty messages");
+    bad("{\"model\":\"m\",\"messages\":[{\"content\":\"x\"}]}",
+        INFER_OAI_CHAT, "messages", "message without role");
+    bad("{\"model\":\"m\",\"messages\":[\"hi\"]}", INFER_OAI_CHAT,
+        "messages", "message as a string");
+    bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+        "[{\"type\":\"image_url\"}]}]}", INFER_OAI_CHAT, "messages",
+        "image content part");
+    bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":5}]}",
+        INFER_OAI_CHAT, "messages", "content as a number");
+}
+
+static void
+test_bodies(void)
+{
+    infer_oai_response_t  cmpl = { INFER_OAI_COMPLETION, "cmpl-1", 1700000000,
+                                   "tiny" };
+    infer_oai_response_t  chat = { INFER_OAI_CHAT, "chatcmpl-2", 1700000001,
+                                   "tiny" };
+    infer_oai_error_t     err;
+    const char           *names[] = { "tiny", "big" };
+    char                 *s;
+    size_t                len;
+
+    s = infer_oai_completion_body(&cmpl, "Lily\"\n", 6, "length", 3, 2, &len);
+    is_str(s, "{\"id\":\"cmpl-1\",\"object\":\"text_completion\","
+           "\"created\":1700000000,\"model\":\"tiny\",\"choices\":[{"
+           "\"index\":0,\"text\":\"Lily\\\"\\n\",\"logprobs\":null,"
+           "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":3,"
+           "\"completion_tokens\":2,\"total_tokens\":5}}\n",
+           "completion body");
+    ok(s && len == strlen(s), "length matches");
+    free(s);
+
+    s = infer_oai_completion_body(&chat, "Hi", 2, "stop", 10, 1, &len);
+    is_str(s, "{\"id\":\"chatcmpl-2\",\"object\":\"chat.completion\","
+           "\"created\":1700000001,\"model\":\"tiny\",\"choices\":[{"
+           "\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+           "\"Hi\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+           "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":1,"
+           "\"total_tokens\":11}}\n", "chat completion body");
+    free(s);
+
+    s = infer_oai_chunk(&cmpl, " upon", 5, 0, NULL, 0, &len);
+    is_str(s, "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\","
+           "\"created\":1700000000,\"model\":\"tiny\",\"choices\":[{"
+           "\"index\":0,\"text\":\" upon\",\"logprobs\":null,"
+           "\"finish_reason\":null}]}\n\n", "completion chunk");
+    free(s);
+
+    s = infer_oai_chunk(&chat, NULL, 0, 1, NULL, 1, &len);
+    is_str(s, "data: {\"id\":\"chatcmpl-2\",\"object\":"
+           "\"chat.completion.chunk\",\"created\":1700000001,\"model\":"
+           "\"tiny\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+           "\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+           "\"finish_reason\":null}],\"usage\":null}\n\n",
+           "first chat chunk carries the role (and usage null)");
+    free(s);
+
+    s = infer_oai_chunk(&chat, "é", strlen("é"), 0, NULL, 0, &len);
+    is_str(s, "data: {\"id\":\"chatcmpl-2\",\"object\":"
+           "\"chat.completion.chunk\",\"created\":1700000001,\"model\":"
+           "\"tiny\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+           "\"é\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+           "chat content chunk");
+    free(s);
+
+    s = infer_oai_chunk(&chat, "", 0, 0, "stop", 0, &len);
+    is_str(s, "data: {\"id\":\"chatcmpl-2\",\"object\":"
+           "\"chat.completion.chunk\",\"created\":1700000001,\"model\":"
+           "\"tiny\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,"
+           "\"finish_reason\":\"stop\"}]}\n\n", "final chat chunk");
+    free(s);
+
+    s = infer_oai_usage_chunk(&chat, 4, 6, &len);
+    is_str(s, "data: {\"id\":\"chatcmpl-2\",\"object\":"
+           "\"chat.completion.chunk\",\"created\":1700000001,\"model\":"
+           "\"tiny\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,"
+           "\"completion_tokens\":6,\"total_tokens\":10}}\n\n",
+           "usage chunk");
+    free(s);
+
+    infer_oai_set_error(&err, 404, "invalid_request_error", "model",
+                        "model_not_found", "The model '%s' does not exist",
+                        "gpt");
+    s = infer_oai_error_body(&err, &len);
+    is_str(s, "{\"error\":{\"message\":\"The model 'gpt' does not exist\","
+           "\"type\":\"invalid_request_error\",\"param\":\"model\","
+           "\"code\":\"model_not_found\"}}\n", "error body");
+    free(s);
+
+    infer_oai_set_error(&err, 504, "timeout", NULL, NULL, "deadline");
+    s = infer_oai_error_chunk(&err, &len);
+    is_str(s, "data: {\"error\":{\"message\":\"deadline\",\"type\":"
+           "\"timeout\",\"param\":null,\"code\":null}}\n\n",
+           "error chunk with null param and code");
+    free(s);
+
+    s = infer_oai_models_body(names, 2, 5, &len);
+    is_str(s, "{\"object\":\"list\",\"data\":[{\"id\":\"tiny\",\"object\":"
+           "\"model\",\"created\":5,\"owned_by\":\"nginx\"},{\"id\":\"big\","
+           "\"object\":\"model\",\"created\":5,\"owned_by\":\"nginx\"}]}\n",
+           "models list");
+    free(s);
+
+    is_str(infer_oai_finish_reason(INFER_FINISH_STOP), "stop", "stop");
+    is_str(infer_oai_finish_reason(INFER_FINISH_LENGTH), "length", "length");
+}
+
+static const infer_chat_message_t conv[] = {
+    { "system", "You are terse. " },
+    { "user", " Hi there!\n" },
+    { "assistant", "Hello.  " },
+    { "user", "Tell me a story." }
+};
+
+static void
+test_render(infer_chat_format_t f, const char *bos, const char *eos,
+    const char *want)
+{
+    char    err[256], *s;
+    size_t  len;
+
+    s = infer_chat_render(f, conv, 4, bos, eos, &len, err, sizeof(err));
+    is_str(s, want, "%s template renders like jinja2",
+           infer_chat_format_name(f));
+    ok(s && len == strlen(s), "%s length", infer_chat_format_name(f));
+    free(s);
+}
+
+static void
+test_chat_templates(void)
+{
+    char          path[512], err[256], *s;
+    size_t        len;
+    json_t       *cfg;
+    json_error_t  jerr;
+    infer_chat_message_t  bad_order[] = { { "assistant", "x" } };
+
+    test_render(INFER_CHAT_LLAMA2, "<s>", "</s>",
+        "<s>[INST] <<SYS>>\nYou are terse. \n<</SYS>>\n\n Hi there! [/INST]"
+        " Hello. </s><s>[INST] Tell me a story. [/INST]");
+    test_render(INFER_CHAT_LLAMA3, "<|begin_of_text|>", "<|end_of_text|>",
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>"
+        "\n\nHi there!<|eot_id|><|start_header_id|>assistant"
+        "<|end_header_id|>\n\nHello.<|eot_id|><|start_header_id|>user"
+        "<|end_header_id|>\n\nTell me a story.<|eot_id|><|start_header_id|>"
+        "assistant<|end_header_id|>\n\n");
+    test_render(INFER_CHAT_CHATML, NULL, NULL,
+        "<|im_start|>system\nYou are terse. <|im_end|>\n<|im_start|>user\n"
+        " Hi there!\n<|im_end|>\n<|im_start|>assistant\nHello.  <|im_end|>\n"
+        "<|im_start|>user\nTell me a story.<|im_end|>\n<|im_start|>"
+        "assistant\n");
+    test_render(INFER_CHAT_PLAIN, "<s>", "</s>",
+        "<s>system: You are terse. \nuser:  Hi there!\n\nassistant: Hello.  "
+        "\nuser: Tell me a story.\nassistant:");
+
+    s = infer_chat_render(INFER_CHAT_LLAMA2, bad_order, 1, "<s>", "</s>",
+                          &len, err, sizeof(err));
+    ok(s == NULL && strstr(err, "alternate") != NULL,
+       "llama2 rejects a conversation that starts with assistant: %s", err);
+    free(s);
+
+    snprintf(path, sizeof(path), "%s/tokenizers/llama3/tokenizer_config.json",
+             shared_dir());
+    cfg = json_load_file(path, JSON_DECODE_INT_AS_REAL, &jerr);
+    if (!ok(cfg != NULL, "read %s", path)) {
+        diag("%s", jerr.text);
+    }
+    is_int(infer_chat_detect(json_string_value(
+               json_object_get(cfg, "chat_template"))),
+           INFER_CHAT_LLAMA3, "Llama-3's own template is detected");
+    json_decref(cfg);
+    is_int(infer_chat_detect("{% for m in messages %}{{'<|im_start|>' + "
+                             "m['role']}}{% endfor %}"),
+           INFER_CHAT_CHATML, "ChatML detected");
+    is_int(infer_chat_detect("{{ bos_token + '[INST] ' + content }}"),
+           INFER_CHAT_LLAMA2, "Llama-2 detected");
+    is_int(infer_chat_detect(NULL), INFER_CHAT_PLAIN, "no template: plain");
+    is_int(infer_chat_detect("{{ messages }}"), INFER_CHAT_PLAIN,
+           "unknown template: plain");
+
+    is_int(infer_chat_format_parse("chatml", 6), INFER_CHAT_CHATML,
+           "format name chatml");
+    is_int(infer_chat_format_parse("llama", 5), -1, "unknown format name");
+    is_str(infer_chat_end_token(INFER_CHAT_LLAMA3), "<|eot_id|>",
+           "llama3 turn end");
+    ok(infer_chat_end_token(INFER_CHAT_PLAIN) == NULL, "plain: eos only");
+}
+
+int
+main(void)
+{
+    (void) skip_all;    /* tap.h helper this test has no use for */
+
+    test_completion_fields();
+    test_prompt_forms();
+    test_invalid();
+    test_chat_request();
+    test_bodies();
+    test_chat_templates();
+    return done_testing();
+}
