@@ -87,6 +87,7 @@ struct infer_engine {
     uint64_t             next_id;
     int                  stop;
     int                  alive;
+    infer_stats_t        stats;
     pthread_t            thread;
     int                  started;
 
@@ -109,6 +110,7 @@ struct infer_engine {
     void                *sample_scratch;
     char                *text;         /* detokenizer output scratch */
     size_t               text_cap;
+    infer_stats_t        counters;     /* published into stats each step */
 };
 
 static void infer_seq_free(infer_seq_t *s);
@@ -271,6 +273,7 @@ remove_running(infer_engine_t *e, infer_seq_t *s)
 static void
 preempt(infer_engine_t *e, infer_seq_t *s)
 {
+    e->counters.preemptions++;
     release_blocks(e, s);
     s->n_computed = 0;
     s->chunk = 0;
@@ -575,6 +578,9 @@ run_step(infer_engine_t *e, int n_seqs, char *err, size_t errlen)
             n++;
         }
         e->b_ctx[i] = s->n_computed + s->chunk;
+        if (s->n_computed < s->n_tokens - 1) {
+            e->counters.prompt_tokens += s->chunk;
+        }
         memcpy(e->b_table + (size_t) i * e->max_blocks, s->blocks,
                s->n_blocks * sizeof(int32_t));
         if (s->n_computed + s->chunk == s->n_tokens) {
@@ -615,8 +621,30 @@ sample_step(infer_engine_t *e, int n_seqs)
         token = infer_sample(e->logits + (size_t) row * e->vocab, e->vocab,
                              &s->sampling, e->sample_scratch);
         row++;
+        e->counters.generated_tokens++;
         accept_token(e, s, token);
     }
+}
+
+static void
+publish_stats(infer_engine_t *e, int n_seqs)
+{
+    e->counters.steps += n_seqs > 0;
+    e->counters.n_blocks = e->n_blocks;
+    e->counters.free_blocks = e->n_free;
+    e->counters.running = e->n_running;
+    pthread_mutex_lock(&e->mu);
+    e->counters.waiting = e->n_pending;
+    e->stats = e->counters;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void
+infer_engine_stats(infer_engine_t *e, infer_stats_t *st)
+{
+    pthread_mutex_lock(&e->mu);
+    *st = e->stats;
+    pthread_mutex_unlock(&e->mu);
 }
 
 static void *
@@ -669,6 +697,7 @@ scheduler_thread(void *arg)
                 sample_step(e, n_seqs);
             }
         }
+        publish_stats(e, n_seqs);
         if (e->step_events) {
             e->step_events = 0;
             infer_notify(e);
@@ -796,7 +825,7 @@ infer_engine_submit(infer_engine_t *e, const infer_request_t *r,
     }
 
     pthread_mutex_lock(&e->mu);
-    if (e->stop || !e->alive) {
+    if (e->stop || (e->started && !e->alive)) {
         rc = INFER_ESHUTDOWN;
     } else if (e->n_pending >= e->max_queue) {
         rc = INFER_EQUEUE_FULL;
@@ -931,6 +960,7 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
         e->free_blocks[i] = e->n_blocks - 1 - i;
     }
     e->n_free = e->n_blocks;
+    e->stats.n_blocks = e->stats.free_blocks = e->n_blocks;
 
     *out = e;
     return INFER_OK;

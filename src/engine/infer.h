@@ -71,7 +71,8 @@ typedef struct {
     void          *user;         /* returned in every event */
 } infer_request_t;
 
-/* Queues a request; never blocks.  On success *id identifies it. */
+/* Queues a request; never blocks.  On success *id identifies it.  Requests
+ * submitted before infer_engine_start() wait for the thread. */
 int infer_engine_submit(infer_engine_t *e, const infer_request_t *req,
     uint64_t *id);
 /* Cancels a request; its resources are freed at the next step and a DONE
@@ -111,6 +112,20 @@ typedef struct {
  * Each event must be released with infer_event_release(). */
 int infer_engine_poll(infer_engine_t *e, infer_event_t *ev, int max);
 void infer_event_release(infer_event_t *ev);
+
+/* A snapshot taken at the end of the scheduler's last step. */
+typedef struct {
+    int       n_blocks;          /* KV blocks in the pool */
+    int       free_blocks;
+    int       running;
+    int       waiting;           /* submitted or preempted, not running */
+    uint64_t  steps;
+    uint64_t  prompt_tokens;     /* computed, recomputation included */
+    uint64_t  generated_tokens;
+    uint64_t  preemptions;
+} infer_stats_t;
+
+void infer_engine_stats(infer_engine_t *e, infer_stats_t *st);
 
 /* Model facts the front end needs. */
 typedef struct infer_tokenizer infer_tokenizer_t;
