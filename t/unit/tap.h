@@ -9,7 +9,7 @@
 
 static int tap_n, tap_failed;
 
-static int
+static inline int
 tap_ok(int cond, const char *fmt, ...)
 {
     va_list ap;
@@ -46,7 +46,7 @@ tap_ok(int cond, const char *fmt, ...)
         }                                                                   \
     } while (0)
 
-static void
+static inline void
 diag(const char *fmt, ...)
 {
     va_list ap;
@@ -58,14 +58,14 @@ diag(const char *fmt, ...)
     printf("\n");
 }
 
-static void
+static inline void
 skip_all(const char *reason)
 {
     printf("1..0 # SKIP %s\n", reason);
     exit(0);
 }
 
-static int
+static inline int
 done_testing(void)
 {
     printf("1..%d\n", tap_n);
@@ -73,7 +73,7 @@ done_testing(void)
 }
 
 /* ../shared next to the repository, or $INFER_SHARED. */
-static const char *
+static inline const char *
 shared_dir(void)
 {
     const char *s = getenv("INFER_SHARED");
