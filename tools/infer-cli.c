@@ -56,6 +56,7 @@ usage(FILE *f)
 "  --backend NAME      cpu (default) or cuda\n"
 "  --threads N         compute threads (default: all cores)\n"
 "  --tp N              tensor-parallel ranks (default 1)\n"
+"  --devices LIST      comma-separated device ids for the ranks (cuda)\n"
 "  --kv-cache MB       KV cache budget in MiB (default 256)\n"
 "  --max-batch-tokens N  token budget per step\n"
 "  --max-seqs N        running sequences\n");
@@ -86,6 +87,30 @@ parse_float(const char *s, float *out)
     return errno || *s == '\0' || *end != '\0' ? -1 : 0;
 }
 
+static int
+parse_devices(const char *s, cli_t *c)
+{
+    static int  devices[64];
+    const char *p = s;
+    char       *end;
+    long        v;
+
+    c->ec.n_devices = 0;
+    while (*p && c->ec.n_devices < 64) {
+        errno = 0;
+        v = strtol(p, &end, 10);
+        if (errno || end == p || v < 0 || v > 1023
+            || (*end != ',' && *end != '\0'))
+        {
+            return -1;
+        }
+        devices[c->ec.n_devices++] = (int) v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    c->ec.devices = devices;
+    return *p == '\0' && c->ec.n_devices > 0 ? 0 : -1;
+}
+
 static double
 now_s(void)
 {
@@ -110,6 +135,7 @@ parse_args(int argc, char **argv, cli_t *c)
         { "threads", required_argument, NULL, 'j' },
         { "backend", required_argument, NULL, 'b' },
         { "tp", required_argument, NULL, 'T' },
+        { "devices", required_argument, NULL, 'D' },
         { "kv-cache", required_argument, NULL, 'K' },
         { "max-batch-tokens", required_argument, NULL, 'B' },
         { "max-seqs", required_argument, NULL, 'M' },
@@ -149,6 +175,7 @@ parse_args(int argc, char **argv, cli_t *c)
         case 'j': bad = parse_int(optarg, 1, 1024, &c->ec.threads); break;
         case 'b': c->ec.backend = optarg; break;
         case 'T': bad = parse_int(optarg, 1, 64, &c->ec.tp); break;
+        case 'D': bad = parse_devices(optarg, c); break;
         case 'K': bad = parse_int(optarg, 1, 1 << 20, &mib); break;
         case 'B': bad = parse_int(optarg, 1, 1 << 20,
                                   &c->ec.max_batch_tokens); break;
