@@ -1,0 +1,602 @@
+/*
+ * Tokenizer against Hugging Face `tokenizers`: the ids and decodes in
+ * t/data/tokenizer/ come from tools/ref/tokenizer_ids.py, run over the real
+ * tokenizer.json files in ../shared.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "tap.h"
+#include "tokenizer.h"
+
+#define DATA  "t/data/tokenizer"
+
+typedef struct {
+    const char  *name;
+    const char  *rel;       /* below shared_dir() */
+} tok_case_t;
+
+static const tok_case_t  tokenizers[] = {
+    { "gpt2", "tokenizers/gpt2" },
+    { "llama2", "tokenizers/llama2" },
+    { "llama3", "tokenizers/llama3" },
+    { "stories260K", "models/stories260K" },
+};
+
+#define N_TOK  (sizeof(tokenizers) / sizeof(tokenizers[0]))
+
+static infer_tokenizer_t  *tok[N_TOK];
+
+
+static double
+now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+
+static char *
+read_file(const char *path, size_t *len)
+{
+    FILE  *f = fopen(path, "rb");
+    char  *p;
+    long   n;
+
+    if (f == NULL) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    p = malloc(n + 1);
+    if (p == NULL || fread(p, 1, n, f) != (size_t) n) {
+        free(p);
+        fclose(f);
+        return NULL;
+    }
+    p[n] = '\0';
+    fclose(f);
+    *len = n;
+    return p;
+}
+
+
+/* Splits a file into lines in place; the last newline ends the last one. */
+static int
+split_lines(char *p, size_t len, char ***lines)
+{
+    int     n = 0, cap = 64;
+    size_t  i, start = 0;
+
+    *lines = malloc(cap * sizeof(char *));
+    for (i = 0; i < len; i++) {
+        if (p[i] == '\n') {
+            p[i] = '\0';
+            if (n == cap) {
+                cap *= 2;
+                *lines = realloc(*lines, cap * sizeof(char *));
+            }
+            (*lines)[n++] = p + start;
+            start = i + 1;
+        }
+    }
+    return n;
+}
+
+
+/* The corpus escapes: \n \t \r \s (space) \\; in place, returns length. */
+static size_t
+unescape(char *s)
+{
+    char  *r = s, *w = s;
+
+    while (*r) {
+        if (r[0] == '\\' && r[1] != '\0' && strchr("ntrs\\", r[1])) {
+            *w++ = r[1] == 'n' ? '\n' : r[1] == 't' ? '\t'
+                   : r[1] == 'r' ? '\r' : r[1] == 's' ? ' ' : '\\';
+            r += 2;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return w - s;
+}
+
+
+static int
+parse_ids(const char *s, int32_t *ids, int max)
+{
+    int    n = 0;
+    char  *end;
+    long   v;
+
+    for ( ;; ) {
+        v = strtol(s, &end, 10);
+        if (end == s || n == max) {
+            return n;
+        }
+        ids[n++] = (int32_t) v;
+        s = end;
+    }
+}
+
+
+static void
+diag_ids(const char *what, const int32_t *ids, int n)
+{
+    char  line[4096];
+    int   i, off = 0;
+
+    for (i = 0; i < n && off < (int) sizeof(line) - 16; i++) {
+        off += snprintf(line + off, sizeof(line) - off, " %d", ids[i]);
+    }
+    diag("%s:%s", what, line);
+}
+
+
+/* Whether s[0, len) is whole UTF-8 characters (no partial one at the end
+ * nor anywhere else). */
+static int
+whole_utf8(const unsigned char *s, size_t len)
+{
+    size_t  i = 0;
+    int     n, k;
+
+    while (i < len) {
+        n = s[i] < 0x80 ? 1 : s[i] >= 0xc2 && s[i] <= 0xdf ? 2
+            : s[i] >= 0xe0 && s[i] <= 0xef ? 3
+            : s[i] >= 0xf0 && s[i] <= 0xf4 ? 4 : 0;
+        if (n == 0 || i + n > len) {
+            return 0;
+        }
+        for (k = 1; k < n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) {
+                return 0;
+            }
+        }
+        i += n;
+    }
+    return 1;
+}
+
+
+/* Streams ids through the detokenizer; *chunks_ok tells whether every
+ * chunk was whole UTF-8.  Returns the malloc'd concatenation. */
+static char *
+detok_all(const infer_tokenizer_t *t, const int32_t *ids, int n,
+    int at_start, int *chunks_ok, size_t *out_len)
+{
+    infer_detok_t  d;
+    size_t         cap = infer_tokenizer_max_token_bytes(t) + 8, len = 0;
+    size_t         k;
+    char          *all = malloc((n + 1) * cap + 1), *chunk = malloc(cap);
+    int            i;
+
+    *chunks_ok = 1;
+    infer_detok_init(&d, t, at_start);
+    for (i = 0; i <= n; i++) {
+        k = i < n ? infer_detok_push(&d, ids[i], chunk, cap)
+                  : infer_detok_flush(&d, chunk, cap);
+        if (!whole_utf8((unsigned char *) chunk, k)) {
+            *chunks_ok = 0;
+        }
+        memcpy(all + len, chunk, k);
+        len += k;
+    }
+    all[len] = '\0';
+    free(chunk);
+    *out_len = len;
+    return all;
+}
+
+
+static void
+load_all(void)
+{
+    char      dir[1024], err[512];
+    unsigned  i;
+    double    t0;
+
+    for (i = 0; i < N_TOK; i++) {
+        snprintf(dir, sizeof(dir), "%s/%s", shared_dir(), tokenizers[i].rel);
+        t0 = now();
+        err[0] = '\0';
+        ok(infer_tokenizer_load(dir, &tok[i], err, sizeof(err)) == 0,
+           "%s loads", tokenizers[i].name);
+        diag("%s: load %.3f s%s%s", tokenizers[i].name, now() - t0,
+             err[0] ? ", error: " : "", err);
+        if (tok[i] == NULL) {
+            printf("Bail out! %s does not load\n", tokenizers[i].name);
+            exit(1);
+        }
+    }
+}
+
+
+static void
+test_corpus(unsigned which)
+{
+    const infer_tokenizer_t  *t = tok[which];
+    const char               *name = tokenizers[which].name;
+    char                      path[512], *corpus, *ids_txt, *dec_txt;
+    char                    **cases, **want_ids, **want_dec, *got_dec;
+    size_t                    len, dlen;
+    int                       n_cases, n_ids, n_dec, i, n, nw, chunks_ok;
+    int32_t                  *got, want[4096];
+    int                       id_fail = 0, dec_fail = 0;
+
+    corpus = read_file(DATA "/corpus.txt", &len);
+    n_cases = split_lines(corpus, len, &cases);
+    snprintf(path, sizeof(path), DATA "/%s.ids", name);
+    ids_txt = read_file(path, &len);
+    n_ids = split_lines(ids_txt, len, &want_ids);
+    snprintf(path, sizeof(path), DATA "/%s.dec", name);
+    dec_txt = read_file(path, &len);
+    n_dec = split_lines(dec_txt, len, &want_dec);
+    is_int(n_ids, n_cases, "%s: one line of expected ids per case", name);
+    is_int(n_dec, n_cases, "%s: one expected decode per case", name);
+
+    for (i = 0; i < n_cases && i < n_ids && i < n_dec; i++) {
+        len = unescape(cases[i]);
+        nw = parse_ids(want_ids[i], want, 4096);
+        if (infer_tokenizer_encode(t, cases[i], len, 1, &got, &n) != 0) {
+            n = -1;
+            got = NULL;
+        }
+        if (!ok(n == nw && memcmp(got, want, nw * sizeof(int32_t)) == 0,
+                "%s: case %d ids match HF", name, i + 1))
+        {
+            diag("text: %s", cases[i]);
+            diag_ids("got     ", got, n);
+            diag_ids("expected", want, nw);
+            id_fail++;
+        }
+        free(got);
+
+        /* Decoding HF's ids gives HF's decode, chunk by chunk whole. */
+        dlen = unescape(want_dec[i]);
+        got_dec = detok_all(t, want, nw, 1, &chunks_ok, &len);
+        if (!ok(chunks_ok && len == dlen
+                && memcmp(got_dec, want_dec[i], len) == 0,
+                "%s: case %d decodes as HF", name, i + 1))
+        {
+            diag("got      '%s'%s", got_dec,
+                 chunks_ok ? "" : " (a chunk split a character)");
+            diag("expected '%s'", want_dec[i]);
+            dec_fail++;
+        }
+        free(got_dec);
+    }
+    diag("%s: %d cases, %d id mismatches, %d decode mismatches", name,
+         n_cases, id_fail, dec_fail);
+    free(cases);
+    free(want_ids);
+    free(want_dec);
+    free(corpus);
+    free(ids_txt);
+    free(dec_txt);
+}
+
+
+static void
+test_stories(void)
+{
+    static const int32_t  want[] = {
+        1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
+        317, 426
+    };
+    const infer_tokenizer_t  *t = tok[3];
+    const char  *s = "Once upon a time, there was a little girl named Lily.";
+    const char  *u = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x80\x94 "
+                     "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x99\x82";
+    int32_t     *ids;
+    int          n, i, bytes = 0, chunks_ok;
+    char        *text;
+    size_t       len;
+
+    ok(infer_tokenizer_encode(t, s, strlen(s), 1, &ids, &n) == 0,
+       "stories260K: README sentence encodes");
+    ok(n == 16 && memcmp(ids, want, sizeof(want)) == 0,
+       "stories260K: README sentence gives the README's ids");
+    text = detok_all(t, ids, n, 1, &chunks_ok, &len);
+    is_str(text, s, "stories260K: and decodes back (bos skipped, no "
+           "leading space)");
+    free(text);
+    free(ids);
+
+    is_int(infer_tokenizer_vocab_size(t), 512, "stories260K: vocab 512");
+    is_int(infer_tokenizer_bos_id(t), 1, "stories260K: bos <s> = 1");
+    is_int(infer_tokenizer_eos_id(t), 2, "stories260K: eos </s> = 2");
+    ok(infer_tokenizer_add_bos(t), "stories260K: adds bos");
+
+    /* Non-ASCII text only exists as <0xNN> byte tokens in 512 tokens. */
+    ok(infer_tokenizer_encode(t, u, strlen(u), 0, &ids, &n) == 0,
+       "stories260K: non-ASCII text encodes");
+    for (i = 0; i < n; i++) {
+        bytes += ids[i] >= 3 && ids[i] <= 258;
+    }
+    ok(bytes >= 15, "stories260K: through byte fallback (%d byte tokens)",
+       bytes);
+    text = detok_all(t, ids, n, 1, &chunks_ok, &len);
+    ok(chunks_ok, "stories260K: no chunk ends inside a character");
+    is_str(text, u, "stories260K: non-ASCII round-trips");
+    free(text);
+    free(ids);
+}
+
+
+/* Streaming: characters split across byte tokens come out whole. */
+static void
+test_streaming(void)
+{
+    const infer_tokenizer_t  *l2 = tok[1], *g2 = tok[0];
+    const char  *s = "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x99\x82"
+                     " \xe2\x98\x85 \xf0\x9f\x91\xa8\xe2\x80\x8d"
+                     "\xf0\x9f\x91\xa9";
+    infer_detok_t  d;
+    char           out[256];
+    int32_t       *ids, id;
+    int            n, i, split = 0, chunks_ok;
+    size_t         k, len, total = 0;
+    char          *text;
+
+    /* GPT-2 splits these characters over several byte-level tokens. */
+    ok(infer_tokenizer_encode(g2, s, strlen(s), 0, &ids, &n) == 0,
+       "gpt2: multi-byte text encodes");
+    infer_detok_init(&d, g2, 1);
+    for (i = 0; i < n; i++) {
+        k = infer_detok_push(&d, ids[i], out, sizeof(out));
+        split += k == 0;
+        total += k;
+        if (!whole_utf8((unsigned char *) out, k)) {
+            break;
+        }
+    }
+    ok(i == n, "gpt2: no chunk ends in a partial character");
+    ok(split > 0, "gpt2: some tokens held back (%d of %d)", split, n);
+    is_int(total, strlen(s), "gpt2: all bytes come out");
+    free(ids);
+
+    ok(infer_tokenizer_encode(l2, s, strlen(s), 1, &ids, &n) == 0,
+       "llama2: multi-byte text encodes");
+    text = detok_all(l2, ids, n, 1, &chunks_ok, &len);
+    ok(chunks_ok, "llama2: no chunk ends in a partial character");
+    is_str(text, s, "llama2: concatenation is exact");
+    free(text);
+    free(ids);
+
+    /* An unfinished character is held back, then flushed as U+FFFD. */
+    infer_detok_init(&d, l2, 0);
+    id = infer_tokenizer_token_id(l2, "<0xE6>");
+    ok(id >= 3, "llama2: byte token <0xE6> exists");
+    is_int(infer_detok_push(&d, id, out, sizeof(out)), 0,
+           "llama2: lead byte alone is held back");
+    k = infer_detok_flush(&d, out, sizeof(out));
+    out[k] = '\0';
+    is_str(out, "\xef\xbf\xbd", "llama2: flush gives U+FFFD");
+    is_int(infer_detok_flush(&d, out, sizeof(out)), 0,
+           "llama2: second flush gives nothing");
+
+    /* The leading-space strip applies only at the start. */
+    id = infer_tokenizer_token_id(l2, "\xe2\x96\x81Once");
+    infer_detok_init(&d, l2, 0);
+    k = infer_detok_push(&d, id, out, sizeof(out));
+    out[k] = '\0';
+    is_str(out, " Once", "llama2: mid-stream token keeps its space");
+    infer_detok_init(&d, l2, 1);
+    k = infer_detok_push(&d, 1, out, sizeof(out));
+    is_int(k, 0, "llama2: <s> decodes to nothing");
+    k = infer_detok_push(&d, id, out, sizeof(out));
+    k += infer_detok_push(&d, id, out + k, sizeof(out) - k);
+    out[k] = '\0';
+    is_str(out, "Once Once", "llama2: only the first token is stripped");
+}
+
+
+static void
+test_specials(void)
+{
+    const infer_tokenizer_t  *g2 = tok[0], *l2 = tok[1], *l3 = tok[2];
+    int32_t                  *ids;
+    int                       n;
+
+    is_int(infer_tokenizer_vocab_size(g2), 50257, "gpt2: vocab size");
+    is_int(infer_tokenizer_vocab_size(l2), 32000, "llama2: vocab size");
+    is_int(infer_tokenizer_vocab_size(l3), 128256, "llama3: vocab size");
+    is_int(infer_tokenizer_bos_id(g2), 50256, "gpt2: bos");
+    is_int(infer_tokenizer_eos_id(g2), 50256, "gpt2: eos");
+    ok(!infer_tokenizer_add_bos(g2), "gpt2: adds no bos");
+    is_int(infer_tokenizer_bos_id(l3), 128000, "llama3: bos");
+    is_int(infer_tokenizer_eos_id(l3), 128001, "llama3: eos");
+    /* This tokenizer.json's post_processor is ByteLevel only, so HF adds
+     * no <|begin_of_text|>; the chat template writes it. */
+    ok(!infer_tokenizer_add_bos(l3), "llama3: adds no bos (as HF here)");
+    ok(infer_tokenizer_add_bos(l2), "llama2: adds bos");
+    is_int(infer_tokenizer_token_id(l3, "<|eot_id|>"), 128009,
+           "llama3: <|eot_id|> id");
+    ok(infer_tokenizer_is_special(l3, 128009), "llama3: it is special");
+    ok(!infer_tokenizer_is_special(l3, 40), "llama3: 40 is not");
+    is_str(infer_tokenizer_token_str(l3, 128006), "<|start_header_id|>",
+           "llama3: token_str of an added token");
+    is_str(infer_tokenizer_token_str(g2, 40), "I", "gpt2: token_str");
+    is_str(infer_tokenizer_token_str(l2, 3), "<0x00>",
+           "llama2: token_str keeps the vocab form");
+    ok(infer_tokenizer_token_str(g2, 50257) == NULL
+       && infer_tokenizer_token_str(g2, -1) == NULL,
+       "gpt2: token_str out of range is NULL");
+    ok(infer_tokenizer_chat_template(l3) != NULL
+       && strstr(infer_tokenizer_chat_template(l3), "<|start_header_id|>"),
+       "llama3: chat_template from tokenizer_config.json");
+    ok(infer_tokenizer_chat_template(g2) == NULL, "gpt2: no chat_template");
+    ok(infer_tokenizer_max_token_bytes(l3) >= 128,
+       "llama3: max_token_bytes %zu", infer_tokenizer_max_token_bytes(l3));
+
+    ok(infer_tokenizer_encode(l3, "\xff", 1, 1, &ids, &n) == -1,
+       "invalid UTF-8 is refused");
+    ok(infer_tokenizer_encode(l3, "x\xe6\x97", 3, 1, &ids, &n) == -1,
+       "truncated UTF-8 is refused");
+    ok(infer_tokenizer_encode(l2, "", 0, 0, &ids, &n) == 0 && n == 0,
+       "empty text, no specials: no ids");
+    free(ids);
+}
+
+
+/* Long inputs: one long word and one whitespace run stay fast and work
+ * (regex JIT stack, heap-based BPE). */
+static void
+test_long(void)
+{
+    size_t   len = 200000, i;
+    char    *s = malloc(len);
+    int32_t *ids;
+    int      n, rc;
+    double   t0;
+    unsigned k;
+
+    for (k = 0; k < N_TOK; k++) {
+        for (i = 0; i < len; i++) {
+            s[i] = "ab c"[i % 4 == 3 ? 2 : (i * 7) % 2];
+        }
+        t0 = now();
+        rc = infer_tokenizer_encode(tok[k], s, len, 1, &ids, &n);
+        ok(rc == 0 && (size_t) n > len / 20, "%s: 200 kB of words encodes (%d ids, "
+           "%.3f s)", tokenizers[k].name, n, now() - t0);
+        free(ids);
+        memset(s, ' ', len);
+        memcpy(s, "x", 1);
+        t0 = now();
+        rc = infer_tokenizer_encode(tok[k], s, len, 1, &ids, &n);
+        ok(rc == 0 && n > 0, "%s: 200 kB of spaces encodes (%d ids, "
+           "%.3f s)", tokenizers[k].name, n, now() - t0);
+        free(ids);
+        memset(s, 'a', len);
+        t0 = now();
+        rc = infer_tokenizer_encode(tok[k], s, len, 1, &ids, &n);
+        ok(rc == 0 && n > 0, "%s: one 200 kB word encodes (%d ids, %.3f s)",
+           tokenizers[k].name, n, now() - t0);
+        free(ids);
+    }
+    free(s);
+}
+
+
+static void
+write_text(const char *path, const char *text)
+{
+    FILE  *f = fopen(path, "w");
+
+    fputs(text, f);
+    fclose(f);
+}
+
+
+static void
+expect_error(const char *dir, const char *want1, const char *want2,
+    const char *what)
+{
+    infer_tokenizer_t  *t = NULL;
+    char                err[512] = "";
+    int                 rc;
+
+    rc = infer_tokenizer_load(dir, &t, err, sizeof(err));
+    if (!ok(rc == -1 && t == NULL && strstr(err, want1)
+            && strstr(err, want2), "error: %s", what))
+    {
+        diag("err: %s", err);
+    }
+    infer_tokenizer_free(t);
+}
+
+
+static void
+test_errors(void)
+{
+    char  dir[] = "/tmp/test_tokenizer.XXXXXX", tj[128], tc[128];
+
+    expect_error("/nonexistent/dir", "/nonexistent/dir/tokenizer.json",
+                 "No such file", "missing directory names the file");
+    if (mkdtemp(dir) == NULL) {
+        ok(0, "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    snprintf(tj, sizeof(tj), "%s/tokenizer.json", dir);
+    snprintf(tc, sizeof(tc), "%s/tokenizer_config.json", dir);
+
+    write_text(tj, "{ \"model\": { \"type\": \"BPE\", \n \"vocab\": [ }");
+    expect_error(dir, tj, "line 2", "malformed JSON names file and line");
+    write_text(tj, "[1, 2]");
+    expect_error(dir, tj, "not a JSON object", "non-object top level");
+    write_text(tj, "{ \"model\": { \"type\": \"WordPiece\", \"vocab\": {} } }");
+    expect_error(dir, tj, "model.type: \"WordPiece\"", "unsupported model");
+    write_text(tj, "{ \"model\": { \"type\": \"BPE\" } }");
+    expect_error(dir, tj, "model.vocab", "missing vocab");
+    write_text(tj, "{ \"model\": { \"type\": \"BPE\", \"vocab\": { \"a\": 0,"
+               " \"b\": 1 }, \"merges\": [\"a c\"] },"
+               " \"decoder\": { \"type\": \"ByteLevel\" } }");
+    expect_error(dir, tj, "model.merges[0]: \"c\"", "merge out of vocab");
+    write_text(tj, "{ \"model\": { \"type\": \"BPE\", \"vocab\": { \"a\": 0,"
+               " \"b\": 1, \"ab\": 2 }, \"merges\": [[\"a\", \"b\"]] },"
+               " \"pre_tokenizer\": { \"type\": \"Split\", \"pattern\":"
+               " { \"Regex\": \"(\" }, \"behavior\": \"Isolated\" },"
+               " \"decoder\": { \"type\": \"ByteLevel\" } }");
+    expect_error(dir, tj, "regex error", "bad regex");
+    write_text(tj, "{ \"model\": { \"type\": \"BPE\", \"vocab\": { \"a\": 0,"
+               " \"b\": 1, \"ab\": 2 }, \"merges\": [[\"a\", \"b\"]] },"
+               " \"decoder\": { \"type\": \"ByteLevel\" } }");
+    write_text(tc, "{ \"bos_token\": ");
+    expect_error(dir, tc, "line", "malformed tokenizer_config.json");
+    unlink(tc);
+    {
+        infer_tokenizer_t  *t;
+        char                err[256];
+        int32_t            *ids;
+        int                 n;
+
+        ok(infer_tokenizer_load(dir, &t, err, sizeof(err)) == 0
+           && infer_tokenizer_encode(t, "aab", 3, 1, &ids, &n) == 0
+           && n == 2 && ids[0] == 0 && ids[1] == 2,
+           "minimal file with [a, b] pair merges: aab -> a ab");
+        if (t != NULL) {
+            free(ids);
+            infer_tokenizer_free(t);
+        }
+    }
+    unlink(tj);
+    rmdir(dir);
+}
+
+
+int
+main(void)
+{
+    unsigned  i;
+    char      path[1024];
+
+    snprintf(path, sizeof(path), "%s/tokenizers/llama3/tokenizer.json",
+             shared_dir());
+    if (access(path, R_OK) != 0) {
+        skip_all("no ../shared tokenizers");
+    }
+    load_all();
+    test_stories();
+    test_specials();
+    test_streaming();
+    for (i = 0; i < N_TOK; i++) {
+        test_corpus(i);
+    }
+    test_long();
+    test_errors();
+    for (i = 0; i < N_TOK; i++) {
+        infer_tokenizer_free(tok[i]);
+    }
+    return done_testing();
+}

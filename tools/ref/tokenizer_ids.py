@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Expected token ids for t/unit/test_tokenizer.c, from Hugging Face's own
+`tokenizers` library (pip install tokenizers), so the C tokenizer is checked
+against the reference implementation rather than against itself.
+
+For every tokenizer below and every line of t/data/tokenizer/corpus.txt it
+writes, one line per case:
+  t/data/tokenizer/<name>.ids   ids of encode(text, add_special_tokens=True),
+                                space-separated (empty line: no ids)
+  t/data/tokenizer/<name>.dec   decode(ids, skip_special_tokens=True),
+                                escaped like the corpus
+
+Corpus escapes (so every case is one line): \\n newline, \\t tab, \\r CR,
+\\s space (to make leading/trailing spaces visible), \\\\ backslash.
+
+Run from the repository root:  python3 tools/ref/tokenizer_ids.py
+"""
+
+import os
+import sys
+
+from tokenizers import Tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+SHARED = os.environ.get("INFER_SHARED", os.path.join(ROOT, "..", "shared"))
+DATA = os.path.join(ROOT, "t", "data", "tokenizer")
+
+TOKENIZERS = {
+    "gpt2": "tokenizers/gpt2",
+    "llama2": "tokenizers/llama2",
+    "llama3": "tokenizers/llama3",
+    "stories260K": "models/stories260K",
+}
+
+UNESCAPE = {"n": "\n", "t": "\t", "r": "\r", "s": " ", "\\": "\\"}
+ESCAPE = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+def unescape(line):
+    out, i = [], 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\" and i + 1 < len(line) and line[i + 1] in UNESCAPE:
+            out.append(UNESCAPE[line[i + 1]])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def escape(text):
+    # Leading/trailing spaces become \s so they survive editors.
+    s = "".join(ESCAPE.get(c, c) for c in text)
+    lead = len(s) - len(s.lstrip(" "))
+    s = "\\s" * lead + s[lead:]
+    trail = len(s) - len(s.rstrip(" "))
+    if trail:
+        s = s[:len(s) - trail] + "\\s" * trail
+    return s
+
+
+def main():
+    with open(os.path.join(DATA, "corpus.txt"), encoding="utf-8") as f:
+        cases = [unescape(l) for l in f.read().split("\n")]
+    if cases and cases[-1] == "":
+        cases.pop()   # the file's final newline ends the last case
+
+    for name, rel in TOKENIZERS.items():
+        tok = Tokenizer.from_file(os.path.join(SHARED, rel, "tokenizer.json"))
+        ids_lines, dec_lines = [], []
+        for text in cases:
+            ids = tok.encode(text, add_special_tokens=True).ids
+            ids_lines.append(" ".join(str(i) for i in ids))
+            dec_lines.append(escape(tok.decode(ids,
+                                               skip_special_tokens=True)))
+        for ext, lines in (("ids", ids_lines), ("dec", dec_lines)):
+            with open(os.path.join(DATA, name + "." + ext), "w",
+                      encoding="utf-8", newline="\n") as f:
+                f.write("\n".join(lines) + "\n")
+        print("%s: %d cases" % (name, len(cases)), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
