@@ -10,7 +10,7 @@ BUILD    ?= build
 OPT      ?= -O2 -g
 CFLAGS   ?=
 CFLAGS   += $(OPT) -std=gnu11 -Wall -Wextra -Werror -fPIC -pthread \
-            -D_GNU_SOURCE -Isrc/engine -Isrc/proto
+            -D_GNU_SOURCE -Isrc/engine -Isrc/proto -Ikernels
 LDLIBS   += -ljansson -lpcre2-8 -lopenblas -lm -lpthread
 
 CUDA_HOME ?= /usr/local/cuda
@@ -18,7 +18,10 @@ NVCC      ?= $(shell command -v nvcc 2>/dev/null || \
                      ls $(CUDA_HOME)/bin/nvcc 2>/dev/null)
 CUDA      ?= $(if $(NVCC),1,0)
 
-ENGINE_SRC := $(wildcard src/engine/*.c) $(wildcard src/proto/*.c)
+# kernels/*.c: the kernels' CPU references (and host-side planning), built
+# with or without CUDA so their tests always run.
+ENGINE_SRC := $(wildcard src/engine/*.c) $(wildcard src/proto/*.c) \
+              $(wildcard kernels/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 
 ifeq ($(CUDA),1)
@@ -47,7 +50,7 @@ engine: $(LIB)
 tools: $(TOOLS)
 tests: $(TESTS)
 
-$(BUILD)/%.o: %.c $(wildcard src/engine/*.h src/proto/*.h)
+$(BUILD)/%.o: %.c $(wildcard src/engine/*.h src/proto/*.h kernels/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

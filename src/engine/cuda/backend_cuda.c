@@ -1,0 +1,1060 @@
+/*
+ * CUDA backend: fp16 weights and activations, an fp32 residual stream,
+ * fp32 accumulation everywhere (cuBLAS GEMMs with fp32 compute on tensor
+ * cores, our kernels for the rest).  The forward pass is the Hugging Face
+ * Llama one, op for op:
+ *
+ *     x = embed[token]
+ *     per layer:  h = rmsnorm(x) * w_attn_norm
+ *                 q, k, v = h Wqkv^T (+ bias);  rope(q, k);  cache <- k, v
+ *                 x += attention(q, cache) Wo^T
+ *                 h = rmsnorm(x) * w_mlp_norm
+ *                 x += (silu(h Wg^T) * h Wu^T) Wd^T
+ *     logits = (rmsnorm(x) * w_final) lm_head^T    (rows that need them)
+ *
+ * q/k/v and gate/up are fused into one weight each, so a layer is four
+ * GEMMs.  Steps whose launch shape repeats (decode: one token per
+ * sequence) are captured once as a CUDA graph and replayed; every launch
+ * then reads the step's metadata from one device buffer that is refreshed
+ * by a single copy before the replay.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cuda_runtime.h>
+#include <cublas_v2.h>
+#include "backend.h"
+#include "attention.h"
+#include "embed.h"
+#include "kvcache.h"
+#include "rmsnorm.h"
+#include "rope.h"
+#include "sample.h"
+#include "swiglu.h"
+
+#define CUDA_GRAPHS_MAX     32
+#define CUDA_BLAS_WORKSPACE (32u << 20)
+#define CUDA_ALIGN          256
+
+typedef struct {
+    uint16_t   *attn_norm;
+    uint16_t   *wqkv;          /* [(nh + 2 nkv) hd][hidden] */
+    uint16_t   *bqkv;          /* NULL unless qkv_bias */
+    uint16_t   *wo;            /* [hidden][nh hd] */
+    uint16_t   *mlp_norm;
+    uint16_t   *w_gate_up;     /* [2 inter][hidden] */
+    uint16_t   *w_down;        /* [hidden][inter] */
+} cuda_layer_t;
+
+/* Launch shape of a step: equal keys replay the same graph. */
+typedef struct {
+    int         n_tokens;
+    int         n_seqs;
+    int         n_logits;
+    int         max_blocks;
+    int         n_tiles;
+    int         n_dec;
+    int         n_split;
+} cuda_shape_t;
+
+typedef struct {
+    cuda_shape_t     shape;
+    cudaGraphExec_t  exec;
+} cuda_graph_t;
+
+/* One step's metadata: offsets (in int32s) into the metadata buffers. */
+typedef struct {
+    cuda_shape_t shape;
+    int          split_len;
+    size_t       tokens, positions, seqs, logit_rows, tiles, dec_tok;
+    size_t       block_table, total;
+} cuda_plan_t;
+
+typedef struct {
+    infer_model_config_t  cfg;
+    int                   device;
+    cudaStream_t          stream;
+    cublasHandle_t        blas;
+    void                 *blas_ws;
+
+    void                 *weights;          /* one allocation */
+    uint16_t             *embed;
+    uint16_t             *final_norm;
+    uint16_t             *lm_head;
+    cuda_layer_t         *layers;
+    float                *inv_freq;
+
+    uint16_t             *kv;               /* [layer][k, v][pool] */
+    size_t                pool_elems;
+    int                   n_blocks;
+    int                   block_size;
+
+    int                   max_tokens;
+    int                   max_seqs;
+    int                   max_logits;
+    float                *x;
+    uint16_t             *h, *qkv, *attn, *proj, *gate_up, *act;
+    float                *logits;
+    float                *part_ml, *part_o;
+
+    int32_t              *d_meta;           /* device and pinned host */
+    int32_t              *h_meta;
+    size_t                meta_cap;
+
+    void                 *sample_scratch;
+    size_t                sample_bytes;
+    infer_sample_row_t   *d_rows, *h_rows;
+    int32_t              *d_out, *h_out;
+    int                   n_kept;           /* rows kept by forward(NULL) */
+
+    int                   use_graphs;
+    cuda_graph_t          graphs[CUDA_GRAPHS_MAX];
+    int                   n_graphs;
+} cuda_backend_t;
+
+static int
+cuda_fail(char *err, size_t errlen, const char *call, cudaError_t rc)
+{
+    snprintf(err, errlen, "backend=cuda: %s: %s", call,
+             cudaGetErrorString(rc));
+    return -1;
+}
+
+#define CUDA_CHECK(call)                                                    \
+    do {                                                                    \
+        cudaError_t rc_ = (call);                                           \
+        if (rc_ != cudaSuccess) {                                           \
+            return cuda_fail(err, errlen, #call, rc_);                      \
+        }                                                                   \
+    } while (0)
+
+/* Our kernel launchers return a cudaError_t as int. */
+#define KERNEL_CHECK(name, call)                                            \
+    do {                                                                    \
+        int rc_ = (call);                                                   \
+        if (rc_ != 0) {                                                     \
+            return cuda_fail(err, errlen, name, (cudaError_t) rc_);         \
+        }                                                                   \
+    } while (0)
+
+static size_t
+align_up(size_t n)
+{
+    return (n + CUDA_ALIGN - 1) & ~(size_t) (CUDA_ALIGN - 1);
+}
+
+static int
+cuda_alloc(void **p, size_t bytes, const char *what, char *err,
+    size_t errlen)
+{
+    size_t      free_b = 0, total_b = 0;
+    cudaError_t rc = cudaMalloc(p, bytes);
+
+    if (rc != cudaSuccess) {
+        *p = NULL;
+        cudaGetLastError();
+        cudaMemGetInfo(&free_b, &total_b);
+        snprintf(err, errlen, "backend=cuda: cudaMalloc %s (%.1f MiB): %s "
+                 "(device has %.1f MiB free of %.1f MiB)", what,
+                 bytes / 1048576.0, cudaGetErrorString(rc),
+                 free_b / 1048576.0, total_b / 1048576.0);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- loading -------------------------------------------------------- */
+
+static int
+check_shape(const infer_tensor_t *t, int64_t rows, int64_t cols, char *err,
+    size_t errlen)
+{
+    int64_t r = t->ndim == 1 ? 1 : t->shape[0];
+    int64_t c = t->ndim == 1 ? t->shape[0] : t->shape[1];
+
+    if (r != rows || c != cols) {
+        snprintf(err, errlen, "backend=cuda: tensor %s in %s has shape "
+                 "[%lld, %lld], expected [%lld, %lld]", t->name, t->file,
+                 (long long) r, (long long) c, (long long) rows,
+                 (long long) cols);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Copies tensors (stacked by rows: q, k, v or gate, up; a 1-D tensor is
+ * one row) into dst as fp16 through a host staging buffer.
+ */
+static int
+upload_rows(uint16_t *dst, const infer_tensor_t *const *ts, int n,
+    int64_t cols, uint16_t *stage, char *err, size_t errlen)
+{
+    int64_t rows, off = 0;
+    int     i;
+
+    for (i = 0; i < n; i++) {
+        rows = ts[i]->ndim == 1 ? 1 : ts[i]->shape[0];
+        infer_tensor_read_f16(ts[i], 0, rows, 0, cols, stage + off * cols);
+        off += rows;
+    }
+    CUDA_CHECK(cudaMemcpy(dst, stage, (size_t) off * cols * sizeof(uint16_t),
+                          cudaMemcpyHostToDevice));
+    return 0;
+}
+
+static int
+load_weights(cuda_backend_t *cb, const infer_model_t *m, char *err,
+    size_t errlen)
+{
+    const infer_model_config_t *c = &cb->cfg;
+    const infer_layer_weights_t *lw;
+    int64_t  H = c->hidden_size, I = c->intermediate_size;
+    int64_t  qd = (int64_t) c->num_heads * c->head_dim;
+    int64_t  kd = (int64_t) c->num_kv_heads * c->head_dim;
+    int64_t  qkv = qd + 2 * kd, V = c->vocab_size, stage_elems;
+    size_t   per_layer, total, off;
+    uint16_t *stage;
+    char     *base;
+    int      l, tied = m->lm_head == m->embed || m->lm_head == NULL;
+
+    if (check_shape(m->embed, V, H, err, errlen) != 0
+        || check_shape(m->final_norm, 1, H, err, errlen) != 0
+        || (!tied && check_shape(m->lm_head, V, H, err, errlen) != 0))
+    {
+        return -1;
+    }
+    for (l = 0; l < c->num_layers; l++) {
+        lw = &m->layers[l];
+        if (check_shape(lw->attn_norm, 1, H, err, errlen) != 0
+            || check_shape(lw->wq, qd, H, err, errlen) != 0
+            || check_shape(lw->wk, kd, H, err, errlen) != 0
+            || check_shape(lw->wv, kd, H, err, errlen) != 0
+            || check_shape(lw->wo, H, qd, err, errlen) != 0
+            || check_shape(lw->mlp_norm, 1, H, err, errlen) != 0
+            || check_shape(lw->w_gate, I, H, err, errlen) != 0
+            || check_shape(lw->w_up, I, H, err, errlen) != 0
+            || check_shape(lw->w_down, H, I, err, errlen) != 0)
+        {
+            return -1;
+        }
+        if (c->qkv_bias
+            && (lw->bq == NULL || lw->bk == NULL || lw->bv == NULL
+                || check_shape(lw->bq, 1, qd, err, errlen) != 0
+                || check_shape(lw->bk, 1, kd, err, errlen) != 0
+                || check_shape(lw->bv, 1, kd, err, errlen) != 0))
+        {
+            if (lw->bq == NULL || lw->bk == NULL || lw->bv == NULL) {
+                snprintf(err, errlen, "backend=cuda: layer %d: qkv bias "
+                         "tensors missing", l);
+            }
+            return -1;
+        }
+    }
+
+    per_layer = align_up(H * 2) * 2 + align_up(qkv * H * 2)
+                + (c->qkv_bias ? align_up(qkv * 2) : 0)
+                + align_up(H * qd * 2) + align_up(2 * I * H * 2)
+                + align_up(H * I * 2);
+    total = align_up(V * H * 2) * (tied ? 1 : 2) + align_up(H * 2)
+            + per_layer * c->num_layers;
+    if (cuda_alloc(&cb->weights, total, "weights", err, errlen) != 0) {
+        return -1;
+    }
+    cb->layers = calloc(c->num_layers, sizeof(cuda_layer_t));
+    stage_elems = V * H;
+    stage_elems = stage_elems > qkv * H ? stage_elems : qkv * H;
+    stage_elems = stage_elems > 2 * I * H ? stage_elems : 2 * I * H;
+    stage = malloc((size_t) stage_elems * sizeof(uint16_t));
+    if (cb->layers == NULL || stage == NULL) {
+        free(stage);
+        snprintf(err, errlen, "backend=cuda: out of host memory staging "
+                 "weights (%.1f MiB)", stage_elems * 2 / 1048576.0);
+        return -1;
+    }
+
+    base = cb->weights;
+    off = 0;
+#define CARVE(ptr, elems)                                                   \
+    do {                                                                    \
+        (ptr) = (uint16_t *) (base + off);                                  \
+        off += align_up((size_t) (elems) * 2);                              \
+    } while (0)
+#define UPLOAD_RAW(dst, elems)                                              \
+    do {                                                                    \
+        cudaError_t rc_ = cudaMemcpy(dst, stage, (size_t) (elems) * 2,      \
+                                     cudaMemcpyHostToDevice);               \
+        if (rc_ != cudaSuccess) {                                           \
+            free(stage);                                                    \
+            return cuda_fail(err, errlen, "cudaMemcpy(" #dst ")", rc_);     \
+        }                                                                   \
+    } while (0)
+#define UPLOAD(dst, cols, ...)                                              \
+    do {                                                                    \
+        const infer_tensor_t *list_[] = { __VA_ARGS__ };                    \
+        if (upload_rows(dst, list_, sizeof(list_) / sizeof(list_[0]),       \
+                        cols, stage, err, errlen) != 0)                     \
+        {                                                                   \
+            free(stage);                                                    \
+            return -1;                                                      \
+        }                                                                   \
+    } while (0)
+
+    CARVE(cb->embed, V * H);
+    UPLOAD(cb->embed, H, m->embed);
+    if (tied) {
+        cb->lm_head = cb->embed;
+    } else {
+        CARVE(cb->lm_head, V * H);
+        UPLOAD(cb->lm_head, H, m->lm_head);
+    }
+    CARVE(cb->final_norm, H);
+    UPLOAD(cb->final_norm, H, m->final_norm);
+    for (l = 0; l < c->num_layers; l++) {
+        lw = &m->layers[l];
+        CARVE(cb->layers[l].attn_norm, H);
+        UPLOAD(cb->layers[l].attn_norm, H, lw->attn_norm);
+        CARVE(cb->layers[l].wqkv, qkv * H);
+        UPLOAD(cb->layers[l].wqkv, H, lw->wq, lw->wk, lw->wv);
+        if (c->qkv_bias) {
+            /* 1-D tensors stack as one row each: cols = their length */
+            CARVE(cb->layers[l].bqkv, qkv);
+            infer_tensor_read_f16(lw->bq, 0, 1, 0, qd, stage);
+            infer_tensor_read_f16(lw->bk, 0, 1, 0, kd, stage + qd);
+            infer_tensor_read_f16(lw->bv, 0, 1, 0, kd, stage + qd + kd);
+            UPLOAD_RAW(cb->layers[l].bqkv, qkv);
+        }
+        CARVE(cb->layers[l].wo, H * qd);
+        UPLOAD(cb->layers[l].wo, qd, lw->wo);
+        CARVE(cb->layers[l].mlp_norm, H);
+        UPLOAD(cb->layers[l].mlp_norm, H, lw->mlp_norm);
+        CARVE(cb->layers[l].w_gate_up, 2 * I * H);
+        UPLOAD(cb->layers[l].w_gate_up, H, lw->w_gate, lw->w_up);
+        CARVE(cb->layers[l].w_down, H * I);
+        UPLOAD(cb->layers[l].w_down, I, lw->w_down);
+    }
+#undef CARVE
+#undef UPLOAD
+#undef UPLOAD_RAW
+    free(stage);
+    return 0;
+}
+
+/* ---- setup and teardown ---------------------------------------------- */
+
+static void
+cuda_release(cuda_backend_t *cb)
+{
+    int i;
+
+    if (cb == NULL) {
+        return;
+    }
+    /* errors are ignored here: there is nothing left to report them to */
+    cudaSetDevice(cb->device);
+    if (cb->stream != NULL) {
+        cudaStreamSynchronize(cb->stream);
+    }
+    for (i = 0; i < cb->n_graphs; i++) {
+        cudaGraphExecDestroy(cb->graphs[i].exec);
+    }
+    if (cb->blas != NULL) {
+        cublasDestroy(cb->blas);
+    }
+    cudaFree(cb->blas_ws);
+    cudaFree(cb->weights);
+    cudaFree(cb->inv_freq);
+    cudaFree(cb->kv);
+    cudaFree(cb->x);
+    cudaFree(cb->h);
+    cudaFree(cb->qkv);
+    cudaFree(cb->attn);
+    cudaFree(cb->proj);
+    cudaFree(cb->gate_up);
+    cudaFree(cb->act);
+    cudaFree(cb->logits);
+    cudaFree(cb->part_ml);
+    cudaFree(cb->part_o);
+    cudaFree(cb->d_meta);
+    cudaFreeHost(cb->h_meta);
+    cudaFree(cb->sample_scratch);
+    cudaFree(cb->d_rows);
+    cudaFreeHost(cb->h_rows);
+    cudaFree(cb->d_out);
+    cudaFreeHost(cb->h_out);
+    if (cb->stream != NULL) {
+        cudaStreamDestroy(cb->stream);
+    }
+    cudaGetLastError();
+    free(cb->layers);
+    free(cb);
+}
+
+static int
+check_config(const infer_model_config_t *c, char *err, size_t errlen)
+{
+    if (c->num_kv_heads <= 0 || c->num_heads % c->num_kv_heads != 0) {
+        snprintf(err, errlen, "backend=cuda: num_attention_heads %d is not "
+                 "a multiple of num_key_value_heads %d", c->num_heads,
+                 c->num_kv_heads);
+        return -1;
+    }
+    if (c->num_heads / c->num_kv_heads > INFER_ATTN_ROWS) {
+        snprintf(err, errlen, "backend=cuda: %d query heads per kv head; "
+                 "the attention kernel handles at most %d",
+                 c->num_heads / c->num_kv_heads, INFER_ATTN_ROWS);
+        return -1;
+    }
+    if (c->head_dim % 2 != 0 || c->head_dim > INFER_ATTN_MAX_HEAD) {
+        snprintf(err, errlen, "backend=cuda: head_dim %d unsupported (even, "
+                 "at most %d)", c->head_dim, INFER_ATTN_MAX_HEAD);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+alloc_buffers(cuda_backend_t *cb, char *err, size_t errlen)
+{
+    const infer_model_config_t *c = &cb->cfg;
+    size_t T = cb->max_tokens, H = c->hidden_size, I = c->intermediate_size;
+    size_t hd = c->head_dim, nh = c->num_heads, nkv = c->num_kv_heads;
+    size_t slots = (size_t) cb->max_seqs * INFER_ATTN_MAX_SPLIT * nh;
+    float  inv_freq[INFER_ATTN_MAX_HEAD / 2];
+
+    if (cuda_alloc((void **) &cb->x, T * H * 4, "residual", err, errlen)
+        || cuda_alloc((void **) &cb->h, T * H * 2, "normed", err, errlen)
+        || cuda_alloc((void **) &cb->qkv, T * (nh + 2 * nkv) * hd * 2,
+                      "qkv", err, errlen)
+        || cuda_alloc((void **) &cb->attn, T * nh * hd * 2, "attention",
+                      err, errlen)
+        || cuda_alloc((void **) &cb->proj, T * H * 2, "projection", err,
+                      errlen)
+        || cuda_alloc((void **) &cb->gate_up, T * 2 * I * 2, "gate_up", err,
+                      errlen)
+        || cuda_alloc((void **) &cb->act, T * I * 2, "swiglu", err, errlen)
+        || cuda_alloc((void **) &cb->logits,
+                      (size_t) cb->max_logits * c->vocab_size * 4, "logits",
+                      err, errlen)
+        || cuda_alloc((void **) &cb->part_ml, slots * 2 * 4,
+                      "attention partials", err, errlen)
+        || cuda_alloc((void **) &cb->part_o, slots * hd * 4,
+                      "attention partials", err, errlen)
+        || cuda_alloc((void **) &cb->inv_freq, hd / 2 * 4, "rope", err,
+                      errlen)
+        || cuda_alloc((void **) &cb->d_rows,
+                      cb->max_logits * sizeof(infer_sample_row_t),
+                      "sampling", err, errlen)
+        || cuda_alloc((void **) &cb->d_out, cb->max_logits * 4, "sampling",
+                      err, errlen))
+    {
+        return -1;
+    }
+    cb->sample_bytes = infer_cuda_sample_scratch_bytes(cb->max_logits,
+                                                       c->vocab_size);
+    if (cb->sample_bytes == 0) {
+        snprintf(err, errlen, "backend=cuda: cub sort scratch size query "
+                 "failed");
+        return -1;
+    }
+    if (cuda_alloc(&cb->sample_scratch, cb->sample_bytes, "sampling", err,
+                   errlen) != 0)
+    {
+        return -1;
+    }
+    CUDA_CHECK(cudaMallocHost((void **) &cb->h_rows,
+                              cb->max_logits * sizeof(infer_sample_row_t)));
+    CUDA_CHECK(cudaMallocHost((void **) &cb->h_out, cb->max_logits * 4));
+    infer_rope_inv_freq(c->rope_theta, c->head_dim, inv_freq);
+    CUDA_CHECK(cudaMemcpy(cb->inv_freq, inv_freq, hd / 2 * 4,
+                          cudaMemcpyHostToDevice));
+    return 0;
+}
+
+static int
+alloc_kv(cuda_backend_t *cb, infer_backend_params_t *p, char *err,
+    size_t errlen)
+{
+    const infer_model_config_t *c = &cb->cfg;
+    size_t per_block = (size_t) c->num_layers * 2 * cb->block_size
+                       * c->num_kv_heads * c->head_dim * sizeof(uint16_t);
+    size_t n = p->kv_cache_bytes / per_block;
+
+    if (n < 1) {
+        snprintf(err, errlen, "backend=cuda: kv_cache_bytes %zu holds no "
+                 "block (one block of %d tokens takes %zu bytes)",
+                 p->kv_cache_bytes, cb->block_size, per_block);
+        return -1;
+    }
+    if (n > INT32_MAX) {
+        n = INT32_MAX;
+    }
+    cb->n_blocks = (int) n;
+    cb->pool_elems = n * cb->block_size * c->num_kv_heads * c->head_dim;
+    if (cuda_alloc((void **) &cb->kv, n * per_block, "KV cache", err,
+                   errlen) != 0)
+    {
+        return -1;
+    }
+    p->n_blocks = cb->n_blocks;
+    return 0;
+}
+
+static int
+cuda_init(infer_backend_t *b, const infer_model_t *m,
+    infer_backend_params_t *p, char *err, size_t errlen)
+{
+    cuda_backend_t *cb;
+    const char     *env;
+    cudaError_t     rc;
+    cublasStatus_t  st;
+    int             count = 0;
+
+    rc = cudaGetDeviceCount(&count);
+    if (rc != cudaSuccess) {
+        snprintf(err, errlen, "backend=cuda: no CUDA device: %s",
+                 cudaGetErrorString(rc));
+        return -1;
+    }
+    if (count == 0) {
+        snprintf(err, errlen, "backend=cuda: no CUDA device: "
+                 "cudaGetDeviceCount found none");
+        return -1;
+    }
+    if (p->tp > 1) {
+        snprintf(err, errlen, "backend=cuda: tp=%d is not supported yet "
+                 "(tp=1 only)", p->tp);
+        return -1;
+    }
+    if (check_config(&m->cfg, err, errlen) != 0) {
+        return -1;
+    }
+    cb = calloc(1, sizeof(*cb));
+    if (cb == NULL) {
+        snprintf(err, errlen, "backend=cuda: out of memory");
+        return -1;
+    }
+    cb->cfg = m->cfg;
+    cb->device = p->n_devices > 0 && p->devices != NULL ? p->devices[0] : 0;
+    cb->block_size = p->block_size > 0 ? p->block_size : 16;
+    cb->max_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens : 512;
+    cb->max_seqs = p->max_seqs > 0 ? p->max_seqs : 64;
+    cb->max_logits = cb->max_seqs < cb->max_tokens ? cb->max_seqs
+                                                   : cb->max_tokens;
+    env = getenv("INFER_CUDA_GRAPHS");
+    cb->use_graphs = env == NULL || strcmp(env, "0") != 0;
+    if (cb->device < 0 || cb->device >= count) {
+        snprintf(err, errlen, "backend=cuda: device %d does not exist "
+                 "(%d found)", cb->device, count);
+        goto failed;
+    }
+
+#define INIT_CHECK(call)                                                    \
+    do {                                                                    \
+        rc = (call);                                                        \
+        if (rc != cudaSuccess) {                                            \
+            cuda_fail(err, errlen, #call, rc);                              \
+            goto failed;                                                    \
+        }                                                                   \
+    } while (0)
+
+    INIT_CHECK(cudaSetDevice(cb->device));
+    INIT_CHECK(cudaStreamCreateWithFlags(&cb->stream,
+                                         cudaStreamNonBlocking));
+    st = cublasCreate(&cb->blas);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        cb->blas = NULL;
+        snprintf(err, errlen, "backend=cuda: cublasCreate: %s",
+                 cublasGetStatusString(st));
+        goto failed;
+    }
+    if (cuda_alloc(&cb->blas_ws, CUDA_BLAS_WORKSPACE, "cuBLAS workspace",
+                   err, errlen) != 0)
+    {
+        goto failed;
+    }
+    /* an explicit workspace keeps cuBLAS from allocating while a graph is
+     * being captured */
+    if ((st = cublasSetStream(cb->blas, cb->stream))
+            != CUBLAS_STATUS_SUCCESS
+        || (st = cublasSetWorkspace(cb->blas, cb->blas_ws,
+                                    CUDA_BLAS_WORKSPACE))
+            != CUBLAS_STATUS_SUCCESS)
+    {
+        snprintf(err, errlen, "backend=cuda: cublasSetStream/"
+                 "cublasSetWorkspace: %s", cublasGetStatusString(st));
+        goto failed;
+    }
+    INIT_CHECK((cudaError_t) infer_cuda_attention_setup(m->cfg.head_dim));
+    if (load_weights(cb, m, err, errlen) != 0
+        || alloc_buffers(cb, err, errlen) != 0
+        || alloc_kv(cb, p, err, errlen) != 0)
+    {
+        goto failed;
+    }
+#undef INIT_CHECK
+    b->priv = cb;
+    return 0;
+
+failed:
+    cuda_release(cb);
+    return -1;
+}
+
+static void
+cuda_destroy(infer_backend_t *b)
+{
+    cuda_release(b->priv);
+    b->priv = NULL;
+}
+
+/* ---- one step ----------------------------------------------------------- */
+
+static int
+validate_batch(const cuda_backend_t *cb, const infer_batch_t *bt,
+    char *err, size_t errlen)
+{
+    int     t, s, j, seq, pos, nb, max_ctx;
+    int32_t blk;
+
+#define BAD(...)                                                            \
+    do {                                                                    \
+        int n_ = snprintf(err, errlen, "backend=cuda: batch: ");            \
+        snprintf(err + n_, errlen > (size_t) n_ ? errlen - n_ : 0,          \
+                 __VA_ARGS__);                                              \
+        return -1;                                                          \
+    } while (0)
+
+    if (bt->n_tokens < 1 || bt->n_tokens > cb->max_tokens) {
+        BAD("%d tokens (1 to max_batch_tokens %d)", bt->n_tokens,
+            cb->max_tokens);
+    }
+    if (bt->n_seqs < 1 || bt->n_seqs > cb->max_seqs) {
+        BAD("%d sequences (1 to max_seqs %d)", bt->n_seqs, cb->max_seqs);
+    }
+    if (bt->max_blocks < 1) {
+        BAD("max_blocks %d", bt->max_blocks);
+    }
+    if (bt->n_logits < 0 || bt->n_logits > bt->n_tokens) {
+        BAD("%d logit rows for %d tokens", bt->n_logits, bt->n_tokens);
+    }
+    max_ctx = bt->max_blocks * cb->block_size;
+    for (s = 0; s < bt->n_seqs; s++) {
+        if (bt->ctx_len[s] < 1 || bt->ctx_len[s] > max_ctx) {
+            BAD("sequence %d: ctx_len %d outside [1, %d]", s,
+                bt->ctx_len[s], max_ctx);
+        }
+        nb = (bt->ctx_len[s] + cb->block_size - 1) / cb->block_size;
+        for (j = 0; j < nb; j++) {
+            blk = bt->block_table[(size_t) s * bt->max_blocks + j];
+            if (blk < 0 || blk >= cb->n_blocks) {
+                BAD("sequence %d: block %d is %d (pool has %d)", s, j, blk,
+                    cb->n_blocks);
+            }
+        }
+    }
+    for (t = 0; t < bt->n_tokens; t++) {
+        seq = bt->seq_of_token[t];
+        pos = bt->positions[t];
+        if (bt->tokens[t] < 0 || bt->tokens[t] >= cb->cfg.vocab_size) {
+            BAD("token %d: id %d outside the vocabulary (%d)", t,
+                bt->tokens[t], cb->cfg.vocab_size);
+        }
+        if (seq < 0 || seq >= bt->n_seqs) {
+            BAD("token %d: sequence %d of %d", t, seq, bt->n_seqs);
+        }
+        if (pos < 0 || pos >= bt->ctx_len[seq]) {
+            BAD("token %d: position %d outside its context [0, %d)", t,
+                pos, bt->ctx_len[seq]);
+        }
+        /* a tile's last token has its largest position */
+        if (t > 0 && bt->seq_of_token[t - 1] == seq
+            && bt->positions[t - 1] >= pos)
+        {
+            BAD("token %d: positions of sequence %d not ascending", t, seq);
+        }
+    }
+    for (j = 0; j < bt->n_logits; j++) {
+        if (bt->logit_tokens[j] < 0 || bt->logit_tokens[j] >= bt->n_tokens
+            || (j > 0 && bt->logit_tokens[j] <= bt->logit_tokens[j - 1]))
+        {
+            BAD("logit_tokens[%d] = %d is not an ascending token index", j,
+                bt->logit_tokens[j]);
+        }
+    }
+#undef BAD
+    return 0;
+}
+
+/* Grows the metadata buffers; cached graphs point into them, so they go. */
+static int
+reserve_meta(cuda_backend_t *cb, size_t ints, char *err, size_t errlen)
+{
+    int i;
+
+    if (ints <= cb->meta_cap) {
+        return 0;
+    }
+    ints = ints * 2;
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+    for (i = 0; i < cb->n_graphs; i++) {
+        CUDA_CHECK(cudaGraphExecDestroy(cb->graphs[i].exec));
+    }
+    cb->n_graphs = 0;
+    CUDA_CHECK(cudaFree(cb->d_meta));
+    CUDA_CHECK(cudaFreeHost(cb->h_meta));
+    cb->d_meta = NULL;
+    cb->h_meta = NULL;
+    cb->meta_cap = 0;
+    if (cuda_alloc((void **) &cb->d_meta, ints * 4, "batch metadata", err,
+                   errlen) != 0)
+    {
+        return -1;
+    }
+    CUDA_CHECK(cudaMallocHost((void **) &cb->h_meta, ints * 4));
+    cb->meta_cap = ints;
+    return 0;
+}
+
+/*
+ * Lays out the step's metadata in h_meta.  Offsets depend on n_tokens and
+ * n_logits only, so steps with equal shapes fit the same graph.
+ */
+static int
+plan_step(cuda_backend_t *cb, const infer_batch_t *bt, cuda_plan_t *pl,
+    char *err, size_t errlen)
+{
+    size_t   n = bt->n_tokens, bt_ints;
+    int32_t *h;
+    int      group = cb->cfg.num_heads / cb->cfg.num_kv_heads;
+
+    bt_ints = (size_t) bt->n_seqs * bt->max_blocks;
+    pl->tokens = 0;
+    pl->positions = n;
+    pl->seqs = 2 * n;
+    pl->dec_tok = 3 * n;
+    pl->logit_rows = 4 * n;
+    pl->tiles = 4 * n + bt->n_logits;
+    pl->block_table = 8 * n + bt->n_logits;
+    pl->total = pl->block_table + bt_ints;
+    if (reserve_meta(cb, pl->total, err, errlen) != 0) {
+        return -1;
+    }
+    h = cb->h_meta;
+    memcpy(h + pl->tokens, bt->tokens, n * 4);
+    memcpy(h + pl->positions, bt->positions, n * 4);
+    memcpy(h + pl->seqs, bt->seq_of_token, n * 4);
+    memcpy(h + pl->logit_rows, bt->logit_tokens, (size_t) bt->n_logits * 4);
+    memcpy(h + pl->block_table, bt->block_table, bt_ints * 4);
+
+    pl->shape.n_tokens = bt->n_tokens;
+    pl->shape.n_seqs = bt->n_seqs;
+    pl->shape.n_logits = bt->n_logits;
+    pl->shape.max_blocks = bt->max_blocks;
+    pl->shape.n_split = infer_attn_splits(bt->max_blocks * cb->block_size,
+                                          &pl->split_len);
+    pl->shape.n_tiles = infer_attn_plan(bt->n_tokens, bt->seq_of_token,
+                                        group, pl->shape.n_split,
+                                        cb->max_seqs, h + pl->tiles,
+                                        h + pl->dec_tok, &pl->shape.n_dec);
+    return 0;
+}
+
+/* y[t][n] = x[t][k] w[n][k]^T: row-major operands seen column-major. */
+static int
+gemm(cuda_backend_t *cb, const uint16_t *x, const uint16_t *w, void *y,
+    cudaDataType_t y_type, int t, int n, int k, const char *what, char *err,
+    size_t errlen)
+{
+    const float    one = 1.0f, zero = 0.0f;
+    cublasStatus_t st;
+
+    st = cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, t, k, &one, w,
+                      CUDA_R_16F, k, x, CUDA_R_16F, k, &zero, y, y_type, n,
+                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        snprintf(err, errlen, "backend=cuda: cublasGemmEx (%s, %d x %d x "
+                 "%d): %s", what, t, n, k, cublasGetStatusString(st));
+        return -1;
+    }
+    return 0;
+}
+
+/* Every launch of a step, from the embedding to the logits; capturable. */
+static int
+enqueue_step(cuda_backend_t *cb, const cuda_plan_t *pl, char *err,
+    size_t errlen)
+{
+    const infer_model_config_t *c = &cb->cfg;
+    const int32_t *meta = cb->d_meta;
+    cuda_layer_t  *ly;
+    void          *s = cb->stream;
+    int            n = pl->shape.n_tokens, H = c->hidden_size;
+    int            I = c->intermediate_size, hd = c->head_dim;
+    int            nh = c->num_heads, nkv = c->num_kv_heads;
+    int            qkvw = (nh + 2 * nkv) * hd, l;
+    float          eps = (float) c->rms_norm_eps;
+    infer_attn_args_t a;
+
+    memset(&a, 0, sizeof(a));
+    a.q = cb->qkv;
+    a.q_stride = qkvw;
+    a.out = cb->attn;
+    a.out_stride = nh * hd;
+    a.positions = meta + pl->positions;
+    a.block_table = meta + pl->block_table;
+    a.max_blocks = pl->shape.max_blocks;
+    a.block_size = cb->block_size;
+    a.nh = nh;
+    a.nkv = nkv;
+    a.head_dim = hd;
+    a.scale = (float) (1.0 / sqrt((double) hd));
+    a.tiles = meta + pl->tiles;
+    a.n_tiles = pl->shape.n_tiles;
+    a.n_split = pl->shape.n_split;
+    a.split_len = pl->split_len;
+    a.part_ml = cb->part_ml;
+    a.part_o = cb->part_o;
+    a.dec_tok = meta + pl->dec_tok;
+    a.n_dec = pl->shape.n_dec;
+
+    KERNEL_CHECK("infer_cuda_embed",
+                 infer_cuda_embed(cb->embed, meta + pl->tokens, n, H, cb->x,
+                                  s));
+    KERNEL_CHECK("infer_cuda_rmsnorm_residual",
+                 infer_cuda_rmsnorm_residual(cb->x, NULL,
+                                             cb->layers[0].attn_norm, NULL,
+                                             n, H, eps, cb->h, s));
+    for (l = 0; l < c->num_layers; l++) {
+        ly = &cb->layers[l];
+        if (gemm(cb, cb->h, ly->wqkv, cb->qkv, CUDA_R_16F, n, qkvw, H,
+                 "qkv_proj", err, errlen) != 0)
+        {
+            return -1;
+        }
+        KERNEL_CHECK("infer_cuda_rope_qkv",
+                     infer_cuda_rope_qkv(cb->qkv, qkvw, ly->bqkv,
+                                         meta + pl->positions, cb->inv_freq,
+                                         n, nh, nkv, hd, s));
+        a.k_cache = cb->kv + (size_t) 2 * l * cb->pool_elems;
+        a.v_cache = a.k_cache + cb->pool_elems;
+        KERNEL_CHECK("infer_cuda_kv_write",
+                     infer_cuda_kv_write(cb->qkv, qkvw, meta + pl->positions,
+                                         meta + pl->seqs,
+                                         meta + pl->block_table,
+                                         pl->shape.max_blocks, n, nh, nkv,
+                                         hd, cb->block_size,
+                                         (uint16_t *) a.k_cache,
+                                         (uint16_t *) a.v_cache, s));
+        KERNEL_CHECK("infer_cuda_attention", infer_cuda_attention(&a, s));
+        if (gemm(cb, cb->attn, ly->wo, cb->proj, CUDA_R_16F, n, H, nh * hd,
+                 "o_proj", err, errlen) != 0)
+        {
+            return -1;
+        }
+        KERNEL_CHECK("infer_cuda_rmsnorm_residual",
+                     infer_cuda_rmsnorm_residual(cb->x, cb->proj,
+                                                 ly->mlp_norm, NULL, n, H,
+                                                 eps, cb->h, s));
+        if (gemm(cb, cb->h, ly->w_gate_up, cb->gate_up, CUDA_R_16F, n,
+                 2 * I, H, "gate_up_proj", err, errlen) != 0)
+        {
+            return -1;
+        }
+        KERNEL_CHECK("infer_cuda_swiglu",
+                     infer_cuda_swiglu(cb->gate_up, n, I, cb->act, s));
+        if (gemm(cb, cb->act, ly->w_down, cb->proj, CUDA_R_16F, n, H, I,
+                 "down_proj", err, errlen) != 0)
+        {
+            return -1;
+        }
+        if (l + 1 < c->num_layers) {
+            KERNEL_CHECK("infer_cuda_rmsnorm_residual",
+                         infer_cuda_rmsnorm_residual(
+                             cb->x, cb->proj, cb->layers[l + 1].attn_norm,
+                             NULL, n, H, eps, cb->h, s));
+        }
+    }
+    /* the last residual add and the final norm, only where logits go */
+    KERNEL_CHECK("infer_cuda_rmsnorm_residual",
+                 infer_cuda_rmsnorm_residual(cb->x, cb->proj, cb->final_norm,
+                                             meta + pl->logit_rows,
+                                             pl->shape.n_logits, H, eps,
+                                             cb->h, s));
+    if (pl->shape.n_logits > 0 && pl->shape.n_logits <= cb->max_logits) {
+        return gemm(cb, cb->h, cb->lm_head, cb->logits, CUDA_R_32F,
+                    pl->shape.n_logits, c->vocab_size, H, "lm_head", err,
+                    errlen);
+    }
+    return 0;
+}
+
+static int
+capture_step(cuda_backend_t *cb, const cuda_plan_t *pl,
+    cudaGraphExec_t *exec, char *err, size_t errlen)
+{
+    cudaGraph_t graph = NULL;
+    cudaError_t rc;
+    int         enq;
+
+    CUDA_CHECK(cudaStreamBeginCapture(cb->stream,
+                                      cudaStreamCaptureModeThreadLocal));
+    enq = enqueue_step(cb, pl, err, errlen);
+    rc = cudaStreamEndCapture(cb->stream, &graph);
+    if (enq != 0 || rc != cudaSuccess) {
+        if (graph != NULL) {
+            cudaGraphDestroy(graph);
+        }
+        return enq != 0 ? -1
+                        : cuda_fail(err, errlen, "cudaStreamEndCapture", rc);
+    }
+    rc = cudaGraphInstantiate(exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (rc != cudaSuccess) {
+        return cuda_fail(err, errlen, "cudaGraphInstantiate", rc);
+    }
+    return 0;
+}
+
+/*
+ * Decode-shaped steps (every tile one token) replay a graph keyed by their
+ * launch shape; the rest run eagerly.  A failed capture turns graphs off
+ * for this backend (with one line on stderr) rather than failing a step
+ * that eager execution can run.
+ */
+static int
+run_step(cuda_backend_t *cb, const cuda_plan_t *pl, char *err,
+    size_t errlen)
+{
+    cuda_graph_t *g = NULL;
+    int           i;
+
+    if (!cb->use_graphs || pl->shape.n_tiles != pl->shape.n_tokens
+        || pl->shape.n_logits > cb->max_logits)
+    {
+        return enqueue_step(cb, pl, err, errlen);
+    }
+    for (i = 0; i < cb->n_graphs; i++) {
+        if (memcmp(&cb->graphs[i].shape, &pl->shape, sizeof(pl->shape))
+            == 0)
+        {
+            g = &cb->graphs[i];
+            break;
+        }
+    }
+    if (g == NULL) {
+        if (cb->n_graphs == CUDA_GRAPHS_MAX) {
+            return enqueue_step(cb, pl, err, errlen);
+        }
+        g = &cb->graphs[cb->n_graphs];
+        if (capture_step(cb, pl, &g->exec, err, errlen) != 0) {
+            fprintf(stderr, "%s; CUDA graphs disabled\n", err);
+            cudaGetLastError();
+            cb->use_graphs = 0;
+            return enqueue_step(cb, pl, err, errlen);
+        }
+        g->shape = pl->shape;
+        cb->n_graphs++;
+    }
+    CUDA_CHECK(cudaGraphLaunch(g->exec, cb->stream));
+    return 0;
+}
+
+static int
+cuda_forward(infer_backend_t *b, const infer_batch_t *batch, float *logits,
+    char *err, size_t errlen)
+{
+    cuda_backend_t *cb = b->priv;
+    cuda_plan_t     pl;
+    size_t          V = cb->cfg.vocab_size;
+    int             r, rows, H = cb->cfg.hidden_size;
+
+    cb->n_kept = 0;
+    CUDA_CHECK(cudaSetDevice(cb->device));
+    /* the previous step may still read h_meta */
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+    if (validate_batch(cb, batch, err, errlen) != 0) {
+        return -1;
+    }
+    if (logits == NULL && batch->n_logits > cb->max_logits) {
+        snprintf(err, errlen, "backend=cuda: %d logit rows kept on the "
+                 "device; at most %d (max_seqs)", batch->n_logits,
+                 cb->max_logits);
+        return -1;
+    }
+    if (plan_step(cb, batch, &pl, err, errlen) != 0) {
+        return -1;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(cb->d_meta, cb->h_meta, pl.total * 4,
+                               cudaMemcpyHostToDevice, cb->stream));
+    if (run_step(cb, &pl, err, errlen) != 0) {
+        return -1;
+    }
+    if (logits == NULL) {
+        cb->n_kept = batch->n_logits;
+        return 0;
+    }
+    if (batch->n_logits <= cb->max_logits) {
+        CUDA_CHECK(cudaMemcpyAsync(logits, cb->logits,
+                                   batch->n_logits * V * 4,
+                                   cudaMemcpyDeviceToHost, cb->stream));
+    } else {
+        /* more rows than the logits buffer: the head runs in chunks */
+        for (r = 0; r < batch->n_logits; r += rows) {
+            rows = batch->n_logits - r < cb->max_logits
+                   ? batch->n_logits - r : cb->max_logits;
+            if (gemm(cb, cb->h + (size_t) r * H, cb->lm_head, cb->logits,
+                     CUDA_R_32F, rows, (int) V, H, "lm_head", err, errlen)
+                != 0)
+            {
+                return -1;
+            }
+            CUDA_CHECK(cudaMemcpyAsync(logits + (size_t) r * V, cb->logits,
+                                       rows * V * 4, cudaMemcpyDeviceToHost,
+                                       cb->stream));
+        }
+    }
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+    return 0;
+}
+
+static int
+cuda_sample(infer_backend_t *b, const infer_sampling_t *s, int n,
+    int32_t *out, char *err, size_t errlen)
+{
+    cuda_backend_t *cb = b->priv;
+    int             i, any_sorted = 0;
+
+    if (n != cb->n_kept || n == 0) {
+        snprintf(err, errlen, "backend=cuda: sample: %d rows asked, the "
+                 "last forward kept %d on the device", n, cb->n_kept);
+        return -1;
+    }
+    CUDA_CHECK(cudaSetDevice(cb->device));
+    for (i = 0; i < n; i++) {
+        infer_sample_row(&s[i], cb->cfg.vocab_size, &cb->h_rows[i]);
+        any_sorted |= cb->h_rows[i].mode == INFER_SAMPLE_SORTED;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(cb->d_rows, cb->h_rows,
+                               n * sizeof(infer_sample_row_t),
+                               cudaMemcpyHostToDevice, cb->stream));
+    KERNEL_CHECK("infer_cuda_sample",
+                 infer_cuda_sample(cb->logits, n, cb->cfg.vocab_size,
+                                   cb->d_rows, any_sorted,
+                                   cb->sample_scratch, cb->sample_bytes,
+                                   cb->d_out, cb->stream));
+    CUDA_CHECK(cudaMemcpyAsync(cb->h_out, cb->d_out, n * 4,
+                               cudaMemcpyDeviceToHost, cb->stream));
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+    memcpy(out, cb->h_out, n * 4);
+    return 0;
+}
+
+const infer_backend_ops_t infer_backend_cuda = {
+    "cuda",
+    cuda_init,
+    cuda_forward,
+    cuda_sample,
+    cuda_destroy
+};
