@@ -85,11 +85,65 @@ asan:
 LDLIBS += $(LDLIBS_EXTRA)
 
 # ---- nginx module (owned by the module work) -------------------------------
-module:
-	@true
+# The module is built by nginx's own build system against the Debian nginx
+# sources (same configure flags as /usr/sbin/nginx, or it is "not binary
+# compatible"), or against NGINX_SRC=DIR.
+NGINX_SRC    ?=
+NGINX_BIN    ?= /usr/sbin/nginx
+NGX_SRC      := $(if $(NGINX_SRC),$(NGINX_SRC),$(BUILD)/nginx-src)
+MODULE       := $(BUILD)/ngx_http_infer_module.so
+MODULE_DEPS  := config ngx_http_infer_module.c $(wildcard src/ngx/*) \
+                $(wildcard src/proto/*.h src/engine/*.h)
+SHARED_DIR   ?= $(or $(INFER_SHARED),../shared)
+# Our Test::Nginx subset only where the real one is not installed.
+TEST_NGINX_I := $(shell perl -MTest::Nginx::Socket -e1 2>/dev/null \
+                  || echo -I t/lib)
 
-nginx-test:
-	@true
+module: $(MODULE)
+
+$(BUILD)/nginx-src/configure:
+	rm -rf $(BUILD)/nginx-src
+	@mkdir -p $(BUILD)
+	cp -r /usr/share/nginx/src $(BUILD)/nginx-src
+
+# What config reads; configure runs again when it changes.
+$(BUILD)/ngx-module.env: FORCE
+	@mkdir -p $(BUILD)
+	@echo "INFER_LIB=$(abspath $(LIB)) INFER_CUDA=$(CUDA)" > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+$(NGX_SRC)/objs/Makefile: $(BUILD)/ngx-module.env config $(LIB) \
+                          $(if $(NGINX_SRC),,$(BUILD)/nginx-src/configure)
+	cd $(NGX_SRC) && env $$(cat $(CURDIR)/$(BUILD)/ngx-module.env) bash -c '\
+	    set -e; \
+	    if [ -f conf_flags ]; then source ./conf_flags; \
+	    else NGX_CONF_FLAGS=(--with-compat --with-threads \
+	        --with-http_ssl_module --with-http_v2_module); fi; \
+	    cfg=./configure; [ -x $$cfg ] || cfg=auto/configure; \
+	    $$cfg "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR)'
+
+# nginx's Makefile does not know our library: relink whenever we rebuild.
+$(MODULE): $(NGX_SRC)/objs/Makefile $(LIB) $(MODULE_DEPS)
+	rm -f $(NGX_SRC)/objs/ngx_http_infer_module.so
+	cd $(NGX_SRC) && env -u MAKEFLAGS -u MFLAGS $(MAKE) -f objs/Makefile \
+	    modules
+	cp $(NGX_SRC)/objs/ngx_http_infer_module.so $@
+
+# Test::Nginx suites against /usr/sbin/nginx with the built module and the
+# stories260K model from ../shared.
+nginx-test: $(MODULE)
+	TEST_NGINX_BINARY=$(NGINX_BIN) \
+	TEST_NGINX_LOAD_MODULES=$(abspath $(MODULE)) \
+	TEST_NGINX_MODEL_DIR=$(abspath $(SHARED_DIR))/models/stories260K \
+	    prove $(TEST_NGINX_I) t/*.t
+
+# Starts nginx on localhost:8080 with conf/nginx.conf (MODEL=DIR to serve
+# your own model; without it a small random-weight model is generated).
+run: all
+	MODEL=$(MODEL) BUILD=$(BUILD) tools/run.sh
+
+.PHONY: FORCE run
+FORCE:
 # ---------------------------------------------------------------------------
 
 clean:

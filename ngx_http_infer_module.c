@@ -1,0 +1,528 @@
+/*
+ * ngx_http_infer_module: serves transformer language models from inside
+ * nginx.  This file holds the directives, configuration and the worker
+ * life cycle; src/ngx/ has the event bridge and the OpenAI front end.
+ *
+ *     infer_model NAME DIR [backend=cpu|cuda] [threads=N]
+ *                 [max_batch_tokens=N] [max_seqs=N] [kv_cache=SIZE]
+ *                 [max_queue=N] [timeout=TIME] [tp=N] [devices=LIST]
+ *                 [chat_template=auto|llama2|llama3|chatml|plain];  (http)
+ *     infer_openai NAME ...;                                     (location)
+ *     infer_health;                                              (location)
+ */
+#include "ngx_http_infer.h"
+
+#include "model.h"
+
+#define NGX_HTTP_INFER_DEFAULT_TIMEOUT  300000
+
+static void *ngx_http_infer_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_infer_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_infer_model(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_infer_openai(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_infer_health(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_infer_init_process(ngx_cycle_t *cycle);
+static void ngx_http_infer_exit_process(ngx_cycle_t *cycle);
+
+static ngx_command_t  ngx_http_infer_commands[] = {
+
+    { ngx_string("infer_model"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_infer_model,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infer_openai"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_infer_openai,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infer_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_infer_health,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+static ngx_http_module_t  ngx_http_infer_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_infer_create_main_conf,       /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_infer_create_loc_conf,        /* create location configuration */
+    ngx_http_infer_merge_loc_conf          /* merge location configuration */
+};
+
+ngx_module_t  ngx_http_infer_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infer_module_ctx,            /* module context */
+    ngx_http_infer_commands,               /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_infer_init_process,           /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_infer_exit_process,           /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+static void *
+ngx_http_infer_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_infer_main_conf_t  *imcf;
+
+    imcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_infer_main_conf_t));
+    if (imcf == NULL) {
+        return NULL;
+    }
+    if (ngx_array_init(&imcf->models, cf->pool, 2,
+                       sizeof(ngx_http_infer_model_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+    return imcf;
+}
+
+static void *
+ngx_http_infer_create_loc_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_infer_loc_conf_t));
+}
+
+static char *
+ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    return NGX_CONF_OK;
+}
+
+/* A positive int parameter value. */
+static ngx_int_t
+ngx_http_infer_int(ngx_str_t *v, int *out)
+{
+    ngx_int_t  n;
+
+    n = ngx_atoi(v->data, v->len);
+    if (n <= 0 || n > 0x7fffffff) {
+        return NGX_ERROR;
+    }
+    *out = (int) n;
+    return NGX_OK;
+}
+
+static ngx_int_t
+ngx_http_infer_devices(ngx_str_t *v, ngx_http_infer_model_t *m)
+{
+    u_char     *p, *last, *comma;
+    ngx_int_t   n;
+
+    p = v->data;
+    last = v->data + v->len;
+    m->ecfg.n_devices = 0;
+
+    while (p < last) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+        n = ngx_atoi(p, comma - p);
+        if (n == NGX_ERROR || m->ecfg.n_devices == NGX_HTTP_INFER_MAX_DEVICES)
+        {
+            return NGX_ERROR;
+        }
+        m->devices[m->ecfg.n_devices++] = (int) n;
+        p = comma + 1;
+    }
+
+    m->ecfg.devices = m->devices;
+    return m->ecfg.n_devices > 0 ? NGX_OK : NGX_ERROR;
+}
+
+/* One key=value parameter of infer_model; returns the expected form of the
+ * value when it is bad, NULL when it is fine, "" for an unknown key. */
+static const char *
+ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
+    ngx_str_t *v)
+{
+    int        n;
+    ssize_t    size;
+    ngx_int_t  t;
+
+#define ngx_http_infer_key(s)                                                \
+    (key->len == sizeof(s) - 1 && ngx_strncmp(key->data, s, key->len) == 0)
+
+    if (ngx_http_infer_key("backend")) {
+        if (!(v->len == 3 && ngx_strncmp(v->data, "cpu", 3) == 0)
+            && !(v->len == 4 && ngx_strncmp(v->data, "cuda", 4) == 0))
+        {
+            return "cpu or cuda";
+        }
+        m->ecfg.backend = (const char *) v->data;
+        return NULL;
+    }
+
+    if (ngx_http_infer_key("threads") || ngx_http_infer_key("max_seqs")
+        || ngx_http_infer_key("max_batch_tokens")
+        || ngx_http_infer_key("max_queue") || ngx_http_infer_key("tp"))
+    {
+        if (ngx_http_infer_int(v, &n) != NGX_OK) {
+            return "a positive integer";
+        }
+        if (ngx_http_infer_key("threads")) {
+            m->ecfg.threads = n;
+        } else if (ngx_http_infer_key("max_seqs")) {
+            m->ecfg.max_seqs = n;
+        } else if (ngx_http_infer_key("max_batch_tokens")) {
+            m->ecfg.max_batch_tokens = n;
+        } else if (ngx_http_infer_key("max_queue")) {
+            m->ecfg.max_queue = n;
+        } else {
+            m->ecfg.tp = n;
+        }
+        return NULL;
+    }
+
+    if (ngx_http_infer_key("kv_cache")) {
+        size = ngx_parse_size(v);
+        if (size <= 0) {
+            return "a size such as 64m";
+        }
+        m->ecfg.kv_cache_bytes = (size_t) size;
+        return NULL;
+    }
+
+    if (ngx_http_infer_key("timeout")) {
+        t = ngx_parse_time(v, 0);
+        if (t == NGX_ERROR || t == 0) {
+            return "a time such as 30s";
+        }
+        m->timeout = (ngx_msec_t) t;
+        return NULL;
+    }
+
+    if (ngx_http_infer_key("devices")) {
+        if (ngx_http_infer_devices(v, m) != NGX_OK) {
+            return "a list of device numbers such as 0,1";
+        }
+        return NULL;
+    }
+
+    if (ngx_http_infer_key("chat_template")) {
+        n = infer_chat_format_parse((const char *) v->data, v->len);
+        if (n < 0) {
+            return "auto, llama2, llama3, chatml or plain";
+        }
+        m->chat_format = (infer_chat_format_t) n;
+        return NULL;
+    }
+
+    return "";
+
+#undef ngx_http_infer_key
+}
+
+/* Opens the model and its tokenizer once at configuration time, so that
+ * "nginx -t" and start-up report a bad model directory with the engine's
+ * own message instead of workers dying later. */
+static char *
+ngx_http_infer_model_check(ngx_conf_t *cf, ngx_http_infer_model_t *m)
+{
+    char                err[512];
+    infer_model_t      *model;
+    infer_tokenizer_t  *tok;
+
+    if (infer_model_open((const char *) m->dir.data, &model, err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infer_model \"%V\": %s", &m->name, err);
+        return NGX_CONF_ERROR;
+    }
+    infer_model_close(model);
+
+    if (infer_tokenizer_load((const char *) m->dir.data, &tok, err,
+                             sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infer_model \"%V\": %s", &m->name, err);
+        return NGX_CONF_ERROR;
+    }
+    infer_tokenizer_free(tok);
+
+    return NGX_CONF_OK;
+}
+
+static char *
+ngx_http_infer_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_infer_main_conf_t  *imcf = conf;
+
+    u_char                   *eq;
+    ngx_str_t                *value, key, v;
+    ngx_uint_t                i;
+    const char               *expected;
+    ngx_http_infer_model_t   *m, **mp;
+
+    value = cf->args->elts;
+
+    mp = imcf->models.elts;
+    for (i = 0; i < imcf->models.nelts; i++) {
+        if (mp[i]->name.len == value[1].len
+            && ngx_strncmp(mp[i]->name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate infer_model \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    m = ngx_pcalloc(cf->pool, sizeof(ngx_http_infer_model_t));
+    if (m == NULL) {
+        return NGX_CONF_ERROR;
+    }
+    m->name = value[1];
+    m->dir = value[2];
+    if (ngx_conf_full_name(cf->cycle, &m->dir, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+    /* Arguments and full names are NUL-terminated. */
+    m->ecfg.model_dir = (const char *) m->dir.data;
+    m->ecfg.backend = "cpu";
+    m->timeout = NGX_HTTP_INFER_DEFAULT_TIMEOUT;
+    m->chat_format = INFER_CHAT_AUTO;
+    m->end_id = -1;
+
+    for (i = 3; i < cf->args->nelts; i++) {
+        eq = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+        if (eq == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in \"infer_model\", "
+                               "expected key=value", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+        key.data = value[i].data;
+        key.len = eq - value[i].data;
+        v.data = eq + 1;
+        v.len = value[i].data + value[i].len - v.data;
+
+        expected = ngx_http_infer_model_param(m, &key, &v);
+        if (expected != NULL && expected[0] == '\0') {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown parameter \"%V\" in \"infer_model\"",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+        if (expected != NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" of \"%V\" in "
+                               "\"infer_model\", expected %s",
+                               &v, &key, expected);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    mp = ngx_array_push(&imcf->models);
+    if (mp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+    *mp = m;
+
+    return ngx_http_infer_model_check(cf, m);
+}
+
+static char *
+ngx_http_infer_openai(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_infer_loc_conf_t  *ilcf = conf;
+
+    ngx_str_t                    *value;
+    ngx_uint_t                    i, k;
+    ngx_http_infer_model_t      **m, **mp;
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_infer_main_conf_t   *imcf;
+
+    if (ilcf->models != NULL) {
+        return "is duplicate";
+    }
+
+    ilcf->models = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                    sizeof(ngx_http_infer_model_t *));
+    if (ilcf->models == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infer_module);
+    value = cf->args->elts;
+    m = imcf->models.elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        for (k = 0; k < imcf->models.nelts; k++) {
+            if (m[k]->name.len == value[i].len
+                && ngx_strncmp(m[k]->name.data, value[i].data, value[i].len)
+                   == 0)
+            {
+                break;
+            }
+        }
+        if (k == imcf->models.nelts) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown model \"%V\" in \"infer_openai\" "
+                               "(declare it with \"infer_model\" earlier in "
+                               "the http block)", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+        mp = ngx_array_push(ilcf->models);
+        if (mp == NULL) {
+            return NGX_CONF_ERROR;
+        }
+        *mp = m[k];
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_infer_openai_handler;
+
+    return NGX_CONF_OK;
+}
+
+static char *
+ngx_http_infer_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_infer_health_handler;
+
+    return NGX_CONF_OK;
+}
+
+/* Chat format and the special token strings it needs. */
+static void
+ngx_http_infer_model_chat(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
+{
+    int32_t                   id;
+    const char               *end;
+    const infer_tokenizer_t  *tok;
+
+    tok = infer_engine_tokenizer(m->engine);
+
+    m->format = m->chat_format;
+    if (m->format == INFER_CHAT_AUTO) {
+        m->format = infer_chat_detect(infer_tokenizer_chat_template(tok));
+    }
+
+    id = infer_tokenizer_bos_id(tok);
+    m->bos = (id >= 0 && (infer_tokenizer_add_bos(tok)
+                          || m->format != INFER_CHAT_PLAIN))
+             ? infer_tokenizer_token_str(tok, id) : NULL;
+    id = infer_tokenizer_eos_id(tok);
+    m->eos = id >= 0 ? infer_tokenizer_token_str(tok, id) : NULL;
+
+    end = infer_chat_end_token(m->format);
+    m->end_id = end ? infer_tokenizer_token_id(tok, end) : -1;
+
+    ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
+                  "infer_model \"%V\": chat template %s",
+                  &m->name, infer_chat_format_name(m->format));
+}
+
+/* Engines start in workers only: never in the master (threads and CUDA do
+ * not survive fork) nor in cache helpers. */
+static ngx_int_t
+ngx_http_infer_init_process(ngx_cycle_t *cycle)
+{
+    char                         err[512];
+    ngx_uint_t                   i;
+    ngx_http_infer_model_t     **m;
+    ngx_http_infer_main_conf_t  *imcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    imcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_infer_module);
+    if (imcf == NULL) {
+        return NGX_OK;
+    }
+
+    m = imcf->models.elts;
+    for (i = 0; i < imcf->models.nelts; i++) {
+        ngx_queue_init(&m[i]->ctxs);
+
+        if (infer_engine_create(&m[i]->ecfg, &m[i]->engine, err, sizeof(err))
+            != INFER_OK)
+        {
+            m[i]->engine = NULL;
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "infer_model \"%V\": %s", &m[i]->name, err);
+            return NGX_ERROR;
+        }
+
+        if (infer_engine_start(m[i]->engine, err, sizeof(err)) != INFER_OK) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "infer_model \"%V\": %s", &m[i]->name, err);
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_infer_bridge_start(cycle, m[i]) != NGX_OK) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "infer_model \"%V\": cannot watch the engine's "
+                          "event fd", &m[i]->name);
+            return NGX_ERROR;
+        }
+
+        ngx_http_infer_model_chat(cycle, m[i]);
+        m[i]->created = ngx_time();
+
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "infer_model \"%V\" loaded from \"%V\" (%s)",
+                      &m[i]->name, &m[i]->dir, m[i]->ecfg.backend);
+    }
+
+    return NGX_OK;
+}
+
+static void
+ngx_http_infer_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                   i;
+    ngx_http_infer_model_t     **m;
+    ngx_http_infer_main_conf_t  *imcf;
+
+    imcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_infer_module);
+    if (imcf == NULL) {
+        return;
+    }
+
+    m = imcf->models.elts;
+    for (i = 0; i < imcf->models.nelts; i++) {
+        if (m[i]->engine == NULL) {
+            continue;
+        }
+        /* Unhook the fd first: destroy closes it. */
+        ngx_http_infer_bridge_stop(m[i]);
+        infer_engine_destroy(m[i]->engine);
+        m[i]->engine = NULL;
+    }
+}

@@ -1,0 +1,220 @@
+/*
+ * The bridge between an engine and the worker's event loop.
+ *
+ * The engine's eventfd gets a connection object of its own, registered for
+ * read like any socket (ngx_notify belongs to nginx's thread pool).  Its
+ * read handler drains the engine's event queue in the loop thread and hands
+ * each event to its request context; contexts whose request is gone only
+ * wait for their final event to be freed.
+ */
+#include "ngx_http_infer.h"
+
+#define NGX_HTTP_INFER_POLL_BATCH  64
+
+static void ngx_http_infer_bridge_read(ngx_event_t *rev);
+static void ngx_http_infer_ctx_cleanup(void *data);
+static void ngx_http_infer_ctx_timer(ngx_event_t *ev);
+static void ngx_http_infer_ctx_free(ngx_http_infer_ctx_t *ctx);
+
+ngx_int_t
+ngx_http_infer_bridge_start(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
+{
+    ngx_connection_t  *c;
+
+    c = ngx_get_connection(infer_engine_event_fd(m->engine), cycle->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = m;
+    c->read->handler = ngx_http_infer_bridge_read;
+    c->read->log = cycle->log;
+    c->write->log = cycle->log;
+
+    /* Level-triggered: the engine re-arms the fd when events remain. */
+    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+        c->fd = (ngx_socket_t) -1;
+        ngx_free_connection(c);
+        return NGX_ERROR;
+    }
+
+    m->conn = c;
+    ngx_queue_init(&m->ctxs);
+    return NGX_OK;
+}
+
+/* At process exit, before the engine is destroyed (which closes the fd):
+ * contexts are freed with their events; requests still open will never be
+ * freed in an exiting process. */
+void
+ngx_http_infer_bridge_stop(ngx_http_infer_model_t *m)
+{
+    ngx_queue_t           *q;
+    ngx_http_infer_ctx_t  *ctx;
+
+    if (m->conn != NULL) {
+        if (m->conn->read->active) {
+            ngx_del_event(m->conn->read, NGX_READ_EVENT, 0);
+        }
+        /* The fd belongs to the engine, which closes it. */
+        m->conn->fd = (ngx_socket_t) -1;
+        ngx_free_connection(m->conn);
+        m->conn = NULL;
+    }
+
+    while (m->ctxs.next != NULL && !ngx_queue_empty(&m->ctxs)) {
+        q = ngx_queue_head(&m->ctxs);
+        ctx = ngx_queue_data(q, ngx_http_infer_ctx_t, queue);
+        if (ctx->timer.timer_set) {
+            ngx_del_timer(&ctx->timer);
+        }
+        ngx_http_infer_ctx_free(ctx);
+    }
+}
+
+static void
+ngx_http_infer_bridge_read(ngx_event_t *rev)
+{
+    int                      i, n;
+    ngx_connection_t        *c, *rc;
+    infer_event_t            ev[NGX_HTTP_INFER_POLL_BATCH];
+    ngx_http_infer_ctx_t    *ctx;
+    ngx_http_infer_model_t  *m;
+
+    c = rev->data;
+    m = c->data;
+
+    do {
+        n = infer_engine_poll(m->engine, ev, NGX_HTTP_INFER_POLL_BATCH);
+
+        for (i = 0; i < n; i++) {
+            ctx = ev[i].user;
+
+            if (ev[i].type != INFER_EVENT_TOKEN) {
+                ctx->engine_done = 1;
+            }
+
+            if (ctx->r == NULL) {
+                /* The request is gone: drop the event, and the context
+                 * with the final one. */
+                if (ctx->engine_done) {
+                    ngx_http_infer_ctx_free(ctx);
+                }
+
+            } else if (ctx->finished) {
+                /* Answered already (deadline); the cleanup frees it. */
+
+            } else {
+                rc = ctx->r->connection;
+                ngx_http_infer_openai_event(ctx, &ev[i]);
+                ngx_http_run_posted_requests(rc);
+            }
+
+            infer_event_release(&ev[i]);
+        }
+
+    } while (n == NGX_HTTP_INFER_POLL_BATCH);
+}
+
+ngx_http_infer_ctx_t *
+ngx_http_infer_ctx_create(ngx_http_request_t *r, ngx_http_infer_model_t *m)
+{
+    ngx_pool_cleanup_t    *cln;
+    ngx_http_infer_ctx_t  *ctx;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = ngx_calloc(sizeof(ngx_http_infer_ctx_t), r->connection->log);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->r = r;
+    ctx->model = m;
+    /* Not submitted yet: nothing will come from the engine. */
+    ctx->engine_done = 1;
+
+    ctx->timer.handler = ngx_http_infer_ctx_timer;
+    ctx->timer.data = ctx;
+    ctx->timer.log = r->connection->log;
+
+    ngx_queue_insert_tail(&m->ctxs, &ctx->queue);
+
+    cln->handler = ngx_http_infer_ctx_cleanup;
+    cln->data = ctx;
+    ctx->cln = cln;
+
+    return ctx;
+}
+
+/* Completes the response; the context may be freed before this returns. */
+void
+ngx_http_infer_ctx_finalize(ngx_http_infer_ctx_t *ctx, ngx_int_t rc)
+{
+    ctx->finished = 1;
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
+    ngx_http_finalize_request(ctx->r, rc);
+}
+
+/* The request pool is going away: client gone, response done, or error. */
+static void
+ngx_http_infer_ctx_cleanup(void *data)
+{
+    ngx_http_infer_ctx_t  *ctx = data;
+
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
+
+    if (!ctx->engine_done && !ctx->cancelled && ctx->model->engine != NULL) {
+        ngx_log_error(NGX_LOG_INFO, ctx->r->connection->log, 0,
+                      "infer: client gone, cancelling request %uL",
+                      ctx->id);
+        ctx->cancelled = 1;
+        infer_engine_cancel(ctx->model->engine, ctx->id);
+    }
+
+    ctx->r = NULL;
+
+    if (ctx->engine_done) {
+        ngx_http_infer_ctx_free(ctx);
+    }
+}
+
+static void
+ngx_http_infer_ctx_timer(ngx_event_t *ev)
+{
+    ngx_connection_t      *c;
+    ngx_http_infer_ctx_t  *ctx = ev->data;
+
+    c = ctx->r->connection;
+
+    ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                  "infer: request %uL passed its deadline", ctx->id);
+
+    if (!ctx->engine_done && !ctx->cancelled) {
+        ctx->cancelled = 1;
+        infer_engine_cancel(ctx->model->engine, ctx->id);
+    }
+
+    ngx_http_infer_openai_timeout(ctx);
+    ngx_http_run_posted_requests(c);
+}
+
+static void
+ngx_http_infer_ctx_free(ngx_http_infer_ctx_t *ctx)
+{
+    if (ctx->r != NULL) {
+        /* Only at exit: the request outlives its context. */
+        ctx->cln->handler = NULL;
+    }
+    ngx_queue_remove(&ctx->queue);
+    ngx_free(ctx->text);
+    ngx_free(ctx->rsp_model);
+    ngx_free(ctx);
+}

@@ -1,0 +1,807 @@
+/*
+ * OpenAI-compatible front end: POST /v1/completions, POST
+ * /v1/chat/completions, GET /v1/models, and the health check.
+ *
+ * A request is parsed and tokenized in the worker, submitted to the engine
+ * without blocking, and answered from the bridge as events arrive: SSE
+ * chunks as text comes when streaming, one JSON body at the end otherwise.
+ */
+#include "ngx_http_infer.h"
+
+typedef enum {
+    NGX_HTTP_INFER_ROUTE_NONE = 0,
+    NGX_HTTP_INFER_ROUTE_COMPLETIONS,
+    NGX_HTTP_INFER_ROUTE_CHAT,
+    NGX_HTTP_INFER_ROUTE_MODELS
+} ngx_http_infer_route_t;
+
+static const char  ngx_http_infer_sse_done[] = "data: [DONE]\n\n";
+
+static void ngx_http_infer_body_handler(ngx_http_request_t *r);
+static void ngx_http_infer_stream_writer(ngx_http_request_t *r);
+
+static ngx_int_t
+ngx_http_infer_add_header(ngx_http_request_t *r, const char *key,
+    const char *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = (u_char *) value;
+    h->value.len = ngx_strlen(value);
+    return NGX_OK;
+}
+
+/* Sends a whole JSON response; body is the codec's malloc'd string. */
+static ngx_int_t
+ngx_http_infer_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    char *body, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        free(body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    b->last = ngx_cpymem(b->pos, body, len);
+    free(body);
+    b->last_buf = (r == r->main);
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+    return ngx_http_output_filter(r, &out);
+}
+
+static ngx_int_t
+ngx_http_infer_send_error(ngx_http_request_t *r, infer_oai_error_t *err)
+{
+    char    *body;
+    size_t   len;
+
+    if (err->status == NGX_HTTP_SERVICE_UNAVAILABLE
+        && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (err->status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "infer: %s",
+                      err->message);
+    } else {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "infer: %s",
+                      err->message);
+    }
+
+    body = infer_oai_error_body(err, &len);
+    return ngx_http_infer_send_json(r, err->status, body, len);
+}
+
+/* Sends SSE events: parts are the codec's malloc'd strings (freed here;
+ * a NULL one means it ran out of memory), then [DONE] when last. */
+static ngx_int_t
+ngx_http_infer_stream_send(ngx_http_request_t *r, char **parts,
+    size_t *lens, ngx_uint_t n, ngx_uint_t last)
+{
+    u_char       *p;
+    size_t        size;
+    ngx_buf_t    *b;
+    ngx_uint_t    i, failed;
+    ngx_chain_t   out;
+
+    size = last ? sizeof(ngx_http_infer_sse_done) - 1 : 0;
+    failed = 0;
+    for (i = 0; i < n; i++) {
+        if (parts[i] == NULL) {
+            failed = 1;
+        } else {
+            size += lens[i];
+        }
+    }
+
+    b = failed ? NULL : ngx_create_temp_buf(r->pool, size);
+    p = b ? b->pos : NULL;
+    for (i = 0; i < n; i++) {
+        if (p != NULL) {
+            p = ngx_cpymem(p, parts[i], lens[i]);
+        }
+        free(parts[i]);
+    }
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+    if (last) {
+        p = ngx_cpymem(p, ngx_http_infer_sse_done,
+                       sizeof(ngx_http_infer_sse_done) - 1);
+    }
+    b->last = p;
+    b->flush = 1;
+    if (last) {
+        b->last_buf = (r == r->main);
+        b->last_in_chain = 1;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+    return ngx_http_output_filter(r, &out);
+}
+
+/* A slow client: keep flushing what the filters hold whenever the socket
+ * (or the HTTP/2 stream window) lets us. */
+static void
+ngx_http_infer_stream_writer(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    rc = ngx_http_output_filter(r, NULL);
+    if (rc == NGX_ERROR) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+        return;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    if (ngx_handle_write_event(r->connection->write, clcf->send_lowat)
+        != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_ERROR);
+    }
+}
+
+static ngx_int_t
+ngx_http_infer_stream_start(ngx_http_infer_ctx_t *ctx)
+{
+    char                *part;
+    size_t               len;
+    ngx_int_t            rc;
+    ngx_http_request_t  *r = ctx->r;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    ngx_str_set(&r->headers_out.content_type, "text/event-stream");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    ngx_http_clear_content_length(r);
+    ngx_http_clear_accept_ranges(r);
+    if (ngx_http_infer_add_header(r, "Cache-Control", "no-cache") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    r->write_event_handler = ngx_http_infer_stream_writer;
+
+    /* The chat stream opens with the assistant role. */
+    if (ctx->rsp.kind == INFER_OAI_CHAT) {
+        part = infer_oai_chunk(&ctx->rsp, NULL, 0, 1, NULL,
+                               ctx->include_usage, &len);
+        rc = ngx_http_infer_stream_send(r, &part, &len, 1, 0);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+    return NGX_OK;
+}
+
+/* Ends the response with an error: a JSON body, or once the stream has
+ * begun an error event and a clean end. */
+static void
+ngx_http_infer_fail(ngx_http_infer_ctx_t *ctx, infer_oai_error_t *err)
+{
+    char                *part;
+    size_t               len;
+    ngx_int_t            rc;
+    ngx_http_request_t  *r = ctx->r;
+
+    if (ctx->stream && r->header_sent) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "infer: stream ended by error: %s", err->message);
+        part = infer_oai_error_chunk(err, &len);
+        rc = ngx_http_infer_stream_send(r, &part, &len, 1, 1);
+    } else {
+        rc = ngx_http_infer_send_error(r, err);
+    }
+    ngx_http_infer_ctx_finalize(ctx, rc);
+}
+
+void
+ngx_http_infer_openai_timeout(ngx_http_infer_ctx_t *ctx)
+{
+    infer_oai_error_t  err;
+
+    infer_oai_set_error(&err, NGX_HTTP_GATEWAY_TIME_OUT, "timeout", NULL,
+                        "timeout", "the request did not finish within %lu ms",
+                        (unsigned long) ctx->model->timeout);
+    ngx_http_infer_fail(ctx, &err);
+}
+
+static ngx_int_t
+ngx_http_infer_text(ngx_http_infer_ctx_t *ctx, const char *text, size_t len)
+{
+    char    *part;
+    size_t   plen, cap;
+    u_char  *p;
+
+    if (ctx->stream) {
+        part = infer_oai_chunk(&ctx->rsp, text, len, 0, NULL,
+                               ctx->include_usage, &plen);
+        return ngx_http_infer_stream_send(ctx->r, &part, &plen, 1, 0);
+    }
+
+    if (ctx->text_len + len > ctx->text_cap) {
+        cap = ngx_max(2 * ctx->text_cap, ctx->text_len + len + 256);
+        p = ngx_alloc(cap, ctx->r->connection->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        ngx_memcpy(p, ctx->text, ctx->text_len);
+        ngx_free(ctx->text);
+        ctx->text = p;
+        ctx->text_cap = cap;
+    }
+    ngx_memcpy(ctx->text + ctx->text_len, text, len);
+    ctx->text_len += len;
+    return NGX_OK;
+}
+
+static void
+ngx_http_infer_complete(ngx_http_infer_ctx_t *ctx, infer_event_t *ev)
+{
+    char         *parts[2], *body;
+    size_t        lens[2], len;
+    ngx_int_t     rc;
+    ngx_uint_t    n;
+    const char   *finish;
+
+    finish = infer_oai_finish_reason(ev->finish);
+
+    if (ctx->stream) {
+        n = 0;
+        parts[n] = infer_oai_chunk(&ctx->rsp, NULL, 0, 0, finish,
+                                   ctx->include_usage, &lens[n]);
+        n++;
+        if (ctx->include_usage) {
+            parts[n] = infer_oai_usage_chunk(&ctx->rsp, ev->prompt_tokens,
+                                             ev->completion_tokens, &lens[n]);
+            n++;
+        }
+        rc = ngx_http_infer_stream_send(ctx->r, parts, lens, n, 1);
+
+    } else {
+        body = infer_oai_completion_body(&ctx->rsp, (char *) ctx->text,
+                                         ctx->text_len, finish,
+                                         ev->prompt_tokens,
+                                         ev->completion_tokens, &len);
+        rc = ngx_http_infer_send_json(ctx->r, NGX_HTTP_OK, body, len);
+    }
+
+    ngx_http_infer_ctx_finalize(ctx, rc);
+}
+
+void
+ngx_http_infer_openai_event(ngx_http_infer_ctx_t *ctx, infer_event_t *ev)
+{
+    infer_oai_error_t  err;
+
+    if (ev->type != INFER_EVENT_ERROR && ev->text_len > 0
+        && ngx_http_infer_text(ctx, ev->text, ev->text_len) == NGX_ERROR)
+    {
+        /* The client is gone or we ran out of memory: stop generating
+         * (the cleanup cancels) and drop the connection. */
+        ngx_http_infer_ctx_finalize(ctx, NGX_ERROR);
+        return;
+    }
+
+    if (ev->type == INFER_EVENT_TOKEN) {
+        return;
+    }
+
+    if (ev->type == INFER_EVENT_DONE
+        && (ev->finish == INFER_FINISH_STOP
+            || ev->finish == INFER_FINISH_LENGTH))
+    {
+        ngx_http_infer_complete(ctx, ev);
+        return;
+    }
+
+    if (ev->type == INFER_EVENT_DONE && ev->finish == INFER_FINISH_DEADLINE) {
+        ngx_http_infer_openai_timeout(ctx);
+        return;
+    }
+
+    if (ev->type == INFER_EVENT_DONE
+        && ev->finish == INFER_FINISH_CANCELLED)
+    {
+        infer_oai_set_error(&err, NGX_HTTP_SERVICE_UNAVAILABLE,
+                            "server_error", NULL, NULL,
+                            "the engine cancelled the request");
+    } else {
+        infer_oai_set_error(&err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            "server_error", NULL, NULL, "generation failed: %s",
+                            ev->text ? ev->text : "engine error");
+    }
+    ngx_http_infer_fail(ctx, &err);
+}
+
+static ngx_http_infer_route_t
+ngx_http_infer_route(ngx_http_request_t *r)
+{
+    ngx_str_t  *uri = &r->uri;
+
+#define ngx_http_infer_ends_with(s)                                          \
+    (uri->len >= sizeof(s) - 1                                               \
+     && ngx_strncmp(uri->data + uri->len - (sizeof(s) - 1), s,               \
+                    sizeof(s) - 1) == 0)
+
+    if (ngx_http_infer_ends_with("/chat/completions")) {
+        return NGX_HTTP_INFER_ROUTE_CHAT;
+    }
+    if (ngx_http_infer_ends_with("/completions")) {
+        return NGX_HTTP_INFER_ROUTE_COMPLETIONS;
+    }
+    if (ngx_http_infer_ends_with("/models")) {
+        return NGX_HTTP_INFER_ROUTE_MODELS;
+    }
+    return NGX_HTTP_INFER_ROUTE_NONE;
+
+#undef ngx_http_infer_ends_with
+}
+
+static ngx_int_t
+ngx_http_infer_models(ngx_http_request_t *r)
+{
+    char                       *body;
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_uint_t                  i;
+    const char                **names;
+    ngx_http_infer_model_t    **m;
+    ngx_http_infer_loc_conf_t  *ilcf;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
+    m = ilcf->models->elts;
+    names = ngx_palloc(r->pool, ilcf->models->nelts * sizeof(char *));
+    if (names == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    for (i = 0; i < ilcf->models->nelts; i++) {
+        names[i] = (const char *) m[i]->name.data;
+    }
+
+    body = infer_oai_models_body(names, (int) ilcf->models->nelts,
+                                 m[0]->created, &len);
+    return ngx_http_infer_send_json(r, NGX_HTTP_OK, body, len);
+}
+
+ngx_int_t
+ngx_http_infer_openai_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    infer_oai_error_t          err;
+    ngx_http_infer_route_t     route;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    route = ngx_http_infer_route(r);
+
+    if (route == NGX_HTTP_INFER_ROUTE_MODELS) {
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            if (ngx_http_infer_add_header(r, "Allow", "GET, HEAD")
+                != NGX_OK)
+            {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+            infer_oai_set_error(&err, NGX_HTTP_NOT_ALLOWED,
+                                NGX_HTTP_INFER_INVALID, NULL, "method_not_allowed",
+                                "method %.*s is not allowed here, use GET",
+                                (int) r->method_name.len,
+                                r->method_name.data);
+            goto error;
+        }
+        return ngx_http_infer_models(r);
+    }
+
+    if (route == NGX_HTTP_INFER_ROUTE_NONE) {
+        infer_oai_set_error(&err, NGX_HTTP_NOT_FOUND, NGX_HTTP_INFER_INVALID, NULL,
+                            "unknown_url", "unknown route %.*s",
+                            (int) r->uri.len, r->uri.data);
+        goto error;
+    }
+
+    if (!(r->method & NGX_HTTP_POST)) {
+        if (ngx_http_infer_add_header(r, "Allow", "POST") != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        infer_oai_set_error(&err, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_INFER_INVALID,
+                            NULL, "method_not_allowed",
+                            "method %.*s is not allowed here, use POST",
+                            (int) r->method_name.len, r->method_name.data);
+        goto error;
+    }
+
+    /* Answer an announced oversized body ourselves, in JSON. */
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    if (clcf->client_max_body_size
+        && r->headers_in.content_length_n > clcf->client_max_body_size)
+    {
+        infer_oai_set_error(&err, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                            NGX_HTTP_INFER_INVALID, NULL, "request_too_large",
+                            "request body of %lld bytes exceeds "
+                            "client_max_body_size %lld",
+                            (long long) r->headers_in.content_length_n,
+                            (long long) clcf->client_max_body_size);
+        r->keepalive = 0;
+        goto error;
+    }
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_infer_body_handler);
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+    return NGX_DONE;
+
+error:
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+    return ngx_http_infer_send_error(r, &err);
+}
+
+/* The whole request body as one NUL-terminated string. */
+static u_char *
+ngx_http_infer_body(ngx_http_request_t *r, size_t *len)
+{
+    u_char       *p, *body;
+    off_t         size;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    size = 0;
+    if (r->request_body != NULL) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            size += ngx_buf_size(cl->buf);
+        }
+    }
+
+    body = ngx_pnalloc(r->pool, size + 1);
+    if (body == NULL) {
+        return NULL;
+    }
+
+    p = body;
+    if (r->request_body != NULL) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+            if (ngx_buf_in_memory(b)) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+                continue;
+            }
+            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                              b->file_pos);
+            if (n != b->file_last - b->file_pos) {
+                return NULL;
+            }
+            p += n;
+        }
+    }
+
+    *p = '\0';
+    *len = p - body;
+    return body;
+}
+
+static ngx_http_infer_model_t *
+ngx_http_infer_find_model(ngx_http_request_t *r, const char *name)
+{
+    ngx_uint_t                  i;
+    ngx_http_infer_model_t    **m;
+    ngx_http_infer_loc_conf_t  *ilcf;
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
+    m = ilcf->models->elts;
+    for (i = 0; i < ilcf->models->nelts; i++) {
+        if (ngx_strcmp(m[i]->name.data, name) == 0) {
+            return m[i];
+        }
+    }
+    return NULL;
+}
+
+/* Token ids of the prompt; *ids is malloc'd. */
+static ngx_int_t
+ngx_http_infer_tokenize(ngx_http_infer_model_t *m, infer_oai_request_t *req,
+    int32_t **ids, int *n, infer_oai_error_t *err)
+{
+    int                       i, vocab;
+    char                     *text, msg[256];
+    size_t                    len;
+    const infer_tokenizer_t  *tok;
+
+    tok = infer_engine_tokenizer(m->engine);
+
+    if (req->prompt_ids != NULL) {
+        vocab = infer_engine_vocab_size(m->engine);
+        for (i = 0; i < req->n_prompt_ids; i++) {
+            if (req->prompt_ids[i] >= vocab) {
+                infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
+                                    NGX_HTTP_INFER_INVALID, "prompt", NULL,
+                                    "token id %d is outside the vocabulary "
+                                    "of %d", req->prompt_ids[i], vocab);
+                return NGX_ERROR;
+            }
+        }
+        *ids = req->prompt_ids;
+        *n = req->n_prompt_ids;
+        req->prompt_ids = NULL;
+        return NGX_OK;
+    }
+
+    if (req->kind == INFER_OAI_CHAT) {
+        text = infer_chat_render(m->format, req->messages, req->n_messages,
+                                 m->bos, m->eos, &len, msg, sizeof(msg));
+        if (text == NULL) {
+            infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
+                                "messages", NULL, "%s", msg);
+            return NGX_ERROR;
+        }
+        /* The rendered text holds the special tokens itself. */
+        i = infer_tokenizer_encode(tok, text, len, 0, ids, n);
+        free(text);
+
+    } else {
+        i = infer_tokenizer_encode(tok, req->prompt, req->prompt_len, 1,
+                                   ids, n);
+    }
+
+    if (i != 0) {
+        infer_oai_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            "server_error", NULL, NULL,
+                            "the prompt could not be tokenized");
+        return NGX_ERROR;
+    }
+    if (*n == 0) {
+        free(*ids);
+        infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
+                            "prompt", NULL, "the prompt is empty");
+        return NGX_ERROR;
+    }
+    return NGX_OK;
+}
+
+static void
+ngx_http_infer_submit_error(int rc, infer_oai_kind_t kind, int n_prompt,
+    ngx_http_infer_model_t *m, infer_oai_error_t *err)
+{
+    switch (rc) {
+    case INFER_ECONTEXT:
+        infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
+                            kind == INFER_OAI_CHAT ? "messages" : "prompt",
+                            "context_length_exceeded",
+                            "this model's maximum context length is %d "
+                            "tokens, the prompt has %d",
+                            infer_engine_context_length(m->engine), n_prompt);
+        break;
+    case INFER_EINVAL:
+        infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID, NULL,
+                            NULL, "invalid request: %s", infer_strerror(rc));
+        break;
+    case INFER_EQUEUE_FULL:
+    case INFER_ESHUTDOWN:
+        infer_oai_set_error(err, NGX_HTTP_SERVICE_UNAVAILABLE,
+                            "server_error", NULL, "overloaded",
+                            "the server is busy: %s", infer_strerror(rc));
+        break;
+    default:
+        infer_oai_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            "server_error", NULL, NULL, "%s",
+                            infer_strerror(rc));
+    }
+}
+
+/* Parses, tokenizes and submits; on success the context waits for the
+ * engine's events. */
+static ngx_int_t
+ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
+    infer_oai_request_t *req, infer_oai_error_t *err)
+{
+    int                      rc, n;
+    size_t                   len;
+    int32_t                 *ids;
+    u_char                  *body;
+    uint64_t                 id;
+    infer_request_t          ireq;
+    ngx_http_infer_ctx_t    *ctx;
+    ngx_http_infer_model_t  *m;
+
+    body = ngx_http_infer_body(r, &len);
+    if (body == NULL) {
+        infer_oai_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            "server_error", NULL, NULL,
+                            "cannot read the request body");
+        return NGX_ERROR;
+    }
+
+    if (infer_oai_parse_request((char *) body, len, kind, req, err) != 0) {
+        return NGX_ERROR;
+    }
+
+    m = ngx_http_infer_find_model(r, req->model);
+    if (m == NULL) {
+        infer_oai_set_error(err, NGX_HTTP_NOT_FOUND, NGX_HTTP_INFER_INVALID,
+                            "model", "model_not_found",
+                            "the model '%s' does not exist", req->model);
+        return NGX_ERROR;
+    }
+    if (m->engine == NULL || !infer_engine_alive(m->engine)) {
+        infer_oai_set_error(err, NGX_HTTP_SERVICE_UNAVAILABLE,
+                            "server_error", NULL, NULL,
+                            "the model '%s' is not running in this worker",
+                            req->model);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_infer_tokenize(m, req, &ids, &n, err) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&ireq, sizeof(ireq));
+    ireq.prompt = ids;
+    ireq.n_prompt = n;
+    ireq.max_tokens = req->max_tokens;
+    if (ireq.max_tokens == 0) {
+        /* OpenAI's defaults: 16 for completions, up to the context end
+         * for chat (the engine caps it there). */
+        ireq.max_tokens = kind == INFER_OAI_CHAT
+                          ? infer_engine_context_length(m->engine) : 16;
+    }
+    ireq.temperature = (float) req->temperature;
+    ireq.top_p = (float) req->top_p;
+    ireq.top_k = req->top_k;
+    ireq.seed = req->seed;
+    ireq.has_seed = req->has_seed;
+    ireq.stop = (const char *const *) req->stop;
+    ireq.n_stop = req->n_stop;
+    if (kind == INFER_OAI_CHAT && m->end_id >= 0) {
+        ireq.stop_ids = &m->end_id;
+        ireq.n_stop_ids = 1;
+    }
+    ireq.deadline_ms = infer_now_ms() + (int64_t) m->timeout;
+
+    ctx = ngx_http_infer_ctx_create(r, m);
+    if (ctx == NULL) {
+        free(ids);
+        infer_oai_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            "server_error", NULL, NULL, "out of memory");
+        return NGX_ERROR;
+    }
+    ctx->stream = req->stream;
+    ctx->include_usage = req->include_usage;
+    ctx->rsp_model = ngx_alloc(ngx_strlen(req->model) + 1, r->connection->log);
+    if (ctx->rsp_model == NULL) {
+        free(ids);
+        infer_oai_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            "server_error", NULL, NULL, "out of memory");
+        return NGX_ERROR;
+    }
+    ngx_cpystrn((u_char *) ctx->rsp_model, (u_char *) req->model,
+                ngx_strlen(req->model) + 1);
+    ngx_sprintf((u_char *) ctx->rsp_id, "%s%08xD%08xD%08xD%Z",
+                kind == INFER_OAI_CHAT ? "chatcmpl-" : "cmpl-",
+                (uint32_t) ngx_random(), (uint32_t) ngx_random(),
+                (uint32_t) ngx_random());
+    ctx->rsp.kind = kind;
+    ctx->rsp.id = ctx->rsp_id;
+    ctx->rsp.created = ngx_time();
+    ctx->rsp.model = ctx->rsp_model;
+
+    ireq.user = ctx;
+    rc = infer_engine_submit(m->engine, &ireq, &id);
+    free(ids);
+    if (rc != INFER_OK) {
+        ngx_http_infer_submit_error(rc, kind, n, m, err);
+        return NGX_ERROR;
+    }
+
+    ctx->id = id;
+    ctx->engine_done = 0;
+    ngx_add_timer(&ctx->timer, m->timeout);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "infer: submitted request %uL, %d prompt tokens, "
+                   "stream %ui", id, n, (ngx_uint_t) ctx->stream);
+
+    /* Notice a client that goes away while we wait. */
+    r->read_event_handler = ngx_http_test_reading;
+
+    if (ctx->stream && ngx_http_infer_stream_start(ctx) != NGX_OK) {
+        ngx_http_infer_ctx_finalize(ctx, NGX_ERROR);
+    }
+    return NGX_OK;
+}
+
+static void
+ngx_http_infer_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t            rc;
+    infer_oai_kind_t     kind;
+    infer_oai_error_t    err;
+    infer_oai_request_t  req;
+
+    kind = ngx_http_infer_route(r) == NGX_HTTP_INFER_ROUTE_CHAT
+           ? INFER_OAI_CHAT : INFER_OAI_COMPLETION;
+
+    ngx_memzero(&req, sizeof(req));
+    if (ngx_http_infer_start(r, kind, &req, &err) == NGX_OK) {
+        infer_oai_request_free(&req);
+        return;
+    }
+    infer_oai_request_free(&req);
+
+    rc = ngx_http_infer_send_error(r, &err);
+    ngx_http_finalize_request(r, rc);
+}
+
+ngx_int_t
+ngx_http_infer_health_handler(ngx_http_request_t *r)
+{
+    char                         *body;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, ok;
+    ngx_http_infer_model_t      **m;
+    ngx_http_infer_main_conf_t   *imcf;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_infer_module);
+    m = imcf->models.elts;
+    ok = imcf->models.nelts > 0;
+    for (i = 0; i < imcf->models.nelts; i++) {
+        if (m[i]->engine == NULL || !infer_engine_alive(m[i]->engine)) {
+            ok = 0;
+        }
+    }
+
+    body = ok ? strdup("{\"status\":\"ok\"}\n")
+              : strdup("{\"status\":\"unavailable\"}\n");
+    if (!ok && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK) {
+        free(body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return ngx_http_infer_send_json(r, ok ? NGX_HTTP_OK
+                                          : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    body, body ? strlen(body) : 0);
+}
