@@ -1219,13 +1219,12 @@ load_added(infer_tokenizer_t *t, json_t *root, const char *path,
         at->normalized = get_bool(a, "normalized", !at->special)
                          && t->n_norm > 0;
         t->special[id] = at->special;
-        if (t->str_off[id] == INFER_TOK_NONE
-            && set_token_str(t, id, json_string_value(c),
-                             json_string_length(c)) != 0)
-        {
-            goto nomem;
-        }
         if (json_string_length(c) == 0) {
+            if (t->str_off[id] == INFER_TOK_NONE
+                && set_token_str(t, id, "", 0) != 0)
+            {
+                goto nomem;
+            }
             continue;
         }
         at->content = tok_strndup(json_string_value(c),
@@ -1245,7 +1244,12 @@ load_added(infer_tokenizer_t *t, json_t *root, const char *path,
             at->match = tok_strndup(at->content, at->len);
             at->match_len = at->len;
         }
-        if (at->match == NULL) {
+        /* HF's id_to_token (and so its decode) gives the normalized form;
+         * token_to_id still takes the content as written. */
+        if (at->match == NULL
+            || (t->str_off[id] == INFER_TOK_NONE
+                && set_token_str(t, id, at->match, at->match_len) != 0))
+        {
             goto nomem;
         }
         t->added_first[(unsigned char) at->match[0]] = 1;

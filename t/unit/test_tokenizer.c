@@ -223,10 +223,8 @@ load_all(void)
 
 
 static void
-test_corpus(unsigned which)
+test_corpus(const infer_tokenizer_t *t, const char *name)
 {
-    const infer_tokenizer_t  *t = tok[which];
-    const char               *name = tokenizers[which].name;
     char                      path[512], *corpus, *ids_txt, *dec_txt;
     char                    **cases, **want_ids, **want_dec, *got_dec;
     size_t                    len, dlen;
@@ -284,6 +282,86 @@ test_corpus(unsigned which)
     free(corpus);
     free(ids_txt);
     free(dec_txt);
+}
+
+
+/* The variants of tools/ref/tokenizer_ids.py, built the same way: the
+ * base tokenizer.json with fields set, added tokens appended, merges as
+ * pairs; written to a temporary directory and loaded from there. */
+static int
+make_variant(json_t *spec, const char *dir, char *err, size_t errlen)
+{
+    char          path[256];
+    const char   *key;
+    json_t       *root, *v, *merges, *m, *pair;
+    json_error_t  je;
+    size_t        i;
+    const char   *s, *sp;
+
+    snprintf(path, sizeof(path), "%s/%s/tokenizer.json", shared_dir(),
+             json_string_value(json_object_get(spec, "base")));
+    root = json_load_file(path, 0, &je);
+    if (root == NULL) {
+        snprintf(err, errlen, "%s: %s", path, je.text);
+        return -1;
+    }
+    json_object_foreach(json_object_get(spec, "set"), key, v) {
+        json_object_set(root, key, v);
+    }
+    json_array_extend(json_object_get(root, "added_tokens"),
+                      json_object_get(spec, "add_tokens"));
+    if (json_is_true(json_object_get(spec, "merges_as_pairs"))) {
+        merges = json_object_get(json_object_get(root, "model"), "merges");
+        json_array_foreach(merges, i, m) {
+            s = json_string_value(m);
+            sp = strchr(s, ' ');
+            pair = json_pack("[s#s]", s, (int) (sp - s), sp + 1);
+            json_array_set_new(merges, i, pair);
+        }
+    }
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    if (json_dump_file(root, path, 0) != 0) {
+        snprintf(err, errlen, "%s: cannot write", path);
+        json_decref(root);
+        return -1;
+    }
+    json_decref(root);
+    return 0;
+}
+
+
+static void
+test_variants(void)
+{
+    char                dir[] = "/tmp/test_tokenizer.XXXXXX", path[1024];
+    char                err[1024] = "";
+    const char         *name;
+    json_t             *variants, *spec;
+    json_error_t        je;
+    infer_tokenizer_t  *t;
+
+    variants = json_load_file(DATA "/variants.json", 0, &je);
+    ok(variants != NULL, "variants.json loads");
+    if (variants == NULL || mkdtemp(dir) == NULL) {
+        json_decref(variants);
+        return;
+    }
+    json_object_foreach(variants, name, spec) {
+        t = NULL;
+        if (!ok(make_variant(spec, dir, err, sizeof(err)) == 0
+                && infer_tokenizer_load(dir, &t, err, sizeof(err)) == 0,
+                "variant %s loads", name))
+        {
+            diag("%s", err);
+            continue;
+        }
+        test_corpus(t, name);
+        infer_tokenizer_free(t);
+    }
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    unlink(path);
+    rmdir(dir);
+    json_decref(variants);
 }
 
 
@@ -464,12 +542,12 @@ test_long(void)
 
     for (k = 0; k < N_TOK; k++) {
         for (i = 0; i < len; i++) {
-            s[i] = "ab c"[i % 4 == 3 ? 2 : (i * 7) % 2];
+            s[i] = i % 6 == 5 ? ' ' : (char) ('a' + i * 7919 % 26);
         }
         t0 = now();
         rc = infer_tokenizer_encode(tok[k], s, len, 1, &ids, &n);
-        ok(rc == 0 && (size_t) n > len / 20, "%s: 200 kB of words encodes (%d ids, "
-           "%.3f s)", tokenizers[k].name, n, now() - t0);
+        ok(rc == 0 && (size_t) n > len / 20, "%s: 200 kB of words encodes "
+           "(%d ids, %.3f s)", tokenizers[k].name, n, now() - t0);
         free(ids);
         memset(s, ' ', len);
         memcpy(s, "x", 1);
@@ -591,8 +669,9 @@ main(void)
     test_specials();
     test_streaming();
     for (i = 0; i < N_TOK; i++) {
-        test_corpus(i);
+        test_corpus(tok[i], tokenizers[i].name);
     }
+    test_variants();
     test_long();
     test_errors();
     for (i = 0; i < N_TOK; i++) {

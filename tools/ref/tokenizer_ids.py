@@ -10,12 +10,19 @@ writes, one line per case:
   t/data/tokenizer/<name>.dec   decode(ids, skip_special_tokens=True),
                                 escaped like the corpus
 
+Variants (t/data/tokenizer/variants.json) are the stories260K tokenizer.json
+with fields replaced ("set"), tokens appended to added_tokens ("add_tokens")
+and merges written as [a, b] pairs ("merges_as_pairs"): they cover the
+Metaspace pre-tokenizer and decoder and the added-token flags, which none of
+the published files use.  The C test builds the same variants the same way.
+
 Corpus escapes (so every case is one line): \\n newline, \\t tab, \\r CR,
 \\s space (to make leading/trailing spaces visible), \\\\ backslash.
 
 Run from the repository root:  python3 tools/ref/tokenizer_ids.py
 """
 
+import json
 import os
 import sys
 
@@ -61,14 +68,31 @@ def escape(text):
     return s
 
 
+def variant(spec):
+    with open(os.path.join(SHARED, spec["base"], "tokenizer.json"),
+              encoding="utf-8") as f:
+        j = json.load(f)
+    j.update(spec.get("set", {}))
+    j["added_tokens"] = j.get("added_tokens", []) + spec.get("add_tokens", [])
+    if spec.get("merges_as_pairs"):
+        j["model"]["merges"] = [m.split(" ") for m in j["model"]["merges"]]
+    return Tokenizer.from_str(json.dumps(j))
+
+
 def main():
     with open(os.path.join(DATA, "corpus.txt"), encoding="utf-8") as f:
         cases = [unescape(l) for l in f.read().split("\n")]
     if cases and cases[-1] == "":
         cases.pop()   # the file's final newline ends the last case
 
-    for name, rel in TOKENIZERS.items():
-        tok = Tokenizer.from_file(os.path.join(SHARED, rel, "tokenizer.json"))
+    with open(os.path.join(DATA, "variants.json"), encoding="utf-8") as f:
+        variants = json.load(f)
+    todo = [(name, Tokenizer.from_file(os.path.join(SHARED, rel,
+                                                    "tokenizer.json")))
+            for name, rel in TOKENIZERS.items()]
+    todo += [(name, variant(spec)) for name, spec in variants.items()]
+
+    for name, tok in todo:
         ids_lines, dec_lines = [], []
         for text in cases:
             ids = tok.encode(text, add_special_tokens=True).ids
