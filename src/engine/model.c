@@ -5,12 +5,14 @@
  * exactly as Hugging Face would run it or does not load at all.
  */
 #include <assert.h>
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <jansson.h>
 #include "model.h"
 #include "safetensors.h"
@@ -440,9 +442,16 @@ infer_model_map_sharded(const char *dir, const char *index,
             goto done;
         }
         snprintf(path, sizeof(path), "%s/%s", dir, json_string_value(v));
-        if (infer_st_file(st, path) == NULL
-            && infer_st_add_file(st, path, err, errlen) != 0)
-        {
+        if (infer_st_file(st, path) != NULL) {
+            continue;
+        }
+        if (access(path, R_OK) != 0) {
+            snprintf(err, errlen, "%s: weight_map entry '%s' names %s, which "
+                     "cannot be opened: %s", index, name, path,
+                     strerror(errno));
+            goto done;
+        }
+        if (infer_st_add_file(st, path, err, errlen) != 0) {
             goto done;
         }
     }

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Reference logits from Hugging Face transformers, for t/unit/test_hf_logits.
+
+Runs AutoModelForCausalLM (LlamaForCausalLM, MistralForCausalLM,
+Qwen2ForCausalLM) in float32 on the CPU over one fixed token sequence and
+writes, for every position, the logits of the vocabulary ids 0, S, 2S, ...
+(stride S keeps the committed file small while still covering every part of
+lm_head).  The output is text, one row per position, each value printed with
+9 significant digits, which round-trips a float32 exactly.
+
+File format (the C test parses it):
+    # comment lines
+    model NAME
+    tokens N id0 id1 ...
+    vocab V
+    stride S
+    ids K            (K = ceil(V / S): ids 0, S, ..., (K-1) * S)
+    pos P v0 v1 ... v(K-1)      (one line per position 0..N-1)
+"""
+import argparse
+import sys
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model_dir")
+    ap.add_argument("out")
+    ap.add_argument("--name", required=True, help="label stored in the file")
+    ap.add_argument("--tokens", required=True,
+                    help="comma-separated token ids")
+    ap.add_argument("--stride", type=int, default=1)
+    a = ap.parse_args()
+
+    tokens = [int(t) for t in a.tokens.split(",")]
+    torch.manual_seed(0)
+    model, info = AutoModelForCausalLM.from_pretrained(
+        a.model_dir, dtype=torch.float32, attn_implementation="eager",
+        output_loading_info=True)
+    # A tensor transformers did not find would be randomly initialised and
+    # the reference silently meaningless.
+    bad = {k: v for k, v in info.items() if v}
+    if bad:
+        sys.exit("%s: loading problems: %s" % (a.model_dir, bad))
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.tensor([tokens], dtype=torch.long), use_cache=False)
+    logits = out.logits[0].to(torch.float32)
+    vocab = logits.shape[1]
+    if vocab != model.config.vocab_size:
+        sys.exit("logits width %d != vocab_size" % vocab)
+    ids = list(range(0, vocab, a.stride))
+
+    with open(a.out, "w") as f:
+        f.write("# transformers %s, torch %s, %s, float32, eager attention\n"
+                % (transformers.__version__, torch.__version__,
+                   type(model).__name__))
+        f.write("model %s\n" % a.name)
+        f.write("tokens %d %s\n" % (len(tokens), " ".join(map(str, tokens))))
+        f.write("vocab %d\nstride %d\nids %d\n" % (vocab, a.stride, len(ids)))
+        for p in range(len(tokens)):
+            row = logits[p, ::a.stride].tolist()
+            f.write("pos %d %s\n" % (p, " ".join("%.9g" % v for v in row)))
+
+
+if __name__ == "__main__":
+    main()

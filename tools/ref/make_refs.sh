@@ -1,0 +1,35 @@
+#!/bin/sh
+# Regenerates every file in t/data/ref from Hugging Face transformers.
+# Run from the repository root after `make tools` and with the venv of
+# tools/ref/requirements.txt in .venv.  The models are made by
+# build/infer-gen-model with fixed seeds; t/unit/test_hf_logits.c makes the
+# same ones again (the generator is deterministic) and compares.
+set -eu
+GEN=${GEN:-build/infer-gen-model}
+PY=${PY:-.venv/bin/python}
+SHARED=${INFER_SHARED:-../shared}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+# "The quick brown fox jumps over the lazy dog, and then it naps." encoded
+# by tokenizers with ../shared/tokenizers/{llama2,gpt2}, plus the highest id
+# (and for gpt2 a few more) so the last rows of embed and lm_head are used.
+LLAMA2_IDS=1,415,2936,9060,285,1142,461,10575,754,272,17898,3914,28725,304,868,378,307,1882,28723,31999
+GPT2_IDS=464,2068,7586,21831,18045,625,262,16931,3290,11,290,788,340,299,1686,13,50256,0,12345,50255
+# "Once upon a time, there was a little girl named Lily. She liked to play"
+STORIES_IDS=1,403,407,261,378,432,383,286,261,376,298,315,421,395,317,426,338,397,355,267,337
+
+ref() {     # name preset dtype seed ids stride
+    "$GEN" "$TMP/$1" --preset "$2" --dtype "$3" --seed "$4"
+    "$PY" tools/ref/hf_logits.py "$TMP/$1" "t/data/ref/$1.logits" \
+        --name "$1" --tokens "$5" --stride "$6"
+}
+
+ref tiny-llama-f32    tiny-llama   f32  1 "$LLAMA2_IDS" 61
+ref tiny-llama-bf16   tiny-llama   bf16 2 "$LLAMA2_IDS" 61
+ref tiny-mistral-f32  tiny-mistral f32  3 "$LLAMA2_IDS" 61
+ref tiny-qwen2-f32    tiny-qwen2   f32  4 "$GPT2_IDS"   97
+ref tiny-qwen2-f16    tiny-qwen2   f16  5 "$GPT2_IDS"   97
+"$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
+    t/data/ref/stories260K.logits --name stories260K \
+    --tokens "$STORIES_IDS" --stride 1
