@@ -916,6 +916,8 @@ load_split(infer_tokenizer_t *t, json_t *p, const char *path, char *err,
     size_t errlen)
 {
     json_t       *pat = json_object_get(p, "pattern"), *re, *str;
+    const char   *behavior = json_string_value(json_object_get(p,
+                                                               "behavior"));
     infer_pre_t  *pre;
 
     re = json_object_get(pat, "Regex");
@@ -925,9 +927,7 @@ load_split(infer_tokenizer_t *t, json_t *p, const char *path, char *err,
                 "Regex or String", path);
         return -1;
     }
-    if (strcmp(json_string_value(json_object_get(p, "behavior"))
-               ? json_string_value(json_object_get(p, "behavior")) : "",
-               "Isolated") != 0
+    if (behavior == NULL || strcmp(behavior, "Isolated") != 0
         || get_bool(p, "invert", 0))
     {
         tok_err(err, errlen, "%s: pre_tokenizer Split: only behavior "
@@ -1802,6 +1802,9 @@ split_regex(infer_enc_t *e, const pcre2_code *re, const char *s, size_t len,
         me = ov[1];
         if (me == ms) {
             /* An empty match splits nothing: try from the next char. */
+            if (me == len) {
+                break;
+            }
             start = me + utf8_lead_len((unsigned char) s[me]);
             continue;
         }
@@ -2301,8 +2304,8 @@ detok_bytes(infer_detok_t *d, const unsigned char *s, size_t len,
         } else if (utf8_lead_len(b) > 1) {
             d->pending[d->n_pending++] = b;
         } else {
-            d->n_pending = 1;
-            n = detok_broken(d, out, cap, n);
+            /* A byte that can start no character. */
+            n = put(out, cap, n, "\xef\xbf\xbd", 3);
         }
     }
     return n;
@@ -2317,7 +2320,9 @@ infer_detok_push(infer_detok_t *d, int32_t id, char *out, size_t cap)
     size_t                    len, n, i;
     int                       strip;
 
-    if (id < 0 || id >= t->n_vocab || t->special[id]) {
+    if (id < 0 || id >= t->n_vocab || t->special[id]
+        || t->str_off[id] == INFER_TOK_NONE)
+    {
         return 0;
     }
     s = (const unsigned char *) t->dec.p + t->dec_off[id];

@@ -480,6 +480,40 @@ test_streaming(void)
 }
 
 
+/* Broken characters: U+FFFD where HF's decode puts it (strings from
+ * tokenizers' decode of the same ids). */
+static void
+test_broken(void)
+{
+    static const int32_t  g_lone[] = { 222 };             /* 0x80 */
+    static const int32_t  g_cut[] = { 162, 245, 64 };     /* E6 97 a */
+    static const int32_t  g_two[] = { 162, 64, 162 };     /* E6 a E6 */
+    static const int32_t  l_cut[] = { 233, 154, 264 };    /* E6 97 _a */
+    static const int32_t  l_end[] = { 264, 233, 154 };    /* _a E6 97 */
+    char                 *s;
+    size_t                len;
+    int                   chunks_ok;
+
+#define FFFD  "\xef\xbf\xbd"
+    s = detok_all(tok[0], g_lone, 1, 1, &chunks_ok, &len);
+    is_str(s, FFFD, "gpt2: lone continuation byte is U+FFFD");
+    free(s);
+    s = detok_all(tok[0], g_cut, 3, 1, &chunks_ok, &len);
+    is_str(s, FFFD "a", "gpt2: cut sequence is one U+FFFD (lossy)");
+    free(s);
+    s = detok_all(tok[0], g_two, 3, 1, &chunks_ok, &len);
+    is_str(s, FFFD "a" FFFD, "gpt2: unfinished at the end, flushed");
+    free(s);
+    s = detok_all(tok[1], l_cut, 3, 1, &chunks_ok, &len);
+    is_str(s, FFFD FFFD " a", "llama2: one U+FFFD per byte (ByteFallback)");
+    free(s);
+    s = detok_all(tok[1], l_end, 3, 1, &chunks_ok, &len);
+    is_str(s, "a" FFFD FFFD, "llama2: flushed at the end, one per byte");
+    free(s);
+#undef FFFD
+}
+
+
 static void
 test_specials(void)
 {
@@ -668,6 +702,7 @@ main(void)
     test_stories();
     test_specials();
     test_streaming();
+    test_broken();
     for (i = 0; i < N_TOK; i++) {
         test_corpus(tok[i], tokenizers[i].name);
     }
