@@ -322,6 +322,7 @@ utf8_valid(const unsigned char *s, size_t len)
 }
 
 
+/* Encodes a code point below U+0800, as all of the byte map's are. */
 static size_t
 utf8_put(char *out, uint32_t cp)
 {
@@ -329,15 +330,9 @@ utf8_put(char *out, uint32_t cp)
         out[0] = (char) cp;
         return 1;
     }
-    if (cp < 0x800) {
-        out[0] = (char) (0xc0 | (cp >> 6));
-        out[1] = (char) (0x80 | (cp & 0x3f));
-        return 2;
-    }
-    out[0] = (char) (0xe0 | (cp >> 12));
-    out[1] = (char) (0x80 | ((cp >> 6) & 0x3f));
-    out[2] = (char) (0x80 | (cp & 0x3f));
-    return 3;
+    out[0] = (char) (0xc0 | (cp >> 6));
+    out[1] = (char) (0x80 | (cp & 0x3f));
+    return 2;
 }
 
 
@@ -1750,7 +1745,7 @@ pieces_add(const infer_tokenizer_t *t, infer_pieces_t *p, const char *s,
     size_t len, int byte_map)
 {
     size_t  i, off = p->buf.len;
-    char    cp[4];
+    char    cp[2];
 
     if (len == 0) {
         return 0;
