@@ -1,0 +1,647 @@
+/*
+ * Each CUDA kernel against its CPU reference (kernels/<op>_ref.c, itself
+ * checked against float64 in test_kernels_ref.c) on random data with odd
+ * sizes.  Outputs are poisoned with NaN (0xff bytes) first, so an element
+ * a kernel fails to write fails the comparison.  Inputs are rounded to fp16
+ * before the reference sees them, so the only differences are the
+ * kernels' fp32 arithmetic and the final rounding to fp16 (2^-11 relative,
+ * about 4.9e-4): tolerances are 1e-3 relative plus a small absolute floor,
+ * stated per test.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "tap.h"
+
+#ifndef INFER_HAVE_CUDA
+
+int
+main(void)
+{
+    skip_all("built without CUDA (nvcc not found at build time)");
+    return 0;
+}
+
+#else
+
+#include <cuda_runtime.h>
+#include "attention.h"
+#include "embed.h"
+#include "kvcache.h"
+#include "model.h"
+#include "rmsnorm.h"
+#include "rope.h"
+#include "sample.h"
+#include "sampling.h"
+#include "swiglu.h"
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static float
+frand(void)
+{
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float) ((rng_state >> 40) / (double) (1 << 24) * 2.0 - 1.0);
+}
+
+static int
+irand(int n)
+{
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (int) ((rng_state >> 33) % (uint64_t) n);
+}
+
+/* Random fp16 data and its exact float values. */
+static void
+fill_half(uint16_t *h, float *f, size_t n, float scale)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        h[i] = infer_float_to_half(frand() * scale);
+        f[i] = infer_half_to_float(h[i]);
+    }
+}
+
+static void *
+dev_copy(const void *src, size_t bytes)
+{
+    void *d = NULL;
+
+    if (cudaMalloc(&d, bytes) != cudaSuccess
+        || cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+    {
+        printf("Bail out! cudaMalloc/cudaMemcpy of %zu bytes failed\n",
+               bytes);
+        exit(1);
+    }
+    return d;
+}
+
+/* NaN in fp16 and fp32 alike, -1 in int32 */
+static void *
+dev_poison(size_t bytes)
+{
+    void *d = NULL;
+
+    if (cudaMalloc(&d, bytes) != cudaSuccess
+        || cudaMemset(d, 0xff, bytes) != cudaSuccess)
+    {
+        printf("Bail out! cudaMalloc of %zu bytes failed\n", bytes);
+        exit(1);
+    }
+    return d;
+}
+
+static void
+dev_get(void *dst, const void *src, size_t bytes)
+{
+    if (cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        printf("Bail out! cudaMemcpy back failed: %s\n",
+               cudaGetErrorString(cudaGetLastError()));
+        exit(1);
+    }
+}
+
+static int
+launched(const char *what, int rc)
+{
+    cudaError_t s = cudaDeviceSynchronize();
+
+    if (rc != 0 || s != cudaSuccess) {
+        diag("%s: %s", what, cudaGetErrorString(rc != 0 ? (cudaError_t) rc
+                                                         : s));
+        return 0;
+    }
+    return 1;
+}
+
+/* |got - want| <= rtol |want| + atol everywhere (NaN fails). */
+static int
+close_f(const char *what, const float *got, const float *want, size_t n,
+    double rtol, double atol)
+{
+    double worst = 0.0, e, lim;
+    size_t i, at = 0;
+    int    good = 1;
+
+    for (i = 0; i < n; i++) {
+        e = fabs((double) got[i] - want[i]);
+        lim = rtol * fabs(want[i]) + atol;
+        if (!(e <= lim)) {
+            if (good) {
+                at = i;
+            }
+            good = 0;
+        }
+        if (e > worst || e != e) {
+            worst = e;
+        }
+    }
+    ok(good, "%s (%zu values, max |err| %.3g)", what, n, worst);
+    if (!good) {
+        diag("first bad index %zu: got %.8g want %.8g", at, got[at],
+             want[at]);
+    }
+    return good;
+}
+
+static int
+close_h(const char *what, const uint16_t *got, const float *want, size_t n,
+    double rtol, double atol)
+{
+    float *g = malloc(n * sizeof(float));
+    size_t i;
+    int    r;
+
+    for (i = 0; i < n; i++) {
+        g[i] = infer_half_to_float(got[i]);
+    }
+    r = close_f(what, g, want, n, rtol, atol);
+    free(g);
+    return r;
+}
+
+static void
+test_embed(void)
+{
+    enum { V = 37, H = 131, N = 9 };
+    uint16_t table[V * H];
+    float    tf[V * H], want[N * H], got[N * H];
+    int32_t  tokens[N];
+    void    *d_table, *d_tok, *d_x;
+    int      i;
+
+    fill_half(table, tf, V * H, 2.0f);
+    for (i = 0; i < N; i++) {
+        tokens[i] = irand(V);
+    }
+    tokens[N - 1] = V - 1;
+    infer_ref_embed(tf, tokens, N, H, want);
+    d_table = dev_copy(table, sizeof(table));
+    d_tok = dev_copy(tokens, sizeof(tokens));
+    d_x = dev_poison(sizeof(got));
+    if (launched("embed", infer_cuda_embed(d_table, d_tok, N, H, d_x, 0))) {
+        dev_get(got, d_x, sizeof(got));
+        /* fp16 -> fp32 is exact */
+        close_f("embed: exact gather", got, want, N * H, 0.0, 0.0);
+    }
+    cudaFree(d_table);
+    cudaFree(d_tok);
+    cudaFree(d_x);
+}
+
+static void
+test_rmsnorm_size(int n, int hidden, int use_rows)
+{
+    size_t    nh = (size_t) n * hidden;
+    float    *x = malloc(nh * 4), *xr = malloc(nh * 4), *df = malloc(nh * 4);
+    float    *wf = malloc(hidden * 4), *want = malloc(nh * 4);
+    float    *xg = malloc(nh * 4);
+    uint16_t *dh = malloc(nh * 2), *wh = malloc(hidden * 2);
+    uint16_t *got = malloc(nh * 2);
+    int32_t   rows[3] = { n - 1, 0, n / 2 };
+    int       n_out = use_rows ? 3 : n;
+    void     *d_x, *d_d, *d_w, *d_rows, *d_out;
+    char      what[96];
+    size_t    i;
+
+    for (i = 0; i < nh; i++) {
+        x[i] = frand() * 4.0f;
+    }
+    memcpy(xr, x, nh * 4);
+    fill_half(dh, df, nh, 1.0f);
+    fill_half(wh, wf, hidden, 1.5f);
+    infer_ref_rmsnorm_residual(xr, df, wf, use_rows ? rows : NULL, n_out,
+                               hidden, 1e-5f, want);
+    d_x = dev_copy(x, nh * 4);
+    d_d = dev_copy(dh, nh * 2);
+    d_w = dev_copy(wh, hidden * 2);
+    d_rows = dev_copy(rows, sizeof(rows));
+    d_out = dev_poison(nh * 2);
+    if (launched("rmsnorm", infer_cuda_rmsnorm_residual(
+                     d_x, d_d, d_w, use_rows ? d_rows : NULL, n_out, hidden,
+                     1e-5f, d_out, 0)))
+    {
+        dev_get(got, d_out, (size_t) n_out * hidden * 2);
+        dev_get(xg, d_x, nh * 4);
+        snprintf(what, sizeof(what), "rmsnorm %d x %d%s: output", n, hidden,
+                 use_rows ? " (3 rows)" : "");
+        /* fp32 sum of squares vs double: ~1e-6; fp16 output: 4.9e-4 */
+        close_h(what, got, want, (size_t) n_out * hidden, 1e-3, 1e-6);
+        snprintf(what, sizeof(what), "rmsnorm %d x %d%s: residual x += delta",
+                 n, hidden, use_rows ? " (3 rows)" : "");
+        close_f(what, xg, xr, nh, 0.0, 0.0);
+    }
+    cudaFree(d_x);
+    cudaFree(d_d);
+    cudaFree(d_w);
+    cudaFree(d_rows);
+    cudaFree(d_out);
+    free(x);
+    free(xr);
+    free(df);
+    free(wf);
+    free(want);
+    free(xg);
+    free(dh);
+    free(wh);
+    free(got);
+}
+
+static void
+test_rope(int with_bias)
+{
+    enum { N = 5, NH = 5, NKV = 2, HD = 70, W = (NH + 2 * NKV) * HD + 3 };
+    uint16_t qkv[N * W], bias[W], got[N * W];
+    float    qf[N * W], bf[W], inv[HD / 2];
+    int32_t  pos[N] = { 0, 1, 17, 1000, 4999 };
+    void    *d_qkv, *d_bias, *d_pos, *d_inv;
+    char     what[64];
+
+    fill_half(qkv, qf, N * W, 1.0f);
+    fill_half(bias, bf, W, 0.5f);
+    infer_rope_inv_freq(1000000.0, HD, inv);
+    infer_ref_rope_qkv(qf, W, with_bias ? bf : NULL, pos, inv, N, NH, NKV,
+                       HD);
+    d_qkv = dev_copy(qkv, sizeof(qkv));
+    d_bias = dev_copy(bias, sizeof(bias));
+    d_pos = dev_copy(pos, sizeof(pos));
+    d_inv = dev_copy(inv, sizeof(inv));
+    if (launched("rope", infer_cuda_rope_qkv(d_qkv, W, with_bias ? d_bias
+                                                                  : NULL,
+                                             d_pos, d_inv, N, NH, NKV, HD,
+                                             0)))
+    {
+        dev_get(got, d_qkv, sizeof(got));
+        snprintf(what, sizeof(what), "rope%s: q, k rotated, v as expected",
+                 with_bias ? " + bias" : "");
+        /* same float angles; sincosf ~2 ulp; fp16 output 4.9e-4 of the
+         * pair's size (<= 1.5 here) */
+        close_h(what, got, qf, N * W, 1e-3, 1e-3);
+    }
+    cudaFree(d_qkv);
+    cudaFree(d_bias);
+    cudaFree(d_pos);
+    cudaFree(d_inv);
+}
+
+static void
+test_swiglu(void)
+{
+    enum { N = 3, I = 1001 };
+    uint16_t gu[N * 2 * I], got[N * I];
+    float    gf[N * 2 * I], want[N * I];
+    void    *d_gu, *d_out;
+
+    fill_half(gu, gf, N * 2 * I, 8.0f);
+    infer_ref_swiglu(gf, N, I, want);
+    d_gu = dev_copy(gu, sizeof(gu));
+    d_out = dev_poison(sizeof(got));
+    if (launched("swiglu", infer_cuda_swiglu(d_gu, N, I, d_out, 0))) {
+        dev_get(got, d_out, sizeof(got));
+        /* fp32 expf; fp16 output */
+        close_h("swiglu", got, want, N * I, 1e-3, 1e-5);
+    }
+    cudaFree(d_gu);
+    cudaFree(d_out);
+}
+
+/*
+ * One attention case: sequences with a context already in the cache and a
+ * chunk of new query tokens each (chunk 1 = decode).  The cache is filled
+ * on the host (unused slots NaN, so reading one poisons the output); the
+ * kv-write kernel is checked on the same layout.
+ */
+typedef struct {
+    const char *name;
+    int         nh, nkv, hd, bs, n_seqs;
+    int         ctx[4];         /* context length after the step */
+    int         chunk[4];       /* new tokens at the end of it */
+} attn_case_t;
+
+static void
+test_attention(const attn_case_t *c)
+{
+    int       qkvw = (c->nh + 2 * c->nkv) * c->hd, max_ctx = 0, mb, nb;
+    int       n = 0, s, p, t, i, nt, n_dec, split_len, n_split;
+    size_t    pool, slot_w = (size_t) c->nkv * c->hd, off;
+    int32_t  *bt, *pos, *seq, *tiles, *dec;
+    uint16_t *kc, *vc, *q, *got, *kv_got;
+    float    *kcf, *vcf, *qf, *want;
+    void     *d_kc, *d_vc, *d_q, *d_out, *d_bt, *d_pos, *d_seq, *d_tiles;
+    void     *d_dec, *d_ml, *d_o, *d_kc2, *d_vc2;
+    infer_attn_args_t a;
+    char      what[128];
+
+    for (s = 0; s < c->n_seqs; s++) {
+        max_ctx = c->ctx[s] > max_ctx ? c->ctx[s] : max_ctx;
+        n += c->chunk[s];
+    }
+    mb = (max_ctx + c->bs - 1) / c->bs + 1;
+    nb = mb * c->n_seqs + 3;
+    pool = (size_t) nb * c->bs * slot_w;
+    bt = malloc(sizeof(int32_t) * mb * c->n_seqs);
+    pos = malloc(sizeof(int32_t) * n);
+    seq = malloc(sizeof(int32_t) * n);
+    tiles = malloc(sizeof(int32_t) * 4 * n);
+    dec = malloc(sizeof(int32_t) * n);
+    kc = malloc(pool * 2);
+    vc = malloc(pool * 2);
+    kcf = malloc(pool * 4);
+    vcf = malloc(pool * 4);
+    q = malloc((size_t) n * qkvw * 2);
+    qf = malloc((size_t) n * qkvw * 4);
+    got = malloc((size_t) n * c->nh * c->hd * 2);
+    want = malloc((size_t) n * c->nh * c->hd * 4);
+    kv_got = malloc(pool * 2);
+
+    /* physical blocks handed out in a scrambled order */
+    for (i = 0; i < mb * c->n_seqs; i++) {
+        bt[i] = (int32_t) ((i * 7 + 3) % nb);
+    }
+    for (i = 0; i < mb * c->n_seqs; i++) {
+        int j = irand(mb * c->n_seqs), tmp = bt[i];
+
+        bt[i] = bt[j];
+        bt[j] = tmp;
+    }
+    for (off = 0; off < pool; off++) {
+        kc[off] = 0xffff;
+        vc[off] = 0xffff;
+    }
+    t = 0;
+    for (s = 0; s < c->n_seqs; s++) {
+        for (p = 0; p < c->ctx[s]; p++) {
+            off = infer_kv_offset(bt[s * mb + p / c->bs], p % c->bs, c->bs,
+                                  c->nkv, c->hd);
+            for (i = 0; i < (int) slot_w; i++) {
+                kc[off + i] = infer_float_to_half(frand());
+                vc[off + i] = infer_float_to_half(frand());
+            }
+            if (p >= c->ctx[s] - c->chunk[s]) {
+                pos[t] = p;
+                seq[t] = s;
+                t++;
+            }
+        }
+    }
+    for (off = 0; off < pool; off++) {
+        kcf[off] = infer_half_to_float(kc[off]);
+        vcf[off] = infer_half_to_float(vc[off]);
+    }
+    /* q large enough that the softmax is far from uniform */
+    fill_half(q, qf, (size_t) n * qkvw, 4.0f);
+    for (t = 0; t < n; t++) {
+        /* this token's k, v as the kv-write kernel will find them */
+        off = infer_kv_offset(bt[seq[t] * mb + pos[t] / c->bs],
+                              pos[t] % c->bs, c->bs, c->nkv, c->hd);
+        for (i = 0; i < (int) slot_w; i++) {
+            q[(size_t) t * qkvw + c->nh * c->hd + i] = kc[off + i];
+            q[(size_t) t * qkvw + c->nh * c->hd + slot_w + i] = vc[off + i];
+        }
+    }
+    infer_ref_attention(qf, qkvw, kcf, vcf, pos, seq, bt, mb, c->bs, n,
+                        c->nh, c->nkv, c->hd,
+                        (float) (1.0 / sqrt(c->hd)), want, c->nh * c->hd);
+
+    n_split = infer_attn_splits(mb * c->bs, &split_len);
+    nt = infer_attn_plan(n, seq, c->nh / c->nkv, n_split, c->n_seqs, tiles,
+                         dec, &n_dec);
+    d_kc = dev_copy(kc, pool * 2);
+    d_vc = dev_copy(vc, pool * 2);
+    d_q = dev_copy(q, (size_t) n * qkvw * 2);
+    d_out = dev_poison((size_t) n * c->nh * c->hd * 2);
+    d_bt = dev_copy(bt, sizeof(int32_t) * mb * c->n_seqs);
+    d_pos = dev_copy(pos, sizeof(int32_t) * n);
+    d_seq = dev_copy(seq, sizeof(int32_t) * n);
+    d_tiles = dev_copy(tiles, sizeof(int32_t) * 4 * nt);
+    d_dec = dev_copy(dec, sizeof(int32_t) * (n_dec > 0 ? n_dec : 1));
+    d_ml = dev_poison((size_t) c->n_seqs * n_split * c->nh * 2 * 4);
+    d_o = dev_poison((size_t) c->n_seqs * n_split * c->nh * c->hd * 4);
+
+    /* the kv-write kernel rebuilds the new tokens' slots from q rows */
+    for (t = 0; t < n; t++) {
+        off = infer_kv_offset(bt[seq[t] * mb + pos[t] / c->bs],
+                              pos[t] % c->bs, c->bs, c->nkv, c->hd);
+        for (i = 0; i < (int) slot_w; i++) {
+            kc[off + i] = 0xffff;
+            vc[off + i] = 0xffff;
+        }
+    }
+    d_kc2 = dev_copy(kc, pool * 2);
+    d_vc2 = dev_copy(vc, pool * 2);
+    if (launched("kv_write", infer_cuda_kv_write(d_q, qkvw, d_pos, d_seq,
+                                                 d_bt, mb, n, c->nh, c->nkv,
+                                                 c->hd, c->bs, d_kc2, d_vc2,
+                                                 0)))
+    {
+        int same = 1;
+
+        dev_get(kv_got, d_kc2, pool * 2);
+        for (off = 0; off < pool; off++) {
+            same &= kv_got[off] == infer_float_to_half(kcf[off])
+                    || (kv_got[off] == 0xffff && isnan(kcf[off]));
+        }
+        dev_get(kv_got, d_vc2, pool * 2);
+        for (off = 0; off < pool; off++) {
+            same &= kv_got[off] == infer_float_to_half(vcf[off])
+                    || (kv_got[off] == 0xffff && isnan(vcf[off]));
+        }
+        ok(same, "%s: kv_write fills exactly the new tokens' slots",
+           c->name);
+    }
+
+    memset(&a, 0, sizeof(a));
+    a.q = d_q;
+    a.q_stride = qkvw;
+    a.k_cache = d_kc2;
+    a.v_cache = d_vc2;
+    a.out = d_out;
+    a.out_stride = c->nh * c->hd;
+    a.positions = d_pos;
+    a.block_table = d_bt;
+    a.max_blocks = mb;
+    a.block_size = c->bs;
+    a.nh = c->nh;
+    a.nkv = c->nkv;
+    a.head_dim = c->hd;
+    a.scale = (float) (1.0 / sqrt(c->hd));
+    a.tiles = d_tiles;
+    a.n_tiles = nt;
+    a.n_split = n_split;
+    a.split_len = split_len;
+    a.part_ml = d_ml;
+    a.part_o = d_o;
+    a.dec_tok = d_dec;
+    a.n_dec = n_dec;
+    if (launched("attention setup", infer_cuda_attention_setup(c->hd))
+        && launched("attention", infer_cuda_attention(&a, 0)))
+    {
+        dev_get(got, d_out, (size_t) n * c->nh * c->hd * 2);
+        snprintf(what, sizeof(what), "%s: attention (%d tokens, %d tiles, "
+                 "%d splits of %d, %d split slots)", c->name, n, nt, n_split,
+                 split_len, n_dec);
+        /* outputs are convex combinations of |v| <= 1: fp32 softmax
+         * ~1e-6, fp16 output 4.9e-4 relative */
+        close_h(what, got, want, (size_t) n * c->nh * c->hd, 1e-3, 2e-4);
+    }
+
+    cudaFree(d_kc);
+    cudaFree(d_vc);
+    cudaFree(d_kc2);
+    cudaFree(d_vc2);
+    cudaFree(d_q);
+    cudaFree(d_out);
+    cudaFree(d_bt);
+    cudaFree(d_pos);
+    cudaFree(d_seq);
+    cudaFree(d_tiles);
+    cudaFree(d_dec);
+    cudaFree(d_ml);
+    cudaFree(d_o);
+    free(bt);
+    free(pos);
+    free(seq);
+    free(tiles);
+    free(dec);
+    free(kc);
+    free(vc);
+    free(kcf);
+    free(vcf);
+    free(q);
+    free(qf);
+    free(got);
+    free(want);
+    free(kv_got);
+}
+
+/*
+ * Device sampler vs infer_sample() on the same logits: every setting the
+ * CPU sampler branches on, quantised logits (many exact ties) and smooth
+ * ones, many seeds.  Equality is expected for every draw (see sample.h).
+ */
+static void
+test_sample(int vocab, int quantised)
+{
+    enum { ROWS = 12, TRIALS = 20 };
+    static const infer_sampling_t settings[ROWS] = {
+        { 0.0f, 0, 1.0f, 1, 0 },  { 0.7f, 1, 1.0f, 2, 0 },
+        { 1.0f, 0, 1.0f, 3, 0 },  { 0.5f, 0, 1.0f, 4, 0 },
+        { 1.0f, 5, 1.0f, 5, 0 },  { 1.3f, 50, 1.0f, 6, 0 },
+        { 1.0f, 0, 0.9f, 7, 0 },  { 0.8f, 0, 0.5f, 8, 0 },
+        { 1.0f, 40, 0.95f, 9, 0 }, { 2.0f, 0, 0.99f, 10, 0 },
+        { 1.0f, 0, 0.0001f, 11, 0 }, { 0.9f, 100000, 1.0f, 12, 0 }
+    };
+    infer_sampling_t   s;
+    infer_sample_row_t rows[ROWS];
+    float             *lg = malloc((size_t) ROWS * vocab * 4);
+    void              *scratch_h = malloc(infer_sample_scratch_bytes(vocab));
+    int32_t            got[ROWS], want;
+    void              *d_lg, *d_rows, *d_out, *d_scr;
+    size_t             scr = infer_cuda_sample_scratch_bytes(ROWS, vocab);
+    int                trial, r, i, same = 0, total = 0, any_sorted;
+
+    d_lg = dev_poison((size_t) ROWS * vocab * 4);
+    d_rows = dev_poison(sizeof(rows));
+    d_out = dev_poison(sizeof(got));
+    d_scr = dev_poison(scr > 0 ? scr : 1);
+    ok(scr > 0, "sample: scratch for %d x %d is %zu bytes", ROWS, vocab,
+       scr);
+    for (trial = 0; trial < TRIALS; trial++) {
+        for (i = 0; i < ROWS * vocab; i++) {
+            lg[i] = frand() * 6.0f;
+            if (quantised) {
+                lg[i] = roundf(lg[i] * 2.0f) / 2.0f;
+            }
+        }
+        any_sorted = 0;
+        for (r = 0; r < ROWS; r++) {
+            s = settings[r];
+            s.seed = s.seed * 1000 + trial;
+            s.step = trial * 3;
+            infer_sample_row(&s, vocab, &rows[r]);
+            any_sorted |= rows[r].mode == INFER_SAMPLE_SORTED;
+        }
+        cudaMemcpy(d_lg, lg, (size_t) ROWS * vocab * 4,
+                   cudaMemcpyHostToDevice);
+        cudaMemcpy(d_rows, rows, sizeof(rows), cudaMemcpyHostToDevice);
+        if (!launched("sample", infer_cuda_sample(d_lg, ROWS, vocab, d_rows,
+                                                  any_sorted, d_scr, scr,
+                                                  d_out, 0)))
+        {
+            ok(0, "sample: launch");
+            break;
+        }
+        dev_get(got, d_out, sizeof(got));
+        for (r = 0; r < ROWS; r++) {
+            s = settings[r];
+            s.seed = s.seed * 1000 + trial;
+            s.step = trial * 3;
+            want = infer_sample(lg + (size_t) r * vocab, vocab, &s,
+                                scratch_h);
+            total++;
+            if (got[r] == want) {
+                same++;
+            } else if (total - same <= 5) {
+                diag("trial %d row %d (T %.2f k %d p %.4f): gpu %d cpu %d",
+                     trial, r, settings[r].temperature, settings[r].top_k,
+                     settings[r].top_p, got[r], want);
+            }
+        }
+    }
+    is_int(same, total, "sample: vocab %d%s: device draws = infer_sample "
+           "draws", vocab, quantised ? " (tied logits)" : "");
+    cudaFree(d_lg);
+    cudaFree(d_rows);
+    cudaFree(d_out);
+    cudaFree(d_scr);
+    free(lg);
+    free(scratch_h);
+}
+
+int
+main(void)
+{
+    static const attn_case_t cases[] = {
+        /* decode, long contexts: split over the context + reduce */
+        { "decode gqa4 hd128", 8, 2, 128, 16, 4, { 1, 129, 700, 1500 },
+          { 1, 1, 1, 1 } },
+        /* mixed step: prefill chunk after a cached prefix, decode, fresh
+         * prefill; odd block size */
+        { "mixed gqa4 hd64", 12, 3, 64, 7, 3, { 57, 100, 13 },
+          { 37, 1, 13 } },
+        /* stories260K shape: head_dim 8, 2 query heads per kv head */
+        { "stories hd8", 8, 4, 8, 16, 2, { 200, 31 }, { 1, 31 } },
+        /* no GQA, odd head_dim, full 32-row tiles */
+        { "mha hd96", 4, 4, 96, 16, 2, { 300, 70 }, { 1, 70 } },
+        /* largest head_dim */
+        { "hd256", 2, 1, 256, 32, 2, { 90, 450 }, { 90, 1 } }
+    };
+    char      reason[160];
+    int       count = 0;
+    size_t    i;
+    cudaError_t rc = cudaGetDeviceCount(&count);
+
+    if (rc != cudaSuccess || count == 0) {
+        snprintf(reason, sizeof(reason), "no CUDA device: %s",
+                 rc != cudaSuccess ? cudaGetErrorString(rc)
+                                   : "cudaGetDeviceCount found none");
+        skip_all(reason);
+    }
+    test_embed();
+    test_rmsnorm_size(7, 67, 0);
+    test_rmsnorm_size(5, 5003, 0);
+    test_rmsnorm_size(6, 4096, 1);
+    test_rope(0);
+    test_rope(1);
+    test_swiglu();
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        test_attention(&cases[i]);
+    }
+    test_sample(1000, 1);
+    test_sample(32003, 0);
+    return done_testing();
+}
+
+#endif

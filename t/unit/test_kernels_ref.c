@@ -1,0 +1,407 @@
+/*
+ * The CUDA kernels' CPU references (kernels/<op>_ref.c) against independent
+ * float64 recomputations and known answers.  Runs on every machine: the
+ * GPU tests (test_cuda_*.c) then compare the kernels with these
+ * references.  Tolerances: references round their double results to float
+ * once, so 1e-6 relative (a few float ulps) unless stated.
+ */
+#include <math.h>
+#include <stdint.h>
+#include "tap.h"
+#include "attention.h"
+#include "embed.h"
+#include "kvcache.h"
+#include "rmsnorm.h"
+#include "rope.h"
+#include "sample.h"
+#include "sampling.h"
+#include "swiglu.h"
+
+static uint64_t rng_state = 0x1234567;
+
+/* uniform in [-1, 1) */
+static float
+frand(void)
+{
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float) ((rng_state >> 40) / (double) (1 << 24) * 2.0 - 1.0);
+}
+
+static int
+irand(int n)
+{
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (int) ((rng_state >> 33) % (uint64_t) n);
+}
+
+static void
+fill(float *x, size_t n, float scale)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        x[i] = frand() * scale;
+    }
+}
+
+/* max |a - b| / (|b| + floor) over n elements */
+static double
+max_rel(const float *a, const double *b, size_t n, double floor)
+{
+    double worst = 0.0, e;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        e = fabs(a[i] - b[i]) / (fabs(b[i]) + floor);
+        if (!(e <= worst)) {
+            worst = e;          /* NaN sticks */
+        }
+    }
+    return worst;
+}
+
+static void
+test_embed(void)
+{
+    float   table[7 * 5], x[3 * 5];
+    int32_t tokens[3] = { 6, 0, 6 };
+    int     ok_rows = 1, t, j;
+
+    fill(table, 35, 1.0f);
+    infer_ref_embed(table, tokens, 3, 5, x);
+    for (t = 0; t < 3; t++) {
+        for (j = 0; j < 5; j++) {
+            ok_rows &= x[t * 5 + j] == table[tokens[t] * 5 + j];
+        }
+    }
+    ok(ok_rows, "embed: rows are the table rows of the tokens");
+}
+
+static void
+test_rmsnorm(void)
+{
+    enum { N = 5, H = 67 };
+    float      x[N * H], x0[N * H], delta[N * H], w[H], out[N * H];
+    double     want[N * H], ss, r;
+    long double acc;
+    int32_t    rows[2] = { 4, 1 };
+    int        i, j, exact = 1;
+
+    fill(x, N * H, 3.0f);
+    fill(delta, N * H, 1.0f);
+    fill(w, H, 2.0f);
+    memcpy(x0, x, sizeof(x));
+    infer_ref_rmsnorm_residual(x, delta, w, NULL, N, H, 1e-5f, out);
+    for (i = 0; i < N; i++) {
+        acc = 0.0L;
+        for (j = 0; j < H; j++) {
+            exact &= x[i * H + j] == x0[i * H + j] + delta[i * H + j];
+            acc += (long double) x[i * H + j] * x[i * H + j];
+        }
+        r = (double) (1.0L / sqrtl(acc / H + 1e-5L));
+        for (j = 0; j < H; j++) {
+            want[i * H + j] = x[i * H + j] * r * w[j];
+        }
+    }
+    ok(exact, "rmsnorm: residual x += delta in float");
+    ok(max_rel(out, want, N * H, 1e-3) < 1e-6,
+       "rmsnorm: matches long double recomputation");
+
+    /* rows: only the listed rows are added to and normalised */
+    memcpy(x, x0, sizeof(x));
+    infer_ref_rmsnorm_residual(x, delta, w, rows, 2, H, 1e-5f, out);
+    ok(x[0] == x0[0] && x[4 * H] == x0[4 * H] + delta[4 * H]
+       && x[H] == x0[H] + delta[H], "rmsnorm: rows select the updated rows");
+    ok(fabs(out[0] - want[4 * H]) < 1e-6 * (fabs(want[4 * H]) + 1e-3)
+       && fabs(out[H] - want[H]) < 1e-6 * (fabs(want[H]) + 1e-3),
+       "rmsnorm: output row i comes from rows[i]");
+
+    /* known answer: a constant row c normalises to c / sqrt(c^2 + eps) */
+    for (j = 0; j < H; j++) {
+        x[j] = -0.5f;
+        w[j] = 1.0f;
+    }
+    infer_ref_rmsnorm_residual(x, NULL, w, NULL, 1, H, 1e-5f, out);
+    ss = 0.25;
+    ok(fabs(out[7] - (-0.5 / sqrt(ss + 1e-5))) < 1e-6,
+       "rmsnorm: constant row gives c / sqrt(c^2 + eps)");
+}
+
+static void
+test_rope(void)
+{
+    enum { NH = 3, NKV = 2, HD = 10, W = (NH + 2 * NKV) * HD };
+    float   inv[HD / 2], row[W], a[W], b[W], bias[W], orig[W];
+    double  d1, d2, want;
+    int32_t pos0 = 0, pos[2];
+    int     j, ok_id = 1;
+
+    infer_rope_inv_freq(10000.0, HD, inv);
+    ok(inv[0] == 1.0f && fabs(inv[1] - pow(10000.0, -0.2)) < 1e-7,
+       "rope: inv_freq = theta^(-2j/d)");
+
+    fill(row, W, 1.0f);
+    memcpy(orig, row, sizeof(row));
+    infer_ref_rope_qkv(row, W, NULL, &pos0, inv, 1, NH, NKV, HD);
+    for (j = 0; j < W; j++) {
+        ok_id &= row[j] == orig[j];
+    }
+    ok(ok_id, "rope: position 0 is the identity");
+
+    /* rotate_half pairing: unit vector at j turns into (cos, sin) at
+     * (j, j + d/2) of the same head */
+    memset(row, 0, sizeof(row));
+    row[HD + 1] = 1.0f;             /* q head 1, j = 1 */
+    pos[0] = 7;
+    infer_ref_rope_qkv(row, W, NULL, pos, inv, 1, NH, NKV, HD);
+    want = 7.0 * inv[1];
+    ok(fabs(row[HD + 1] - cos(want)) < 1e-6
+       && fabs(row[HD + 1 + HD / 2] - sin(want)) < 1e-6
+       && row[HD + 2] == 0.0f && row[HD] == 0.0f,
+       "rope: element j pairs with j + head_dim/2");
+
+    /* relative position: <R_m q, R_n k> depends on m - n only */
+    fill(a, W, 1.0f);
+    memcpy(b, a, sizeof(a));
+    pos[0] = 3;
+    infer_ref_rope_qkv(a, W, NULL, pos, inv, 1, NH, NKV, HD);
+    pos[0] = 11;
+    infer_ref_rope_qkv(b, W, NULL, pos, inv, 1, NH, NKV, HD);
+    d1 = 0.0;
+    d2 = 0.0;
+    for (j = 0; j < HD; j++) {
+        d1 += (double) a[j] * a[NH * HD + j];     /* q0 at 3, k0 at 3 */
+        d2 += (double) b[j] * b[NH * HD + j];     /* q0 at 11, k0 at 11 */
+    }
+    ok(fabs(d1 - d2) < 1e-5, "rope: q.k invariant under a common shift "
+       "(%.7f vs %.7f)", d1, d2);
+
+    /* v is not rotated; bias is added to q, k and v before rotating */
+    fill(row, W, 1.0f);
+    fill(bias, W, 0.5f);
+    memcpy(orig, row, sizeof(row));
+    pos[0] = 0;
+    infer_ref_rope_qkv(row, W, bias, pos, inv, 1, NH, NKV, HD);
+    ok_id = 1;
+    for (j = 0; j < W; j++) {
+        ok_id &= row[j] == orig[j] + bias[j];
+    }
+    ok(ok_id, "rope: bias added to q, k and v");
+    fill(row, W, 1.0f);
+    memcpy(orig, row, sizeof(row));
+    pos[0] = 5;
+    infer_ref_rope_qkv(row, W, NULL, pos, inv, 1, NH, NKV, HD);
+    ok(memcmp(row + (NH + NKV) * HD, orig + (NH + NKV) * HD,
+              NKV * HD * sizeof(float)) == 0
+       && memcmp(row, orig, HD * sizeof(float)) != 0,
+       "rope: q rotated, v untouched");
+}
+
+static void
+test_swiglu(void)
+{
+    enum { N = 3, I = 41 };
+    float  gu[N * 2 * I], out[N * I];
+    double want[N * I], g;
+    int    t, i;
+
+    fill(gu, N * 2 * I, 6.0f);
+    infer_ref_swiglu(gu, N, I, out);
+    for (t = 0; t < N; t++) {
+        for (i = 0; i < I; i++) {
+            g = gu[t * 2 * I + i];
+            /* silu(g) = g * sigmoid(g), sigmoid via tanh */
+            want[t * I + i] = g * 0.5 * (1.0 + tanh(g / 2.0))
+                              * gu[t * 2 * I + I + i];
+        }
+    }
+    ok(max_rel(out, want, N * I, 1e-6) < 1e-6,
+       "swiglu: matches g*sigmoid(g)*u");
+}
+
+/*
+ * Three sequences of different lengths with shuffled physical blocks; the
+ * test keeps each sequence's K/V contiguous and recomputes attention from
+ * those, so paging, GQA and causality are all checked.
+ */
+static void
+test_kv_and_attention(void)
+{
+    enum { NH = 6, NKV = 2, HD = 12, BS = 4, MB = 5, NSEQ = 3, NB = 16 };
+    enum { W = (NH + 2 * NKV) * HD, POOL = NB * BS * NKV * HD };
+    int     len[NSEQ] = { 17, 1, 9 };
+    int32_t bt[NSEQ * MB], seqs[40], positions[40];
+    float  *qkv, *kc, *vc, *out;
+    double *want, s[20], mx, sum, acc;
+    int     perm[NB], i, j, t, n = 0, h, p, d, kvh, ok_kv = 1, untouched;
+    size_t  off;
+
+    for (i = 0; i < NB; i++) {
+        perm[i] = i;
+    }
+    for (i = NB - 1; i > 0; i--) {
+        j = irand(i + 1);
+        t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (i = 0; i < NSEQ * MB; i++) {
+        bt[i] = perm[i];
+    }
+    for (i = 0; i < NSEQ; i++) {
+        for (p = 0; p < len[i]; p++) {
+            seqs[n] = i;
+            positions[n] = p;
+            n++;
+        }
+    }
+    qkv = malloc(sizeof(float) * n * W);
+    kc = malloc(sizeof(float) * POOL);
+    vc = malloc(sizeof(float) * POOL);
+    out = malloc(sizeof(float) * n * NH * HD);
+    want = malloc(sizeof(double) * n * NH * HD);
+    fill(qkv, (size_t) n * W, 1.0f);
+    for (i = 0; i < POOL; i++) {
+        kc[i] = NAN;
+        vc[i] = NAN;
+    }
+    infer_ref_kv_write(qkv, W, positions, seqs, bt, MB, n, NH, NKV, HD, BS,
+                       kc, vc);
+    for (t = 0; t < n; t++) {
+        off = infer_kv_offset(bt[seqs[t] * MB + positions[t] / BS],
+                              positions[t] % BS, BS, NKV, HD);
+        ok_kv &= memcmp(kc + off, qkv + t * W + NH * HD,
+                        NKV * HD * sizeof(float)) == 0
+                 && memcmp(vc + off, qkv + t * W + (NH + NKV) * HD,
+                           NKV * HD * sizeof(float)) == 0;
+    }
+    ok(ok_kv, "kv_write: k and v land at (block_table[p / bs], p %% bs)");
+    untouched = 0;
+    for (i = 0; i < POOL; i++) {
+        untouched += isnan(kc[i]);
+    }
+    is_int(untouched, POOL - n * NKV * HD, "kv_write: no other slot written");
+
+    /* contiguous recomputation: sequence i's tokens are rows base..base+len */
+    for (t = 0; t < n; t++) {
+        int base = t - positions[t];
+
+        for (h = 0; h < NH; h++) {
+            kvh = h * NKV / NH;         /* = h / (NH / NKV) */
+            mx = -INFINITY;
+            for (p = 0; p <= positions[t]; p++) {
+                s[p] = 0.0;
+                for (d = 0; d < HD; d++) {
+                    s[p] += (double) qkv[t * W + h * HD + d]
+                            * qkv[(base + p) * W + NH * HD + kvh * HD + d];
+                }
+                s[p] /= sqrt((double) HD);
+                mx = s[p] > mx ? s[p] : mx;
+            }
+            sum = 0.0;
+            for (p = 0; p <= positions[t]; p++) {
+                sum += exp(s[p] - mx);
+            }
+            for (d = 0; d < HD; d++) {
+                acc = 0.0;
+                for (p = 0; p <= positions[t]; p++) {
+                    acc += exp(s[p] - mx) / sum
+                           * qkv[(base + p) * W + (NH + NKV) * HD + kvh * HD
+                                 + d];
+                }
+                want[(t * NH + h) * HD + d] = acc;
+            }
+        }
+    }
+    infer_ref_attention(qkv, W, kc, vc, positions, seqs, bt, MB, BS, n, NH,
+                        NKV, HD, (float) (1.0 / sqrt(HD)), out, NH * HD);
+    ok(max_rel(out, want, (size_t) n * NH * HD, 1e-2) < 1e-5,
+       "attention: paged GQA matches contiguous recomputation");
+    /* position 0 sees only itself: output = its own v exactly */
+    ok(memcmp(out, qkv + (NH + NKV) * HD, HD * sizeof(float)) == 0,
+       "attention: first position returns its value vector");
+
+    free(qkv);
+    free(kc);
+    free(vc);
+    free(out);
+    free(want);
+}
+
+static void
+test_plan(void)
+{
+    int32_t seqs[12] = { 0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 3, 4 };
+    int32_t tiles[4 * 12], dec[12];
+    int     nt, nd, i, covered = 0, ok_tiles = 1, split_len, ns;
+
+    /* group 8: at most 4 tokens a tile */
+    nt = infer_attn_plan(12, seqs, 8, 3, 64, tiles, dec, &nd);
+    for (i = 0; i < nt; i++) {
+        ok_tiles &= tiles[4 * i] == covered && tiles[4 * i + 1] <= 4
+                    && tiles[4 * i + 2] == seqs[covered];
+        covered += tiles[4 * i + 1];
+    }
+    ok(ok_tiles && covered == 12, "plan: tiles cover the tokens in order");
+    is_int(nt, 6, "plan: 6 tiles (4+3, 1, 2, 1, 1)");
+    is_int(nd, 3, "plan: single-token tiles get split slots");
+    ok(dec[0] == 7 && dec[1] == 10 && dec[2] == 11 && tiles[4 * 2 + 3] == 0
+       && tiles[4 * 0 + 3] == -1, "plan: slots name their tokens");
+    nt = infer_attn_plan(12, seqs, 8, 1, 64, tiles, dec, &nd);
+    is_int(nd, 0, "plan: no slots without splitting");
+    infer_attn_plan(12, seqs, 8, 3, 2, tiles, dec, &nd);
+    is_int(nd, 2, "plan: slots capped");
+
+    ns = infer_attn_splits(100, &split_len);
+    ok(ns == 1 && split_len >= 100, "splits: short context is one split");
+    ns = infer_attn_splits(4096, &split_len);
+    ok(ns <= INFER_ATTN_MAX_SPLIT && ns * split_len >= 4096
+       && split_len % 32 == 0, "splits: 4096 -> %d x %d", ns, split_len);
+    ns = infer_attn_splits(100000, &split_len);
+    ok(ns <= INFER_ATTN_MAX_SPLIT && ns * split_len >= 100000,
+       "splits: 100000 -> %d x %d", ns, split_len);
+}
+
+static void
+test_sample_rows(void)
+{
+    infer_sampling_t   s = { 0.0f, 0, 1.0f, 42, 7 };
+    infer_sample_row_t r;
+
+    infer_sample_row(&s, 100, &r);
+    is_int(r.mode, INFER_SAMPLE_GREEDY, "sample row: temperature 0 greedy");
+    s.temperature = 0.8f;
+    s.top_k = 1;
+    infer_sample_row(&s, 100, &r);
+    is_int(r.mode, INFER_SAMPLE_GREEDY, "sample row: top_k 1 greedy");
+    s.top_k = 0;
+    infer_sample_row(&s, 100, &r);
+    ok(r.mode == INFER_SAMPLE_BY_ID && r.m == 100
+       && r.u == infer_rng_uniform(42, 7) && r.inv_t == 1.0 / (double) 0.8f,
+       "sample row: temperature only keeps id order");
+    s.top_k = 100;
+    infer_sample_row(&s, 100, &r);
+    is_int(r.mode, INFER_SAMPLE_BY_ID, "sample row: top_k = vocab is off");
+    s.top_k = 20;
+    infer_sample_row(&s, 100, &r);
+    ok(r.mode == INFER_SAMPLE_SORTED && r.m == 20 && r.top_p == 1.0,
+       "sample row: top_k sorts and truncates");
+    s.top_k = 0;
+    s.top_p = 0.9f;
+    infer_sample_row(&s, 100, &r);
+    ok(r.mode == INFER_SAMPLE_SORTED && r.m == 100
+       && r.top_p == (double) 0.9f, "sample row: top_p sorts all");
+}
+
+int
+main(void)
+{
+    test_embed();
+    test_rmsnorm();
+    test_rope();
+    test_swiglu();
+    test_kv_and_attention();
+    test_plan();
+    test_sample_rows();
+    return done_testing();
+}
