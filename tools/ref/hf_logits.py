@@ -11,6 +11,7 @@ lm_head).  The output is text, one row per position, each value printed with
 File format (the C test parses it):
     # comment lines
     model NAME
+    source gen ARGS | source shared PATH   (how the test gets the model)
     tokens N id0 id1 ...
     vocab V
     stride S
@@ -33,6 +34,9 @@ def main():
     ap.add_argument("--tokens", required=True,
                     help="comma-separated token ids")
     ap.add_argument("--stride", type=int, default=1)
+    ap.add_argument("--source", required=True,
+                    help='"gen <infer-gen-model args>" or "shared <path '
+                         'under ../shared>"')
     a = ap.parse_args()
 
     tokens = [int(t) for t in a.tokens.split(",")]
@@ -59,6 +63,7 @@ def main():
                 % (transformers.__version__, torch.__version__,
                    type(model).__name__))
         f.write("model %s\n" % a.name)
+        f.write("source %s\n" % a.source)
         f.write("tokens %d %s\n" % (len(tokens), " ".join(map(str, tokens))))
         f.write("vocab %d\nstride %d\nids %d\n" % (vocab, a.stride, len(ids)))
         for p in range(len(tokens)):

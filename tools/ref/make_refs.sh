@@ -22,7 +22,8 @@ STORIES_IDS=1,403,407,261,378,432,383,286,261,376,298,315,421,395,317,426,338,39
 ref() {     # name preset dtype seed ids stride
     "$GEN" "$TMP/$1" --preset "$2" --dtype "$3" --seed "$4"
     "$PY" tools/ref/hf_logits.py "$TMP/$1" "t/data/ref/$1.logits" \
-        --name "$1" --tokens "$5" --stride "$6"
+        --name "$1" --tokens "$5" --stride "$6" \
+        --source "gen --preset $2 --dtype $3 --seed $4"
 }
 
 ref tiny-llama-f32    tiny-llama   f32  1 "$LLAMA2_IDS" 61
@@ -32,4 +33,4 @@ ref tiny-qwen2-f32    tiny-qwen2   f32  4 "$GPT2_IDS"   97
 ref tiny-qwen2-f16    tiny-qwen2   f16  5 "$GPT2_IDS"   97
 "$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
     t/data/ref/stories260K.logits --name stories260K \
-    --tokens "$STORIES_IDS" --stride 1
+    --tokens "$STORIES_IDS" --stride 1 --source "shared models/stories260K"
