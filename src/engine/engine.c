@@ -39,6 +39,7 @@ struct infer_seq {
     int               n_tokens;
     int               n_prompt;
     int               n_generated;
+    int               n_reported;    /* generated tokens already in events */
     int               max_tokens;    /* already capped by the context */
     int               n_computed;    /* tokens whose keys/values are cached */
     int32_t          *blocks;        /* [max_blocks_per_seq] */
@@ -95,7 +96,7 @@ struct infer_engine {
     pthread_mutex_t      ev_mu;
     infer_event_node_t  *ev_head, *ev_tail;
     int                  efd;
-    int                  step_events;   /* scheduler: emitted this step */
+    infer_event_node_t  *step_head, *step_tail;  /* scheduler: this step's */
 
     /* the scheduler's own */
     infer_seq_t        **running;      /* admission order, oldest first */
@@ -151,16 +152,22 @@ infer_notify(infer_engine_t *e)
     }
 }
 
+/*
+ * Queues an event for the end of the step.  It carries the tokens generated
+ * since the request's previous event, so every token id is reported once.
+ */
 static void
 infer_emit(infer_engine_t *e, infer_event_type_t type, infer_seq_t *s,
-    const char *text, size_t len, const int32_t *tokens, int n_tokens,
-    infer_finish_t finish)
+    const char *text, size_t len, infer_finish_t finish)
 {
     infer_event_node_t *n = calloc(1, sizeof(*n));
+    const int32_t      *tokens = s->tokens + s->n_prompt + s->n_reported;
+    int                 n_tokens = s->n_generated - s->n_reported;
 
     if (n == NULL) {
         return;
     }
+    s->n_reported = s->n_generated;
     n->ev.type = type;
     n->ev.id = s->id;
     n->ev.user = s->user;
@@ -183,15 +190,31 @@ infer_emit(infer_engine_t *e, infer_event_type_t type, infer_seq_t *s,
         }
     }
 
-    e->step_events = 1;
+    if (e->step_tail != NULL) {
+        e->step_tail->next = n;
+    } else {
+        e->step_head = n;
+    }
+    e->step_tail = n;
+}
+
+/* Makes the step's events visible to callers at once, after its stats. */
+static void
+publish_events(infer_engine_t *e)
+{
+    if (e->step_head == NULL) {
+        return;
+    }
     pthread_mutex_lock(&e->ev_mu);
     if (e->ev_tail != NULL) {
-        e->ev_tail->next = n;
+        e->ev_tail->next = e->step_head;
     } else {
-        e->ev_head = n;
+        e->ev_head = e->step_head;
     }
-    e->ev_tail = n;
+    e->ev_tail = e->step_tail;
     pthread_mutex_unlock(&e->ev_mu);
+    e->step_head = e->step_tail = NULL;
+    infer_notify(e);
 }
 
 int
@@ -323,7 +346,7 @@ finish(infer_engine_t *e, infer_seq_t *s, infer_finish_t why,
 {
     infer_emit(e, why == INFER_FINISH_ERROR ? INFER_EVENT_ERROR
                                             : INFER_EVENT_DONE,
-               s, text, len, NULL, 0, why);
+               s, text, len, why);
     release_blocks(e, s);
     if (running) {
         remove_running(e, s);
@@ -433,10 +456,9 @@ stop_prefix_tail(const infer_seq_t *s)
 }
 
 static void
-emit_held(infer_engine_t *e, infer_seq_t *s, size_t n, int32_t token)
+emit_held(infer_engine_t *e, infer_seq_t *s, size_t n)
 {
-    infer_emit(e, INFER_EVENT_TOKEN, s, s->held, n, &token, 1,
-               INFER_FINISH_NONE);
+    infer_emit(e, INFER_EVENT_TOKEN, s, s->held, n, INFER_FINISH_NONE);
     memmove(s->held, s->held + n, s->held_len - n + 1);
     s->held_len -= n;
 }
@@ -499,7 +521,7 @@ accept_token(infer_engine_t *e, infer_seq_t *s, int32_t token)
 
     n = s->held_len - stop_prefix_tail(s);
     if (n > 0) {
-        emit_held(e, s, n, token);
+        emit_held(e, s, n);
     }
 }
 
@@ -698,10 +720,7 @@ scheduler_thread(void *arg)
             }
         }
         publish_stats(e, n_seqs);
-        if (e->step_events) {
-            e->step_events = 0;
-            infer_notify(e);
-        }
+        publish_events(e);
     }
 
     free(cancels);
@@ -1028,6 +1047,11 @@ infer_engine_destroy(infer_engine_t *e)
     free_list(e->submitted_head);
     while ((n = e->ev_head) != NULL) {
         e->ev_head = n->next;
+        infer_event_release(&n->ev);
+        free(n);
+    }
+    while ((n = e->step_head) != NULL) {
+        e->step_head = n->next;
         infer_event_release(&n->ev);
         free(n);
     }

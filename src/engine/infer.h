@@ -101,7 +101,9 @@ typedef struct {
     void               *user;
     char               *text;        /* malloc'd, NUL-terminated, or NULL */
     size_t              text_len;
-    int32_t            *tokens;      /* token ids this event covers */
+    int32_t            *tokens;      /* ids generated since the request's
+                                        previous event: each id appears in
+                                        exactly one event */
     int                 n_tokens;
     infer_finish_t      finish;
     int                 prompt_tokens;

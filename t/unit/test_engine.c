@@ -266,9 +266,10 @@ test_chunked_prefill(void)
 static void
 test_preemption(void)
 {
-    /* 5 layers x 2 x 4 kv heads x 16 tokens x 8 dims x 4 bytes = 10 KiB a
-     * block; 40 blocks hold 640 tokens, four 201-token sequences need 52 */
-    infer_engine_t *e = engine(64, 4, 40 * 10240, 1, 0, 0);
+    /* keys and values: 2 x 5 layers x 4 kv heads x 16 tokens x 8 dims x
+     * 4 bytes = 20 KiB a block; 40 blocks hold 640 tokens, four 201-token
+     * sequences need 52 */
+    infer_engine_t *e = engine(64, 4, 40 * 20480, 1, 0, 0);
     infer_request_t r = greedy(bos, 1, 200);
     result_t        res[4];
     infer_stats_t   st;
@@ -289,6 +290,7 @@ test_preemption(void)
     }
     ok(all, "all four reproduce the reference text despite preemption");
     infer_engine_stats(e, &st);
+    is_int(st.n_blocks, 40, "pool of 40 blocks");
     ok(st.preemptions > 0, "preemption happened (%llu times)",
        (unsigned long long) st.preemptions);
     is_int(st.free_blocks, 40, "all 40 blocks free afterwards");
