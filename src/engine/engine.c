@@ -805,7 +805,9 @@ infer_seq_create(infer_engine_t *e, const infer_request_t *r)
     }
     memcpy(s->tokens, r->prompt, r->n_prompt * sizeof(int32_t));
     s->n_tokens = r->n_prompt;
-    memcpy(s->stop_ids, r->stop_ids, r->n_stop_ids * sizeof(int32_t));
+    if (r->n_stop_ids > 0) {
+        memcpy(s->stop_ids, r->stop_ids, r->n_stop_ids * sizeof(int32_t));
+    }
     s->n_stop_ids = r->n_stop_ids;
     for (i = 0; i < r->n_stop; i++) {
         s->stop[i] = strdup(r->stop[i]);
