@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <jansson.h>
 #include "model.h"
 #include "tap.h"
@@ -315,6 +316,40 @@ test_sharded(const char *tmp)
        "embed in shard 1: %s", mb->embed->file);
     infer_model_close(ma);
     infer_model_close(mb);
+}
+
+
+static int
+gen_status(const char *args)
+{
+    char cmd[8192];
+    int  rc;
+
+    snprintf(cmd, sizeof(cmd), "%s %s 2>/dev/null", gen_path, args);
+    rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+
+static void
+test_gen_usage(const char *tmp)
+{
+    char args[4300];
+
+    is_int(gen_status(""), 2, "generator without arguments: usage, exit 2");
+    snprintf(args, sizeof(args), "%s/u", tmp);
+    is_int(gen_status(args), 2, "generator without --preset: exit 2");
+    snprintf(args, sizeof(args), "%s/u --preset nope", tmp);
+    is_int(gen_status(args), 2, "unknown preset: exit 2");
+    snprintf(args, sizeof(args), "%s/u --preset tiny-llama --dtype f64",
+             tmp);
+    is_int(gen_status(args), 2, "unknown dtype: exit 2");
+    snprintf(args, sizeof(args), "%s/u --preset tiny-llama --layers 0",
+             tmp);
+    is_int(gen_status(args), 2, "--layers 0: exit 2");
+    snprintf(args, sizeof(args), "%s/u --preset tiny-llama --tokenizer "
+             "%s/tokenizers/llama3", tmp, shared_dir());
+    is_int(gen_status(args), 1, "vocab 32000 cannot cover llama3: exit 1");
 }
 
 
@@ -934,6 +969,7 @@ main(int argc, char **argv)
     if (ok(stat(gen_path, &st) == 0, "generator %s exists (make tools)",
            gen_path))
     {
+        test_gen_usage(tmp);
         test_sharded(tmp);
         test_dtypes(tmp);
     }
