@@ -392,25 +392,29 @@ sub run_block {
 
     my $request = $block->request;
     die "$name: no --- request\n" unless defined $request;
-    my ($meth, $uri, $body) = parse_request($request);
-    my $timeout = $block->timeout || $Timeout;
+    my @requests = ref $request eq 'ARRAY' ? @$request : ($request);
 
-    my ($raw, $err) = $block->http2
-        ? http2_request($block, $meth, $uri, $body, $timeout)
-        : http1_request($block, $meth, $uri, $body, $timeout);
+    for my $i (0 .. $#requests) {
+        my ($meth, $uri, $body) = parse_request($requests[$i]);
+        my $timeout = $block->timeout || $Timeout;
 
-    if (defined $err && !($err eq 'timeout' && defined $block->abort)) {
-        Test::More::fail("$name - request failed: $err");
-    }
+        my ($raw, $err) = $block->http2
+            ? http2_request($block, $meth, $uri, $body, $timeout)
+            : http1_request($block, $meth, $uri, $body, $timeout);
 
-    if (!defined $block->abort || !defined $err) {
+        if (defined $err && !($err eq 'timeout' && defined $block->abort)) {
+            Test::More::fail("$name - request failed: $err");
+        }
+
+        next if defined $block->abort && defined $err;
+
         my $res = parse_response($raw || '');
         if (!$res) {
             Test::More::fail("$name - no valid response: "
                              . (defined $raw ? $raw : ''));
-            return;
+            next;
         }
-        check_response($block, $name, $res);
+        check_response($block, $name, $res, ref $request ? $i : undef);
     }
 
     sleep($block->wait) if defined $block->wait;
@@ -418,10 +422,19 @@ sub run_block {
     check_log($block, $name, read_log_from($pos));
 }
 
-sub check_response {
-    my ($block, $name, $res) = @_;
+# A section's value for request number $i when requests come as a list.
+sub pick {
+    my ($v, $i) = @_;
+    return $v unless defined $i && ref $v eq 'ARRAY';
+    return $v->[$i];
+}
 
-    my $code = defined $block->error_code ? $block->error_code : 200;
+sub check_response {
+    my ($block, $name, $res, $i) = @_;
+
+    $name .= " (req $i)" if defined $i;
+    my $code = pick(scalar $block->error_code, $i);
+    $code = 200 unless defined $code;
     $code =~ s/\s+//g;
     Test::More::is($res->{code}, $code, "$name - status code ok");
 
@@ -449,6 +462,8 @@ sub check_response {
     }
 
     my $filters = $block->response_body_filters;
+    $filters = $filters->[$i]
+        if defined $i && ref $filters eq 'ARRAY' && ref $filters->[0] eq 'ARRAY';
     if (defined $filters) {
         $filters = [split ' ', $filters] unless ref $filters;
         $filters = [$filters] unless ref $filters eq 'ARRAY';
@@ -461,13 +476,14 @@ sub check_response {
         }
     }
 
-    if (defined $block->response_body) {
-        Test::More::is($res->{body}, $block->response_body,
+    my $want = pick(scalar $block->response_body, $i);
+    if (defined $want) {
+        Test::More::is($res->{body}, $want,
                        "$name - response_body - response is expected");
     }
 
     if (defined $block->response_body_like) {
-        my $re = $block->response_body_like;
+        my $re = pick(scalar $block->response_body_like, $i);
         $re = qr/$re/s unless ref $re eq 'Regexp';
         Test::More::like($res->{body}, $re,
                          "$name - response_body_like - response is expected");

@@ -1,0 +1,207 @@
+# POST /v1/chat/completions.  stories260K has no chat template, so the plain
+# format applies: "<s>user: Once upon a time\nassistant:", which Hugging
+# Face tokenizers encodes (specials recognised) to 18 tokens; forced
+# llama2 gives "<s>[INST] Once upon a time [/INST]" (20 tokens), and a copy
+# of the model whose tokenizer_config.json carries Qwen2's ChatML template
+# gives "<|im_start|>user\nOnce upon a time<|im_end|>\n<|im_start|>
+# assistant\n" (45 tokens, no bos in ChatML).
+use Test::Nginx::Socket 'no_plan';
+use Cwd ();
+use JSON::PP ();
+
+# stories260K with a ChatML chat_template, next to the test servroot.
+our $chatml = Cwd::cwd() . '/t/servroot-models/stories260K-chatml';
+{
+    my $src = $ENV{TEST_NGINX_MODEL_DIR};
+    system('rm', '-rf', $chatml) == 0 && system('mkdir', '-p', $chatml) == 0
+        or die "cannot create $chatml";
+    for my $f (qw(config.json generation_config.json model.safetensors
+                  tokenizer.json)) {
+        symlink("$src/$f", "$chatml/$f") or die "symlink $f: $!";
+    }
+    open my $in, '<', "$src/tokenizer_config.json" or die $!;
+    my $cfg = JSON::PP->new->decode(do { local $/; <$in> });
+    $cfg->{chat_template} = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    open my $out, '>', "$chatml/tokenizer_config.json" or die $!;
+    print $out JSON::PP->new->encode($cfg);
+    close $out;
+    $ENV{TEST_NGINX_CHATML_MODEL_DIR} = $chatml;
+}
+
+# The text of an SSE stream joined, then the finish reason on a line.
+sub sse_text {
+    my ($text, $finish) = ('', '');
+    for my $ev (split /\n\n/, $_[0]) {
+        $ev =~ s/^data: // or return "bad event: $ev";
+        next if $ev eq '[DONE]';
+        my $c = JSON::PP->new->decode($ev)->{choices}[0] or next;
+        $text .= defined $c->{text} ? $c->{text} : $c->{delta}{content} // '';
+        $finish = $c->{finish_reason} if defined $c->{finish_reason};
+    }
+    return "$text\n$finish\n";
+}
+
+our $streamed;
+
+sub remember_stream {
+    $streamed = sse_text($_[0]);
+    return $streamed =~ /\A.+\n(?:length|stop)\n\z/s ? "stream ok\n"
+                                                     : "bad stream: $streamed";
+}
+
+sub compare_with_stream {
+    my $c = JSON::PP->new->decode($_[0]);
+    my $text = "$c->{choices}[0]{message}{content}\n"
+               . "$c->{choices}[0]{finish_reason}\n";
+    return $text eq $streamed
+           ? "same text, $c->{usage}{prompt_tokens} prompt tokens\n"
+           : "differs: $text vs $streamed";
+}
+
+our $id = qr/"id":"chatcmpl-[0-9a-f]{24}","object":"chat.completion","created":\d+,"model":"tiny"/;
+our $cid = qr/"id":"chatcmpl-[0-9a-f]{24}","object":"chat.completion.chunk","created":\d+,"model":"tiny"/;
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: chat completion shape and usage
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "max_tokens":6,"temperature":0}
+--- response_headers
+Content-Type: application/json
+--- response_body_like eval
+qr/^\{$::id,"choices":\[\{"index":0,"message":\{"role":"assistant","content":"[^"]*"\},"logprobs":null,"finish_reason":"length"\}\],"usage":\{"prompt_tokens":18,"completion_tokens":6,"total_tokens":24\}\}\n\z/
+
+
+
+=== TEST 2: max_completion_tokens and text content parts
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":[{"type":"text",
+ "text":"Once upon a time"}]}],"max_completion_tokens":3,"temperature":0}
+--- response_body_like eval
+qr/"usage":\{"prompt_tokens":18,"completion_tokens":3,"total_tokens":21\}/
+
+
+
+=== TEST 3: streaming: the role first, then content deltas, an empty final delta
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "max_tokens":3,"temperature":0,"stream":true}
+--- response_headers
+Content-Type: text/event-stream
+--- response_body_like eval
+my $c = qr/data: \{$::cid,"choices":\[\{"index":0,"delta":/;
+qr/^${c}\{"role":"assistant","content":""\},"logprobs":null,"finish_reason":null\}\]\}\n\n(?:${c}\{"content":"[^"]*"\},"logprobs":null,"finish_reason":null\}\]\}\n\n){1,3}${c}\{\},"logprobs":null,"finish_reason":"length"\}\]\}\n\ndata: \[DONE\]\n\n\z/
+
+
+
+=== TEST 4: streaming with usage
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "max_tokens":3,"temperature":0,"stream":true,
+ "stream_options":{"include_usage":true}}
+--- response_body_like eval
+qr/"finish_reason":"length"\}\],"usage":null\}\n\ndata: \{$::cid,"choices":\[\],"usage":\{"prompt_tokens":18,"completion_tokens":3,"total_tokens":21\}\}\n\ndata: \[DONE\]\n\n\z/
+
+
+
+=== TEST 5: the streamed chat text equals the non-streamed one
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request eval
+[qq{POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"system","content":"Be short."},
+ {"role":"user","content":"Tell me a story."}],"max_tokens":40,
+ "temperature":0,"stream":true}},
+qq{POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"system","content":"Be short."},
+ {"role":"user","content":"Tell me a story."}],"max_tokens":40,
+ "temperature":0}}]
+--- response_body_filters eval
+[[\&::remember_stream], [\&::compare_with_stream]]
+--- response_body eval
+["stream ok\n", "same text, 38 prompt tokens\n"]
+
+
+
+=== TEST 6: a forced llama2 template rejects roles that do not alternate
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 chat_template=llama2;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"assistant","content":"Hi"}]}
+--- error_code: 400
+--- response_body_like chomp
+"message":"the llama2 chat template needs roles that alternate user/assistant/user/\.\.\. after an optional system message","type":"invalid_request_error","param":"messages"
+
+
+
+=== TEST 7: a forced llama2 template: [INST] around the user turn
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 chat_template=llama2;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "max_tokens":2,"temperature":0}
+--- response_body_like chomp
+"usage":\{"prompt_tokens":20,"completion_tokens":2,"total_tokens":22\}
+--- error_log
+infer_model "tiny": chat template llama2
+
+
+
+=== TEST 8: a ChatML template in tokenizer_config.json is recognised
+--- http_config
+    infer_model cm $TEST_NGINX_CHATML_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai cm; }
+--- request
+POST /v1/chat/completions
+{"model":"cm","messages":[{"role":"user","content":"Once upon a time"}],
+ "max_tokens":2,"temperature":0}
+--- response_body_like chomp
+"usage":\{"prompt_tokens":45,"completion_tokens":2,"total_tokens":47\}
+--- error_log
+infer_model "cm": chat template chatml
+
+
+
+=== TEST 9: messages are required
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","prompt":"Hi"}
+--- error_code: 400
+--- response_body
+{"error":{"message":"'messages' is required","type":"invalid_request_error","param":"messages","code":null}}
