@@ -4,7 +4,8 @@
  * sequence on a model that infer-gen-model makes deterministically (or on
  * stories260K); the test makes the same model again, runs the backend and
  * compares: once as one prefill of the whole sequence, once as a prefill of
- * the first half followed by one-token decode steps through the KV cache.
+ * the first half followed by one-token decode steps through the KV cache,
+ * and once as a prefill split over two tensor-parallel ranks.
  *
  * Tolerance: max |ours - ref| / max |ref| <= 1e-4 per model.  Both sides
  * compute in float32 but sum in different orders (OpenBLAS vs PyTorch
@@ -244,6 +245,25 @@ test_ref(const char *file, const char *tmp)
     ok(rel <= TOL, "%s: prefill %d + decode %d, max rel err %.3g <= %g",
        file, r.n_tokens / 2, r.n_tokens - r.n_tokens / 2, rel, TOL);
     ok(am, "%s: decode argmax agrees at every position", file);
+    infer_backend_destroy(b);
+    b = NULL;
+
+    /* two tensor-parallel ranks: heads, gate/up columns and o/down rows
+     * split across threads, read from the files as blocks */
+    p.tp = 2;
+    if (infer_backend_create("cpu", m, &p, &b, err, sizeof(err)) != 0) {
+        ok(0, "%s: tp=2 cpu backend: %s", file, err);
+        goto done;
+    }
+    memset(got, 0, sizeof(float) * r.n_tokens * r.vocab);
+    rc = run_steps(b, &r, 0, r.n_tokens, p.block_size, got);
+    if (!ok(rc == 0, "%s: tp=2 forward", file)) {
+        diag("%s", err);
+        goto done;
+    }
+    rel = compare(&r, got, &am);
+    ok(rel <= TOL && am, "%s: tp=2 prefill, max rel err %.3g <= %g, "
+       "argmax agrees", file, rel, TOL);
 
 done:
     infer_backend_destroy(b);
