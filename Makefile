@@ -66,7 +66,7 @@ $(LIB): $(ENGINE_OBJ)
 $(BUILD)/%: tools/%.c $(LIB)
 	$(CC) $(CFLAGS) $< -o $@ $(LIB) $(LDLIBS)
 
-$(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(LIB)
+$(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(LIB) | $(TOOLS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -It/unit $< -o $@ $(LIB) $(LDLIBS)
 
