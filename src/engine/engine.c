@@ -354,36 +354,56 @@ finish(infer_engine_t *e, infer_seq_t *s, infer_finish_t why,
     infer_seq_free(s);
 }
 
+static int
+is_listed(const uint64_t *ids, int n, uint64_t id)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        if (ids[i] == id) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Why a sequence must end now (cancelled, past its deadline), or NONE. */
+static infer_finish_t
+reap_reason(const infer_seq_t *s, const uint64_t *cancels, int n_cancels,
+    int64_t now)
+{
+    if (is_listed(cancels, n_cancels, s->id)) {
+        return INFER_FINISH_CANCELLED;
+    }
+    if (s->deadline_ms && now >= s->deadline_ms) {
+        return INFER_FINISH_DEADLINE;
+    }
+    return INFER_FINISH_NONE;
+}
+
 /* Applies cancels and deadlines to running and waiting sequences. */
 static void
 reap(infer_engine_t *e, const uint64_t *cancels, int n_cancels)
 {
-    int64_t       now = infer_now_ms();
-    infer_seq_t **pp, *s;
-    int           i, k, removed = 0;
+    int64_t         now = infer_now_ms();
+    infer_seq_t   **pp, *s;
+    infer_finish_t  why;
+    int             i, removed = 0;
 
     for (i = e->n_running - 1; i >= 0; i--) {
         s = e->running[i];
-        for (k = 0; k < n_cancels && cancels[k] != s->id; k++) {
-            /* search */
-        }
-        if (k < n_cancels) {
-            finish(e, s, INFER_FINISH_CANCELLED, NULL, 0, 1);
-        } else if (s->deadline_ms && now >= s->deadline_ms) {
-            finish(e, s, INFER_FINISH_DEADLINE, NULL, 0, 1);
+        why = reap_reason(s, cancels, n_cancels, now);
+        if (why != INFER_FINISH_NONE) {
+            finish(e, s, why, NULL, 0, 1);
         }
     }
     for (pp = &e->waiting; *pp != NULL; ) {
         s = *pp;
-        for (k = 0; k < n_cancels && cancels[k] != s->id; k++) {
-            /* search */
-        }
-        if (k < n_cancels || (s->deadline_ms && now >= s->deadline_ms)) {
+        why = reap_reason(s, cancels, n_cancels, now);
+        if (why != INFER_FINISH_NONE) {
             *pp = s->next;
             removed++;
-            finish(e, s, k < n_cancels ? INFER_FINISH_CANCELLED
-                                       : INFER_FINISH_DEADLINE,
-                   NULL, 0, 0);
+            finish(e, s, why, NULL, 0, 0);
         } else {
             pp = &s->next;
         }
