@@ -329,8 +329,8 @@ test_attention(const attn_case_t *c)
     int32_t  *bt, *pos, *seq, *tiles, *dec;
     uint16_t *kc, *vc, *q, *got, *kv_got;
     float    *kcf, *vcf, *qf, *want;
-    void     *d_kc, *d_vc, *d_q, *d_out, *d_bt, *d_pos, *d_seq, *d_tiles;
-    void     *d_dec, *d_ml, *d_o, *d_kc2, *d_vc2;
+    void     *d_q, *d_out, *d_bt, *d_pos, *d_seq, *d_tiles, *d_dec, *d_ml;
+    void     *d_o, *d_kc, *d_vc;
     infer_attn_args_t a;
     char      what[128];
 
@@ -408,8 +408,6 @@ test_attention(const attn_case_t *c)
     n_split = infer_attn_splits(mb * c->bs, &split_len);
     nt = infer_attn_plan(n, seq, c->nh / c->nkv, n_split, c->n_seqs, tiles,
                          dec, &n_dec);
-    d_kc = dev_copy(kc, pool * 2);
-    d_vc = dev_copy(vc, pool * 2);
     d_q = dev_copy(q, (size_t) n * qkvw * 2);
     d_out = dev_poison((size_t) n * c->nh * c->hd * 2);
     d_bt = dev_copy(bt, sizeof(int32_t) * mb * c->n_seqs);
@@ -429,21 +427,21 @@ test_attention(const attn_case_t *c)
             vc[off + i] = 0xffff;
         }
     }
-    d_kc2 = dev_copy(kc, pool * 2);
-    d_vc2 = dev_copy(vc, pool * 2);
+    d_kc = dev_copy(kc, pool * 2);
+    d_vc = dev_copy(vc, pool * 2);
     if (launched("kv_write", infer_cuda_kv_write(d_q, qkvw, d_pos, d_seq,
                                                  d_bt, mb, n, c->nh, c->nkv,
-                                                 c->hd, c->bs, d_kc2, d_vc2,
+                                                 c->hd, c->bs, d_kc, d_vc,
                                                  0)))
     {
         int same = 1;
 
-        dev_get(kv_got, d_kc2, pool * 2);
+        dev_get(kv_got, d_kc, pool * 2);
         for (off = 0; off < pool; off++) {
             same &= kv_got[off] == infer_float_to_half(kcf[off])
                     || (kv_got[off] == 0xffff && isnan(kcf[off]));
         }
-        dev_get(kv_got, d_vc2, pool * 2);
+        dev_get(kv_got, d_vc, pool * 2);
         for (off = 0; off < pool; off++) {
             same &= kv_got[off] == infer_float_to_half(vcf[off])
                     || (kv_got[off] == 0xffff && isnan(vcf[off]));
@@ -455,8 +453,8 @@ test_attention(const attn_case_t *c)
     memset(&a, 0, sizeof(a));
     a.q = d_q;
     a.q_stride = qkvw;
-    a.k_cache = d_kc2;
-    a.v_cache = d_vc2;
+    a.k_cache = d_kc;
+    a.v_cache = d_vc;
     a.out = d_out;
     a.out_stride = c->nh * c->hd;
     a.positions = d_pos;
@@ -489,8 +487,6 @@ test_attention(const attn_case_t *c)
 
     cudaFree(d_kc);
     cudaFree(d_vc);
-    cudaFree(d_kc2);
-    cudaFree(d_vc2);
     cudaFree(d_q);
     cudaFree(d_out);
     cudaFree(d_bt);
