@@ -60,7 +60,7 @@ typedef struct {
 
 typedef struct {
     cuda_shape_t     shape;
-    cudaGraphExec_t  exec;
+    cudaGraphExec_t  exec;         /* NULL: seen once, ran eagerly */
 } cuda_graph_t;
 
 /* One step's metadata: offsets (in int32s) into the metadata buffers. */
@@ -357,7 +357,9 @@ cuda_release(cuda_backend_t *cb)
         cudaStreamSynchronize(cb->stream);
     }
     for (i = 0; i < cb->n_graphs; i++) {
-        cudaGraphExecDestroy(cb->graphs[i].exec);
+        if (cb->graphs[i].exec != NULL) {
+            cudaGraphExecDestroy(cb->graphs[i].exec);
+        }
     }
     if (cb->blas != NULL) {
         cublasDestroy(cb->blas);
@@ -699,7 +701,9 @@ reserve_meta(cuda_backend_t *cb, size_t ints, char *err, size_t errlen)
     ints = ints * 2;
     CUDA_CHECK(cudaStreamSynchronize(cb->stream));
     for (i = 0; i < cb->n_graphs; i++) {
-        CUDA_CHECK(cudaGraphExecDestroy(cb->graphs[i].exec));
+        if (cb->graphs[i].exec != NULL) {
+            CUDA_CHECK(cudaGraphExecDestroy(cb->graphs[i].exec));
+        }
     }
     cb->n_graphs = 0;
     CUDA_CHECK(cudaFree(cb->d_meta));
@@ -919,7 +923,9 @@ capture_step(cuda_backend_t *cb, const cuda_plan_t *pl,
 
 /*
  * Decode-shaped steps (every tile one token) replay a graph keyed by their
- * launch shape; the rest run eagerly.  A failed capture turns graphs off
+ * launch shape; the rest run eagerly.  A shape is captured the second time
+ * it comes, so lazy module loading and cuBLAS's first-call setup happen in
+ * an eager run, outside the capture.  A failed capture turns graphs off
  * for this backend (with one line on stderr) rather than failing a step
  * that eager execution can run.
  */
@@ -947,15 +953,19 @@ run_step(cuda_backend_t *cb, const cuda_plan_t *pl, char *err,
         if (cb->n_graphs == CUDA_GRAPHS_MAX) {
             return enqueue_step(cb, pl, err, errlen);
         }
-        g = &cb->graphs[cb->n_graphs];
-        if (capture_step(cb, pl, &g->exec, err, errlen) != 0) {
-            fprintf(stderr, "%s; CUDA graphs disabled\n", err);
-            cudaGetLastError();
-            cb->use_graphs = 0;
-            return enqueue_step(cb, pl, err, errlen);
-        }
+        g = &cb->graphs[cb->n_graphs++];
         g->shape = pl->shape;
-        cb->n_graphs++;
+        g->exec = NULL;
+        return enqueue_step(cb, pl, err, errlen);
+    }
+    if (g->exec == NULL
+        && capture_step(cb, pl, &g->exec, err, errlen) != 0)
+    {
+        fprintf(stderr, "%s; CUDA graphs disabled\n", err);
+        cudaGetLastError();
+        g->exec = NULL;
+        cb->use_graphs = 0;
+        return enqueue_step(cb, pl, err, errlen);
     }
     CUDA_CHECK(cudaGraphLaunch(g->exec, cb->stream));
     return 0;
