@@ -91,14 +91,15 @@ main(int argc, char **argv)
         { NULL, 0, NULL, 0 }
     };
     const char            *backend = "cpu", *ids_arg = NULL, *out = NULL;
-    infer_model_t         *m;
-    infer_backend_t       *b;
+    infer_model_t         *m = NULL;
+    infer_backend_t       *b = NULL;
     infer_backend_params_t p;
-    int32_t               *ids, *table, tok;
-    float                 *logits;
+    int32_t               *ids = NULL, *table = NULL, tok;
+    float                 *logits = NULL;
     FILE                  *f;
     char                   err[512];
     int                    c, n, greedy = 0, kv_mb = 256, vocab, i, mb;
+    int                    rc = 1;
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -119,26 +120,23 @@ main(int argc, char **argv)
     }
     if (parse_ids(ids_arg, &ids, &n) != 0) {
         fprintf(stderr, "infer-logits: bad --prompt-ids \"%s\"\n", ids_arg);
+        free(ids);
         return 2;
     }
-    ids = realloc(ids, (n + greedy + 1) * sizeof(int32_t));
-    if (ids == NULL
-        || infer_model_open(argv[optind], &m, err, sizeof(err)) != 0)
-    {
-        fprintf(stderr, "infer-logits: %s\n", ids ? err : "out of memory");
-        return 1;
+    if (infer_model_open(argv[optind], &m, err, sizeof(err)) != 0) {
+        fprintf(stderr, "infer-logits: %s\n", err);
+        goto done;
     }
     vocab = m->cfg.vocab_size;
     for (i = 0; i < n; i++) {
         if (ids[i] >= vocab) {
             fprintf(stderr, "infer-logits: id %d >= vocab %d\n", ids[i],
                     vocab);
-            return 2;
+            goto done;
         }
     }
     mb = (n + greedy + BLOCK - 1) / BLOCK;
     memset(&p, 0, sizeof(p));
-    p.threads = 0;
     p.tp = 1;
     p.kv_cache_bytes = (size_t) kv_mb << 20;
     p.block_size = BLOCK;
@@ -146,24 +144,25 @@ main(int argc, char **argv)
     p.max_seqs = 1;
     if (infer_backend_create(backend, m, &p, &b, err, sizeof(err)) != 0) {
         fprintf(stderr, "infer-logits: %s\n", err);
-        return 1;
+        goto done;
     }
     if (p.n_blocks < mb) {
         fprintf(stderr, "infer-logits: KV cache holds %d blocks, %d needed "
                 "(raise --kv-cache)\n", p.n_blocks, mb);
-        return 1;
+        goto done;
     }
     table = malloc(mb * sizeof(int32_t));
     logits = malloc((size_t) n * vocab * sizeof(float));
-    if (table == NULL || logits == NULL) {
+    ids = realloc(ids, (n + greedy + 1) * sizeof(int32_t));
+    if (table == NULL || logits == NULL || ids == NULL) {
         fprintf(stderr, "infer-logits: out of memory\n");
-        return 1;
+        goto done;
     }
     for (i = 0; i < mb; i++) {
         table[i] = i;
     }
     if (run(b, ids, 0, n, table, mb, logits, 1) != 0) {
-        return 1;
+        goto done;
     }
     if (out != NULL) {
         f = fopen(out, "wb");
@@ -173,7 +172,7 @@ main(int argc, char **argv)
             || fclose(f) != 0)
         {
             fprintf(stderr, "infer-logits: cannot write %s\n", out);
-            return 1;
+            goto done;
         }
     }
     printf("greedy: ");
@@ -183,16 +182,21 @@ main(int argc, char **argv)
         ids[n + i] = tok;
         if (i + 1 < greedy) {
             if (run(b, ids + n + i, n + i, 1, table, mb, logits, 0) != 0) {
-                return 1;
+                goto done;
             }
             tok = infer_argmax(logits, vocab);
         }
     }
     printf("\n");
+    rc = 0;
+
+done:
     infer_backend_destroy(b);
-    infer_model_close(m);
+    if (m != NULL) {
+        infer_model_close(m);
+    }
     free(ids);
     free(table);
     free(logits);
-    return 0;
+    return rc;
 }
