@@ -194,9 +194,6 @@ ngx_http_infer_ctx_timer(ngx_event_t *ev)
 
     c = ctx->r->connection;
 
-    ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                  "infer: request %uL passed its deadline", ctx->id);
-
     if (!ctx->engine_done && !ctx->cancelled) {
         ctx->cancelled = 1;
         infer_engine_cancel(ctx->model->engine, ctx->id);

@@ -233,6 +233,9 @@ ngx_http_infer_openai_timeout(ngx_http_infer_ctx_t *ctx)
 {
     infer_oai_error_t  err;
 
+    ngx_log_error(NGX_LOG_WARN, ctx->r->connection->log, 0,
+                  "infer: request %uL passed its deadline", ctx->id);
+
     infer_oai_set_error(&err, NGX_HTTP_GATEWAY_TIME_OUT, "timeout", NULL,
                         "timeout", "the request did not finish within %lu ms",
                         (unsigned long) ctx->model->timeout);
@@ -405,10 +408,9 @@ ngx_http_infer_models(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_infer_openai_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                  rc;
-    infer_oai_error_t          err;
-    ngx_http_infer_route_t     route;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_int_t                rc;
+    infer_oai_error_t        err;
+    ngx_http_infer_route_t   route;
 
     route = ngx_http_infer_route(r);
 
@@ -444,21 +446,6 @@ ngx_http_infer_openai_handler(ngx_http_request_t *r)
                             NULL, "method_not_allowed",
                             "method %.*s is not allowed here, use POST",
                             (int) r->method_name.len, r->method_name.data);
-        goto error;
-    }
-
-    /* Answer an announced oversized body ourselves, in JSON. */
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-    if (clcf->client_max_body_size
-        && r->headers_in.content_length_n > clcf->client_max_body_size)
-    {
-        infer_oai_set_error(&err, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                            NGX_HTTP_INFER_INVALID, NULL, "request_too_large",
-                            "request body of %lld bytes exceeds "
-                            "client_max_body_size %lld",
-                            (long long) r->headers_in.content_length_n,
-                            (long long) clcf->client_max_body_size);
-        r->keepalive = 0;
         goto error;
     }
 
@@ -506,6 +493,9 @@ ngx_http_infer_body(ngx_http_request_t *r, size_t *len)
             if (ngx_buf_in_memory(b)) {
                 p = ngx_cpymem(p, b->pos, b->last - b->pos);
                 continue;
+            }
+            if (!b->in_file) {
+                continue;       /* an empty last buffer */
             }
             n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
                               b->file_pos);

@@ -1,0 +1,295 @@
+# Every bad request gets an OpenAI-shaped JSON error with the right status.
+use Test::Nginx::Socket 'no_plan';
+
+our $long = '[' . join(',', (5) x 600) . ']';
+# Bigger than client_body_buffer_size: nginx spools it to a file.
+our $pad = 'x' x 40000;
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: malformed JSON
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like chomp
+^\{"error":\{"message":"invalid JSON body: [^"]+","type":"invalid_request_error","param":null,"code":null\}\}$
+
+
+
+=== TEST 2: a body that is not an object
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+["tiny"]
+--- error_code: 400
+--- response_body
+{"error":{"message":"the request body must be a JSON object","type":"invalid_request_error","param":null,"code":null}}
+
+
+
+=== TEST 3: an empty body
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+--- error_code: 400
+--- response_body_like chomp
+invalid JSON body
+
+
+
+=== TEST 4: wrong type
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"x","max_tokens":"8"}
+--- error_code: 400
+--- response_body
+{"error":{"message":"'max_tokens' must be an integer","type":"invalid_request_error","param":"max_tokens","code":null}}
+
+
+
+=== TEST 5: out of range
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"x","temperature":2.5}
+--- error_code: 400
+--- response_body
+{"error":{"message":"'temperature' must be between 0 and 2, got 2.5","type":"invalid_request_error","param":"temperature","code":null}}
+
+
+
+=== TEST 6: n other than 1
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"x"}],"n":2}
+--- error_code: 400
+--- response_body_like chomp
+"param":"n"
+
+
+
+=== TEST 7: more than four stop sequences
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"x","stop":["a","b","c","d","e"]}
+--- error_code: 400
+--- response_body_like chomp
+"message":"'stop' accepts at most 4 sequences","type":"invalid_request_error","param":"stop"
+
+
+
+=== TEST 8: unknown model
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"gpt-4","prompt":"x"}
+--- error_code: 404
+--- response_body
+{"error":{"message":"the model 'gpt-4' does not exist","type":"invalid_request_error","param":"model","code":"model_not_found"}}
+
+
+
+=== TEST 9: a model served elsewhere is unknown here
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+    infer_model other $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+    location /other/v1/ { infer_openai other; }
+--- request
+POST /v1/completions
+{"model":"other","prompt":"x"}
+--- error_code: 404
+--- response_body_like chomp
+"code":"model_not_found"
+
+
+
+=== TEST 10: token id outside the vocabulary
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1,512]}
+--- error_code: 400
+--- response_body
+{"error":{"message":"token id 512 is outside the vocabulary of 512","type":"invalid_request_error","param":"prompt","code":null}}
+
+
+
+=== TEST 11: prompt longer than the context
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request eval
+qq{POST /v1/completions
+{"model":"tiny","prompt":$::long}}
+--- error_code: 400
+--- response_body
+{"error":{"message":"this model's maximum context length is 512 tokens, the prompt has 600","type":"invalid_request_error","param":"prompt","code":"context_length_exceeded"}}
+
+
+
+=== TEST 12: GET on a completion route
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+GET /v1/chat/completions
+--- error_code: 405
+--- response_headers
+Allow: POST
+Content-Type: application/json
+--- response_body
+{"error":{"message":"method GET is not allowed here, use POST","type":"invalid_request_error","param":null,"code":"method_not_allowed"}}
+
+
+
+=== TEST 13: POST on the models route
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/models
+{}
+--- error_code: 405
+--- response_headers
+Allow: GET, HEAD
+
+
+
+=== TEST 14: unknown route
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/embeddings
+{"model":"tiny","input":"x"}
+--- error_code: 404
+--- response_body
+{"error":{"message":"unknown route /v1/embeddings","type":"invalid_request_error","param":null,"code":"unknown_url"}}
+
+
+
+=== TEST 15: body over client_max_body_size: 413, in JSON with error_page
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ {
+        client_max_body_size 64;
+        error_page 413 = @too_large;
+        infer_openai tiny;
+    }
+    location @too_large {
+        default_type application/json;
+        return 413 '{"error":{"message":"request body too large","type":"invalid_request_error","param":null,"code":"request_too_large"}}\n';
+    }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"a prompt that makes this body longer than sixty-four bytes"}
+--- error_code: 413
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":{"message":"request body too large","type":"invalid_request_error","param":null,"code":"request_too_large"}}
+
+
+
+=== TEST 16: deadline passed before the end: 504
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 timeout=1ms;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":400}
+--- error_code: 504
+--- response_body
+{"error":{"message":"the request did not finish within 1 ms","type":"timeout","param":null,"code":"timeout"}}
+--- error_log
+passed its deadline
+
+
+
+=== TEST 17: deadline while streaming: an error event, then a clean end
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 timeout=1ms;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":400,"stream":true}
+--- error_code: 200
+--- response_body_like chomp
+data: \{"error":\{"message":"the request did not finish within 1 ms","type":"timeout","param":null,"code":"timeout"\}\}\n\ndata: \[DONE\]\n\n\z
+
+
+
+=== TEST 18: stream_options without stream
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"x","stream_options":{"include_usage":true}}
+--- error_code: 400
+--- response_body_like chomp
+"param":"stream_options"
+
+
+
+=== TEST 19: a body spooled to a temporary file is read back
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ {
+        client_body_buffer_size 1k;
+        infer_openai tiny;
+    }
+--- request eval
+qq{POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":4,"temperature":0,"pad":"$::pad"}}
+--- response_body_like chomp
+"text":"Once upon a time"
+--- error_log
+a client request body is buffered to a temporary file
