@@ -98,6 +98,9 @@ ngx_http_infer_bridge_read(ngx_event_t *rev)
                 /* The request is gone: drop the event, and the context
                  * with the final one. */
                 if (ctx->engine_done) {
+                    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                                   "infer: request %uL released after its "
+                                   "client left", ctx->id);
                     ngx_http_infer_ctx_free(ctx);
                 }
 

@@ -1,0 +1,103 @@
+# A client that goes away cancels its generation.  The model here is a
+# random-weight tiny Llama with Llama-2's 32000-token vocabulary generated
+# by build/infer-gen-model: slow enough (about 1 s for 2000 tokens on one
+# core) that the client leaves mid-generation.
+use Test::Nginx::Socket 'no_plan';
+use Cwd ();
+
+our $slow = Cwd::cwd() . '/t/servroot-models/tiny-llama';
+{
+    my $gen = $ENV{TEST_NGINX_GEN_MODEL} || 'build/infer-gen-model';
+    system("rm -rf '$slow' && $gen '$slow' --preset tiny-llama --seed 1"
+           . " > /dev/null") == 0
+        or die "cannot generate $slow with $gen";
+    $ENV{TEST_NGINX_SLOW_MODEL_DIR} = $slow;
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: HTTP/1.1 client closes during a stream
+--- http_config
+    infer_model slow $TEST_NGINX_SLOW_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai slow; }
+    location = /healthz { infer_health; }
+--- request
+POST /v1/completions
+{"model":"slow","prompt":"Hello","max_tokens":2000,"temperature":0,
+ "stream":true}
+--- timeout: 0.3
+--- abort
+--- wait: 0.3
+--- error_log
+infer: client gone, cancelling request
+released after its client left
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: HTTP/1.1 client closes while waiting for a whole response
+--- http_config
+    infer_model slow $TEST_NGINX_SLOW_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai slow; }
+    location = /healthz { infer_health; }
+--- request
+POST /v1/completions
+{"model":"slow","prompt":"Hello","max_tokens":2000,"temperature":0}
+--- timeout: 0.3
+--- abort
+--- wait: 0.3
+--- error_log
+client prematurely closed connection
+infer: client gone, cancelling request
+released after its client left
+
+
+
+=== TEST 3: the worker serves on after cancellations
+--- http_config
+    infer_model slow $TEST_NGINX_SLOW_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai slow; }
+    location = /healthz { infer_health; }
+--- request
+POST /v1/completions
+{"model":"slow","prompt":"Hello","max_tokens":3,"temperature":0}
+--- response_body_like chomp
+"usage":\{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5\}
+
+
+
+=== TEST 4: HTTP/2 client goes away during a stream
+--- http2
+--- http_config
+    infer_model slow $TEST_NGINX_SLOW_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai slow; }
+--- request
+POST /v1/chat/completions
+{"model":"slow","messages":[{"role":"user","content":"Hello"}],
+ "max_tokens":2000,"temperature":0,"stream":true}
+--- timeout: 1
+--- abort
+--- wait: 0.3
+--- error_log
+infer: client gone, cancelling request
+released after its client left
+
+
+
+=== TEST 5: health after all that
+--- http2
+--- http_config
+    infer_model slow $TEST_NGINX_SLOW_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai slow; }
+--- request
+GET /v1/models
+--- response_body_like chomp
+"id":"slow"
