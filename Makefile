@@ -131,10 +131,11 @@ $(MODULE): $(NGX_SRC)/objs/Makefile $(LIB) $(MODULE_DEPS)
 
 # Test::Nginx suites against /usr/sbin/nginx with the built module and the
 # stories260K model from ../shared.
-nginx-test: $(MODULE)
+nginx-test: $(MODULE) $(BUILD)/infer-gen-model
 	TEST_NGINX_BINARY=$(NGINX_BIN) \
 	TEST_NGINX_LOAD_MODULES=$(abspath $(MODULE)) \
 	TEST_NGINX_MODEL_DIR=$(abspath $(SHARED_DIR))/models/stories260K \
+	TEST_NGINX_GEN_MODEL=$(abspath $(BUILD)/infer-gen-model) \
 	    prove $(TEST_NGINX_I) t/*.t
 
 # Starts nginx on localhost:8080 with conf/nginx.conf (MODEL=DIR to serve

@@ -1,0 +1,206 @@
+# What the block format cannot express: a graceful reload in the middle of
+# a stream, a full admission queue under concurrent load, many HTTP/2
+# streams on one connection, TLS, and seeded sampling across requests.
+# Plain Test::More: it runs its own nginx (master and one worker) and does
+# not depend on Test::Nginx.
+use strict;
+use warnings;
+
+use Cwd ();
+use IO::Socket::INET;
+use IPC::Run qw(run);
+use JSON::PP ();
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+my $root = Cwd::cwd() . '/t/servroot-lifecycle';
+my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
+my $port = ($ENV{TEST_NGINX_PORT} || 1984) + 7;
+my $tls_port = $port + 1;
+my $h2c_port = $port + 2;      # h2c is prior knowledge only in 1.22
+my $model = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
+my $slow = "$root/tiny-llama";
+my $gen = $ENV{TEST_NGINX_GEN_MODEL} || 'build/infer-gen-model';
+
+system("rm -rf '$root' && mkdir -p '$root/logs' '$root/conf'") == 0 or die;
+system("$gen '$slow' --preset tiny-llama --seed 1 > /dev/null") == 0
+    or die "cannot generate $slow";
+system("openssl req -x509 -newkey rsa:2048 -nodes -keyout "
+       . "'$root/conf/key.pem' -out '$root/conf/cert.pem' -days 2 "
+       . "-subj /CN=localhost 2> /dev/null") == 0
+    or die "openssl req failed";
+
+my $modules = join '', map { "load_module $_;\n" }
+                       split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
+
+sub write_conf {
+    my $extra = shift // '';
+    open my $fh, '>', "$root/conf/nginx.conf" or die $!;
+    print $fh <<"_EOC_";
+$modules
+worker_processes 1;
+master_process on;
+daemon on;
+error_log $root/logs/error.log info;
+pid $root/logs/nginx.pid;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path $root/body;
+    infer_model tiny $model threads=1;
+    infer_model slow $slow threads=1 max_seqs=1 max_queue=1;
+    server {
+        listen 127.0.0.1:$port;
+        listen 127.0.0.1:$h2c_port http2;
+        location /v1/ { infer_openai tiny slow; }
+        location = /healthz { infer_health; }
+    }
+    server {
+        listen 127.0.0.1:$tls_port ssl http2;
+        ssl_certificate $root/conf/cert.pem;
+        ssl_certificate_key $root/conf/key.pem;
+        location /v1/ { infer_openai tiny; }
+    }
+    $extra
+}
+_EOC_
+    close $fh;
+}
+
+sub master_pid {
+    open my $fh, '<', "$root/logs/nginx.pid" or return;
+    my ($pid) = <$fh> =~ /(\d+)/;
+    return $pid;
+}
+
+sub log_text {
+    open my $fh, '<', "$root/logs/error.log" or return '';
+    local $/;
+    return <$fh>;
+}
+
+sub curl {
+    my @args = @_;
+    my ($out, $err) = ('', '');
+    run ['curl', '-sS', '--max-time', '30', @args], \undef, \$out, \$err;
+    return $out;
+}
+
+# Opens an HTTP/1.1 POST and returns the socket without reading.
+sub post_socket {
+    my ($uri, $body) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Timeout => 5) or die "connect: $!";
+    print $s "POST $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+             . "Content-Type: application/json\r\n"
+             . "Content-Length: " . length($body) . "\r\n\r\n$body";
+    return $s;
+}
+
+sub read_all {
+    my $s = shift;
+    local $/;
+    my $r = <$s>;
+    close $s;
+    return $r // '';
+}
+
+write_conf();
+run [$nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf",
+     '-e', "$root/logs/error.log"], \undef, \my $o, \my $e;
+is($? >> 8, 0, 'nginx starts') or diag($e);
+for (1 .. 100) { last if master_pid() && curl("http://127.0.0.1:$h2c_port/healthz", '--http2-prior-knowledge') =~ /ok/; sleep 0.05 }
+
+# --- graceful reload in the middle of a stream ---------------------------
+{
+    my $s = post_socket('/v1/completions', '{"model":"slow","prompt":"Hello",'
+        . '"max_tokens":1500,"temperature":0,"stream":true,'
+        . '"stream_options":{"include_usage":true}}');
+    my $head = '';
+    while ($head !~ /data: /) {
+        my $n = sysread($s, my $buf, 4096);
+        last unless $n;
+        $head .= $buf;
+    }
+    like($head, qr/^HTTP\/1\.1 200/, 'stream started before the reload');
+
+    my $t0 = time;
+    kill 'HUP', master_pid();
+    sleep 0.2;
+    like(curl("http://127.0.0.1:$h2c_port/v1/completions",
+              '--http2-prior-knowledge', '-d',
+              '{"model":"tiny","prompt":[1],"max_tokens":4,"temperature":0}'),
+         qr/"text":"Once upon a time"/, 'the new worker answers meanwhile');
+
+    my $rest = $head . read_all($s);
+    like($rest, qr/"usage":\{"prompt_tokens":2,"completion_tokens":1500,"total_tokens":1502\}\}\r?\n\r?\n(?:[0-9a-f]+\r\n)?data: \[DONE\]\n\n/,
+         'the stream finished on the old worker, all 1500 tokens');
+    my $log;
+    for (1 .. 100) {
+        $log = log_text();
+        last if $log =~ /gracefully shutting down.*exit\b/s;
+        sleep 0.05;
+    }
+    like($log, qr/gracefully shutting down/s, 'old worker shut down gracefully');
+    unlike($log, qr/\[alert\]|\[crit\]|exited on signal/, 'no crash or alert');
+}
+
+# --- admission queue full: 503 with Retry-After ---------------------------
+{
+    my $body = '{"model":"slow","prompt":"Hello","max_tokens":1000,'
+               . '"temperature":0}';
+    my @s = map { post_socket('/v1/completions', $body) } 1 .. 4;
+    my @r = map { read_all($_) } @s;
+    my @busy = grep { /^HTTP\/1\.1 503/ } @r;
+    my @done = grep { /^HTTP\/1\.1 200/ } @r;
+    ok(@busy >= 1, scalar(@busy) . ' of 4 rejected with 503');
+    ok(@done >= 1, scalar(@done) . ' of 4 served');
+    like($busy[0] // '', qr/\r\nRetry-After: 1\r\n/, '503 carries Retry-After');
+    like($busy[0] // '', qr/"type":"server_error","param":null,"code":"overloaded"/,
+         '503 body is an OpenAI error');
+}
+
+# --- concurrent HTTP/2 streams on one connection ---------------------------
+{
+    my $f = "$root/body.json";
+    open my $fh, '>', $f or die;
+    print $fh '{"model":"tiny","prompt":[1],"max_tokens":200,"temperature":0}';
+    close $fh;
+    my ($out, $err) = ('', '');
+    run ['h2load', '-n', '8', '-c', '1', '-m', '8', '-d', $f,
+         "http://127.0.0.1:$h2c_port/v1/completions"], \undef, \$out, \$err;
+    like($out, qr/requests: 8 total, 8 started, 8 done, 8 succeeded/,
+         '8 concurrent streams on one h2c connection succeed');
+    like($out, qr/status codes: 8 2xx/, 'all 8 are 200');
+}
+
+# --- TLS with HTTP/2 -------------------------------------------------------
+{
+    my $out = curl('-k', '-i', '--http2',
+                   "https://127.0.0.1:$tls_port/v1/completions", '-d',
+                   '{"model":"tiny","prompt":[1],"max_tokens":4,'
+                   . '"temperature":0}');
+    like($out, qr/^HTTP\/2 200/, 'TLS negotiates HTTP/2 (ALPN)');
+    like($out, qr/"text":"Once upon a time"/, 'completion over TLS');
+}
+
+# --- seeded sampling is reproducible across requests -----------------------
+{
+    my @t = map {
+        my $seed = $_;
+        my $r = curl("http://127.0.0.1:$h2c_port/v1/completions",
+                     '--http2-prior-knowledge', '-d',
+                     '{"model":"tiny","prompt":[1],"max_tokens":40,'
+                     . qq{"temperature":1,"seed":$seed\}});
+        JSON::PP->new->decode($r)->{choices}[0]{text};
+    } (42, 42, 7);
+    is($t[1], $t[0], 'same seed, same text');
+    isnt($t[2], $t[0], 'another seed, another text');
+}
+
+kill 'QUIT', master_pid();
+for (1 .. 100) { last unless kill 0, master_pid(); sleep 0.05 }
+unlike(log_text(), qr/\[alert\]|\[crit\]|exited on signal/,
+       'no alerts at shutdown');
+
+done_testing();
