@@ -112,8 +112,9 @@ $(BUILD)/ngx-module.env: FORCE
 	@echo "INFER_LIB=$(abspath $(LIB)) INFER_CUDA=$(CUDA)" > $@.new
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 
-$(NGX_SRC)/objs/Makefile: $(BUILD)/ngx-module.env config $(LIB) \
-                          $(if $(NGINX_SRC),,$(BUILD)/nginx-src/configure)
+$(NGX_SRC)/objs/Makefile: $(BUILD)/ngx-module.env config \
+                          $(if $(NGINX_SRC),,$(BUILD)/nginx-src/configure) \
+                          | $(LIB)
 	cd $(NGX_SRC) && env $$(cat $(CURDIR)/$(BUILD)/ngx-module.env) bash -c '\
 	    set -e; \
 	    if [ -f conf_flags ]; then source ./conf_flags; \
@@ -138,9 +139,10 @@ nginx-test: $(MODULE) $(BUILD)/infer-gen-model
 	TEST_NGINX_GEN_MODEL=$(abspath $(BUILD)/infer-gen-model) \
 	    prove $(TEST_NGINX_I) t/*.t
 
-# Starts nginx on localhost:8080 with conf/nginx.conf (MODEL=DIR to serve
-# your own model; without it a small random-weight model is generated).
-run: all
+# Installs what is missing, builds and starts nginx on localhost:8080 with
+# conf/nginx.conf (MODEL=DIR to serve your own model; without it a small
+# random-weight model is generated).
+run:
 	MODEL=$(MODEL) BUILD=$(BUILD) tools/run.sh
 
 .PHONY: FORCE run
