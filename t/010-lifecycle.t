@@ -174,6 +174,77 @@ for (1 .. 100) { last if master_pid() && curl("http://127.0.0.1:$h2c_port/health
     like($out, qr/status codes: 8 2xx/, 'all 8 are 200');
 }
 
+# --- HTTP/2 RST_STREAM cancels, the connection lives on ----------------------
+# Frames by hand (RFC 7540): curl cannot reset one stream and keep going.
+sub h2_frame {
+    my ($type, $flags, $sid, $payload) = @_;
+    # 24-bit length and 8-bit type share the first 32 bits.
+    return pack('NCN', (length($payload) << 8) | $type, $flags, $sid)
+           . $payload;
+}
+
+sub h2_read_frame {
+    my ($s, $timeout) = @_;
+    my $buf = '';
+    my $deadline = time + $timeout;
+    while (length($buf) < 9) {
+        return if time > $deadline;
+        my $n = sysread($s, $buf, 9 - length($buf), length($buf));
+        return unless $n;
+    }
+    my ($l1, $l2, $type, $flags, $sid) = unpack('nCCCN', $buf);
+    my $len = ($l1 << 8) | $l2;
+    my $payload = '';
+    while (length($payload) < $len) {
+        my $n = sysread($s, $payload, $len - length($payload),
+                        length($payload));
+        return unless $n;
+    }
+    return ($type, $flags, $sid & 0x7fffffff, $payload);
+}
+
+{
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $h2c_port, Timeout => 5)
+        or die "connect: $!";
+    my $body = '{"model":"slow","prompt":"Hello","max_tokens":2000,'
+               . '"temperature":0,"stream":true}';
+    my $path = '/v1/completions';
+    # :method POST, :scheme http (static table), :path and :authority
+    # literal without indexing, by static name index.
+    my $hdrs = "\x83\x86" . "\x04" . chr(length $path) . $path
+               . "\x01" . chr(9) . 'localhost';
+    print $s "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", h2_frame(4, 0, 0, ''),
+             h2_frame(1, 0x4, 1, $hdrs), h2_frame(0, 0x1, 1, $body);
+
+    my ($got_data, $got_pong) = (0, 0);
+    while (my ($type, $flags, $sid, $payload) = h2_read_frame($s, 5)) {
+        print $s h2_frame(4, 1, 0, '') if $type == 4 && !($flags & 1);
+        if ($type == 0 && $sid == 1 && length $payload) {
+            $got_data = 1;
+            last;
+        }
+    }
+    ok($got_data, 'h2 stream 1 started streaming');
+
+    print $s h2_frame(3, 0, 1, pack('N', 8));           # RST_STREAM CANCEL
+    sleep 0.3;
+    print $s h2_frame(6, 0, 0, 'pingpong');
+    while (my ($type, $flags, $sid, $payload) = h2_read_frame($s, 3)) {
+        if ($type == 6 && ($flags & 1) && $payload eq 'pingpong') {
+            $got_pong = 1;
+            last;
+        }
+    }
+    ok($got_pong, 'the connection lives on after the reset');
+    close $s;
+
+    my $log = log_text();
+    like($log, qr/client canceled stream 1/, 'nginx saw RST_STREAM');
+    like($log, qr/client canceled stream 1.*infer: client gone, cancelling request/s,
+         'the reset cancelled the generation');
+}
+
 # --- TLS with HTTP/2 -------------------------------------------------------
 {
     my $out = curl('-k', '-i', '--http2',
