@@ -141,7 +141,8 @@ for (1 .. 100) { last if master_pid() && curl("http://127.0.0.1:$h2c_port/health
         last if $log =~ /gracefully shutting down.*exit\b/s;
         sleep 0.05;
     }
-    like($log, qr/gracefully shutting down/s, 'old worker shut down gracefully');
+    like($log, qr/gracefully shutting down.*\bexit\b/s,
+         'old worker exited gracefully once its stream was done');
     unlike($log, qr/\[alert\]|\[crit\]|exited on signal/, 'no crash or alert');
 }
 
