@@ -10,6 +10,7 @@ use Cwd ();
 use IO::Socket::INET;
 use IPC::Run qw(run);
 use JSON::PP ();
+use Socket qw(SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
@@ -18,10 +19,17 @@ my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
 my $port = ($ENV{TEST_NGINX_PORT} || 1984) + 7;
 my $tls_port = $port + 1;
 my $h2c_port = $port + 2;      # h2c is prior knowledge only in 1.22
+my $tiny_buf_port = $port + 3;
 my $model = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
 my $slow = "$root/tiny-llama";
 my $gen = $ENV{TEST_NGINX_GEN_MODEL} || 'build/infer-gen-model';
 
+# An nginx left by an interrupted run would hold the ports.
+if (open my $fh, '<', "$root/logs/nginx.pid") {
+    my ($pid) = <$fh> =~ /(\d+)/;
+    kill 'QUIT', $pid if $pid;
+    sleep 0.5;
+}
 system("rm -rf '$root' && mkdir -p '$root/logs' '$root/conf'") == 0 or die;
 system("$gen '$slow' --preset tiny-llama --seed 1 > /dev/null") == 0
     or die "cannot generate $slow";
@@ -52,6 +60,7 @@ http {
     server {
         listen 127.0.0.1:$port;
         listen 127.0.0.1:$h2c_port http2;
+        listen 127.0.0.1:$tiny_buf_port sndbuf=4k;
         location /v1/ { infer_openai tiny slow; }
         location = /healthz { infer_health; }
     }
@@ -72,6 +81,15 @@ sub master_pid {
     my ($pid) = <$fh> =~ /(\d+)/;
     return $pid;
 }
+
+sub stop_nginx {
+    my $pid = master_pid() or return;
+    kill 'QUIT', $pid;
+    for (1 .. 100) { last unless kill 0, $pid; sleep 0.05 }
+}
+
+# Never leave nginx running, whatever happens to the tests.
+END { stop_nginx() }
 
 sub log_text {
     open my $fh, '<', "$root/logs/error.log" or return '';
@@ -246,6 +264,26 @@ sub h2_read_frame {
          'the reset cancelled the generation');
 }
 
+# --- a client that stops reading: backpressure, then the whole stream ------
+{
+    my $s = IO::Socket::INET->new(Proto => 'tcp') or die $!;
+    setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die $!;
+    $s->connect(pack_sockaddr_in($tiny_buf_port, inet_aton('127.0.0.1')))
+        or die "connect: $!";
+    my $body = '{"model":"slow","prompt":"Hello","max_tokens":1500,'
+               . '"temperature":0,"stream":true,'
+               . '"stream_options":{"include_usage":true}}';
+    print $s "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n"
+             . "Connection: close\r\nContent-Length: " . length($body)
+             . "\r\n\r\n$body";
+    sleep 1.5;     # generation goes on while nginx cannot write
+    my $r = read_all($s);
+    my $events = () = $r =~ /data: \{"id"/g;
+    like($r, qr/"usage":\{"prompt_tokens":2,"completion_tokens":1500,"total_tokens":1502\}\}\r?\n\r?\n(?:[0-9a-f]+\r\n)?data: \[DONE\]\n\n/,
+         'a stalled reader still gets the whole stream');
+    cmp_ok($events, '>', 1000, "$events events arrived, none lost");
+}
+
 # --- TLS with HTTP/2 -------------------------------------------------------
 {
     my $out = curl('-k', '-i', '--http2',
@@ -270,8 +308,7 @@ sub h2_read_frame {
     isnt($t[2], $t[0], 'another seed, another text');
 }
 
-kill 'QUIT', master_pid();
-for (1 .. 100) { last unless kill 0, master_pid(); sleep 0.05 }
+stop_nginx();
 unlike(log_text(), qr/\[alert\]|\[crit\]|exited on signal/,
        'no alerts at shutdown');
 
