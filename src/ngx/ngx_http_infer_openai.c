@@ -422,7 +422,8 @@ ngx_http_infer_openai_handler(ngx_http_request_t *r)
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
             infer_oai_set_error(&err, NGX_HTTP_NOT_ALLOWED,
-                                NGX_HTTP_INFER_INVALID, NULL, "method_not_allowed",
+                                NGX_HTTP_INFER_INVALID, NULL,
+                                "method_not_allowed",
                                 "method %.*s is not allowed here, use GET",
                                 (int) r->method_name.len,
                                 r->method_name.data);
@@ -432,8 +433,8 @@ ngx_http_infer_openai_handler(ngx_http_request_t *r)
     }
 
     if (route == NGX_HTTP_INFER_ROUTE_NONE) {
-        infer_oai_set_error(&err, NGX_HTTP_NOT_FOUND, NGX_HTTP_INFER_INVALID, NULL,
-                            "unknown_url", "unknown route %.*s",
+        infer_oai_set_error(&err, NGX_HTTP_NOT_FOUND, NGX_HTTP_INFER_INVALID,
+                            NULL, "unknown_url", "unknown route %.*s",
                             (int) r->uri.len, r->uri.data);
         goto error;
     }
@@ -561,8 +562,9 @@ ngx_http_infer_tokenize(ngx_http_infer_model_t *m, infer_oai_request_t *req,
         text = infer_chat_render(m->format, req->messages, req->n_messages,
                                  m->bos, m->eos, &len, msg, sizeof(msg));
         if (text == NULL) {
-            infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
-                                "messages", NULL, "%s", msg);
+            infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
+                                NGX_HTTP_INFER_INVALID, "messages", NULL,
+                                "%s", msg);
             return NGX_ERROR;
         }
         /* The rendered text holds the special tokens itself. */
@@ -603,8 +605,9 @@ ngx_http_infer_submit_error(int rc, infer_oai_kind_t kind, int n_prompt,
                             infer_engine_context_length(m->engine), n_prompt);
         break;
     case INFER_EINVAL:
-        infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID, NULL,
-                            NULL, "invalid request: %s", infer_strerror(rc));
+        infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
+                            NULL, NULL, "invalid request: %s",
+                            infer_strerror(rc));
         break;
     case INFER_EQUEUE_FULL:
     case INFER_ESHUTDOWN:
