@@ -164,6 +164,28 @@ for (1 .. 100) { last if master_pid() && curl("http://127.0.0.1:$h2c_port/health
     unlike($log, qr/\[alert\]|\[crit\]|exited on signal/, 'no crash or alert');
 }
 
+# --- an HTTP/1.1 client that leaves mid-stream cancels it -------------------
+{
+    my $before = () = log_text() =~ /infer: client gone, cancelling/g;
+    my $s = post_socket('/v1/completions', '{"model":"slow","prompt":"Hello",'
+        . '"max_tokens":2000,"temperature":0,"stream":true}');
+    my $head = '';
+    while ($head !~ /data: /) {
+        my $n = sysread($s, my $buf, 4096);
+        last unless $n;
+        $head .= $buf;
+    }
+    close $s;
+    my $after = $before;
+    for (1 .. 40) {
+        $after = () = log_text() =~ /infer: client gone, cancelling/g;
+        last if $after > $before;
+        sleep 0.05;
+    }
+    is($after, $before + 1, 'closing mid-stream cancels the generation');
+    sleep 0.2;      # the engine frees it at its next step
+}
+
 # --- admission queue full: 503 with Retry-After ---------------------------
 {
     my $body = '{"model":"slow","prompt":"Hello","max_tokens":1000,'

@@ -6,7 +6,8 @@ package Test::Nginx::Socket;
 # format; with the real Test::Nginx on @INC they run unchanged.
 #
 # Supported sections: main_config, http_config, config, request (eval ok),
-# more_headers, http2, error_code, response_body, response_body_like,
+# more_headers, http2, error_code, ignore_response, response_body,
+# response_body_like,
 # response_body_filters (code refs, uc, lc, length),
 # response_headers, response_headers_like, timeout, abort, wait, error_log,
 # no_error_log, must_die.  Environment: TEST_NGINX_BINARY,
@@ -406,7 +407,8 @@ sub run_block {
             Test::More::fail("$name - request failed: $err");
         }
 
-        next if defined $block->abort && defined $err;
+        next if defined $block->ignore_response
+                || (defined $block->abort && defined $err);
 
         my $res = parse_response($raw || '');
         if (!$res) {
