@@ -287,6 +287,24 @@ run_h2load() {
     log "h2load ours max_tokens=$n c=$c: $rps req/s, p50/p99 $pct us, bad $bad"
 }
 
+# check_h2_bodies TOKENS CONC: h2load checks status codes only, so CONC*10
+# more requests go through nghttp -m, multiplexed on one h2c connection, and
+# every body's text is compared with the expected one.  (curl 7.88 cannot
+# reuse a prior-knowledge h2c connection to nginx 1.22: "Error in the HTTP2
+# framing layer" on the second request, with or without our module.)
+check_h2_bodies() {
+    local n=$1 c=$2 total=$(($2 * 10)) good res
+    printf '%s' "${body[$n]}" >"$work/body.json"
+    taskset -c "$client_cpus" timeout 120 nghttp -m "$total" \
+        -H 'content-type: application/json' -d "$work/body.json" \
+        "http://127.0.0.1:$port_h2/v1/completions" \
+        >"$work/h2-bodies.txt" 2>&1 || true
+    good=$(grep -oF "\"text\":${expect[$n]}," "$work/h2-bodies.txt" | wc -l)
+    res="{\"requests\": $total, \"bad\": $((total - good))}"
+    printf 'h2check\th2\t%s\t%s\t%s\n' "$n" "$c" "$res" >>"$work/h2check.tsv"
+    log "h2 bodies max_tokens=$n c=$c: $res"
+}
+
 # run_perf CONC: share of the nginx worker's CPU samples inside the forward
 # pass, under the max_tokens 1 wrk load.
 run_perf() {
@@ -302,7 +320,8 @@ run_perf() {
         -p "$worker_pid" -o "$work/perf.data" >/dev/null 2>&1 || true
     wait "$load"
     res=$(taskset -c "$client_cpus" perf script -i "$work/perf.data" \
-              -F tid,ip,sym 2>/dev/null | "$python" bench/serve/perf_split.py)
+              -F tid,ip,sym 2>/dev/null |
+          "$python" bench/serve/perf_split.py --main "$worker_pid")
     rm -f "$work/perf.data"
     printf 'perf\th1\t%s\t%s\t%s\n' "$n" "$c" "$res" >>"$work/perf.tsv"
     log "perf ours max_tokens=$n c=$c: $res"
@@ -310,11 +329,16 @@ run_perf() {
 
 # ---- runs -----------------------------------------------------------------
 
+# Other work on the machine shows up in the latencies; it is recorded.
+load_start=$(cut -d' ' -f1 /proc/loadavg)
+
+: >"$work/h2check.tsv"
 for n in $tokens_list; do
     for c in $concs; do
         run_wrk ours "$port_h1" "$n" "$c"
         run_wrk peer "$port_peer" "$n" "$c"
         run_h2load "$n" "$c"
+        check_h2_bodies "$n" "$c"
     done
 done
 
@@ -336,12 +360,14 @@ for c in $concs; do
     printf 'ttft\th1\t%s\t%s\t%s\n' "$n_ttft" "$c" "$res" >>"$work/ttft.tsv"
     log "ttft ours max_tokens=$n_ttft c=$c: $res"
 done
-cat "$work/perf.tsv" "$work/ttft.tsv" >"$out/serve-extra.tsv"
+cat "$work/perf.tsv" "$work/ttft.tsv" "$work/h2check.tsv" \
+    >"$out/serve-extra.tsv"
 
 # ---- report -----------------------------------------------------------------
 
 {
-    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit" \
+         "$(git rev-parse --short HEAD)"
     echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p')"
     echo "nginx: $(/usr/sbin/nginx -v 2>&1 | sed 's/.*: //'), python:" \
          "$("$python" -c 'import sys, torch, fastapi, uvicorn
@@ -352,6 +378,8 @@ print(sys.version.split()[0], "torch", torch.__version__,
     echo "settings: THREADS=$threads DURATION=$duration CONCS=\"$concs\"" \
          "TOKENS=\"$tokens_list\" PROMPT=\"$prompt\"" \
          "SERVER_CPUS=$server_cpus CLIENT_CPUS=$client_cpus"
+    echo "load average (1 min) at start: $load_start, at end:" \
+         "$(cut -d' ' -f1 /proc/loadavg)"
 } >"$out/serve-env.txt"
 "$python" bench/serve/report.py "$out" >"$out/serve.md"
 gnuplot -e "datadir='$out'" bench/serve/latency.gp

@@ -7,17 +7,22 @@ backend's forward function (cpu_forward / cpu_rank_forward, or the names
 given as arguments); everything else is serving work: HTTP, JSON, the
 tokenizer, the event bridge, scheduling, the kernel's share of all of it.
 
-    perf_split.py [SYMBOL...] < perf-script.txt
+    perf_split.py [--main TID] [SYMBOL...] < perf-script.txt
 
 Prints one JSON object: samples, forward, forward_fraction, threads
-(samples per thread id).
+(samples per thread id) and, with --main (the nginx worker's pid, i.e. its
+event-loop thread), main: that thread's samples.
 """
 import json
 import sys
 
 
 def main():
-    symbols = set(sys.argv[1:]) or {"cpu_forward", "cpu_rank_forward"}
+    args = sys.argv[1:]
+    main_tid = None
+    if args[:1] == ["--main"]:
+        main_tid, args = args[1], args[2:]
+    symbols = set(args) or {"cpu_forward", "cpu_rank_forward"}
     samples = forward = 0
     threads = {}
     tid, in_forward = None, False
@@ -41,12 +46,15 @@ def main():
         if len(parts) >= 2 and parts[1] in symbols:
             in_forward = True
     flush()
-    print(json.dumps({
+    res = {
         "samples": samples,
         "forward": forward,
         "forward_fraction": forward / samples if samples else 0.0,
         "threads": threads,
-    }))
+    }
+    if main_tid is not None:
+        res["main"] = threads.get(main_tid, 0)
+    print(json.dumps(res))
 
 
 if __name__ == "__main__":
