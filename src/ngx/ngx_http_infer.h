@@ -64,7 +64,6 @@ typedef struct {
 
     infer_oai_response_t     rsp;
     char                     rsp_id[40];
-    char                    *rsp_model;        /* malloc'd */
 
     u_char                  *text;             /* non-streamed output */
     size_t                   text_len;

@@ -215,6 +215,5 @@ ngx_http_infer_ctx_free(ngx_http_infer_ctx_t *ctx)
     }
     ngx_queue_remove(&ctx->queue);
     ngx_free(ctx->text);
-    ngx_free(ctx->rsp_model);
     ngx_free(ctx);
 }

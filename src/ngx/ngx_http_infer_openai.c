@@ -700,15 +700,6 @@ ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
     }
     ctx->stream = req->stream;
     ctx->include_usage = req->include_usage;
-    ctx->rsp_model = ngx_alloc(ngx_strlen(req->model) + 1, r->connection->log);
-    if (ctx->rsp_model == NULL) {
-        free(ids);
-        infer_oai_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                            "server_error", NULL, NULL, "out of memory");
-        return NGX_ERROR;
-    }
-    ngx_cpystrn((u_char *) ctx->rsp_model, (u_char *) req->model,
-                ngx_strlen(req->model) + 1);
     ngx_sprintf((u_char *) ctx->rsp_id, "%s%08xD%08xD%08xD%Z",
                 kind == INFER_OAI_CHAT ? "chatcmpl-" : "cmpl-",
                 (uint32_t) ngx_random(), (uint32_t) ngx_random(),
@@ -716,7 +707,9 @@ ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
     ctx->rsp.kind = kind;
     ctx->rsp.id = ctx->rsp_id;
     ctx->rsp.created = ngx_time();
-    ctx->rsp.model = ctx->rsp_model;
+    /* The configuration outlives the request (and the worker's cycle
+     * outlives a reload), so the model's own name can be used. */
+    ctx->rsp.model = (const char *) m->name.data;
 
     ireq.user = ctx;
     rc = infer_engine_submit(m->engine, &ireq, &id);
