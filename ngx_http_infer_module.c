@@ -163,7 +163,7 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
     ngx_str_t *v)
 {
     int        n;
-    ssize_t    size;
+    off_t      size;
     ngx_int_t  t;
 
 #define ngx_http_infer_key(s)                                                \
@@ -201,9 +201,10 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
     }
 
     if (ngx_http_infer_key("kv_cache")) {
-        size = ngx_parse_size(v);
+        /* ngx_parse_offset: sizes in g too, which KV caches need. */
+        size = ngx_parse_offset(v);
         if (size <= 0) {
-            return "a size such as 64m";
+            return "a size such as 64m or 2g";
         }
         m->ecfg.kv_cache_bytes = (size_t) size;
         return NULL;

@@ -28,7 +28,7 @@ my @cases = (
      qr/invalid value "0" of "max_seqs" in "infer_model", expected a positive integer/],
     ['bad size',
      "infer_model tiny $model kv_cache=lots;", '',
-     qr/invalid value "lots" of "kv_cache" in "infer_model", expected a size such as 64m/],
+     qr/invalid value "lots" of "kv_cache" in "infer_model", expected a size such as 64m or 2g/],
     ['bad time',
      "infer_model tiny $model timeout=soon;", '',
      qr/invalid value "soon" of "timeout" in "infer_model", expected a time such as 30s/],
@@ -100,7 +100,7 @@ _EOC_
 }
 
 my ($rc, $err) = nginx_t("infer_model tiny $model threads=1 "
-                         . "max_batch_tokens=256 max_seqs=8 kv_cache=4m "
+                         . "max_batch_tokens=256 max_seqs=8 kv_cache=2g "
                          . "max_queue=16 timeout=30s tp=1 devices=0 "
                          . "chat_template=chatml;",
                          'location /v1/ { infer_openai tiny; } '
