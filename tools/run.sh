@@ -47,5 +47,5 @@ run: nginx on http://localhost:8080 (h2c on 8081), logs in $RUN/logs; try
     -d '{"model":"default","messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":64,"stream":true}'
 _EOM_
 
-exec nginx -p "$(pwd)/$RUN/" -c conf/nginx.conf -e logs/error.log \
+exec /usr/sbin/nginx -p "$(pwd)/$RUN/" -c conf/nginx.conf -e logs/error.log \
     -g 'daemon off;'
