@@ -31,7 +31,8 @@ ngx_http_infer_bridge_start(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
     c->read->log = cycle->log;
     c->write->log = cycle->log;
 
-    /* Level-triggered: the engine re-arms the fd when events remain. */
+    /* Level-triggered: readable while the engine's counter is set; a poll
+     * that leaves events behind sets it again. */
     if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
         c->fd = (ngx_socket_t) -1;
         ngx_free_connection(c);
@@ -39,7 +40,6 @@ ngx_http_infer_bridge_start(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
     }
 
     m->conn = c;
-    ngx_queue_init(&m->ctxs);
     return NGX_OK;
 }
 
@@ -62,7 +62,7 @@ ngx_http_infer_bridge_stop(ngx_http_infer_model_t *m)
         m->conn = NULL;
     }
 
-    while (m->ctxs.next != NULL && !ngx_queue_empty(&m->ctxs)) {
+    while (!ngx_queue_empty(&m->ctxs)) {
         q = ngx_queue_head(&m->ctxs);
         ctx = ngx_queue_data(q, ngx_http_infer_ctx_t, queue);
         if (ctx->timer.timer_set) {
