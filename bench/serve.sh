@@ -170,7 +170,7 @@ for n in $tokens_list; do
         [ "$1" != h2 ] || flag=--http2-prior-knowledge
         got=$(curl -sf -m 10 $flag "$2/v1/completions" \
                   -H 'Content-Type: application/json' -d "${body[$n]}" |
-              completion_text)
+              completion_text) || true
         if [ "$got" != "${expect[$n]}" ]; then
             log "MISMATCH $1 max_tokens $n: got $got, want ${expect[$n]}"
             exit 1

@@ -15,6 +15,8 @@ each `def` endpoint in a thread of its pool and torch runs its ops in the
 calling thread when torch.set_num_threads(1), so the calling thread's CPU
 clock counts exactly this request's forward passes even when several requests
 are in flight (time.process_time() would count the other threads too).
+With --threads above 1 torch's worker threads escape that clock, so the
+figure is a lower bound then.
 
     python bench/peer/server.py MODEL_DIR --port 8001 --threads 1
 """
