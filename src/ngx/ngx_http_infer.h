@@ -65,6 +65,9 @@ typedef struct {
     infer_oai_response_t     rsp;
     char                     rsp_id[40];
 
+    ngx_chain_t             *free;             /* SSE buffers, r->pool */
+    ngx_chain_t             *busy;
+
     u_char                  *text;             /* non-streamed output */
     size_t                   text_len;
     size_t                   text_cap;

@@ -15,6 +15,9 @@ typedef enum {
     NGX_HTTP_INFER_ROUTE_MODELS
 } ngx_http_infer_route_t;
 
+/* Room of a reusable SSE buffer: one token's event fits. */
+#define NGX_HTTP_INFER_SSE_BUF  1024
+
 static const char  ngx_http_infer_sse_done[] = "data: [DONE]\n\n";
 
 static void ngx_http_infer_body_handler(ngx_http_request_t *r);
@@ -101,16 +104,20 @@ ngx_http_infer_send_error(ngx_http_request_t *r, infer_oai_error_t *err)
 }
 
 /* Sends SSE events: parts are the codec's malloc'd strings (freed here;
- * a NULL one means it ran out of memory), then [DONE] when last. */
+ * a NULL one means it ran out of memory), then [DONE] when last.  Buffers
+ * the client has taken are reused, so a long stream does not grow the
+ * request pool by one buffer per token. */
 static ngx_int_t
-ngx_http_infer_stream_send(ngx_http_request_t *r, char **parts,
+ngx_http_infer_stream_send(ngx_http_infer_ctx_t *ctx, char **parts,
     size_t *lens, ngx_uint_t n, ngx_uint_t last)
 {
-    u_char       *p;
-    size_t        size;
-    ngx_buf_t    *b;
-    ngx_uint_t    i, failed;
-    ngx_chain_t   out;
+    u_char              *p;
+    size_t               size, cap;
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_uint_t           i, failed;
+    ngx_chain_t         *cl;
+    ngx_http_request_t  *r = ctx->r;
 
     size = last ? sizeof(ngx_http_infer_sse_done) - 1 : 0;
     failed = 0;
@@ -122,31 +129,42 @@ ngx_http_infer_stream_send(ngx_http_request_t *r, char **parts,
         }
     }
 
-    b = failed ? NULL : ngx_create_temp_buf(r->pool, size);
-    p = b ? b->pos : NULL;
+    cl = failed ? NULL : ngx_chain_get_free_buf(r->pool, &ctx->free);
+    b = cl ? cl->buf : NULL;
+    if (b != NULL && (size_t) (b->end - b->start) < size) {
+        cap = ngx_max(size, NGX_HTTP_INFER_SSE_BUF);
+        b->start = ngx_palloc(r->pool, cap);
+        b->end = b->start ? b->start + cap : NULL;
+    }
+
+    p = (b && b->start) ? b->start : NULL;
     for (i = 0; i < n; i++) {
         if (p != NULL) {
             p = ngx_cpymem(p, parts[i], lens[i]);
         }
         free(parts[i]);
     }
-    if (b == NULL) {
+    if (p == NULL) {
         return NGX_ERROR;
     }
     if (last) {
         p = ngx_cpymem(p, ngx_http_infer_sse_done,
                        sizeof(ngx_http_infer_sse_done) - 1);
     }
-    b->last = p;
-    b->flush = 1;
-    if (last) {
-        b->last_buf = (r == r->main);
-        b->last_in_chain = 1;
-    }
 
-    out.buf = b;
-    out.next = NULL;
-    return ngx_http_output_filter(r, &out);
+    b->pos = b->start;
+    b->last = p;
+    b->temporary = 1;
+    b->flush = 1;
+    b->last_buf = last && r == r->main;
+    b->last_in_chain = last;
+    b->tag = (ngx_buf_tag_t) &ngx_http_infer_module;
+
+    rc = ngx_http_output_filter(r, cl);
+
+    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &cl,
+                            (ngx_buf_tag_t) &ngx_http_infer_module);
+    return rc;
 }
 
 /* A slow client: keep flushing what the filters hold whenever the socket
@@ -199,7 +217,7 @@ ngx_http_infer_stream_start(ngx_http_infer_ctx_t *ctx)
     if (ctx->rsp.kind == INFER_OAI_CHAT) {
         part = infer_oai_chunk(&ctx->rsp, NULL, 0, 1, NULL,
                                ctx->include_usage, &len);
-        rc = ngx_http_infer_stream_send(r, &part, &len, 1, 0);
+        rc = ngx_http_infer_stream_send(ctx, &part, &len, 1, 0);
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }
@@ -221,7 +239,7 @@ ngx_http_infer_fail(ngx_http_infer_ctx_t *ctx, infer_oai_error_t *err)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "infer: stream ended by error: %s", err->message);
         part = infer_oai_error_chunk(err, &len);
-        rc = ngx_http_infer_stream_send(r, &part, &len, 1, 1);
+        rc = ngx_http_infer_stream_send(ctx, &part, &len, 1, 1);
     } else {
         rc = ngx_http_infer_send_error(r, err);
     }
@@ -252,7 +270,7 @@ ngx_http_infer_text(ngx_http_infer_ctx_t *ctx, const char *text, size_t len)
     if (ctx->stream) {
         part = infer_oai_chunk(&ctx->rsp, text, len, 0, NULL,
                                ctx->include_usage, &plen);
-        return ngx_http_infer_stream_send(ctx->r, &part, &plen, 1, 0);
+        return ngx_http_infer_stream_send(ctx, &part, &plen, 1, 0);
     }
 
     if (ctx->text_len + len > ctx->text_cap) {
@@ -292,7 +310,7 @@ ngx_http_infer_complete(ngx_http_infer_ctx_t *ctx, infer_event_t *ev)
                                              ev->completion_tokens, &lens[n]);
             n++;
         }
-        rc = ngx_http_infer_stream_send(ctx->r, parts, lens, n, 1);
+        rc = ngx_http_infer_stream_send(ctx, parts, lens, n, 1);
 
     } else {
         body = infer_oai_completion_body(&ctx->rsp, (char *) ctx->text,
