@@ -128,7 +128,10 @@ $(MODULE): $(NGX_SRC)/objs/Makefile $(LIB) $(MODULE_DEPS)
 	rm -f $(NGX_SRC)/objs/ngx_http_infer_module.so
 	cd $(NGX_SRC) && env -u MAKEFLAGS -u MFLAGS $(MAKE) -f objs/Makefile \
 	    modules
-	cp $(NGX_SRC)/objs/ngx_http_infer_module.so $@
+	@# a new file, renamed into place: rewriting the .so a running nginx has
+	@# loaded would change its code under it
+	cp $(NGX_SRC)/objs/ngx_http_infer_module.so $@.new
+	mv -f $@.new $@
 
 # Test::Nginx suites against /usr/sbin/nginx with the built module and the
 # stories260K model from ../shared.

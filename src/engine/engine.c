@@ -868,7 +868,11 @@ infer_engine_submit(infer_engine_t *e, const infer_request_t *r,
     pthread_mutex_lock(&e->mu);
     if (e->stop || (e->started && !e->alive)) {
         rc = INFER_ESHUTDOWN;
-    } else if (e->n_pending >= e->max_queue) {
+    } else if (e->n_pending >= e->max_queue + e->max_seqs
+                                - e->stats.running)
+    {
+        /* a request the thread has not admitted yet may be headed for a
+         * free running slot: only what exceeds those slots is queued */
         rc = INFER_EQUEUE_FULL;
     } else {
         s->id = ++e->next_id;

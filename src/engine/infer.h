@@ -37,7 +37,8 @@ typedef struct {
     int          max_seqs;         /* running sequences; 0 = 64 */
     size_t       kv_cache_bytes;   /* KV cache budget; 0 = 64 MiB */
     int          block_size;       /* tokens per KV block; 0 = 16 */
-    int          max_queue;        /* waiting requests; 0 = 256 */
+    int          max_queue;        /* waiting beyond the running slots;
+                                      0 = 256 */
 } infer_engine_config_t;
 
 /* Loads the model and prepares the backend; does not start threads. */

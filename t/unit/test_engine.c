@@ -368,7 +368,8 @@ test_sampling(void)
 static void
 test_stops_and_limits(void)
 {
-    infer_engine_t *e = engine(64, 8, 8 << 20, 1, 2, 0);
+    /* one running slot and one queue place: two requests fit */
+    infer_engine_t *e = engine(64, 1, 8 << 20, 1, 1, 0);
     infer_request_t r = greedy(bos, 1, 200);
     const char     *stop[2] = { "Lily", "zzz" };
     const char     *at = strstr(expected, "Lily");
@@ -388,7 +389,8 @@ test_stops_and_limits(void)
     r = greedy(bos, 1, 7);
     infer_engine_submit(e, &r, &res[1].id);
     is_int(infer_engine_submit(e, &r, &id), INFER_EQUEUE_FULL,
-           "third request with max_queue=2 is refused: queue full");
+           "third request with max_seqs=1, max_queue=1 is refused: queue "
+           "full");
 
     r.max_tokens = 0;
     is_int(infer_engine_submit(e, &r, &id), INFER_EINVAL, "max_tokens 0");
