@@ -1,0 +1,7 @@
+/* CPU emulation of cuda_fp16.h: __half over _Float16 (kernels/emu). */
+#ifndef EMU_CUDA_FP16_H
+#define EMU_CUDA_FP16_H
+struct __half { _Float16 v; };
+static inline float __half2float(__half h) { return (float) h.v; }
+static inline __half __float2half(float f) { __half h; h.v = (_Float16) f; return h; }
+#endif

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds the CUDA kernels, the CUDA backend and the GPU tests against a CPU
+# emulation of CUDA (this folder) and runs the tests: a check of indexing,
+# synchronisation and host logic on machines without a GPU.  Slow (one
+# thread per CUDA thread): minutes.  Not a substitute for the GPU run.
+#   kernels/emu/run.sh [TEST...]     (default: test_cuda_kernels test_cuda_model)
+# SAN= (empty) drops AddressSanitizer/UBSan, which are on by default.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+emu=kernels/emu
+out=build-emu
+san=${SAN-"-fsanitize=address,undefined"}
+tests=${*:-test_cuda_kernels test_cuda_model}
+mkdir -p $out/gen
+inc="-I$emu/inc -Ikernels -Isrc/engine -Isrc/proto -DINFER_HAVE_CUDA"
+cxx="g++ -std=c++20 -O1 -g -pthread $san -include emu_device.h $inc"
+cc="gcc -std=gnu11 -O1 -g -pthread $san -D_GNU_SOURCE $inc -It/unit"
+objs=()
+for f in kernels/*.cu; do
+    b=$(basename "$f" .cu)
+    python3 $emu/launch.py "$f" $out/gen/$b.cpp
+    $cxx -c $out/gen/$b.cpp -o $out/cu_$b.o
+    objs+=($out/cu_$b.o)
+done
+$cxx -c $emu/emu_runtime.cpp -o $out/emu_runtime.o
+for f in src/engine/*.c src/proto/*.c kernels/*.c src/engine/cuda/backend_cuda.c
+do
+    b=$(basename "$f" .c)
+    $cc -c "$f" -o $out/c_$b.o
+    objs+=($out/c_$b.o)
+done
+rc=0
+for t in $tests; do
+    $cc -c t/unit/$t.c -o $out/$t.o
+    g++ -pthread $san $out/$t.o "${objs[@]}" $out/emu_runtime.o -o $out/$t \
+        -ljansson -lpcre2-8 -lopenblas -lm
+    echo "# $t (CUDA emulated on the CPU)"
+    $out/$t || rc=1
+done
+exit $rc
