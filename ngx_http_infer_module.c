@@ -26,6 +26,7 @@ static char *ngx_http_infer_openai(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_infer_health(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_infer_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_infer_init_process(ngx_cycle_t *cycle);
 static void ngx_http_infer_exit_process(ngx_cycle_t *cycle);
 
@@ -75,7 +76,7 @@ ngx_module_t  ngx_http_infer_module = {
     ngx_http_infer_commands,               /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_infer_init_module,            /* init module */
     ngx_http_infer_init_process,           /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -246,6 +247,7 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
 static char *
 ngx_http_infer_model_check(ngx_conf_t *cf, ngx_http_infer_model_t *m)
 {
+    int                 tp, heads, kv_heads;
     char                err[512];
     infer_model_t      *model;
     infer_tokenizer_t  *tok;
@@ -257,7 +259,36 @@ ngx_http_infer_model_check(ngx_conf_t *cf, ngx_http_infer_model_t *m)
                            "infer_model \"%V\": %s", &m->name, err);
         return NGX_CONF_ERROR;
     }
+    tp = m->ecfg.tp > 0 ? m->ecfg.tp : 1;
+    heads = model->cfg.num_heads;
+    kv_heads = model->cfg.num_kv_heads;
     infer_model_close(model);
+
+    if (heads % tp != 0 || kv_heads % tp != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infer_model \"%V\": tp=%d does not divide the "
+                           "model's %d attention heads and %d key/value "
+                           "heads", &m->name, tp, heads, kv_heads);
+        return NGX_CONF_ERROR;
+    }
+
+    if (m->ecfg.n_devices > 0) {
+        if (m->ecfg.backend == NULL
+            || ngx_strcmp(m->ecfg.backend, "cuda") != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "infer_model \"%V\": devices= needs "
+                               "backend=cuda", &m->name);
+            return NGX_CONF_ERROR;
+        }
+        if (m->ecfg.n_devices % tp != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "infer_model \"%V\": %d devices do not form "
+                               "groups of tp=%d", &m->name,
+                               m->ecfg.n_devices, tp);
+            return NGX_CONF_ERROR;
+        }
+    }
 
     if (infer_tokenizer_load((const char *) m->dir.data, &tok, err,
                              sizeof(err))
@@ -448,6 +479,71 @@ ngx_http_infer_model_chat(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
 
 /* Engines start in workers only: never in the master (threads and CUDA do
  * not survive fork) nor in cache helpers. */
+/*
+ * Placement: worker k drives devices [k*tp, (k+1)*tp) of a model's list, so
+ * one nginx runs worker_processes data-parallel replicas.  Checked here,
+ * where worker_processes is final ("nginx -t" runs this too).
+ */
+static ngx_int_t
+ngx_http_infer_init_module(ngx_cycle_t *cycle)
+{
+    int                          tp;
+    ngx_uint_t                   i;
+    ngx_core_conf_t             *ccf;
+    ngx_http_infer_model_t     **m;
+    ngx_http_infer_main_conf_t  *imcf;
+
+    imcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_infer_module);
+    if (imcf == NULL) {
+        return NGX_OK;
+    }
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    m = imcf->models.elts;
+    for (i = 0; i < imcf->models.nelts; i++) {
+        tp = m[i]->ecfg.tp > 0 ? m[i]->ecfg.tp : 1;
+        if (m[i]->ecfg.n_devices > 0
+            && ccf->worker_processes > m[i]->ecfg.n_devices / tp)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "infer_model \"%V\": worker_processes %i need %i "
+                          "groups of tp=%d devices, but devices= lists %d "
+                          "devices", &m[i]->name, ccf->worker_processes,
+                          ccf->worker_processes, tp, m[i]->ecfg.n_devices);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* This worker's share of a model's devices (see init_module). */
+static void
+ngx_http_infer_place(ngx_http_infer_model_t *m)
+{
+    int  tp, i, first;
+
+    tp = m->ecfg.tp > 0 ? m->ecfg.tp : 1;
+    first = (int) ngx_worker * tp;
+
+    if (m->ecfg.n_devices > 0) {
+        m->ecfg.devices = m->devices + first;
+
+    } else if (m->ecfg.backend != NULL
+               && ngx_strcmp(m->ecfg.backend, "cuda") == 0
+               && tp <= NGX_HTTP_INFER_MAX_DEVICES)
+    {
+        /* no list: the devices are numbered 0, 1, ... */
+        for (i = 0; i < tp; i++) {
+            m->devices[i] = first + i;
+        }
+        m->ecfg.devices = m->devices;
+    }
+    m->ecfg.n_devices = m->ecfg.devices != NULL ? tp : 0;
+}
+
+
 static ngx_int_t
 ngx_http_infer_init_process(ngx_cycle_t *cycle)
 {
@@ -470,6 +566,7 @@ ngx_http_infer_init_process(ngx_cycle_t *cycle)
     m = imcf->models.elts;
     for (i = 0; i < imcf->models.nelts; i++) {
         ngx_queue_init(&m[i]->ctxs);
+        ngx_http_infer_place(m[i]);
 
         if (infer_engine_create(&m[i]->ecfg, &m[i]->engine, err, sizeof(err))
             != INFER_OK)
@@ -497,8 +594,15 @@ ngx_http_infer_init_process(ngx_cycle_t *cycle)
         m[i]->created = ngx_time();
 
         ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                      "infer_model \"%V\" loaded from \"%V\" (%s)",
-                      &m[i]->name, &m[i]->dir, m[i]->ecfg.backend);
+                      "infer_model \"%V\" loaded from \"%V\" (%s, tp=%d)",
+                      &m[i]->name, &m[i]->dir, m[i]->ecfg.backend,
+                      m[i]->ecfg.tp > 0 ? m[i]->ecfg.tp : 1);
+        if (m[i]->ecfg.n_devices > 0) {
+            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                          "infer_model \"%V\": worker %ui on devices %d..%d",
+                          &m[i]->name, ngx_worker, m[i]->ecfg.devices[0],
+                          m[i]->ecfg.devices[m[i]->ecfg.n_devices - 1]);
+        }
     }
 
     return NGX_OK;

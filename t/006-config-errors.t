@@ -71,15 +71,30 @@ my @cases = (
     ['infer_openai needs a model',
      "infer_model tiny $model;", 'location /v1/ { infer_openai; }',
      qr/invalid number of arguments in "infer_openai" directive/],
+    ['tp must divide the heads',
+     "infer_model tiny $model tp=3;", '',
+     qr/infer_model "tiny": tp=3 does not divide the model's 8 attention heads and 4 key\/value heads/],
+    ['devices are for the cuda backend',
+     "infer_model tiny $model devices=0,1;", '',
+     qr/infer_model "tiny": devices= needs backend=cuda/],
+    ['devices come in groups of tp',
+     "infer_model tiny $model backend=cuda tp=2 devices=0,1,2;", '',
+     qr/infer_model "tiny": 3 devices do not form groups of tp=2/],
+    ['more workers than device groups',
+     "infer_model tiny $model backend=cuda tp=2 devices=0,1,2,3;", '',
+     qr/infer_model "tiny": worker_processes 3 need 3 groups of tp=2 devices, but devices= lists 4 devices/,
+     'worker_processes 3;'],
 );
 
 system("rm -rf '$root' && mkdir -p '$root/conf' '$root/logs'") == 0 or die;
 
 sub nginx_t {
-    my ($http, $server) = @_;
+    my ($http, $server, $main) = @_;
+    $main //= '';
     open my $fh, '>', "$root/conf/nginx.conf" or die $!;
     print $fh <<"_EOC_";
 $modules
+$main
 error_log $root/logs/error.log;
 pid $root/logs/nginx.pid;
 events { worker_connections 64; }
@@ -101,15 +116,16 @@ _EOC_
 
 my ($rc, $err) = nginx_t("infer_model tiny $model threads=1 "
                          . "max_batch_tokens=256 max_seqs=8 kv_cache=2g "
-                         . "max_queue=16 timeout=30s tp=1 devices=0 "
+                         . "max_queue=16 timeout=30s tp=1 backend=cuda "
+                         . "devices=0 "
                          . "chat_template=chatml;",
                          'location /v1/ { infer_openai tiny; } '
                          . 'location = /healthz { infer_health; }');
 is($rc, 0, 'every parameter at once passes nginx -t') or diag($err);
 
 for my $c (@cases) {
-    my ($name, $http, $server, $want) = @$c;
-    ($rc, $err) = nginx_t($http, $server);
+    my ($name, $http, $server, $want, $main) = @$c;
+    ($rc, $err) = nginx_t($http, $server, $main);
     isnt($rc, 0, "$name: nginx -t fails");
     like($err, $want, "$name: the message names it");
 }

@@ -48,3 +48,19 @@ qr/\[notice\] \d+#\d+: infer_model "tiny" loaded from/
 [map { "GET /healthz" } 1 .. 4]
 --- response_body eval
 [map { qq{{"status":"ok"}\n} } 1 .. 4]
+
+
+
+=== TEST 4: two workers, each with a tensor-parallel engine of 2 CPU ranks
+(the text is the first 40 tokens of expected_greedy_200.txt)
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 tp=2;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request eval
+[map { qq{POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":40,"temperature":0}} } 1 .. 6]
+--- response_body_like eval
+[map { qr/"text":"Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\. One day, she saw a big, r","logprobs":null,"finish_reason":"length"/ } 1 .. 6]
+--- error_log eval
+qr/infer_model "tiny" loaded from "[^"]+" \(cpu, tp=2\)/
