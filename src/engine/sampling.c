@@ -75,8 +75,9 @@ int32_t
 infer_sample(const float *logits, int n, const infer_sampling_t *s,
     void *scratch)
 {
-    int32_t *idx = scratch;
-    double  *p = (double *) ((char *) scratch + (size_t) n * sizeof(int32_t));
+    /* doubles first: after n int32 ids they would be misaligned for odd n */
+    double  *p = scratch;
+    int32_t *idx = (int32_t *) ((char *) scratch + (size_t) n * sizeof(double));
     double   inv_t, zmax, sum, cum, u;
     int      m, i, truncate;
 

@@ -15,7 +15,7 @@ static void
 check(const char *what, float t, int k, float p, const double *want)
 {
     float            logits[4] = { 0.0f, logf(2), logf(3), logf(4) };
-    char             scratch[256];
+    double           scratch[64];
     infer_sampling_t s = { t, k, p, 0, 0 };
     int              counts[4] = { 0 }, i, good = 1;
 
@@ -46,7 +46,7 @@ main(void)
     double              t2[4], z = 0;
     float               ties[5] = { 1.0f, 3.0f, 3.0f, -2.0f, 3.0f };
     float               logits[4] = { 0.0f, logf(2), logf(3), logf(4) };
-    char                scratch[256];
+    double              scratch[64];
     infer_sampling_t    s = { 1.0f, 0, 1.0f, 42, 3 };
     int                 i, a, b;
 
@@ -74,6 +74,19 @@ main(void)
     a = infer_sample(logits, 4, &s, scratch);
     b = infer_sample(logits, 4, &s, scratch);
     is_int(a, b, "same seed and step, same draw");
+    /* an odd width: the scratch layout must keep its doubles aligned */
+    {
+        float odd[5] = { 0.5f, 2.5f, -1.0f, 2.0f, 0.0f };
+
+        s.top_k = 3;
+        s.top_p = 0.9f;
+        a = infer_sample(odd, 5, &s, scratch);
+        ok(a == 1 || a == 3 || a == 0, "odd width: draws among the top 3 "
+           "(%d)", a);
+        s.top_k = 0;
+        s.top_p = 1.0f;
+    }
+
     /* splitmix64's published first outputs from state 0 */
     ok(infer_rng_u64(0, 0) == 0xe220a8397b1dcdafULL
        && infer_rng_u64(0, 1) == 0x6e789e6aa1b965f4ULL
