@@ -42,9 +42,14 @@ LIB     := $(BUILD)/libinfer.a
 TOOLS   := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 TESTS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/test_*.c))
 
-.PHONY: all engine tools tests test unit-test nginx-test asan module clean
+.PHONY: all engine tools tests test unit-test nginx-test asan module clean deps
+
 
 all: engine tools module
+
+# Debian packages for the build and the tests (skips what is installed).
+deps:
+	tools/deps.sh --test
 
 engine: $(LIB)
 tools: $(TOOLS)

@@ -8,20 +8,7 @@ cd "$(dirname "$0")/.."
 
 BUILD=${BUILD:-build}
 RUN=$BUILD/run
-PACKAGES="build-essential nginx-core nginx-dev libjansson-dev libpcre2-dev
-          libopenblas-dev curl"
-
-missing=""
-for p in $PACKAGES; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    echo "run: installing$missing"
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update
-    $sudo apt-get install -y --no-install-recommends $missing
-fi
+tools/deps.sh
 
 make -j"$(nproc)" BUILD="$BUILD"
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build (and, with --test, the test suites)
+# need, skipping those already present.  Used by tools/run.sh, `make deps`
+# and .ci/run, so the list lives here only.
+set -euo pipefail
+
+packages="build-essential ca-certificates curl nginx-core nginx-dev
+          libjansson-dev libpcre2-dev libopenblas-dev"
+if [ "${1:-}" = --test ]; then
+    packages="$packages openssl nghttp2-client libtest-base-perl
+              libtext-diff-perl liblist-moreutils-perl libtest-longstring-perl
+              libwww-perl liburi-perl libipc-run-perl"
+fi
+
+missing=""
+for p in $packages; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+[ -n "$missing" ] || exit 0
+
+echo "deps: installing$missing"
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update
+$sudo apt-get install -y --no-install-recommends $missing
