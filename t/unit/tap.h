@@ -72,6 +72,35 @@ done_testing(void)
     return tap_failed ? 1 : 0;
 }
 
+/* A whole file, NUL-terminated and malloc'd (NULL if unreadable); its
+ * length in *len when len is not NULL. */
+static inline char *
+tap_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *p;
+    long  n;
+
+    if (f == NULL) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    p = n >= 0 ? malloc(n + 1) : NULL;
+    if (p == NULL || fread(p, 1, n, f) != (size_t) n) {
+        free(p);
+        fclose(f);
+        return NULL;
+    }
+    p[n] = '\0';
+    fclose(f);
+    if (len != NULL) {
+        *len = n;
+    }
+    return p;
+}
+
 /* ../shared next to the repository, or $INFER_SHARED. */
 static inline const char *
 shared_dir(void)

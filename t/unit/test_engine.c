@@ -32,31 +32,6 @@ static char   model_dir[1024];
 static char  *expected;
 static size_t expected_len;
 
-static char *
-read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long  n;
-
-    if (f == NULL) {
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc(n + 1);
-    if (buf == NULL || fread(buf, 1, n, f) != (size_t) n) {
-        fclose(f);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
 static infer_engine_t *
 engine(int max_batch_tokens, int max_seqs, size_t kv_bytes, int tp,
     int max_queue, int start)
@@ -498,7 +473,7 @@ main(void)
     snprintf(model_dir, sizeof(model_dir), "%s/models/stories260K",
              shared_dir());
     snprintf(path, sizeof(path), "%s/expected_greedy_200.txt", model_dir);
-    expected = read_file(path, &expected_len);
+    expected = tap_read_file(path, &expected_len);
     if (expected == NULL) {
         skip_all("no ../shared/models/stories260K");
     }

@@ -43,32 +43,6 @@ now(void)
 }
 
 
-static char *
-read_file(const char *path, size_t *len)
-{
-    FILE  *f = fopen(path, "rb");
-    char  *p;
-    long   n;
-
-    if (f == NULL) {
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    p = malloc(n + 1);
-    if (p == NULL || fread(p, 1, n, f) != (size_t) n) {
-        free(p);
-        fclose(f);
-        return NULL;
-    }
-    p[n] = '\0';
-    fclose(f);
-    *len = n;
-    return p;
-}
-
-
 /* Splits a file into lines in place; the last newline ends the last one. */
 static int
 split_lines(char *p, size_t len, char ***lines)
@@ -232,13 +206,13 @@ test_corpus(const infer_tokenizer_t *t, const char *name)
     int32_t                  *got, want[4096];
     int                       id_fail = 0, dec_fail = 0;
 
-    corpus = read_file(DATA "/corpus.txt", &len);
+    corpus = tap_read_file(DATA "/corpus.txt", &len);
     n_cases = split_lines(corpus, len, &cases);
     snprintf(path, sizeof(path), DATA "/%s.ids", name);
-    ids_txt = read_file(path, &len);
+    ids_txt = tap_read_file(path, &len);
     n_ids = split_lines(ids_txt, len, &want_ids);
     snprintf(path, sizeof(path), DATA "/%s.dec", name);
-    dec_txt = read_file(path, &len);
+    dec_txt = tap_read_file(path, &len);
     n_dec = split_lines(dec_txt, len, &want_dec);
     is_int(n_ids, n_cases, "%s: one line of expected ids per case", name);
     is_int(n_dec, n_cases, "%s: one expected decode per case", name);
