@@ -201,7 +201,7 @@ test_corpus(const infer_tokenizer_t *t, const char *name)
 {
     char                      path[512], *corpus, *ids_txt, *dec_txt;
     char                    **cases, **want_ids, **want_dec, *got_dec;
-    size_t                    len, dlen;
+    size_t                    len = 0, dlen;
     int                       n_cases, n_ids, n_dec, i, n, nw, chunks_ok;
     int32_t                  *got, want[4096];
     int                       id_fail = 0, dec_fail = 0;
