@@ -6,11 +6,16 @@
  * records launches and graph launches replay them, cublasGemmEx follows
  * the column-major definition in the cuBLAS documentation.  Test aid only:
  * it checks indexing, synchronisation and the host logic, not timing or
- * the real hardware's memory model.
+ * the real hardware's memory model.  EMU_DEVICES devices (default 2, all
+ * the same host memory) let tensor parallelism run; launches from several
+ * host threads (one per rank) take turns, since the emulated block state
+ * is global.
  */
 #include <cstdio>
 #include <cstdlib>
+#include <atomic>
 #include <functional>
+#include <mutex>
 #include <vector>
 #include "emu_device.h"
 #include "cublas_v2.h"
@@ -25,8 +30,9 @@ uint64_t emu_slots[32][32];
 struct emu_stream { int capturing; std::vector<std::function<void()>> rec; };
 struct emu_graph { std::vector<std::function<void()>> ops; };
 struct emu_graph_exec { std::vector<std::function<void()>> ops; };
-static cudaError_t last_err;
-long emu_launches, emu_replays;
+static thread_local cudaError_t last_err;
+static std::mutex emu_launch_mu;
+std::atomic<long> emu_launches, emu_replays;
 
 void emu_set_error(cudaError_t e) { last_err = e; }
 
@@ -48,6 +54,7 @@ static void run_now(dim3 g, dim3 b, size_t smem, std::function<void()> body)
         fprintf(stderr, "emu: block of %u threads\n", n);
         abort();
     }
+    std::lock_guard<std::mutex> turn(emu_launch_mu);
     std::vector<char> dyn(smem + 16, (char) 0xff);   /* garbage: NaN */
     std::barrier<> bar(n), done(n);
     std::vector<std::barrier<> *> wb;
@@ -82,7 +89,10 @@ void emu_run(dim3 g, dim3 b, size_t smem, cudaStream_t s,
 }
 
 extern "C" {
-cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int *n) {
+    const char *e = getenv("EMU_DEVICES");
+    *n = e != nullptr ? atoi(e) : 2;
+    return *n > 0 ? cudaSuccess : cudaErrorNoDevice; }
 cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t e) {
     static char b[64]; snprintf(b, sizeof b, "emu error %d", (int) e); return b; }

@@ -3,18 +3,19 @@
 # emulation of CUDA (this folder) and runs the tests: a check of indexing,
 # synchronisation and host logic on machines without a GPU.  Slow (one
 # thread per CUDA thread): minutes.  Not a substitute for the GPU run.
-#   kernels/emu/run.sh [TEST...]     (default: test_cuda_kernels test_cuda_model)
+#   kernels/emu/run.sh [TEST...]     (default: every t/unit/test_cuda_*)
+# EMU_DEVICES=N sets the device count (default 2: tp=2 runs).
 # SAN= (empty) drops AddressSanitizer/UBSan, which are on by default.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 emu=kernels/emu
 out=build-emu
 san=${SAN-"-fsanitize=address,undefined"}
-tests=${*:-test_cuda_kernels test_cuda_model}
+tests=${*:-test_cuda_kernels test_cuda_model test_cuda_comm test_cuda_tp}
 mkdir -p $out/gen
 inc="-I$emu/inc -Ikernels -Isrc/engine -Isrc/proto -DINFER_HAVE_CUDA"
 cxx="g++ -std=c++20 -O1 -g -pthread $san -include emu_device.h $inc"
-cc="gcc -std=gnu11 -O1 -g -pthread $san -D_GNU_SOURCE $inc -It/unit"
+cc="gcc -std=gnu11 -O1 -g -pthread -fopenmp $san -D_GNU_SOURCE $inc -It/unit"
 objs=()
 for f in kernels/*.cu; do
     b=$(basename "$f" .cu)
@@ -23,7 +24,8 @@ for f in kernels/*.cu; do
     objs+=($out/cu_$b.o)
 done
 $cxx -c $emu/emu_runtime.cpp -o $out/emu_runtime.o
-for f in src/engine/*.c src/proto/*.c kernels/*.c src/engine/cuda/backend_cuda.c
+$cxx -c $emu/emu_nccl.cpp -o $out/emu_nccl.o
+for f in src/engine/*.c src/proto/*.c kernels/*.c src/engine/cuda/*.c
 do
     b=$(basename "$f" .c)
     $cc -c "$f" -o $out/c_$b.o
@@ -32,8 +34,8 @@ done
 rc=0
 for t in $tests; do
     $cc -c t/unit/$t.c -o $out/$t.o
-    g++ -pthread $san $out/$t.o "${objs[@]}" $out/emu_runtime.o -o $out/$t \
-        -ljansson -lpcre2-8 -lopenblas -lm
+    g++ -pthread -fopenmp $san $out/$t.o "${objs[@]}" $out/emu_runtime.o \
+        $out/emu_nccl.o -o $out/$t -ljansson -lpcre2-8 -lopenblas -lm
     echo "# $t (CUDA emulated on the CPU)"
     $out/$t || rc=1
 done
