@@ -2,12 +2,16 @@
 # The CUDA backend on one GPU, in one call (fits 10 minutes on an H100):
 #   1. build with CUDA (headers/libraries from .debs/ when the machine
 #      lacks them: carry the folder tools/fetch-debs.sh fills),
-#   2. GPU unit tests (kernels vs CPU references, stories260K, NCCL),
+#   2. GPU unit tests (kernels vs CPU references, stories260K, NCCL,
+#      tensor parallelism), stories260K again with every all-reduce going
+#      through a one-rank NCCL communicator (INFER_CUDA_NCCL=1), NCCL fp16
+#      all-reduce latency for 4-64 KB,
 #   3. TinyLlama-1.1B and Llama-2-7B shaped random fp16 models
 #      (build/infer-gen-model): logits and greedy ids vs Hugging Face
 #      transformers in fp16 on the same GPU (bench/gpu/hf_peer.py), batch-1
 #      decode, 512-token prefill, 64 concurrent sequences, device memcpy
-#      bandwidth and decode as a fraction of the weight-streaming roofline,
+#      bandwidth and decode as a fraction of the weight-streaming roofline;
+#      with 2 or more GPUs also 7B batch-1 decode at tp=2 (devices 0,1),
 #   4. nginx with backend=cuda streaming one /v1/chat/completions.
 # Results go to $OUT (default bench/out): gpu-results.md (a markdown table
 # for bench/RESULTS.md), gpu.log and the raw outputs.
@@ -97,7 +101,8 @@ fi
 
 # only what this script runs: another test that does not build here must
 # not stop the GPU run
-gpu_tests="test_kernels_ref test_cuda_kernels test_cuda_model test_cuda_comm"
+gpu_tests="test_kernels_ref test_cuda_kernels test_cuda_model test_cuda_comm
+           test_cuda_tp"
 if ! run build 300 make -j"$(nproc)" CUDA=1 BUILD=$B engine $B/infer-cli \
         $B/infer-gen-model $B/infer-logits \
         $(for t in $gpu_tests; do echo "$B/t/$t"; done); then
@@ -120,6 +125,19 @@ for t in $gpu_tests; do
     grep -E '^not ok|^#' "$OUT/unit-$t.txt" | head -20 | tee -a "$log"
 done
 say "unit tests:$(echo "$units" | tr '\n' ' ')"
+
+# the tp=1 model test once more, its two all-reduces a layer through NCCL
+run nccl1-stories 120 env INFER_CUDA_NCCL=1 "$B/t/test_cuda_model"
+nccl1_line="$(grep -c '^ok' "$OUT/nccl1-stories.txt") ok,\
+ $(grep -c '^not ok' "$OUT/nccl1-stories.txt") not ok (nccl1-stories.txt)"
+grep -E '^not ok' "$OUT/nccl1-stories.txt" | tee -a "$log"
+run comm-latency 60 env INFER_COMM_BENCH=1 "$B/t/test_cuda_comm"
+comm_line=$(sed -n 's/^# all-reduce fp16 \([0-9]*\) bytes over \([0-9]*\) rank(s): \(.*\)/\1 B: \3/p' \
+            "$OUT/comm-latency.txt" | paste -sd ';' - | sed 's/;/; /g')
+ranks_line=$(sed -n 's/^# all-reduce fp16 [0-9]* bytes over \([0-9]*\) rank.*/\1/p' \
+             "$OUT/comm-latency.txt" | head -1)
+say "NCCL all-reduce over ${ranks_line:-?} rank(s): ${comm_line:-n/a}"
+n_gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 
 # ---- 3. models -------------------------------------------------------------------
 py=${PYTHON:-python3}
@@ -189,6 +207,16 @@ bench_model() {
               "$OUT/bench1-$name.txt")
     b64=$(sed -n 's/^decode:.*: \([0-9.]*\) tokens\/s.*/\1/p' \
           "$OUT/bench64-$name.txt")
+    if [ "$name" = llama2-7b ] && [ "${n_gpus:-0}" -ge 2 ]; then
+        run "bench1-tp2-$name" 150 "$B/infer-cli" "$dir" --backend "$BACKEND" \
+            --bench --tp 2 --devices 0,1 --batch 1 --prompt-len 512 \
+            --gen-len 128 --kv-cache "$kv_mb" --max-batch-tokens 512 \
+            --max-seqs 4
+        tp2_dc=$(sed -n 's/^decode:.*: \([0-9.]*\) tokens\/s.*/\1/p' \
+                 "$OUT/bench1-tp2-$name.txt")
+        tp_line="$name b1 decode: tp=1 ${ours_dc:-n/a}, tp=2 ${tp2_dc:-n/a} tok/s\
+ ($(awk -v a="$tp2_dc" -v b="$ours_dc" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", a / b; else print "n/a" }'))"
+    fi
     wb=$(weight_bytes "$dir")
     roof=$(awk -v bw="$bw" -v wb="$wb" 'BEGIN { if (bw > 0) printf "%.1f", bw * 1e9 / wb }')
     frac=$(awk -v o="$ours_dc" -v r="$roof" 'BEGIN { if (r > 0 && o > 0) printf "%.0f%%", 100 * o / r }')
@@ -204,6 +232,7 @@ bench_model() {
 }
 
 nginx_line="not run"
+tp_line="not run: needs 2 GPUs"
 write_results() {
     {
         echo "## CUDA backend, $gpu_name ($(date -u +%Y-%m-%d))"
@@ -224,6 +253,11 @@ write_results() {
         echo "Prompt: 16 ids; greedy: $greedy_n steps; rel err = ||ours - hf||" \
              "/ ||hf|| over every prompt position (pass <= 1e-2)."
         echo "Unit tests (\$OUT/unit-*.txt):$units"
+        echo
+        echo "test_cuda_model with INFER_CUDA_NCCL=1 (one-rank NCCL): $nccl1_line"
+        echo "NCCL fp16 all-reduce latency over ${ranks_line:-?} rank(s):" \
+             "${comm_line:-n/a}"
+        echo "Tensor parallelism: $tp_line"
         echo
         echo "nginx (backend=$BACKEND, /v1/chat/completions, stream): $nginx_line"
         echo "Total run time: $(elapsed) s."

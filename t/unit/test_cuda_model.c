@@ -140,28 +140,6 @@ rel_diff(const float *a, const float *b, int n)
     return d / fmax(mx, 1e-30);
 }
 
-static char *
-read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long  n;
-
-    if (f == NULL) {
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = calloc(1, n + 1);
-    if (fread(buf, 1, n, f) != (size_t) n) {
-        n = 0;
-    }
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static void
 test_greedy(const infer_model_t *m, infer_backend_t *cpu,
     infer_backend_t *gpu, const char *dir, int32_t *tokens)
@@ -207,7 +185,7 @@ test_greedy(const infer_model_t *m, infer_backend_t *cpu,
     text[len] = '\0';
     infer_tokenizer_free(tok);
     snprintf(path, sizeof(path), "%s/expected_greedy_200.txt", dir);
-    expected = read_file(path);
+    expected = tap_read_file(path, NULL);
     ok(expected != NULL && len > 100
        && strncmp(expected, text, len) == 0,
        "greedy: %d tokens are a prefix of expected_greedy_200.txt", STEPS);

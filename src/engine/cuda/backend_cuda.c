@@ -17,14 +17,26 @@
  * sequence) are captured once as a CUDA graph and replayed; every launch
  * then reads the step's metadata from one device buffer that is refreshed
  * by a single copy before the replay.
+ *
+ * Tensor parallelism (tp > 1) follows the CPU backend: each rank, one GPU
+ * driven by one host thread, holds a Megatron shard (its query/key/value
+ * heads and gate/up rows; o_proj and down_proj by input columns) and the
+ * KV cache of its kv heads; the two partial products of a layer are
+ * summed by an NCCL all-reduce on the rank's stream.  Embeddings and norms
+ * are replicated; rank 0 alone computes logits and samples.  The KV
+ * budget (kv_cache_bytes) covers a block on every rank, as on the CPU, so
+ * each GPU holds 1/tp of it.  INFER_CUDA_NCCL=1 sends a single rank's
+ * all-reduces through NCCL too, to run that path on one GPU.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
 #include "backend.h"
+#include "comm_nccl.h"
 #include "attention.h"
 #include "embed.h"
 #include "kvcache.h"
@@ -71,8 +83,19 @@ typedef struct {
     size_t       block_table, total;
 } cuda_plan_t;
 
+typedef struct cuda_backend cuda_backend_t;
+
+/*
+ * One GPU's state.  cfg is the model's configuration with num_heads,
+ * num_kv_heads and intermediate_size cut to this rank's shard, so every
+ * buffer, the KV cache and each launch are sized by it.
+ */
 typedef struct {
     infer_model_config_t  cfg;
+    cuda_backend_t       *be;
+    int                   rank;
+    int                   inter0;           /* first intermediate column */
+    infer_comm_t         *comm;             /* NULL: no all-reduce */
     int                   device;
     cudaStream_t          stream;
     cublasHandle_t        blas;
@@ -111,7 +134,31 @@ typedef struct {
     int                   use_graphs;
     cuda_graph_t          graphs[CUDA_GRAPHS_MAX];
     int                   n_graphs;
-} cuda_backend_t;
+
+    pthread_t             thread;           /* ranks 1.. */
+    int                   started;
+    int                   rc;
+    char                  err[512];
+} cuda_rank_t;
+
+/*
+ * The ranks of a tensor-parallel group.  Rank 0 runs in the caller's
+ * thread and alone produces logits and samples; ranks 1.. wait in their
+ * own threads for the generation counter to move, run the same step on
+ * their shard, and meet rank 0 in the all-reduces.
+ */
+struct cuda_backend {
+    int                   tp;
+    cuda_rank_t          *ranks;
+    infer_comm_t         *comm;
+
+    pthread_mutex_t       mu;
+    pthread_cond_t        go, done;
+    uint64_t              generation;
+    int                   n_done;
+    int                   stop;
+    const infer_batch_t  *batch;
+};
 
 static int
 cuda_fail(char *err, size_t errlen, const char *call, cudaError_t rc)
@@ -183,40 +230,43 @@ check_shape(const infer_tensor_t *t, int64_t rows, int64_t cols, char *err,
     return 0;
 }
 
+/* Rows [r0, r0 + nr) x columns [c0, c0 + nc) of a tensor: a rank's shard
+ * (a 1-D tensor is one row). */
+typedef struct {
+    const infer_tensor_t *t;
+    int64_t               r0, nr, c0, nc;
+} cuda_slice_t;
+
 /*
- * Copies tensors (stacked by rows: q, k, v or gate, up; a 1-D tensor is
- * one row) into dst as fp16 through a host staging buffer.
+ * Copies slices (stacked by rows: q, k, v or gate, up) into dst as fp16
+ * through a host staging buffer; only the shard is read from the mapping.
  */
 static int
-upload_rows(uint16_t *dst, const infer_tensor_t *const *ts, int n,
-    int64_t cols, uint16_t *stage, char *err, size_t errlen)
+upload_slices(uint16_t *dst, const cuda_slice_t *s, int n, uint16_t *stage,
+    char *err, size_t errlen)
 {
-    int64_t rows, off = 0;
-    int     i;
+    size_t off = 0;
+    int    i;
 
     for (i = 0; i < n; i++) {
-        rows = ts[i]->ndim == 1 ? 1 : ts[i]->shape[0];
-        infer_tensor_read_f16(ts[i], 0, rows, 0, cols, stage + off * cols);
-        off += rows;
+        infer_tensor_read_f16(s[i].t, s[i].r0, s[i].nr, s[i].c0, s[i].nc,
+                              stage + off);
+        off += (size_t) s[i].nr * s[i].nc;
     }
-    CUDA_CHECK(cudaMemcpy(dst, stage, (size_t) off * cols * sizeof(uint16_t),
+    CUDA_CHECK(cudaMemcpy(dst, stage, off * sizeof(uint16_t),
                           cudaMemcpyHostToDevice));
     return 0;
 }
 
 static int
-load_weights(cuda_backend_t *cb, const infer_model_t *m, char *err,
-    size_t errlen)
+check_model(const infer_model_t *m, char *err, size_t errlen)
 {
-    const infer_model_config_t *c = &cb->cfg;
+    const infer_model_config_t  *c = &m->cfg;
     const infer_layer_weights_t *lw;
     int64_t  H = c->hidden_size, I = c->intermediate_size;
     int64_t  qd = (int64_t) c->num_heads * c->head_dim;
     int64_t  kd = (int64_t) c->num_kv_heads * c->head_dim;
-    int64_t  qkv = qd + 2 * kd, V = c->vocab_size, stage_elems;
-    size_t   per_layer, total, off;
-    uint16_t *stage;
-    char     *base;
+    int64_t  V = c->vocab_size;
     int      l, tied = m->lm_head == m->embed || m->lm_head == NULL;
 
     if (check_shape(m->embed, V, H, err, errlen) != 0
@@ -252,12 +302,37 @@ load_weights(cuda_backend_t *cb, const infer_model_t *m, char *err,
             return -1;
         }
     }
+    return 0;
+}
+
+/*
+ * The rank's shard (cb->cfg holds its head and column counts): query,
+ * key and value heads [rank * heads, +heads), gate/up rows and down_proj
+ * columns [i0, i0 + inter), o_proj columns of its heads.  Embeddings and
+ * norms are replicated; lm_head (when not tied) lives on rank 0 only.
+ */
+static int
+load_weights(cuda_rank_t *cb, const infer_model_t *m, char *err,
+    size_t errlen)
+{
+    const infer_model_config_t *c = &cb->cfg;
+    const infer_layer_weights_t *lw;
+    int64_t  H = c->hidden_size, I = c->intermediate_size;
+    int64_t  qd = (int64_t) c->num_heads * c->head_dim;
+    int64_t  kd = (int64_t) c->num_kv_heads * c->head_dim;
+    int64_t  q0 = cb->rank * qd, k0 = cb->rank * kd, i0 = cb->inter0;
+    int64_t  qkv = qd + 2 * kd, V = c->vocab_size, stage_elems;
+    size_t   per_layer, total, off;
+    uint16_t *stage;
+    char     *base;
+    int      l, tied = m->lm_head == m->embed || m->lm_head == NULL;
+    int      own_head = !tied && cb->rank == 0;
 
     per_layer = align_up(H * 2) * 2 + align_up(qkv * H * 2)
                 + (c->qkv_bias ? align_up(qkv * 2) : 0)
                 + align_up(H * qd * 2) + align_up(2 * I * H * 2)
                 + align_up(H * I * 2);
-    total = align_up(V * H * 2) * (tied ? 1 : 2) + align_up(H * 2)
+    total = align_up(V * H * 2) * (own_head ? 2 : 1) + align_up(H * 2)
             + per_layer * c->num_layers;
     if (cuda_alloc(&cb->weights, total, "weights", err, errlen) != 0) {
         return -1;
@@ -281,20 +356,11 @@ load_weights(cuda_backend_t *cb, const infer_model_t *m, char *err,
         (ptr) = (uint16_t *) (base + off);                                  \
         off += align_up((size_t) (elems) * 2);                              \
     } while (0)
-#define UPLOAD_RAW(dst, elems)                                              \
+#define UPLOAD(dst, ...)                                                    \
     do {                                                                    \
-        cudaError_t rc_ = cudaMemcpy(dst, stage, (size_t) (elems) * 2,      \
-                                     cudaMemcpyHostToDevice);               \
-        if (rc_ != cudaSuccess) {                                           \
-            free(stage);                                                    \
-            return cuda_fail(err, errlen, "cudaMemcpy(" #dst ")", rc_);     \
-        }                                                                   \
-    } while (0)
-#define UPLOAD(dst, cols, ...)                                              \
-    do {                                                                    \
-        const infer_tensor_t *list_[] = { __VA_ARGS__ };                    \
-        if (upload_rows(dst, list_, sizeof(list_) / sizeof(list_[0]),       \
-                        cols, stage, err, errlen) != 0)                     \
+        const cuda_slice_t list_[] = { __VA_ARGS__ };                       \
+        if (upload_slices(dst, list_, sizeof(list_) / sizeof(list_[0]),     \
+                          stage, err, errlen) != 0)                         \
         {                                                                   \
             free(stage);                                                    \
             return -1;                                                      \
@@ -302,41 +368,40 @@ load_weights(cuda_backend_t *cb, const infer_model_t *m, char *err,
     } while (0)
 
     CARVE(cb->embed, V * H);
-    UPLOAD(cb->embed, H, m->embed);
+    UPLOAD(cb->embed, { m->embed, 0, V, 0, H });
+    cb->lm_head = NULL;
     if (tied) {
         cb->lm_head = cb->embed;
-    } else {
+    } else if (own_head) {
         CARVE(cb->lm_head, V * H);
-        UPLOAD(cb->lm_head, H, m->lm_head);
+        UPLOAD(cb->lm_head, { m->lm_head, 0, V, 0, H });
     }
     CARVE(cb->final_norm, H);
-    UPLOAD(cb->final_norm, H, m->final_norm);
+    UPLOAD(cb->final_norm, { m->final_norm, 0, 1, 0, H });
     for (l = 0; l < c->num_layers; l++) {
         lw = &m->layers[l];
         CARVE(cb->layers[l].attn_norm, H);
-        UPLOAD(cb->layers[l].attn_norm, H, lw->attn_norm);
+        UPLOAD(cb->layers[l].attn_norm, { lw->attn_norm, 0, 1, 0, H });
         CARVE(cb->layers[l].wqkv, qkv * H);
-        UPLOAD(cb->layers[l].wqkv, H, lw->wq, lw->wk, lw->wv);
+        UPLOAD(cb->layers[l].wqkv, { lw->wq, q0, qd, 0, H },
+               { lw->wk, k0, kd, 0, H }, { lw->wv, k0, kd, 0, H });
         if (c->qkv_bias) {
-            /* 1-D tensors stack as one row each: cols = their length */
             CARVE(cb->layers[l].bqkv, qkv);
-            infer_tensor_read_f16(lw->bq, 0, 1, 0, qd, stage);
-            infer_tensor_read_f16(lw->bk, 0, 1, 0, kd, stage + qd);
-            infer_tensor_read_f16(lw->bv, 0, 1, 0, kd, stage + qd + kd);
-            UPLOAD_RAW(cb->layers[l].bqkv, qkv);
+            UPLOAD(cb->layers[l].bqkv, { lw->bq, 0, 1, q0, qd },
+                   { lw->bk, 0, 1, k0, kd }, { lw->bv, 0, 1, k0, kd });
         }
         CARVE(cb->layers[l].wo, H * qd);
-        UPLOAD(cb->layers[l].wo, qd, lw->wo);
+        UPLOAD(cb->layers[l].wo, { lw->wo, 0, H, q0, qd });
         CARVE(cb->layers[l].mlp_norm, H);
-        UPLOAD(cb->layers[l].mlp_norm, H, lw->mlp_norm);
+        UPLOAD(cb->layers[l].mlp_norm, { lw->mlp_norm, 0, 1, 0, H });
         CARVE(cb->layers[l].w_gate_up, 2 * I * H);
-        UPLOAD(cb->layers[l].w_gate_up, H, lw->w_gate, lw->w_up);
+        UPLOAD(cb->layers[l].w_gate_up, { lw->w_gate, i0, I, 0, H },
+               { lw->w_up, i0, I, 0, H });
         CARVE(cb->layers[l].w_down, H * I);
-        UPLOAD(cb->layers[l].w_down, I, lw->w_down);
+        UPLOAD(cb->layers[l].w_down, { lw->w_down, 0, H, i0, I });
     }
 #undef CARVE
 #undef UPLOAD
-#undef UPLOAD_RAW
     free(stage);
     return 0;
 }
@@ -344,13 +409,10 @@ load_weights(cuda_backend_t *cb, const infer_model_t *m, char *err,
 /* ---- setup and teardown ---------------------------------------------- */
 
 static void
-cuda_release(cuda_backend_t *cb)
+rank_release(cuda_rank_t *cb)
 {
     int i;
 
-    if (cb == NULL) {
-        return;
-    }
     /* errors are ignored here: there is nothing left to report them to */
     cudaSetDevice(cb->device);
     if (cb->stream != NULL) {
@@ -390,7 +452,6 @@ cuda_release(cuda_backend_t *cb)
     }
     cudaGetLastError();
     free(cb->layers);
-    free(cb);
 }
 
 static int
@@ -417,7 +478,7 @@ check_config(const infer_model_config_t *c, char *err, size_t errlen)
 }
 
 static int
-alloc_buffers(cuda_backend_t *cb, char *err, size_t errlen)
+alloc_buffers(cuda_rank_t *cb, char *err, size_t errlen)
 {
     const infer_model_config_t *c = &cb->cfg;
     size_t T = cb->max_tokens, H = c->hidden_size, I = c->intermediate_size;
@@ -475,12 +536,14 @@ alloc_buffers(cuda_backend_t *cb, char *err, size_t errlen)
 }
 
 static int
-alloc_kv(cuda_backend_t *cb, infer_backend_params_t *p, char *err,
+alloc_kv(cuda_rank_t *cb, infer_backend_params_t *p, char *err,
     size_t errlen)
 {
     const infer_model_config_t *c = &cb->cfg;
-    size_t per_block = (size_t) c->num_layers * 2 * cb->block_size
-                       * c->num_kv_heads * c->head_dim * sizeof(uint16_t);
+    size_t per_rank = (size_t) c->num_layers * 2 * cb->block_size
+                      * c->num_kv_heads * c->head_dim * sizeof(uint16_t);
+    /* the budget covers the block on every rank, as on the CPU backend */
+    size_t per_block = per_rank * cb->be->tp;
     size_t n = p->kv_cache_bytes / per_block;
 
     if (n < 1) {
@@ -494,7 +557,7 @@ alloc_kv(cuda_backend_t *cb, infer_backend_params_t *p, char *err,
     }
     cb->n_blocks = (int) n;
     cb->pool_elems = n * cb->block_size * c->num_kv_heads * c->head_dim;
-    if (cuda_alloc((void **) &cb->kv, n * per_block, "KV cache", err,
+    if (cuda_alloc((void **) &cb->kv, n * per_rank, "KV cache", err,
                    errlen) != 0)
     {
         return -1;
@@ -503,15 +566,108 @@ alloc_kv(cuda_backend_t *cb, infer_backend_params_t *p, char *err,
     return 0;
 }
 
+/* Stream, cuBLAS, shard, buffers and KV cache of one rank, on its device. */
+static int
+rank_init(cuda_rank_t *cb, const infer_model_t *m,
+    infer_backend_params_t *p, char *err, size_t errlen)
+{
+    cudaError_t    rc;
+    cublasStatus_t st;
+
+#define INIT_CHECK(call)                                                    \
+    do {                                                                    \
+        rc = (call);                                                        \
+        if (rc != cudaSuccess) {                                            \
+            return cuda_fail(err, errlen, #call, rc);                       \
+        }                                                                   \
+    } while (0)
+
+    INIT_CHECK(cudaSetDevice(cb->device));
+    INIT_CHECK(cudaStreamCreateWithFlags(&cb->stream,
+                                         cudaStreamNonBlocking));
+    st = cublasCreate(&cb->blas);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        cb->blas = NULL;
+        snprintf(err, errlen, "backend=cuda: cublasCreate: %s",
+                 cublasGetStatusString(st));
+        return -1;
+    }
+    if (cuda_alloc(&cb->blas_ws, CUDA_BLAS_WORKSPACE, "cuBLAS workspace",
+                   err, errlen) != 0)
+    {
+        return -1;
+    }
+    /* an explicit workspace keeps cuBLAS from allocating while a graph is
+     * being captured */
+    if ((st = cublasSetStream(cb->blas, cb->stream))
+            != CUBLAS_STATUS_SUCCESS
+        || (st = cublasSetWorkspace(cb->blas, cb->blas_ws,
+                                    CUDA_BLAS_WORKSPACE))
+            != CUBLAS_STATUS_SUCCESS)
+    {
+        snprintf(err, errlen, "backend=cuda: cublasSetStream/"
+                 "cublasSetWorkspace: %s", cublasGetStatusString(st));
+        return -1;
+    }
+    INIT_CHECK((cudaError_t) infer_cuda_attention_setup(m->cfg.head_dim));
+#undef INIT_CHECK
+    if (load_weights(cb, m, err, errlen) != 0
+        || alloc_buffers(cb, err, errlen) != 0
+        || alloc_kv(cb, p, err, errlen) != 0)
+    {
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * The devices of the ranks: p->devices[0..tp) (default 0..tp-1), each
+ * existing and none twice (NCCL refuses a GPU in two ranks).
+ */
+static int
+pick_devices(const infer_backend_params_t *p, int tp, int count,
+    int *devices, char *err, size_t errlen)
+{
+    int r, q;
+
+    if (p->n_devices > 0 && p->n_devices < tp) {
+        snprintf(err, errlen, "backend=cuda: tp=%d needs %d devices, %d "
+                 "given", tp, tp, p->n_devices);
+        return -1;
+    }
+    for (r = 0; r < tp; r++) {
+        devices[r] = p->n_devices > 0 && p->devices != NULL ? p->devices[r]
+                                                            : r;
+        if (devices[r] < 0 || devices[r] >= count) {
+            snprintf(err, errlen, "backend=cuda: device %d does not exist "
+                     "(%d found)", devices[r], count);
+            return -1;
+        }
+        for (q = 0; q < r; q++) {
+            if (devices[q] == devices[r]) {
+                snprintf(err, errlen, "backend=cuda: device %d given to "
+                         "ranks %d and %d", devices[r], q, r);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static void *rank_thread(void *arg);
+static void cuda_destroy(infer_backend_t *b);
+
 static int
 cuda_init(infer_backend_t *b, const infer_model_t *m,
     infer_backend_params_t *p, char *err, size_t errlen)
 {
-    cuda_backend_t *cb;
+    const infer_model_config_t *c = &m->cfg;
+    cuda_backend_t *be;
+    cuda_rank_t    *cb;
     const char     *env;
     cudaError_t     rc;
-    cublasStatus_t  st;
-    int             count = 0;
+    int             count = 0, tp = p->tp > 0 ? p->tp : 1, r, graphs;
+    int            *devices;
 
     rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess) {
@@ -524,97 +680,144 @@ cuda_init(infer_backend_t *b, const infer_model_t *m,
                  "cudaGetDeviceCount found none");
         return -1;
     }
-    if (p->tp > 1) {
-        snprintf(err, errlen, "backend=cuda: tp=%d is not supported yet "
-                 "(tp=1 only)", p->tp);
+    if (c->num_heads % tp != 0 || c->num_kv_heads % tp != 0) {
+        snprintf(err, errlen, "backend=cuda: tp=%d must divide "
+                 "num_attention_heads (%d) and num_key_value_heads (%d)",
+                 tp, c->num_heads, c->num_kv_heads);
         return -1;
     }
-    if (check_config(&m->cfg, err, errlen) != 0) {
+    if (c->intermediate_size < tp) {
+        snprintf(err, errlen, "backend=cuda: tp=%d exceeds "
+                 "intermediate_size %d", tp, c->intermediate_size);
         return -1;
     }
-    cb = calloc(1, sizeof(*cb));
-    if (cb == NULL) {
+    if (check_config(c, err, errlen) != 0 || check_model(m, err, errlen) != 0)
+    {
+        return -1;
+    }
+    devices = malloc(tp * sizeof(int));
+    be = calloc(1, sizeof(*be));
+    if (devices == NULL || be == NULL) {
+        free(devices);
+        free(be);
         snprintf(err, errlen, "backend=cuda: out of memory");
         return -1;
     }
-    cb->cfg = m->cfg;
-    cb->device = p->n_devices > 0 && p->devices != NULL ? p->devices[0] : 0;
-    cb->block_size = p->block_size > 0 ? p->block_size : 16;
-    cb->max_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens : 512;
-    cb->max_seqs = p->max_seqs > 0 ? p->max_seqs : 64;
-    cb->max_logits = cb->max_seqs < cb->max_tokens ? cb->max_seqs
-                                                   : cb->max_tokens;
+    if (pick_devices(p, tp, count, devices, err, errlen) != 0) {
+        free(devices);
+        free(be);
+        return -1;
+    }
+    be->tp = tp;
+    pthread_mutex_init(&be->mu, NULL);
+    pthread_cond_init(&be->go, NULL);
+    pthread_cond_init(&be->done, NULL);
+    b->priv = be;
+    be->ranks = calloc(tp, sizeof(cuda_rank_t));
+    if (be->ranks == NULL) {
+        snprintf(err, errlen, "backend=cuda: out of memory");
+        goto failed;
+    }
+
+    /* INFER_CUDA_NCCL=1 routes even one rank's all-reduces through NCCL,
+     * so the whole tensor-parallel path runs on a single GPU */
+    env = getenv("INFER_CUDA_NCCL");
+    if ((tp > 1 || (env != NULL && strcmp(env, "1") == 0))
+        && infer_comm_nccl_create(tp, devices, &be->comm, err, errlen) != 0)
+    {
+        goto failed;
+    }
+    /* NCCL >= 2.9 collectives are capturable, so graphs stay on at tp>1 */
     env = getenv("INFER_CUDA_GRAPHS");
-    cb->use_graphs = env == NULL || strcmp(env, "0") != 0;
-    if (cb->device < 0 || cb->device >= count) {
-        snprintf(err, errlen, "backend=cuda: device %d does not exist "
-                 "(%d found)", cb->device, count);
-        goto failed;
-    }
+    graphs = env == NULL || strcmp(env, "0") != 0;
 
-#define INIT_CHECK(call)                                                    \
-    do {                                                                    \
-        rc = (call);                                                        \
-        if (rc != cudaSuccess) {                                            \
-            cuda_fail(err, errlen, #call, rc);                              \
-            goto failed;                                                    \
-        }                                                                   \
-    } while (0)
-
-    INIT_CHECK(cudaSetDevice(cb->device));
-    INIT_CHECK(cudaStreamCreateWithFlags(&cb->stream,
-                                         cudaStreamNonBlocking));
-    st = cublasCreate(&cb->blas);
-    if (st != CUBLAS_STATUS_SUCCESS) {
-        cb->blas = NULL;
-        snprintf(err, errlen, "backend=cuda: cublasCreate: %s",
-                 cublasGetStatusString(st));
-        goto failed;
+    for (r = 0; r < tp; r++) {
+        cb = &be->ranks[r];
+        cb->be = be;
+        cb->rank = r;
+        cb->device = devices[r];
+        cb->comm = be->comm;
+        cb->cfg = *c;
+        cb->cfg.num_heads = c->num_heads / tp;
+        cb->cfg.num_kv_heads = c->num_kv_heads / tp;
+        /* as on the CPU: uneven column counts when tp does not divide */
+        cb->inter0 = (int) ((int64_t) c->intermediate_size * r / tp);
+        cb->cfg.intermediate_size =
+            (int) ((int64_t) c->intermediate_size * (r + 1) / tp)
+            - cb->inter0;
+        cb->block_size = p->block_size > 0 ? p->block_size : 16;
+        cb->max_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
+                                                 : 512;
+        cb->max_seqs = p->max_seqs > 0 ? p->max_seqs : 64;
+        cb->max_logits = cb->max_seqs < cb->max_tokens ? cb->max_seqs
+                                                       : cb->max_tokens;
+        cb->use_graphs = graphs;
+        if (rank_init(cb, m, p, err, errlen) != 0) {
+            goto failed;
+        }
     }
-    if (cuda_alloc(&cb->blas_ws, CUDA_BLAS_WORKSPACE, "cuBLAS workspace",
-                   err, errlen) != 0)
-    {
-        goto failed;
+    for (r = 1; r < tp; r++) {
+        if (pthread_create(&be->ranks[r].thread, NULL, rank_thread,
+                           &be->ranks[r]) != 0)
+        {
+            snprintf(err, errlen, "backend=cuda: cannot start the thread "
+                     "of rank %d", r);
+            goto failed;
+        }
+        be->ranks[r].started = 1;
     }
-    /* an explicit workspace keeps cuBLAS from allocating while a graph is
-     * being captured */
-    if ((st = cublasSetStream(cb->blas, cb->stream))
-            != CUBLAS_STATUS_SUCCESS
-        || (st = cublasSetWorkspace(cb->blas, cb->blas_ws,
-                                    CUDA_BLAS_WORKSPACE))
-            != CUBLAS_STATUS_SUCCESS)
-    {
-        snprintf(err, errlen, "backend=cuda: cublasSetStream/"
-                 "cublasSetWorkspace: %s", cublasGetStatusString(st));
-        goto failed;
-    }
-    INIT_CHECK((cudaError_t) infer_cuda_attention_setup(m->cfg.head_dim));
-    if (load_weights(cb, m, err, errlen) != 0
-        || alloc_buffers(cb, err, errlen) != 0
-        || alloc_kv(cb, p, err, errlen) != 0)
-    {
-        goto failed;
-    }
-#undef INIT_CHECK
-    b->priv = cb;
+    free(devices);
     return 0;
 
 failed:
-    cuda_release(cb);
+    free(devices);
+    cuda_destroy(b);
     return -1;
 }
 
 static void
 cuda_destroy(infer_backend_t *b)
 {
-    cuda_release(b->priv);
+    cuda_backend_t *be = b->priv;
+    int             r;
+
+    if (be == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&be->mu);
+    be->stop = 1;
+    pthread_cond_broadcast(&be->go);
+    pthread_mutex_unlock(&be->mu);
+    for (r = 0; be->ranks != NULL && r < be->tp; r++) {
+        if (be->ranks[r].started) {
+            pthread_join(be->ranks[r].thread, NULL);
+        }
+    }
+    /* no stream may still run a collective when the communicator goes */
+    for (r = 0; be->ranks != NULL && r < be->tp; r++) {
+        if (be->ranks[r].stream != NULL) {
+            cudaSetDevice(be->ranks[r].device);
+            cudaStreamSynchronize(be->ranks[r].stream);
+        }
+    }
+    if (be->comm != NULL) {
+        be->comm->ops->destroy(be->comm);
+    }
+    for (r = 0; be->ranks != NULL && r < be->tp; r++) {
+        rank_release(&be->ranks[r]);
+    }
+    free(be->ranks);
+    pthread_mutex_destroy(&be->mu);
+    pthread_cond_destroy(&be->go);
+    pthread_cond_destroy(&be->done);
+    free(be);
     b->priv = NULL;
 }
 
 /* ---- one step ----------------------------------------------------------- */
 
 static int
-validate_batch(const cuda_backend_t *cb, const infer_batch_t *bt,
+validate_batch(const cuda_rank_t *cb, const infer_batch_t *bt,
     char *err, size_t errlen)
 {
     int     t, s, j, seq, pos, nb, max_ctx;
@@ -691,7 +894,7 @@ validate_batch(const cuda_backend_t *cb, const infer_batch_t *bt,
 
 /* Grows the metadata buffers; cached graphs point into them, so they go. */
 static int
-reserve_meta(cuda_backend_t *cb, size_t ints, char *err, size_t errlen)
+reserve_meta(cuda_rank_t *cb, size_t ints, char *err, size_t errlen)
 {
     int i;
 
@@ -726,7 +929,7 @@ reserve_meta(cuda_backend_t *cb, size_t ints, char *err, size_t errlen)
  * n_logits only, so steps with equal shapes fit the same graph.
  */
 static int
-plan_step(cuda_backend_t *cb, const infer_batch_t *bt, cuda_plan_t *pl,
+plan_step(cuda_rank_t *cb, const infer_batch_t *bt, cuda_plan_t *pl,
     char *err, size_t errlen)
 {
     size_t   n = bt->n_tokens, bt_ints;
@@ -767,7 +970,7 @@ plan_step(cuda_backend_t *cb, const infer_batch_t *bt, cuda_plan_t *pl,
 
 /* y[t][n] = x[t][k] w[n][k]^T: row-major operands seen column-major. */
 static int
-gemm(cuda_backend_t *cb, const uint16_t *x, const uint16_t *w, void *y,
+gemm(cuda_rank_t *cb, const uint16_t *x, const uint16_t *w, void *y,
     cudaDataType_t y_type, int t, int n, int k, const char *what, char *err,
     size_t errlen)
 {
@@ -785,9 +988,34 @@ gemm(cuda_backend_t *cb, const uint16_t *x, const uint16_t *w, void *y,
     return 0;
 }
 
+/*
+ * Completes a partial product (o_proj, down_proj over this rank's heads
+ * or columns) by summing it over the ranks, in place on the rank's stream.
+ * fp16, as the residual add reads it: the sum is then rounded once more
+ * than at tp=1, and decode all-reduces (a few KB) are latency-bound, so
+ * halving the bytes against fp32 costs nothing in accuracy that matters.
+ */
+static int
+all_reduce(cuda_rank_t *cb, int elems, const char *after, char *err,
+    size_t errlen)
+{
+    if (cb->comm == NULL) {
+        return 0;
+    }
+    if (cb->comm->ops->all_reduce_sum(cb->comm, cb->rank, cb->proj,
+                                      (size_t) elems, INFER_DT_F16,
+                                      cb->stream) != 0)
+    {
+        snprintf(err, errlen, "backend=cuda: rank %d: all-reduce after %s "
+                 "failed (see stderr)", cb->rank, after);
+        return -1;
+    }
+    return 0;
+}
+
 /* Every launch of a step, from the embedding to the logits; capturable. */
 static int
-enqueue_step(cuda_backend_t *cb, const cuda_plan_t *pl, char *err,
+enqueue_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
     size_t errlen)
 {
     const infer_model_config_t *c = &cb->cfg;
@@ -853,7 +1081,8 @@ enqueue_step(cuda_backend_t *cb, const cuda_plan_t *pl, char *err,
                                          (uint16_t *) a.v_cache, s));
         KERNEL_CHECK("infer_cuda_attention", infer_cuda_attention(&a, s));
         if (gemm(cb, cb->attn, ly->wo, cb->proj, CUDA_R_16F, n, H, nh * hd,
-                 "o_proj", err, errlen) != 0)
+                 "o_proj", err, errlen) != 0
+            || all_reduce(cb, n * H, "o_proj", err, errlen) != 0)
         {
             return -1;
         }
@@ -869,7 +1098,8 @@ enqueue_step(cuda_backend_t *cb, const cuda_plan_t *pl, char *err,
         KERNEL_CHECK("infer_cuda_swiglu",
                      infer_cuda_swiglu(cb->gate_up, n, I, cb->act, s));
         if (gemm(cb, cb->act, ly->w_down, cb->proj, CUDA_R_16F, n, H, I,
-                 "down_proj", err, errlen) != 0)
+                 "down_proj", err, errlen) != 0
+            || all_reduce(cb, n * H, "down_proj", err, errlen) != 0)
         {
             return -1;
         }
@@ -879,6 +1109,9 @@ enqueue_step(cuda_backend_t *cb, const cuda_plan_t *pl, char *err,
                              cb->x, cb->proj, cb->layers[l + 1].attn_norm,
                              NULL, n, H, eps, cb->h, s));
         }
+    }
+    if (cb->rank != 0) {
+        return 0;
     }
     /* the last residual add and the final norm, only where logits go */
     KERNEL_CHECK("infer_cuda_rmsnorm_residual",
@@ -895,7 +1128,7 @@ enqueue_step(cuda_backend_t *cb, const cuda_plan_t *pl, char *err,
 }
 
 static int
-capture_step(cuda_backend_t *cb, const cuda_plan_t *pl,
+capture_step(cuda_rank_t *cb, const cuda_plan_t *pl,
     cudaGraphExec_t *exec, char *err, size_t errlen)
 {
     cudaGraph_t graph = NULL;
@@ -930,7 +1163,7 @@ capture_step(cuda_backend_t *cb, const cuda_plan_t *pl,
  * that eager execution can run.
  */
 static int
-run_step(cuda_backend_t *cb, const cuda_plan_t *pl, char *err,
+run_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
     size_t errlen)
 {
     cuda_graph_t *g = NULL;
@@ -971,19 +1204,66 @@ run_step(cuda_backend_t *cb, const cuda_plan_t *pl, char *err,
     return 0;
 }
 
+/* One rank's share of a step: metadata up, then the launches. */
+static int
+rank_step(cuda_rank_t *cb, const infer_batch_t *batch, char *err,
+    size_t errlen)
+{
+    cuda_plan_t pl;
+
+    CUDA_CHECK(cudaSetDevice(cb->device));
+    /* the previous step may still read h_meta */
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+    if (plan_step(cb, batch, &pl, err, errlen) != 0) {
+        return -1;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(cb->d_meta, cb->h_meta, pl.total * 4,
+                               cudaMemcpyHostToDevice, cb->stream));
+    return run_step(cb, &pl, err, errlen);
+}
+
+static void *
+rank_thread(void *arg)
+{
+    cuda_rank_t    *cb = arg;
+    cuda_backend_t *be = cb->be;
+    uint64_t        seen = 0;
+
+    for ( ;; ) {
+        pthread_mutex_lock(&be->mu);
+        while (!be->stop && be->generation == seen) {
+            pthread_cond_wait(&be->go, &be->mu);
+        }
+        if (be->stop) {
+            pthread_mutex_unlock(&be->mu);
+            return NULL;
+        }
+        seen = be->generation;
+        pthread_mutex_unlock(&be->mu);
+
+        cb->rc = rank_step(cb, be->batch, cb->err, sizeof(cb->err));
+
+        pthread_mutex_lock(&be->mu);
+        be->n_done++;
+        pthread_cond_signal(&be->done);
+        pthread_mutex_unlock(&be->mu);
+    }
+}
+
+/*
+ * Runs a step on every rank.  The batch is checked before any rank starts,
+ * so a bad one never leaves a rank alone in a collective.
+ */
 static int
 cuda_forward(infer_backend_t *b, const infer_batch_t *batch, float *logits,
     char *err, size_t errlen)
 {
-    cuda_backend_t *cb = b->priv;
-    cuda_plan_t     pl;
+    cuda_backend_t *be = b->priv;
+    cuda_rank_t    *cb = &be->ranks[0];
     size_t          V = cb->cfg.vocab_size;
-    int             r, rows, H = cb->cfg.hidden_size;
+    int             r, rows, rc, H = cb->cfg.hidden_size;
 
     cb->n_kept = 0;
-    CUDA_CHECK(cudaSetDevice(cb->device));
-    /* the previous step may still read h_meta */
-    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
     if (validate_batch(cb, batch, err, errlen) != 0) {
         return -1;
     }
@@ -993,12 +1273,29 @@ cuda_forward(infer_backend_t *b, const infer_batch_t *batch, float *logits,
                  cb->max_logits);
         return -1;
     }
-    if (plan_step(cb, batch, &pl, err, errlen) != 0) {
-        return -1;
+    if (be->tp > 1) {
+        pthread_mutex_lock(&be->mu);
+        be->batch = batch;
+        be->n_done = 0;
+        be->generation++;
+        pthread_cond_broadcast(&be->go);
+        pthread_mutex_unlock(&be->mu);
     }
-    CUDA_CHECK(cudaMemcpyAsync(cb->d_meta, cb->h_meta, pl.total * 4,
-                               cudaMemcpyHostToDevice, cb->stream));
-    if (run_step(cb, &pl, err, errlen) != 0) {
+    rc = rank_step(cb, batch, err, errlen);
+    if (be->tp > 1) {
+        pthread_mutex_lock(&be->mu);
+        while (be->n_done < be->tp - 1) {
+            pthread_cond_wait(&be->done, &be->mu);
+        }
+        pthread_mutex_unlock(&be->mu);
+        for (r = 1; r < be->tp && rc == 0; r++) {
+            if (be->ranks[r].rc != 0) {
+                snprintf(err, errlen, "%s", be->ranks[r].err);
+                rc = -1;
+            }
+        }
+    }
+    if (rc != 0) {
         return -1;
     }
     if (logits == NULL) {
@@ -1033,7 +1330,8 @@ static int
 cuda_sample(infer_backend_t *b, const infer_sampling_t *s, int n,
     int32_t *out, char *err, size_t errlen)
 {
-    cuda_backend_t *cb = b->priv;
+    cuda_backend_t *be = b->priv;
+    cuda_rank_t    *cb = &be->ranks[0];
     int             i, any_sorted = 0;
 
     if (n != cb->n_kept || n == 0) {
