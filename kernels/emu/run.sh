@@ -15,7 +15,7 @@ tests=${*:-test_cuda_kernels test_cuda_model test_cuda_comm test_cuda_tp}
 mkdir -p $out/gen
 inc="-I$emu/inc -Ikernels -Isrc/engine -Isrc/proto -DINFER_HAVE_CUDA"
 cxx="g++ -std=c++20 -O1 -g -pthread $san -include emu_device.h $inc"
-cc="gcc -std=gnu11 -O1 -g -pthread -fopenmp $san -D_GNU_SOURCE $inc -It/unit"
+cc="gcc -std=gnu11 -O1 -g -pthread -fopenmp-simd $san -D_GNU_SOURCE $inc -It/unit"
 objs=()
 for f in kernels/*.cu; do
     b=$(basename "$f" .cu)
@@ -34,7 +34,7 @@ done
 rc=0
 for t in $tests; do
     $cc -c t/unit/$t.c -o $out/$t.o
-    g++ -pthread -fopenmp $san $out/$t.o "${objs[@]}" $out/emu_runtime.o \
+    g++ -pthread -fopenmp-simd $san $out/$t.o "${objs[@]}" $out/emu_runtime.o \
         $out/emu_nccl.o -o $out/$t -ljansson -lpcre2-8 -lopenblas -lm
     echo "# $t (CUDA emulated on the CPU)"
     $out/$t || rc=1

@@ -4,6 +4,12 @@
  * (relative to the largest logit) of tp=1 over a mixed flat batch.  They
  * are not bit-identical because each rank sums its share of the o_proj and
  * down_proj products before the all-reduce adds the shares.
+ *
+ * Also the threads within a rank: a prefill-sized step (3 x 256 tokens)
+ * whose attention is shared by the rank's thread and two helpers gives the
+ * logits of one thread alone.  Each (token, head) pair is computed whole by
+ * one thread, so only OpenBLAS's split of the products could change a
+ * rounding; the bound is the tp one.
  */
 #include <math.h>
 #include <pthread.h>
@@ -123,6 +129,62 @@ logits_with_tp(const infer_model_t *m, int tp, float *out)
     return rc;
 }
 
+#define LONG_SEQS 3
+#define LONG_LEN  256
+
+/* LONG_SEQS prompts of LONG_LEN tokens in one step, logits at each end. */
+static int
+logits_long(const infer_model_t *m, int threads, float *out)
+{
+    static int32_t         tokens[LONG_SEQS * LONG_LEN];
+    static int32_t         pos[LONG_SEQS * LONG_LEN], seq[LONG_SEQS * LONG_LEN];
+    int32_t                table[LONG_SEQS * LONG_LEN / 16];
+    int32_t                ctx[LONG_SEQS], logit[LONG_SEQS];
+    infer_backend_params_t p;
+    infer_backend_t       *b;
+    infer_batch_t          bt;
+    char                   err[256];
+    int                    i, rc, nb = LONG_LEN / 16;
+
+    for (i = 0; i < LONG_SEQS * LONG_LEN; i++) {
+        tokens[i] = i % LONG_LEN == 0 ? 1 : (i * 37 + 11) % 512;
+        pos[i] = i % LONG_LEN;
+        seq[i] = i / LONG_LEN;
+    }
+    for (i = 0; i < LONG_SEQS * nb; i++) {
+        table[i] = LONG_SEQS * nb - 1 - i;
+    }
+    for (i = 0; i < LONG_SEQS; i++) {
+        ctx[i] = LONG_LEN;
+        logit[i] = (i + 1) * LONG_LEN - 1;
+    }
+    memset(&p, 0, sizeof(p));
+    p.threads = threads;
+    p.tp = 1;
+    p.kv_cache_bytes = 4 << 20;
+    p.block_size = 16;
+    p.max_batch_tokens = LONG_SEQS * LONG_LEN;
+    p.max_seqs = LONG_SEQS;
+    if (infer_backend_create("cpu", m, &p, &b, err, sizeof(err)) != 0) {
+        diag("%s", err);
+        return -1;
+    }
+    memset(&bt, 0, sizeof(bt));
+    bt.n_tokens = LONG_SEQS * LONG_LEN;
+    bt.tokens = tokens;
+    bt.positions = pos;
+    bt.seq_of_token = seq;
+    bt.n_seqs = LONG_SEQS;
+    bt.ctx_len = ctx;
+    bt.block_table = table;
+    bt.max_blocks = nb;
+    bt.n_logits = LONG_SEQS;
+    bt.logit_tokens = logit;
+    rc = b->ops->forward(b, &bt, out, err, sizeof(err));
+    infer_backend_destroy(b);
+    return rc;
+}
+
 int
 main(void)
 {
@@ -149,6 +211,21 @@ main(void)
         }
         ok(maxref > 1.0 && maxdiff / maxref <= 1e-5,
            "tp=%d logits within 1e-5 relative of tp=1 (%.2e)", tp,
+           maxdiff / maxref);
+    }
+    {
+        static float one[LONG_SEQS * 512], three[LONG_SEQS * 512];
+        double       maxdiff = 0, maxref = 0;
+
+        ok(logits_long(m, 1, one) == 0 && logits_long(m, 3, three) == 0,
+           "%d x %d-token prefill with 1 and with 3 threads", LONG_SEQS,
+           LONG_LEN);
+        for (i = 0; i < LONG_SEQS * 512; i++) {
+            maxdiff = fmax(maxdiff, fabs(three[i] - one[i]));
+            maxref = fmax(maxref, fabs(one[i]));
+        }
+        ok(maxref > 1.0 && maxdiff / maxref <= 1e-5,
+           "attention shared by 3 threads = 1 thread (%.2e relative)",
            maxdiff / maxref);
     }
     {
