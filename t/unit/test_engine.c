@@ -203,13 +203,15 @@ test_shared_steps(void)
 }
 
 /*
- * Continuing from the first 100 reference tokens as a prompt, prefilled in
- * chunks of 16, must produce the reference's remaining 100 tokens.
+ * Continuing from the first 100 reference tokens as a prompt must produce
+ * the reference's remaining 100 tokens, whether the prompt is prefilled in
+ * chunks of 16 or in one step of 101 (two tiles of the CPU backend's
+ * matrix-product attention).
  */
 static void
-test_chunked_prefill(void)
+test_chunked_prefill(int budget)
 {
-    infer_engine_t *e = engine(16, 4, 8 << 20, 1, 0, 1);
+    infer_engine_t *e = engine(budget, 4, 8 << 20, 1, 0, 1);
     infer_request_t r = greedy(bos, 1, 200);
     result_t        ref, cont;
     int32_t         prompt[101];
@@ -223,7 +225,7 @@ test_chunked_prefill(void)
     infer_engine_submit(e, &r, &ref.id);
     collect(e, &ref, 1);
     ok(same_as_expected(&ref, expected_len) && ref.n_tokens >= 100,
-       "reference run under a 16-token budget");
+       "reference run under a %d-token budget", budget);
 
     prompt[0] = 1;
     memcpy(prompt + 1, ref.tokens, 100 * sizeof(int32_t));
@@ -232,8 +234,8 @@ test_chunked_prefill(void)
     collect(e, &cont, 1);
     ok(cont.n_tokens == 100 && ref.n_tokens == 200
        && memcmp(cont.tokens, ref.tokens + 100, 100 * sizeof(int32_t)) == 0,
-       "101-token prompt prefilled in 16-token chunks continues with the "
-       "reference's tokens 101..200");
+       "101-token prompt prefilled under a %d-token budget continues with "
+       "the reference's tokens 101..200", budget);
     infer_engine_destroy(e);
 }
 
@@ -480,7 +482,8 @@ main(void)
 
     test_greedy_200();
     test_shared_steps();
-    test_chunked_prefill();
+    test_chunked_prefill(16);
+    test_chunked_prefill(256);
     test_preemption();
     test_sampling();
     test_stops_and_limits();

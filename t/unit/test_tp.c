@@ -5,11 +5,11 @@
  * are not bit-identical because each rank sums its share of the o_proj and
  * down_proj products before the all-reduce adds the shares.
  *
- * Also the threads within a rank: a prefill-sized step (3 x 256 tokens)
- * whose attention is shared by the rank's thread and two helpers gives the
- * logits of one thread alone.  Each (token, head) pair is computed whole by
- * one thread, so only OpenBLAS's split of the products could change a
- * rounding; the bound is the tp one.
+ * Also the threads within a rank: a decode step large enough for the
+ * rank's two helpers to share its attention gives the logits of one thread
+ * alone.  Each (token, head) pair is computed whole by one thread, so only
+ * OpenBLAS's split of the products could change a rounding; the bound is
+ * the tp one.
  */
 #include <math.h>
 #include <pthread.h>
@@ -129,58 +129,84 @@ logits_with_tp(const infer_model_t *m, int tp, float *out)
     return rc;
 }
 
-#define LONG_SEQS 3
-#define LONG_LEN  256
+#define LONG_LEN  500
+#define DECODES   160
+#define MAXB      32            /* blocks of 16: 512 positions */
 
-/* LONG_SEQS prompts of LONG_LEN tokens in one step, logits at each end. */
+/*
+ * A LONG_LEN-token prompt, then one decode step of DECODES tokens whose
+ * sequences all read that prompt's blocks (their keys and values are the
+ * last token's: it writes the shared slot last): 160 x 501 positions x 8
+ * heads x 8 dims is past the 4e6 at which the helpers join in.  Logits of
+ * every decode row.
+ */
 static int
-logits_long(const infer_model_t *m, int threads, float *out)
+logits_decode_step(const infer_model_t *m, int threads, float *out)
 {
-    static int32_t         tokens[LONG_SEQS * LONG_LEN];
-    static int32_t         pos[LONG_SEQS * LONG_LEN], seq[LONG_SEQS * LONG_LEN];
-    int32_t                table[LONG_SEQS * LONG_LEN / 16];
-    int32_t                ctx[LONG_SEQS], logit[LONG_SEQS];
+    static int32_t         tokens[LONG_LEN], pos[LONG_LEN], seq[LONG_LEN];
+    static int32_t         table[DECODES * MAXB], dec_seq[DECODES];
+    static int32_t         dec_tokens[DECODES], dec_pos[DECODES];
+    static int32_t         ctx[DECODES], logit[DECODES];
+    static float           prompt_logits[512];
     infer_backend_params_t p;
     infer_backend_t       *b;
     infer_batch_t          bt;
     char                   err[256];
-    int                    i, rc, nb = LONG_LEN / 16;
+    int                    i, rc;
 
-    for (i = 0; i < LONG_SEQS * LONG_LEN; i++) {
-        tokens[i] = i % LONG_LEN == 0 ? 1 : (i * 37 + 11) % 512;
-        pos[i] = i % LONG_LEN;
-        seq[i] = i / LONG_LEN;
+    for (i = 0; i < LONG_LEN; i++) {
+        tokens[i] = i == 0 ? 1 : (i * 37 + 11) % 512;
+        pos[i] = i;
+        seq[i] = 0;
     }
-    for (i = 0; i < LONG_SEQS * nb; i++) {
-        table[i] = LONG_SEQS * nb - 1 - i;
+    for (i = 0; i < DECODES * MAXB; i++) {
+        table[i] = MAXB - 1 - i % MAXB;
     }
-    for (i = 0; i < LONG_SEQS; i++) {
-        ctx[i] = LONG_LEN;
-        logit[i] = (i + 1) * LONG_LEN - 1;
+    for (i = 0; i < DECODES; i++) {
+        dec_tokens[i] = (i * 53 + 7) % 512;
+        dec_pos[i] = LONG_LEN;
+        dec_seq[i] = i;
+        ctx[i] = LONG_LEN + 1;
+        logit[i] = i;
     }
     memset(&p, 0, sizeof(p));
     p.threads = threads;
     p.tp = 1;
     p.kv_cache_bytes = 4 << 20;
     p.block_size = 16;
-    p.max_batch_tokens = LONG_SEQS * LONG_LEN;
-    p.max_seqs = LONG_SEQS;
+    p.max_batch_tokens = LONG_LEN;
+    p.max_seqs = DECODES;
     if (infer_backend_create("cpu", m, &p, &b, err, sizeof(err)) != 0) {
         diag("%s", err);
         return -1;
     }
     memset(&bt, 0, sizeof(bt));
-    bt.n_tokens = LONG_SEQS * LONG_LEN;
+    bt.n_tokens = LONG_LEN;
     bt.tokens = tokens;
     bt.positions = pos;
     bt.seq_of_token = seq;
-    bt.n_seqs = LONG_SEQS;
+    bt.n_seqs = 1;
+    ctx[0] = LONG_LEN;
     bt.ctx_len = ctx;
     bt.block_table = table;
-    bt.max_blocks = nb;
-    bt.n_logits = LONG_SEQS;
+    bt.max_blocks = MAXB;
+    bt.n_logits = 1;
     bt.logit_tokens = logit;
-    rc = b->ops->forward(b, &bt, out, err, sizeof(err));
+    logit[0] = LONG_LEN - 1;
+    rc = b->ops->forward(b, &bt, prompt_logits, err, sizeof(err));
+    ctx[0] = LONG_LEN + 1;
+    logit[0] = 0;
+
+    bt.n_tokens = DECODES;
+    bt.tokens = dec_tokens;
+    bt.positions = dec_pos;
+    bt.seq_of_token = dec_seq;
+    bt.n_seqs = DECODES;
+    bt.n_logits = DECODES;
+    rc |= b->ops->forward(b, &bt, out, err, sizeof(err));
+    if (rc != 0) {
+        diag("%s", err);
+    }
     infer_backend_destroy(b);
     return rc;
 }
@@ -214,13 +240,14 @@ main(void)
            maxdiff / maxref);
     }
     {
-        static float one[LONG_SEQS * 512], three[LONG_SEQS * 512];
+        static float one[DECODES * 512], three[DECODES * 512];
         double       maxdiff = 0, maxref = 0;
 
-        ok(logits_long(m, 1, one) == 0 && logits_long(m, 3, three) == 0,
-           "%d x %d-token prefill with 1 and with 3 threads", LONG_SEQS,
-           LONG_LEN);
-        for (i = 0; i < LONG_SEQS * 512; i++) {
+        ok(logits_decode_step(m, 1, one) == 0
+           && logits_decode_step(m, 3, three) == 0,
+           "%d decode tokens over %d positions with 1 and with 3 threads",
+           DECODES, LONG_LEN + 1);
+        for (i = 0; i < DECODES * 512; i++) {
             maxdiff = fmax(maxdiff, fabs(three[i] - one[i]));
             maxref = fmax(maxref, fabs(one[i]));
         }
