@@ -9,6 +9,7 @@
  *                 [chat_template=auto|llama2|llama3|chatml|plain];  (http)
  *     infer_openai NAME ...;                                     (location)
  *     infer_health;                                              (location)
+ *     infer_stats;                                               (location)
  */
 #include "ngx_http_infer.h"
 
@@ -23,6 +24,8 @@ static char *ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static char *ngx_http_infer_model(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_infer_openai(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_infer_stats(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_infer_health(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -49,6 +52,13 @@ static ngx_command_t  ngx_http_infer_commands[] = {
     { ngx_string("infer_health"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_infer_health,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infer_stats"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_infer_stats,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -443,6 +453,17 @@ ngx_http_infer_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_infer_health_handler;
+
+    return NGX_CONF_OK;
+}
+
+static char *
+ngx_http_infer_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_infer_stats_handler;
 
     return NGX_CONF_OK;
 }

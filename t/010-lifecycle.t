@@ -63,6 +63,7 @@ http {
         listen 127.0.0.1:$tiny_buf_port sndbuf=4k;
         location /v1/ { infer_openai tiny slow; }
         location = /healthz { infer_health; }
+        location = /stats { infer_stats; }
     }
     server {
         listen 127.0.0.1:$tls_port ssl http2;
@@ -202,17 +203,36 @@ for (1 .. 100) { last if master_pid() && curl("http://127.0.0.1:$h2c_port/health
 }
 
 # --- concurrent HTTP/2 streams on one connection ---------------------------
+# The engine's counters (infer_stats) show they were batched: 8 x 200
+# generated tokens in far fewer than the 1600 steps one at a time would take.
+sub tiny_stats {
+    my $j = eval { JSON::PP::decode_json(curl("http://127.0.0.1:$port/stats")) };
+    my ($tiny) = grep { $_->{name} eq 'tiny' } @{ $j->{models} // [] };
+    return $tiny // {};
+}
 {
     my $f = "$root/body.json";
     open my $fh, '>', $f or die;
     print $fh '{"model":"tiny","prompt":[1],"max_tokens":200,"temperature":0}';
     close $fh;
+    my $before = tiny_stats();
     my ($out, $err) = ('', '');
     run ['h2load', '-n', '8', '-c', '1', '-m', '8', '-d', $f,
          "http://127.0.0.1:$h2c_port/v1/completions"], \undef, \$out, \$err;
     like($out, qr/requests: 8 total, 8 started, 8 done, 8 succeeded/,
          '8 concurrent streams on one h2c connection succeed');
     like($out, qr/status codes: 8 2xx/, 'all 8 are 200');
+    my $after = tiny_stats();
+    my $generated = ($after->{generated_tokens} // 0)
+                    - ($before->{generated_tokens} // 0);
+    my $steps = ($after->{steps} // 0) - ($before->{steps} // 0);
+    is($generated, 1600, 'infer_stats: 8 x 200 tokens generated');
+    ok($steps > 0 && $steps <= 400,
+       "the 8 streams shared the engine's steps ($steps steps for 1600 tokens)");
+    is_deeply([ @{$after}{qw(running waiting)} ], [0, 0],
+              'infer_stats: nothing running or waiting afterwards');
+    is($after->{kv_blocks_free}, $after->{kv_blocks},
+       'infer_stats: every KV block free afterwards');
 }
 
 # --- HTTP/2 RST_STREAM cancels, the connection lives on ----------------------

@@ -92,6 +92,7 @@ void ngx_http_infer_ctx_finalize(ngx_http_infer_ctx_t *ctx, ngx_int_t rc);
 /* The OpenAI front end (ngx_http_infer_openai.c). */
 ngx_int_t ngx_http_infer_openai_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_infer_health_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_infer_stats_handler(ngx_http_request_t *r);
 void ngx_http_infer_openai_event(ngx_http_infer_ctx_t *ctx,
     infer_event_t *ev);
 void ngx_http_infer_openai_timeout(ngx_http_infer_ctx_t *ctx);

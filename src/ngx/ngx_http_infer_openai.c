@@ -809,3 +809,48 @@ ngx_http_infer_health_handler(ngx_http_request_t *r)
                                           : NGX_HTTP_SERVICE_UNAVAILABLE,
                                     body, body ? strlen(body) : 0);
 }
+
+
+/*
+ * This worker's engines: requests running and waiting, scheduler steps,
+ * tokens computed and generated, preemptions, KV blocks.  Counters are
+ * per worker process, so a client sees the worker that accepted it.
+ */
+ngx_int_t
+ngx_http_infer_stats_handler(ngx_http_request_t *r)
+{
+    char                         *body;
+    size_t                        len;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, n;
+    const char                  **names;
+    infer_stats_t                *st;
+    ngx_http_infer_model_t      **m;
+    ngx_http_infer_main_conf_t   *imcf;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_infer_module);
+    m = imcf->models.elts;
+    names = ngx_palloc(r->pool, (imcf->models.nelts + 1) * sizeof(char *));
+    st = ngx_pcalloc(r->pool, (imcf->models.nelts + 1) * sizeof(*st));
+    if (names == NULL || st == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    n = 0;
+    for (i = 0; i < imcf->models.nelts; i++) {
+        if (m[i]->engine == NULL) {
+            continue;
+        }
+        names[n] = (const char *) m[i]->name.data;
+        infer_engine_stats(m[i]->engine, &st[n]);
+        n++;
+    }
+
+    len = 0;
+    body = infer_stats_body(names, st, (int) n, (long) ngx_pid, &len);
+    return ngx_http_infer_send_json(r, NGX_HTTP_OK, body, len);
+}

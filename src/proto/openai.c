@@ -701,6 +701,37 @@ infer_oai_models_body(const char *const *names, int n, int64_t created,
     return oai_dump(o, "", "\n", len);
 }
 
+char *
+infer_stats_body(const char *const *names, const void *stats, int n,
+    long pid, size_t *len)
+{
+    const infer_stats_t *st = stats;
+    json_t              *o, *models;
+    int                  i;
+
+    models = json_array();
+    for (i = 0; models != NULL && i < n; i++) {
+        if (json_array_append_new(models,
+                json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:i,s:i}",
+                          "name", names[i],
+                          "running", st[i].running,
+                          "waiting", st[i].waiting,
+                          "steps", (json_int_t) st[i].steps,
+                          "prompt_tokens", (json_int_t) st[i].prompt_tokens,
+                          "generated_tokens",
+                          (json_int_t) st[i].generated_tokens,
+                          "preemptions", (json_int_t) st[i].preemptions,
+                          "kv_blocks", st[i].n_blocks,
+                          "kv_blocks_free", st[i].free_blocks)) != 0)
+        {
+            json_decref(models);
+            return NULL;
+        }
+    }
+    o = json_pack("{s:I,s:o}", "pid", (json_int_t) pid, "models", models);
+    return oai_dump(o, "", "\n", len);
+}
+
 const char *
 infer_oai_finish_reason(int finish)
 {
