@@ -20,7 +20,7 @@
 int
 main(void)
 {
-    skip_all("built without CUDA (nvcc not found at build time)");
+    skip_all("built without CUDA (CUDA=0, or no nvcc at build time)");
     return 0;
 }
 
