@@ -19,6 +19,7 @@
 #include <string.h>
 #include "backend.h"
 #include "comm.h"
+#include "crew.h"
 
 /*
  * glibc's libmvec (linked through libm) has vector expf; math.h declares it
@@ -42,32 +43,18 @@ typedef struct cpu_backend cpu_backend_t;
 typedef struct cpu_rank cpu_rank_t;
 
 /*
- * A rank's attention helpers: threads - 1 threads that sleep on a
- * condition variable and, on a prefill-sized step, take (token, head)
- * pairs from a shared counter alongside the rank's own thread.  Not
- * OpenMP: its idle threads spin after a parallel region and took the cores
- * from OpenBLAS (stories260K batch-16 prefill, 2 threads: 36k tokens/s,
- * 52k with OMP_WAIT_POLICY=PASSIVE, which a module cannot set before
- * libgomp reads it at load).
+ * What a rank's attention helpers share in a step.  The helpers are a crew
+ * of threads - 1 sleeping threads, not OpenMP: its idle threads spin after
+ * a parallel region and took the cores from OpenBLAS (stories260K
+ * batch-16 prefill, 2 threads: 36k tokens/s, 52k with
+ * OMP_WAIT_POLICY=PASSIVE, which a module cannot set before libgomp reads
+ * it at load).
  */
 typedef struct {
-    cpu_rank_t    *rk;
-    int            worker;        /* 1..threads-1; the rank's thread is 0 */
-    pthread_t      thread;
-} cpu_helper_t;
-
-typedef struct {
-    pthread_mutex_t      mu;
-    pthread_cond_t       go, done;
-    uint64_t             generation;
-    int                  n_helpers, n_done, stop;
-    cpu_helper_t        *helpers;
-    /* the step being shared */
     int                  layer;
     const infer_batch_t *batch;
     int                  next_pair;   /* taken with an atomic add */
-    int                  ready;       /* mutex and conditions exist */
-} cpu_team_t;
+} cpu_attention_job_t;
 
 struct cpu_rank {
     cpu_backend_t *be;
@@ -84,9 +71,9 @@ struct cpu_rank {
     int32_t       *prompts;       /* [max_tokens][2]: first token, count */
     int32_t       *decodes;       /* [max_tokens]: tokens alone in a run */
     int            n_prompts, n_decodes;
-    cpu_team_t     team;
-    pthread_t      thread;
-    int            rc;
+    cpu_attention_job_t  job;
+    infer_crew_t         helpers;
+    int                  rc;
 };
 
 struct cpu_backend {
@@ -108,12 +95,8 @@ struct cpu_backend {
     void                **owned;       /* converted weight copies */
     int                   n_owned;
 
-    /* hand-off of a step to ranks 1.. */
-    pthread_mutex_t       mu;
-    pthread_cond_t        go, done;
-    uint64_t              generation;
-    int                   n_done;
-    int                   stop;
+    /* ranks 1.. in threads of their own */
+    infer_crew_t          crew;
     const infer_batch_t  *batch;
 };
 
@@ -493,19 +476,19 @@ gather_kv(cpu_backend_t *be, cpu_rank_t *rk, int layer,
 static void
 attention_decodes(cpu_backend_t *be, cpu_rank_t *rk, int worker)
 {
-    const infer_batch_t *b = rk->team.batch;
+    const infer_batch_t *b = rk->job.batch;
     int    hd = be->cfg.head_dim, group = rk->n_heads / rk->n_kv_heads;
     int    pairs = rk->n_decodes * rk->n_heads, pair, t, h;
     float *s = rk->scratch + (size_t) worker * be->scratch_floats;
 
     for ( ;; ) {
-        pair = __atomic_fetch_add(&rk->team.next_pair, 1, __ATOMIC_RELAXED);
+        pair = __atomic_fetch_add(&rk->job.next_pair, 1, __ATOMIC_RELAXED);
         if (pair >= pairs) {
             return;
         }
         t = rk->decodes[pair / rk->n_heads];
         h = pair % rk->n_heads;
-        attention_head(be, rk, rk->team.layer,
+        attention_head(be, rk, rk->job.layer,
                        b->block_table
                        + (size_t) b->seq_of_token[t] * b->max_blocks,
                        b->positions[t] + 1, h / group,
@@ -518,7 +501,7 @@ attention_decodes(cpu_backend_t *be, cpu_rank_t *rk, int worker)
 static void
 attention_prompts(cpu_backend_t *be, cpu_rank_t *rk)
 {
-    const infer_batch_t *b = rk->team.batch;
+    const infer_batch_t *b = rk->job.batch;
     int     hd = be->cfg.head_dim, group = rk->n_heads / rk->n_kv_heads;
     int     r, g, h, t0, n, p0;
     float  *k = rk->scratch, *v = k + (size_t) be->ctx_cap * hd;
@@ -531,7 +514,7 @@ attention_prompts(cpu_backend_t *be, cpu_rank_t *rk)
         p0 = b->positions[t0];
         table = b->block_table + (size_t) b->seq_of_token[t0] * b->max_blocks;
         for (g = 0; g < rk->n_kv_heads; g++) {
-            gather_kv(be, rk, rk->team.layer, table, p0 + n, g, k, v);
+            gather_kv(be, rk, rk->job.layer, table, p0 + n, g, k, v);
             for (h = g * group; h < (g + 1) * group; h++) {
                 attention_run_head(be, rk, t0, p0, n, h, k, v, s);
             }
@@ -539,34 +522,12 @@ attention_prompts(cpu_backend_t *be, cpu_rank_t *rk)
     }
 }
 
-static void *
-attention_helper(void *arg)
+static void
+attention_helper(void *arg, int index)
 {
-    cpu_helper_t *hp = arg;
-    cpu_rank_t   *rk = hp->rk;
-    cpu_team_t   *tm = &rk->team;
-    uint64_t      seen = 0;
+    cpu_rank_t *rk = arg;
 
-    for ( ;; ) {
-        pthread_mutex_lock(&tm->mu);
-        while (!tm->stop && tm->generation == seen) {
-            pthread_cond_wait(&tm->go, &tm->mu);
-        }
-        if (tm->stop) {
-            pthread_mutex_unlock(&tm->mu);
-            return NULL;
-        }
-        seen = tm->generation;
-        pthread_mutex_unlock(&tm->mu);
-
-        attention_decodes(rk->be, rk, hp->worker);
-
-        pthread_mutex_lock(&tm->mu);
-        if (++tm->n_done == tm->n_helpers) {
-            pthread_cond_signal(&tm->done);
-        }
-        pthread_mutex_unlock(&tm->mu);
-    }
+    attention_decodes(rk->be, rk, index);
 }
 
 /*
@@ -583,7 +544,6 @@ static void
 attention(cpu_backend_t *be, cpu_rank_t *rk, int layer,
     const infer_batch_t *b)
 {
-    cpu_team_t *tm = &rk->team;
     double      work = 0;
     int         t, shared;
 
@@ -609,27 +569,17 @@ attention(cpu_backend_t *be, cpu_rank_t *rk, int layer,
             t += n - 1;
         }
     }
-    shared = tm->n_helpers > 0 && work > 4e6;
+    shared = work > 4e6;
 
-    tm->layer = layer;
-    tm->batch = b;
-    tm->next_pair = 0;
+    rk->job.layer = layer;
+    rk->job.batch = b;
+    rk->job.next_pair = 0;
     if (shared) {
-        pthread_mutex_lock(&tm->mu);
-        tm->n_done = 0;
-        tm->generation++;
-        pthread_cond_broadcast(&tm->go);
-        pthread_mutex_unlock(&tm->mu);
+        infer_crew_begin(&rk->helpers);
     }
-
     attention_decodes(be, rk, 0);
-
     if (shared) {
-        pthread_mutex_lock(&tm->mu);
-        while (tm->n_done < tm->n_helpers) {
-            pthread_cond_wait(&tm->done, &tm->mu);
-        }
-        pthread_mutex_unlock(&tm->mu);
+        infer_crew_end(&rk->helpers);
     }
     attention_prompts(be, rk);
 }
@@ -720,32 +670,13 @@ cpu_rank_forward(cpu_backend_t *be, cpu_rank_t *rk, const infer_batch_t *b,
     return 0;
 }
 
-static void *
-cpu_rank_thread(void *arg)
+static void
+cpu_rank_job(void *arg, int index)
 {
-    cpu_rank_t    *rk = arg;
-    cpu_backend_t *be = rk->be;
-    uint64_t       seen = 0;
+    cpu_backend_t *be = arg;
 
-    for ( ;; ) {
-        pthread_mutex_lock(&be->mu);
-        while (!be->stop && be->generation == seen) {
-            pthread_cond_wait(&be->go, &be->mu);
-        }
-        if (be->stop) {
-            pthread_mutex_unlock(&be->mu);
-            return NULL;
-        }
-        seen = be->generation;
-        pthread_mutex_unlock(&be->mu);
-
-        rk->rc = cpu_rank_forward(be, rk, be->batch, NULL);
-
-        pthread_mutex_lock(&be->mu);
-        be->n_done++;
-        pthread_cond_signal(&be->done);
-        pthread_mutex_unlock(&be->mu);
-    }
+    be->ranks[index].rc = cpu_rank_forward(be, &be->ranks[index], be->batch,
+                                           NULL);
 }
 
 static int
@@ -761,26 +692,12 @@ cpu_forward(infer_backend_t *bk, const infer_batch_t *b, float *logits,
         return -1;
     }
 
-    if (be->tp > 1) {
-        pthread_mutex_lock(&be->mu);
-        be->batch = b;
-        be->n_done = 0;
-        be->generation++;
-        pthread_cond_broadcast(&be->go);
-        pthread_mutex_unlock(&be->mu);
-    }
-
+    be->batch = b;
+    infer_crew_begin(&be->crew);
     rc = cpu_rank_forward(be, &be->ranks[0], b, logits);
-
-    if (be->tp > 1) {
-        pthread_mutex_lock(&be->mu);
-        while (be->n_done < be->tp - 1) {
-            pthread_cond_wait(&be->done, &be->mu);
-        }
-        pthread_mutex_unlock(&be->mu);
-        for (r = 1; r < be->tp; r++) {
-            rc |= be->ranks[r].rc;
-        }
+    infer_crew_end(&be->crew);
+    for (r = 1; r < be->tp; r++) {
+        rc |= be->ranks[r].rc;
     }
     if (rc != 0) {
         snprintf(err, errlen, "cpu backend: collective failed");
@@ -790,60 +707,6 @@ cpu_forward(infer_backend_t *bk, const infer_batch_t *b, float *logits,
 }
 
 /* ---- set-up and tear-down ------------------------------------------------ */
-
-static int
-team_start(cpu_rank_t *rk, int n_helpers)
-{
-    cpu_team_t *tm = &rk->team;
-    int         i;
-
-    pthread_mutex_init(&tm->mu, NULL);
-    pthread_cond_init(&tm->go, NULL);
-    pthread_cond_init(&tm->done, NULL);
-    tm->ready = 1;
-    if (n_helpers < 1) {
-        return 0;
-    }
-    tm->helpers = calloc(n_helpers, sizeof(cpu_helper_t));
-    if (tm->helpers == NULL) {
-        return -1;
-    }
-    for (i = 0; i < n_helpers; i++) {
-        tm->helpers[i].rk = rk;
-        tm->helpers[i].worker = i + 1;
-        if (pthread_create(&tm->helpers[i].thread, NULL, attention_helper,
-                           &tm->helpers[i]) != 0)
-        {
-            return -1;
-        }
-        tm->n_helpers++;
-    }
-    return 0;
-}
-
-static void
-team_stop(cpu_rank_t *rk)
-{
-    cpu_team_t *tm = &rk->team;
-    int         i;
-
-    if (!tm->ready) {
-        return;
-    }
-    pthread_mutex_lock(&tm->mu);
-    tm->stop = 1;
-    pthread_cond_broadcast(&tm->go);
-    pthread_mutex_unlock(&tm->mu);
-    for (i = 0; i < tm->n_helpers; i++) {
-        pthread_join(tm->helpers[i].thread, NULL);
-    }
-    free(tm->helpers);
-    pthread_mutex_destroy(&tm->mu);
-    pthread_cond_destroy(&tm->go);
-    pthread_cond_destroy(&tm->done);
-    tm->ready = 0;
-}
-
 
 static void cpu_destroy(infer_backend_t *bk);
 
@@ -879,9 +742,6 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     be->threads = p->threads > 0 ? p->threads : 1;
     be->block_size = p->block_size;
     be->max_tokens = p->max_batch_tokens;
-    pthread_mutex_init(&be->mu, NULL);
-    pthread_cond_init(&be->go, NULL);
-    pthread_cond_init(&be->done, NULL);
 
     /* the budget covers keys and values of every layer across all ranks */
     per_block = (size_t) 2 * c->num_layers * c->num_kv_heads * p->block_size
@@ -945,19 +805,17 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
                      be->block_size);
             goto failed;
         }
-        if (team_start(rk, be->threads - 1) != 0) {
+        if (infer_crew_init(&rk->helpers, be->threads - 1, attention_helper,
+                            rk) != 0)
+        {
             snprintf(err, errlen, "cpu backend: cannot start the attention "
                      "threads of rank %d", r);
             goto failed;
         }
     }
-    for (r = 1; r < tp; r++) {
-        if (pthread_create(&be->ranks[r].thread, NULL, cpu_rank_thread,
-                           &be->ranks[r]) != 0)
-        {
-            snprintf(err, errlen, "cpu backend: cannot start rank thread");
-            goto failed;
-        }
+    if (infer_crew_init(&be->crew, tp - 1, cpu_rank_job, be) != 0) {
+        snprintf(err, errlen, "cpu backend: cannot start the rank threads");
+        goto failed;
     }
     return 0;
 
@@ -975,18 +833,13 @@ cpu_destroy(infer_backend_t *bk)
     if (be == NULL) {
         return;
     }
+    /* the rank threads first: they use their ranks' helpers */
+    infer_crew_destroy(&be->crew);
     if (be->ranks != NULL) {
-        pthread_mutex_lock(&be->mu);
-        be->stop = 1;
-        pthread_cond_broadcast(&be->go);
-        pthread_mutex_unlock(&be->mu);
         for (r = 0; r < be->tp; r++) {
             cpu_rank_t *rk = &be->ranks[r];
 
-            if (rk->thread) {
-                pthread_join(rk->thread, NULL);
-            }
-            team_stop(rk);
+            infer_crew_destroy(&rk->helpers);
             free(rk->layers);
             free(rk->k_cache);
             free(rk->v_cache);
@@ -1014,9 +867,6 @@ cpu_destroy(infer_backend_t *bk)
     if (be->comm != NULL) {
         be->comm->ops->destroy(be->comm);
     }
-    pthread_mutex_destroy(&be->mu);
-    pthread_cond_destroy(&be->go);
-    pthread_cond_destroy(&be->done);
     free(be);
     bk->priv = NULL;
 }
