@@ -29,7 +29,6 @@
  * all-reduces through NCCL too, to run that path on one GPU.
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +36,7 @@
 #include <cublas_v2.h>
 #include "backend.h"
 #include "comm_nccl.h"
+#include "crew.h"
 #include "attention.h"
 #include "embed.h"
 #include "kvcache.h"
@@ -135,28 +135,21 @@ typedef struct {
     cuda_graph_t          graphs[CUDA_GRAPHS_MAX];
     int                   n_graphs;
 
-    pthread_t             thread;           /* ranks 1.. */
-    int                   started;
     int                   rc;
     char                  err[512];
 } cuda_rank_t;
 
 /*
  * The ranks of a tensor-parallel group.  Rank 0 runs in the caller's
- * thread and alone produces logits and samples; ranks 1.. wait in their
- * own threads for the generation counter to move, run the same step on
- * their shard, and meet rank 0 in the all-reduces.
+ * thread and alone produces logits and samples; ranks 1.. are a crew that
+ * runs the same step on their shards and meets rank 0 in the all-reduces.
  */
 struct cuda_backend {
     int                   tp;
     cuda_rank_t          *ranks;
     infer_comm_t         *comm;
 
-    pthread_mutex_t       mu;
-    pthread_cond_t        go, done;
-    uint64_t              generation;
-    int                   n_done;
-    int                   stop;
+    infer_crew_t          crew;
     const infer_batch_t  *batch;
 };
 
@@ -654,7 +647,7 @@ pick_devices(const infer_backend_params_t *p, int tp, int count,
     return 0;
 }
 
-static void *rank_thread(void *arg);
+static void rank_job(void *arg, int index);
 static void cuda_destroy(infer_backend_t *b);
 
 static int
@@ -709,9 +702,6 @@ cuda_init(infer_backend_t *b, const infer_model_t *m,
         return -1;
     }
     be->tp = tp;
-    pthread_mutex_init(&be->mu, NULL);
-    pthread_cond_init(&be->go, NULL);
-    pthread_cond_init(&be->done, NULL);
     b->priv = be;
     be->ranks = calloc(tp, sizeof(cuda_rank_t));
     if (be->ranks == NULL) {
@@ -756,15 +746,9 @@ cuda_init(infer_backend_t *b, const infer_model_t *m,
             goto failed;
         }
     }
-    for (r = 1; r < tp; r++) {
-        if (pthread_create(&be->ranks[r].thread, NULL, rank_thread,
-                           &be->ranks[r]) != 0)
-        {
-            snprintf(err, errlen, "backend=cuda: cannot start the thread "
-                     "of rank %d", r);
-            goto failed;
-        }
-        be->ranks[r].started = 1;
+    if (infer_crew_init(&be->crew, tp - 1, rank_job, be) != 0) {
+        snprintf(err, errlen, "backend=cuda: cannot start the rank threads");
+        goto failed;
     }
     free(devices);
     return 0;
@@ -784,15 +768,7 @@ cuda_destroy(infer_backend_t *b)
     if (be == NULL) {
         return;
     }
-    pthread_mutex_lock(&be->mu);
-    be->stop = 1;
-    pthread_cond_broadcast(&be->go);
-    pthread_mutex_unlock(&be->mu);
-    for (r = 0; be->ranks != NULL && r < be->tp; r++) {
-        if (be->ranks[r].started) {
-            pthread_join(be->ranks[r].thread, NULL);
-        }
-    }
+    infer_crew_destroy(&be->crew);
     /* no stream may still run a collective when the communicator goes */
     for (r = 0; be->ranks != NULL && r < be->tp; r++) {
         if (be->ranks[r].stream != NULL) {
@@ -807,9 +783,6 @@ cuda_destroy(infer_backend_t *b)
         rank_release(&be->ranks[r]);
     }
     free(be->ranks);
-    pthread_mutex_destroy(&be->mu);
-    pthread_cond_destroy(&be->go);
-    pthread_cond_destroy(&be->done);
     free(be);
     b->priv = NULL;
 }
@@ -1222,32 +1195,13 @@ rank_step(cuda_rank_t *cb, const infer_batch_t *batch, char *err,
     return run_step(cb, &pl, err, errlen);
 }
 
-static void *
-rank_thread(void *arg)
+static void
+rank_job(void *arg, int index)
 {
-    cuda_rank_t    *cb = arg;
-    cuda_backend_t *be = cb->be;
-    uint64_t        seen = 0;
+    cuda_backend_t *be = arg;
+    cuda_rank_t    *cb = &be->ranks[index];
 
-    for ( ;; ) {
-        pthread_mutex_lock(&be->mu);
-        while (!be->stop && be->generation == seen) {
-            pthread_cond_wait(&be->go, &be->mu);
-        }
-        if (be->stop) {
-            pthread_mutex_unlock(&be->mu);
-            return NULL;
-        }
-        seen = be->generation;
-        pthread_mutex_unlock(&be->mu);
-
-        cb->rc = rank_step(cb, be->batch, cb->err, sizeof(cb->err));
-
-        pthread_mutex_lock(&be->mu);
-        be->n_done++;
-        pthread_cond_signal(&be->done);
-        pthread_mutex_unlock(&be->mu);
-    }
+    cb->rc = rank_step(cb, be->batch, cb->err, sizeof(cb->err));
 }
 
 /*
@@ -1273,26 +1227,14 @@ cuda_forward(infer_backend_t *b, const infer_batch_t *batch, float *logits,
                  cb->max_logits);
         return -1;
     }
-    if (be->tp > 1) {
-        pthread_mutex_lock(&be->mu);
-        be->batch = batch;
-        be->n_done = 0;
-        be->generation++;
-        pthread_cond_broadcast(&be->go);
-        pthread_mutex_unlock(&be->mu);
-    }
+    be->batch = batch;
+    infer_crew_begin(&be->crew);
     rc = rank_step(cb, batch, err, errlen);
-    if (be->tp > 1) {
-        pthread_mutex_lock(&be->mu);
-        while (be->n_done < be->tp - 1) {
-            pthread_cond_wait(&be->done, &be->mu);
-        }
-        pthread_mutex_unlock(&be->mu);
-        for (r = 1; r < be->tp && rc == 0; r++) {
-            if (be->ranks[r].rc != 0) {
-                snprintf(err, errlen, "%s", be->ranks[r].err);
-                rc = -1;
-            }
+    infer_crew_end(&be->crew);
+    for (r = 1; r < be->tp && rc == 0; r++) {
+        if (be->ranks[r].rc != 0) {
+            snprintf(err, errlen, "%s", be->ranks[r].err);
+            rc = -1;
         }
     }
     if (rc != 0) {
