@@ -810,7 +810,6 @@ ngx_http_infer_health_handler(ngx_http_request_t *r)
                                     body, body ? strlen(body) : 0);
 }
 
-
 /*
  * This worker's engines: requests running and waiting, scheduler steps,
  * tokens computed and generated, preemptions, KV blocks.  Counters are

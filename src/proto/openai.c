@@ -702,12 +702,11 @@ infer_oai_models_body(const char *const *names, int n, int64_t created,
 }
 
 char *
-infer_stats_body(const char *const *names, const void *stats, int n,
-    long pid, size_t *len)
+infer_stats_body(const char *const *names, const infer_stats_t *st,
+    int n, long pid, size_t *len)
 {
-    const infer_stats_t *st = stats;
-    json_t              *o, *models;
-    int                  i;
+    json_t  *o, *models;
+    int      i;
 
     models = json_array();
     for (i = 0; models != NULL && i < n; i++) {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "chat.h"
+#include "infer.h"
 
 #define INFER_OAI_MAX_STOP  4
 
@@ -95,10 +96,9 @@ char *infer_oai_error_chunk(const infer_oai_error_t *err, size_t *len);
 char *infer_oai_models_body(const char *const *names, int n,
     int64_t created, size_t *len);
 
-/* infer_stats: one engine snapshot (infer_stats_t) per model of this
- * worker; stats points to n of them. */
-char *infer_stats_body(const char *const *names, const void *stats, int n,
-    long pid, size_t *len);
+/* infer_stats: one engine snapshot per model of this worker. */
+char *infer_stats_body(const char *const *names, const infer_stats_t *st,
+    int n, long pid, size_t *len);
 
 /* "stop" / "length" for an engine finish reason (infer_finish_t). */
 const char *infer_oai_finish_reason(int finish);
