@@ -55,25 +55,42 @@ engine: $(LIB)
 tools: $(TOOLS)
 tests: $(TESTS)
 
-$(BUILD)/%.o: %.c $(wildcard src/engine/*.h src/proto/*.h kernels/*.h)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+# Every compile writes the headers it read into a .d file beside its output
+# (-MMD), so a changed header (kernels/*.cuh, src/engine/cuda/*.h, ...)
+# rebuilds exactly what includes it; -MP keeps a deleted header from
+# breaking the build.  An output without its .d (a build dir older than
+# this rule) is rebuilt once through the empty .d rule; the touch keeps the
+# output newer than the .d the compiler wrote.
+DEPFLAGS := -MMD -MP
 
-$(BUILD)/%.o: %.cu $(wildcard src/engine/*.h kernels/*.h)
+$(BUILD)/%.o: %.c $(BUILD)/%.d
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+	@touch $@
+
+$(BUILD)/%.o: %.cu $(BUILD)/%.d
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $(DEPFLAGS) -MF $(@:.o=.d) -c $< -o $@
+	@touch $@
+
+$(BUILD)/%.d: ;
+.PRECIOUS: $(BUILD)/%.d
 
 $(LIB): $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%: tools/%.c $(LIB)
-	$(CC) $(CFLAGS) $< -o $@ $(LIB) $(LDLIBS)
+$(BUILD)/%: tools/%.c $(BUILD)/%.d $(LIB)
+	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(LIB) $(LDLIBS)
+	@touch $@
 
-$(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(LIB) | $(TOOLS)
+$(BUILD)/t/%: t/unit/%.c $(BUILD)/t/%.d $(LIB) | $(TOOLS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -It/unit $< -o $@ $(LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) $(DEPFLAGS) -It/unit $< -o $@ $(LIB) $(LDLIBS)
+	@touch $@
+
+-include $(ENGINE_OBJ:.o=.d) $(TOOLS:=.d) $(TESTS:=.d)
 
 # Unit tests print TAP; prove runs each binary from the repository root so
 # ../shared resolves.
