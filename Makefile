@@ -11,7 +11,7 @@ OPT      ?= -O2 -g
 CFLAGS   ?=
 CFLAGS   += $(OPT) -std=gnu11 -Wall -Wextra -Werror -fPIC -pthread -fopenmp-simd \
             -D_GNU_SOURCE -Isrc/engine -Isrc/proto -Ikernels
-LDLIBS   += -ljansson -lpcre2-8 -lopenblas -lm -lpthread
+LDLIBS   += -ljansson -lpcre2-8 -lutf8proc -lopenblas -lm -lpthread
 
 CUDA_HOME ?= /usr/local/cuda
 NVCC      ?= $(shell command -v nvcc 2>/dev/null || \
