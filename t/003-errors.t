@@ -293,3 +293,145 @@ qq{POST /v1/completions
 "text":"Once upon a time"
 --- error_log
 a client request body is buffered to a temporary file
+
+
+
+=== TEST 20: a reply whose text is empty is a 200 with "" (stop at once)
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"Once upon a time","max_tokens":4,"temperature":0,"stop":","}
+--- error_code: 200
+--- response_body_like chomp
+"choices":\[\{"index":0,"text":"","logprobs":null,"finish_reason":"stop"\}\]
+
+
+
+=== TEST 21: a chat reply whose content is empty is a 200 with ""
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":4,"temperature":0,"stop":" "}
+--- error_code: 200
+--- response_body_like chomp
+"message":\{"role":"assistant","content":""\},"logprobs":null,"finish_reason":"stop"
+
+
+
+=== TEST 22: a URI that is not UTF-8 gets a JSON 404 (U+FFFD in the message)
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+GET /v1/%ff
+--- error_code: 404
+--- response_body eval
+qq{{"error":{"message":"unknown route /v1/\xef\xbf\xbd","type":"invalid_request_error","param":null,"code":"unknown_url"}}\n}
+
+
+
+=== TEST 23: a model name cut inside a character still gets a JSON 404
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request eval
+"POST /v1/completions\n" . '{"model":"a' . ("\xc3\xa9" x 300)
+    . '","prompt":"x"}'
+--- error_code: 404
+--- response_body_like chomp
+^\{"error":\{"message":"the model 'a(\xc3\xa9)+","type":"invalid_request_error","param":"model","code":"model_not_found"\}\}$
+
+
+
+=== TEST 24: the JSON parser's message cut inside a character: a JSON 400
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request eval
+open my $f, '<:raw',
+    "$ENV{TEST_NGINX_MODEL_DIR}/../../repro/openai-body-bad-escape.json"
+    or die "repro: $!";
+local $/;
+"POST /v1/completions\n" . <$f>
+--- error_code: 400
+--- response_body_like chomp
+^\{"error":\{"message":"invalid JSON body: (?:[^"\\]|\\.)+","type":"invalid_request_error","param":null,"code":null\}\}$
+
+
+
+=== TEST 25: a NUL byte in the model name is refused, not cut off
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny\u0000x","prompt":"x"}
+--- error_code: 400
+--- response_body
+{"error":{"message":"'model' must not contain a NUL character","type":"invalid_request_error","param":"model","code":null}}
+
+
+
+=== TEST 26: a NUL byte in chat content is refused
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"a\u0000b"}]}
+--- error_code: 400
+--- response_body
+{"error":{"message":"messages[0].content must not contain a NUL character","type":"invalid_request_error","param":"messages","code":null}}
+
+
+
+=== TEST 27: an explicit max_tokens past the context: 400 naming both
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1,2,3],"max_tokens":510}
+--- error_code: 400
+--- response_body
+{"error":{"message":"this model's maximum context length is 512 tokens, but 513 were requested (3 in the prompt, 510 in the completion): reduce the length of the prompt or of max_tokens","type":"invalid_request_error","param":"max_tokens","code":"context_length_exceeded"}}
+
+
+
+=== TEST 28: max_tokens that just fits is served to the last position
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1,2,3],"max_tokens":509,"temperature":0}
+--- error_code: 200
+--- response_body_like chomp
+"finish_reason":"(length|stop)"
+
+
+
+=== TEST 29: a Llama-2 chat with only a system message: 400, not "out of memory"
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 chat_template=llama2;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"system","content":"Be brief."}]}
+--- error_code: 400
+--- response_body
+{"error":{"message":"the llama2 chat template needs a user message after the system message","type":"invalid_request_error","param":"messages","code":null}}

@@ -776,7 +776,7 @@ validate(const infer_engine_t *e, const infer_request_t *r)
 {
     int i;
 
-    if (r->prompt == NULL || r->n_prompt < 1 || r->max_tokens < 1
+    if (r->prompt == NULL || r->n_prompt < 1 || r->max_tokens < 0
         || !(r->temperature >= 0.0f) || r->temperature > 1e6f
         || !(r->top_p > 0.0f && r->top_p <= 1.0f) || r->top_k < 0
         || r->n_stop < 0 || r->n_stop > INFER_MAX_STOP
@@ -796,7 +796,11 @@ validate(const infer_engine_t *e, const infer_request_t *r)
             return INFER_EINVAL;
         }
     }
-    if (r->n_prompt >= e->context) {
+    /* what was asked for must fit: clamping would answer a different
+     * request than the one sent */
+    if (r->n_prompt >= e->context
+        || (long) r->n_prompt + r->max_tokens > e->context)
+    {
         return INFER_ECONTEXT;
     }
     return INFER_OK;
@@ -806,14 +810,15 @@ static infer_seq_t *
 infer_seq_create(infer_engine_t *e, const infer_request_t *r)
 {
     infer_seq_t *s = calloc(1, sizeof(*s));
-    int          i, room = e->context - r->n_prompt;
+    int          i;
 
     if (s == NULL) {
         return NULL;
     }
     s->user = r->user;
     s->n_prompt = r->n_prompt;
-    s->max_tokens = r->max_tokens < room ? r->max_tokens : room;
+    s->max_tokens = r->max_tokens > 0 ? r->max_tokens
+                                      : e->context - r->n_prompt;
     s->tokens = malloc((size_t) (r->n_prompt + s->max_tokens)
                        * sizeof(int32_t));
     s->blocks = malloc((size_t) e->max_blocks * sizeof(int32_t));

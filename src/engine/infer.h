@@ -57,7 +57,8 @@ int infer_engine_alive(infer_engine_t *e);
 typedef struct {
     const int32_t *prompt;       /* token ids, copied at submit */
     int            n_prompt;
-    int            max_tokens;   /* > 0; capped by the context */
+    int            max_tokens;   /* 0: to the end of the context; more
+                                    than the context leaves: ECONTEXT */
     float          temperature;  /* 0 = greedy */
     float          top_p;        /* (0, 1]; 1 = off */
     int            top_k;        /* 0 = off */

@@ -279,7 +279,9 @@ ngx_http_infer_text(ngx_http_infer_ctx_t *ctx, const char *text, size_t len)
         if (p == NULL) {
             return NGX_ERROR;
         }
-        ngx_memcpy(p, ctx->text, ctx->text_len);
+        if (ctx->text_len > 0) {
+            ngx_memcpy(p, ctx->text, ctx->text_len);
+        }
         ngx_free(ctx->text);
         ctx->text = p;
         ctx->text_cap = cap;
@@ -610,17 +612,35 @@ ngx_http_infer_tokenize(ngx_http_infer_model_t *m, infer_oai_request_t *req,
 }
 
 static void
-ngx_http_infer_submit_error(int rc, infer_oai_kind_t kind, int n_prompt,
+ngx_http_infer_submit_error(int rc, infer_oai_request_t *req, int n_prompt,
     ngx_http_infer_model_t *m, infer_oai_error_t *err)
 {
+    int          context;
+    const char  *param;
+
     switch (rc) {
     case INFER_ECONTEXT:
-        infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
-                            kind == INFER_OAI_CHAT ? "messages" : "prompt",
-                            "context_length_exceeded",
-                            "this model's maximum context length is %d "
-                            "tokens, the prompt has %d",
-                            infer_engine_context_length(m->engine), n_prompt);
+        context = infer_engine_context_length(m->engine);
+        param = req->kind == INFER_OAI_CHAT ? "messages" : "prompt";
+        if (n_prompt < context && req->max_tokens > 0) {
+            infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
+                                NGX_HTTP_INFER_INVALID, "max_tokens",
+                                "context_length_exceeded",
+                                "this model's maximum context length is %d "
+                                "tokens, but %ld were requested (%d in the "
+                                "%s, %d in the completion): reduce the "
+                                "length of the %s or of max_tokens",
+                                context,
+                                (long) n_prompt + req->max_tokens, n_prompt,
+                                param, req->max_tokens, param);
+        } else {
+            infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
+                                NGX_HTTP_INFER_INVALID, param,
+                                "context_length_exceeded",
+                                "this model's maximum context length is %d "
+                                "tokens, the %s has %d", context, param,
+                                n_prompt);
+        }
         break;
     case INFER_EINVAL:
         infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
@@ -690,11 +710,12 @@ ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
     ireq.prompt = ids;
     ireq.n_prompt = n;
     ireq.max_tokens = req->max_tokens;
-    if (ireq.max_tokens == 0) {
-        /* OpenAI's defaults: 16 for completions, up to the context end
-         * for chat (the engine caps it there). */
-        ireq.max_tokens = kind == INFER_OAI_CHAT
-                          ? infer_engine_context_length(m->engine) : 16;
+    if (ireq.max_tokens == 0 && kind == INFER_OAI_COMPLETION) {
+        /* OpenAI's default for completions is 16, up to the context end;
+         * for chat (0) the engine runs to the context end */
+        ireq.max_tokens = ngx_min(16, infer_engine_context_length(m->engine)
+                                      - n);
+        ireq.max_tokens = ngx_max(ireq.max_tokens, 0);
     }
     ireq.temperature = (float) req->temperature;
     ireq.top_p = (float) req->top_p;
@@ -733,7 +754,7 @@ ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
     rc = infer_engine_submit(m->engine, &ireq, &id);
     free(ids);
     if (rc != INFER_OK) {
-        ngx_http_infer_submit_error(rc, kind, n, m, err);
+        ngx_http_infer_submit_error(rc, req, n, m, err);
         return NGX_ERROR;
     }
 

@@ -150,6 +150,12 @@ chat_render_llama2(chat_buf_t *b, const infer_chat_message_t *msg, int n,
         msg++;
         n--;
     }
+    if (n == 0) {
+        /* The template renders an empty prompt: nothing to answer. */
+        snprintf(err, errlen, "the llama2 chat template needs a user "
+                 "message after the system message");
+        return -1;
+    }
 
     for (i = 0; i < n; i++) {
         user = strcmp(msg[i].role, "user") == 0;

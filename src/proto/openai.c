@@ -10,11 +10,54 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <utf8proc.h>
 
 #include "infer.h"
 #include "openai.h"
 
 #define OAI_INVALID  "invalid_request_error"
+
+/*
+ * Messages quote what the client sent (a URI, a model name, the JSON
+ * parser's text around a bad byte) and are cut at the buffer's end, so they
+ * may hold bytes that are not UTF-8 or end inside a character; JSON cannot
+ * carry those.  Each bad byte becomes U+FFFD, and the message ends at the
+ * last whole character that fits.
+ */
+static void
+oai_utf8_repair(char *s, size_t cap)
+{
+    char              in[sizeof(((infer_oai_error_t *) 0)->message)];
+    size_t            i, o, n, len;
+    utf8proc_int32_t  cp;
+    utf8proc_ssize_t  k;
+
+    len = strlen(s);
+    if (len >= sizeof(in)) {
+        len = sizeof(in) - 1;
+    }
+    memcpy(in, s, len);
+
+    for (i = 0, o = 0; i < len; i += n) {
+        k = utf8proc_iterate((const utf8proc_uint8_t *) in + i, len - i, &cp);
+        if (k > 0) {
+            n = (size_t) k;
+            if (o + n >= cap) {
+                break;
+            }
+            memcpy(s + o, in + i, n);
+            o += n;
+        } else {
+            n = 1;
+            if (o + 3 >= cap) {
+                break;
+            }
+            memcpy(s + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+        }
+    }
+    s[o] = '\0';
+}
 
 void
 infer_oai_set_error(infer_oai_error_t *err, int status, const char *type,
@@ -29,6 +72,7 @@ infer_oai_set_error(infer_oai_error_t *err, int status, const char *type,
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+    oai_utf8_repair(err->message, sizeof(err->message));
 }
 
 #define oai_invalid(err, param, ...)                                         \
@@ -104,29 +148,45 @@ oai_get_bool(json_t *root, const char *name, int *out, infer_oai_error_t *err)
     return 1;
 }
 
-static char *
-oai_strdup(json_t *s, size_t *len)
-{
-    char    *p;
-    size_t   n;
-
-    n = json_string_length(s);
-    p = malloc(n + 1);
-    if (p != NULL) {
-        memcpy(p, json_string_value(s), n + 1);
-        if (len != NULL) {
-            *len = n;
-        }
-    }
-    return p;
-}
-
 static int
 oai_nomem(infer_oai_error_t *err)
 {
     infer_oai_set_error(err, 500, "server_error", NULL, NULL,
                         "out of memory");
     return -1;
+}
+
+/* A copy of a JSON string, which may hold NUL bytes (length in *len). */
+static char *
+oai_strdup(json_t *s, size_t *len, infer_oai_error_t *err)
+{
+    char    *p;
+    size_t   n;
+
+    n = json_string_length(s);
+    p = malloc(n + 1);
+    if (p == NULL) {
+        oai_nomem(err);
+        return NULL;
+    }
+    memcpy(p, json_string_value(s), n + 1);
+    if (len != NULL) {
+        *len = n;
+    }
+    return p;
+}
+
+/* A copy of a string used as C text (a name, a role, chat content, a stop
+ * sequence): a NUL byte would silently cut it short, so it is refused. */
+static char *
+oai_text(json_t *s, const char *param, const char *what,
+    infer_oai_error_t *err)
+{
+    if (memchr(json_string_value(s), '\0', json_string_length(s)) != NULL) {
+        oai_invalid(err, param, "%s must not contain a NUL character", what);
+        return NULL;
+    }
+    return oai_strdup(s, NULL, err);
 }
 
 static int
@@ -179,8 +239,8 @@ oai_parse_prompt(json_t *root, infer_oai_request_t *req,
     }
 
     if (json_is_string(p)) {
-        req->prompt = oai_strdup(p, &req->prompt_len);
-        return req->prompt ? 0 : oai_nomem(err);
+        req->prompt = oai_strdup(p, &req->prompt_len, err);
+        return req->prompt ? 0 : -1;
     }
     if (json_is_array(p)) {
         if (json_array_size(p) == 0) {
@@ -199,33 +259,46 @@ oai_parse_prompt(json_t *root, infer_oai_request_t *req,
 static char *
 oai_message_content(json_t *c, size_t i, infer_oai_error_t *err)
 {
-    json_t  *part, *t;
-    char    *s;
+    json_t  *part, *t, *type;
+    char    *s, what[64];
     size_t   k, len, n;
 
+    snprintf(what, sizeof(what), "messages[%zu].content", i);
+
     if (c == NULL || json_is_null(c)) {
-        return strdup("");
+        s = strdup("");
+        if (s == NULL) {
+            oai_nomem(err);
+        }
+        return s;
     }
     if (json_is_string(c)) {
-        return oai_strdup(c, NULL);
+        return oai_text(c, "messages", what, err);
     }
     if (!json_is_array(c)) {
-        oai_invalid(err, "messages", "messages[%zu].content must be a string "
-                    "or an array of text parts", i);
+        oai_invalid(err, "messages", "%s must be a string or an array of "
+                    "text parts", what);
         return NULL;
     }
 
     len = 0;
     json_array_foreach(c, k, part) {
         t = json_object_get(part, "text");
-        if (!json_is_string(json_object_get(part, "type"))
-            || strcmp(json_string_value(json_object_get(part, "type")),
-                      "text") != 0
+        type = json_object_get(part, "type");
+        if (!json_is_string(type)
+            || strcmp(json_string_value(type), "text") != 0
             || !json_is_string(t))
         {
-            oai_invalid(err, "messages", "messages[%zu].content[%zu]: only "
-                        "parts of type \"text\" with a string \"text\" are "
-                        "supported", i, k);
+            oai_invalid(err, "messages", "%s[%zu]: only parts of type "
+                        "\"text\" with a string \"text\" are supported",
+                        what, k);
+            return NULL;
+        }
+        if (memchr(json_string_value(t), '\0', json_string_length(t))
+            != NULL)
+        {
+            oai_invalid(err, "messages", "%s[%zu].text must not contain a "
+                        "NUL character", what, k);
             return NULL;
         }
         len += json_string_length(t) + 1;
@@ -233,6 +306,7 @@ oai_message_content(json_t *c, size_t i, infer_oai_error_t *err)
 
     s = malloc(len + 1);
     if (s == NULL) {
+        oai_nomem(err);
         return NULL;
     }
     n = 0;
@@ -253,6 +327,7 @@ oai_parse_messages(json_t *root, infer_oai_request_t *req,
     infer_oai_error_t *err)
 {
     json_t  *a, *m, *role;
+    char     what[64];
     size_t   i;
 
     a = oai_field(root, "messages");
@@ -280,14 +355,15 @@ oai_parse_messages(json_t *root, infer_oai_request_t *req,
             return -1;
         }
         req->n_messages = (int) i + 1;
-        req->messages[i].role = oai_strdup(role, NULL);
+        snprintf(what, sizeof(what), "messages[%zu].role", i);
+        req->messages[i].role = oai_text(role, "messages", what, err);
         if (req->messages[i].role == NULL) {
-            return oai_nomem(err);
+            return -1;
         }
         req->messages[i].content =
             oai_message_content(json_object_get(m, "content"), i, err);
         if (req->messages[i].content == NULL) {
-            return err->message[0] ? -1 : oai_nomem(err);
+            return -1;
         }
     }
     return 0;
@@ -329,10 +405,10 @@ oai_parse_stop(json_t *root, infer_oai_request_t *req, infer_oai_error_t *err)
             json_decref(s);
             return -1;
         }
-        req->stop[i] = oai_strdup(v, NULL);
+        req->stop[i] = oai_text(v, "stop", "'stop' sequences", err);
         if (req->stop[i] == NULL) {
             json_decref(s);
-            return oai_nomem(err);
+            return -1;
         }
         req->n_stop = (int) i + 1;
     }
@@ -468,9 +544,8 @@ infer_oai_parse_request(const char *body, size_t len, infer_oai_kind_t kind,
         oai_invalid(err, "model", "'model' is required and must be a string");
         goto done;
     }
-    req->model = oai_strdup(v, NULL);
+    req->model = oai_text(v, "model", "'model'", err);
     if (req->model == NULL) {
-        oai_nomem(err);
         goto done;
     }
 
@@ -606,11 +681,11 @@ infer_oai_completion_body(const infer_oai_response_t *rsp, const char *text,
     if (rsp->kind == INFER_OAI_CHAT) {
         choice = json_pack("{s:i,s:{s:s,s:s%},s:n,s:s}", "index", 0,
                            "message", "role", "assistant",
-                           "content", text, text_len,
+                           "content", text ? text : "", text_len,
                            "logprobs", "finish_reason", finish);
     } else {
         choice = json_pack("{s:i,s:s%,s:n,s:s}", "index", 0,
-                           "text", text, text_len,
+                           "text", text ? text : "", text_len,
                            "logprobs", "finish_reason", finish);
     }
     if (o == NULL || choice == NULL

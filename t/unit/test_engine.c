@@ -369,8 +369,11 @@ test_stops_and_limits(void)
            "third request with max_seqs=1, max_queue=1 is refused: queue "
            "full");
 
-    r.max_tokens = 0;
-    is_int(infer_engine_submit(e, &r, &id), INFER_EINVAL, "max_tokens 0");
+    r.max_tokens = -1;
+    is_int(infer_engine_submit(e, &r, &id), INFER_EINVAL, "max_tokens -1");
+    r.max_tokens = 512;
+    is_int(infer_engine_submit(e, &r, &id), INFER_ECONTEXT,
+           "1 prompt token + max_tokens 512 exceed the 512-token context");
     r.max_tokens = 5;
     r.top_p = 0.0f;
     is_int(infer_engine_submit(e, &r, &id), INFER_EINVAL, "top_p 0");

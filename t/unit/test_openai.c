@@ -41,6 +41,115 @@ bad(const char *body, infer_oai_kind_t kind, const char *param,
     }
 }
 
+/*
+ * Error bodies are JSON whatever the message quotes: bytes that are not
+ * UTF-8, a character cut at the buffer's end, the repro body whose parse
+ * error jansson cuts inside a character.  Each must encode, and each body
+ * must parse back (jansson rejects strings that are not UTF-8).
+ */
+static void
+check_error_encodes(const infer_oai_error_t *err, const char *what)
+{
+    char          *body;
+    size_t         len;
+    json_t        *back;
+    json_error_t   jerr;
+
+    body = infer_oai_error_body(err, &len);
+    back = body ? json_loadb(body, len, 0, &jerr) : NULL;
+    ok(back != NULL && json_is_string(json_object_get(
+           json_object_get(back, "error"), "message")),
+       "%s: the error body is valid JSON", what);
+    json_decref(back);
+    free(body);
+}
+
+static void
+test_error_utf8(void)
+{
+    char               name[700], path[512], *body;
+    size_t             i, len;
+    infer_oai_error_t  err;
+    infer_oai_request_t req;
+
+    infer_oai_set_error(&err, 404, "invalid_request_error", NULL,
+                        "unknown_url", "unknown route %s", "/v1/\xff\xfe");
+    is_str(err.message, "unknown route /v1/\xEF\xBF\xBD\xEF\xBF\xBD",
+           "each byte that is not UTF-8 becomes U+FFFD");
+    check_error_encodes(&err, "URI with 0xff");
+
+    /* "a" + 300 x "é" (600 bytes): the 511-byte cut falls inside one */
+    name[0] = 'a';
+    for (i = 0; i < 300; i++) {
+        name[1 + 2 * i] = (char) 0xc3;
+        name[2 + 2 * i] = (char) 0xa9;
+    }
+    name[601] = '\0';
+    infer_oai_set_error(&err, 404, "invalid_request_error", "model",
+                        "model_not_found", "the model '%s' does not exist",
+                        name);
+    len = strlen(err.message);
+    ok(len <= 511 && (unsigned char) err.message[len - 1] == 0xa9,
+       "a message cut inside a character ends at the last whole one "
+       "(%zu bytes)", len);
+    check_error_encodes(&err, "model name cut at 511 bytes");
+
+    snprintf(path, sizeof(path), "%s/repro/openai-body-bad-escape.json",
+             shared_dir());
+    body = tap_read_file(path, &len);
+    if (ok(body != NULL, "read %s", path)) {
+        ok(infer_oai_parse_request(body, len, INFER_OAI_COMPLETION, &req,
+                                   &err) == -1 && err.status == 400,
+           "the bad escape is a 400: %s", err.message);
+        check_error_encodes(&err, "repro openai-body-bad-escape.json");
+    }
+    free(body);
+
+    /* a completion with no text at all still has a body */
+    {
+        infer_oai_response_t rsp = { INFER_OAI_COMPLETION, "cmpl-1", 5, "m" };
+
+        body = infer_oai_completion_body(&rsp, NULL, 0, "stop", 3, 1, &len);
+        ok(body != NULL && strstr(body, "\"text\":\"\"") != NULL,
+           "empty completion text encodes as \"\"");
+        free(body);
+        rsp.kind = INFER_OAI_CHAT;
+        body = infer_oai_completion_body(&rsp, NULL, 0, "stop", 3, 1, &len);
+        ok(body != NULL && strstr(body, "\"content\":\"\"") != NULL,
+           "empty chat content encodes as \"\"");
+        free(body);
+    }
+}
+
+/* A NUL inside a string the engine uses as C text is refused, not cut. */
+static void
+test_nul(void)
+{
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+
+    bad("{\"model\":\"default\\u0000x\",\"prompt\":\"x\"}",
+        INFER_OAI_COMPLETION, "model", "NUL in the model name");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":[\"a\\u0000b\"]}",
+        INFER_OAI_COMPLETION, "stop", "NUL in a stop sequence");
+    bad("{\"model\":\"m\",\"messages\":[{\"role\":\"us\\u0000er\","
+        "\"content\":\"x\"}]}", INFER_OAI_CHAT, "messages", "NUL in a role");
+    bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+        "\"content\":\"x\\u0000y\"}]}", INFER_OAI_CHAT, "messages",
+        "NUL in chat content");
+    bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+        "\"content\":[{\"type\":\"text\",\"text\":\"\\u0000\"}]}]}",
+        INFER_OAI_CHAT, "messages", "NUL in a text part");
+
+    /* a completion prompt carries its length: NUL is part of the text */
+    is_int(parse("{\"model\":\"m\",\"prompt\":\"a\\u0000b\"}",
+                 INFER_OAI_COMPLETION, &req, &err), 0,
+           "NUL inside a prompt string is kept");
+    ok(req.prompt_len == 3 && memcmp(req.prompt, "a\0b", 3) == 0,
+       "the prompt holds all 3 bytes");
+    infer_oai_request_free(&req);
+}
+
 static void
 test_completion_fields(void)
 {
@@ -361,6 +470,13 @@ test_chat_templates(void)
        "llama2 rejects a conversation that starts with assistant: %s", err);
     free(s);
 
+    /* jinja2 renders "" for a system message alone: nothing to answer */
+    s = infer_chat_render(INFER_CHAT_LLAMA2, conv, 1, "<s>", "</s>",
+                          &len, err, sizeof(err));
+    ok(s == NULL && strstr(err, "needs a user message") != NULL,
+       "llama2 with only a system message is refused: %s", err);
+    free(s);
+
     snprintf(path, sizeof(path), "%s/tokenizers/llama3/tokenizer_config.json",
              shared_dir());
     cfg = json_load_file(path, JSON_DECODE_INT_AS_REAL, &jerr);
@@ -399,5 +515,7 @@ main(void)
     test_chat_request();
     test_bodies();
     test_chat_templates();
+    test_error_utf8();
+    test_nul();
     return done_testing();
 }
