@@ -4,6 +4,9 @@ use Test::Nginx::Socket 'no_plan';
 
 master_on();
 workers(2);
+# TEST 4 looks for a start-up line after each of its requests: each sees
+# the whole log, not only what that request logged.
+check_accum_error_log();
 
 run_tests();
 

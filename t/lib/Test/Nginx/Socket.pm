@@ -10,10 +10,13 @@ package Test::Nginx::Socket;
 # response_body_like,
 # response_body_filters (code refs, uc, lc, length),
 # response_headers, response_headers_like, timeout, abort, wait, error_log,
-# no_error_log, must_die.  Environment: TEST_NGINX_BINARY,
-# TEST_NGINX_LOAD_MODULES, TEST_NGINX_PORT / TEST_NGINX_SERVER_PORT,
-# TEST_NGINX_SERVROOT, TEST_NGINX_TIMEOUT and any $TEST_NGINX_* variable
-# expanded in configuration sections.
+# no_error_log, must_die.  As in the real one, error_log and no_error_log
+# look at what each request logged (the first request of a block also sees
+# start-up), or at the whole log after check_accum_error_log().
+# Environment: TEST_NGINX_BINARY, TEST_NGINX_LOAD_MODULES, TEST_NGINX_PORT /
+# TEST_NGINX_SERVER_PORT, TEST_NGINX_SERVROOT, TEST_NGINX_TIMEOUT,
+# TEST_NGINX_CHECK_ACCUM_ERR_LOG and any $TEST_NGINX_* variable expanded in
+# configuration sections.
 
 use strict;
 use warnings;
@@ -30,7 +33,8 @@ use Test::Base ();
 our @EXPORT_OK;
 our @EXPORT = qw(run_tests repeat_each master_on master_off workers
                  log_level no_shuffle no_long_string no_root_location
-                 server_port env_to_nginx worker_connections);
+                 server_port env_to_nginx worker_connections
+                 check_accum_error_log);
 
 our $NginxBinary = $ENV{TEST_NGINX_BINARY} || 'nginx';
 our $ServerAddr  = '127.0.0.1';
@@ -44,12 +48,14 @@ our $Workers     = 1;
 our $WorkerConnections = 64;
 our $RepeatEach  = 1;
 our $NoRootLocation = 0;
+our $CheckAccumErrLog = $ENV{TEST_NGINX_CHECK_ACCUM_ERR_LOG};
 our @EnvToNginx;
 
 my $ConfFile = "$ServRoot/conf/nginx.conf";
 my $ErrLog   = "$ServRoot/logs/error.log";
 my $PidFile  = "$ServRoot/logs/nginx.pid";
 my $PrevConf;
+my $ErrLogPos = 0;
 
 $ENV{TEST_NGINX_SERVER_PORT} = $ServerPort;
 
@@ -78,6 +84,7 @@ sub no_long_string { }
 sub no_root_location { $NoRootLocation = 1 }
 sub server_port { return $ServerPort }
 sub env_to_nginx { push @EnvToNginx, @_ }
+sub check_accum_error_log { $CheckAccumErrLog = 1 }
 
 sub expand_env {
     my $text = shift;
@@ -221,6 +228,16 @@ sub read_log_from {
     return defined $text ? $text : '';
 }
 
+# As the real Test::Nginx: the log from where the previous check of this
+# block stopped (from the start for a block's first check), or all of it
+# with check_accum_error_log.
+sub error_log_data {
+    sleep 0.05;     # log-phase lines come after the response
+    my $text = read_log_from($CheckAccumErrLog ? 0 : $ErrLogPos);
+    $ErrLogPos += length $text unless $CheckAccumErrLog;
+    return $text;
+}
+
 # The request section: "METHOD URI [HTTP/x]\nbody".
 sub parse_request {
     my $req = shift;
@@ -356,7 +373,8 @@ sub check_log {
         }
     }
 
-    # As the real Test::Nginx: alerts and crits fail a test unless wanted.
+    # Stricter than the real Test::Nginx, which only warns: alerts and
+    # crits fail a test unless wanted.
     for my $level (qw(alert crit)) {
         next if defined $block->error_log
                 && join("\n", $block->error_log) =~ /\[$level\]/;
@@ -369,7 +387,6 @@ sub run_block {
     my $block = shift;
     my $name = $block->name;
     my $conf = write_conf($block);
-    my $pos;
 
     if (defined $block->must_die) {
         my $status = start_nginx($block, $conf);
@@ -388,8 +405,7 @@ sub run_block {
         }
     }
 
-    # As the real Test::Nginx: the whole log of this nginx instance.
-    $pos = 0;
+    $ErrLogPos = 0;
 
     my $request = $block->request;
     die "$name: no --- request\n" unless defined $request;
@@ -407,21 +423,24 @@ sub run_block {
             Test::More::fail("$name - request failed: $err");
         }
 
-        next if defined $block->ignore_response
-                || (defined $block->abort && defined $err);
-
-        my $res = parse_response($raw || '');
-        if (!$res) {
-            Test::More::fail("$name - no valid response: "
-                             . (defined $raw ? $raw : ''));
-            next;
+        if (!defined $block->ignore_response
+            && !(defined $block->abort && defined $err))
+        {
+            my $res = parse_response($raw || '');
+            if ($res) {
+                check_response($block, $name, $res,
+                               ref $request ? $i : undef);
+            } else {
+                Test::More::fail("$name - no valid response: "
+                                 . (defined $raw ? $raw : ''));
+            }
         }
-        check_response($block, $name, $res, ref $request ? $i : undef);
-    }
 
-    sleep($block->wait) if defined $block->wait;
-    sleep 0.05;     # log-phase lines come after the response
-    check_log($block, $name, read_log_from($pos));
+        # As the real Test::Nginx: the log is checked after every request.
+        sleep($block->wait) if defined $block->wait;
+        check_log($block, @requests > 1 ? "$name (req $i)" : $name,
+                  error_log_data());
+    }
 }
 
 # A section's value for request number $i when requests come as a list.
