@@ -1,6 +1,19 @@
 # Two workers under a master: each loads its own engine in init_process
 # and serves alone.
 use Test::Nginx::Socket 'no_plan';
+use Cwd ();
+
+# A tiny Llama generated with Llama-3's tokenizer takes its 128256-token
+# vocabulary (not the preset's 32000).
+our $l3 = Cwd::cwd() . '/t/servroot-models/tiny-llama-llama3';
+{
+    my $gen = $ENV{TEST_NGINX_GEN_MODEL} || 'build/infer-gen-model';
+    my $tok = ($ENV{INFER_SHARED} || '../shared') . '/tokenizers/llama3';
+    system("rm -rf '$l3' && $gen '$l3' --preset tiny-llama --seed 1"
+           . " --dtype bf16 --tokenizer '$tok' > /dev/null") == 0
+        or die "cannot generate $l3 with $gen";
+    $ENV{TEST_NGINX_LLAMA3_MODEL_DIR} = $l3;
+}
 
 master_on();
 workers(2);
@@ -67,3 +80,20 @@ qr/\[notice\] \d+#\d+: infer_model "tiny" loaded from/
 [map { qr/"text":"Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\. One day, she saw a big, r","logprobs":null,"finish_reason":"length"/ } 1 .. 6]
 --- error_log eval
 qr/infer_model "tiny" loaded from "[^"]+" \(cpu, tp=2\)/
+
+
+
+=== TEST 5: both workers serve the model generated with Llama-3's tokenizer
+("Once upon a time" is 4 tokens in Llama-3's BPE, which adds no bos; 5
+with Llama-2's)
+--- http_config
+    infer_model l3 $TEST_NGINX_LLAMA3_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai l3; }
+--- request eval
+[map { qq{POST /v1/completions
+{"model":"l3","prompt":"Once upon a time","max_tokens":4,"temperature":0}} } 1 .. 4]
+--- response_body_like eval
+[map { qr/"object":"text_completion".*"usage":\{"prompt_tokens":4,/ } 1 .. 4]
+--- error_log eval
+qr/infer_model "l3" loaded from "[^"]+" \(cpu, tp=1\)/

@@ -29,7 +29,8 @@ typedef struct {
     const char *arch;
     int         hidden, inter, layers, heads, kv_heads;
     int         head_dim;       /* 0: not written, hidden / heads */
-    int         vocab;          /* 0: the tokenizer's size */
+    int         vocab;          /* with its own tokenizer; 0: that one's
+                                 * size (--tokenizer: always its size) */
     int         max_pos;
     double      rope_theta, eps;
     int         tied, qkv_bias;
@@ -616,7 +617,9 @@ main(int argc, char **argv)
         die("%s: %s", path, jerr.text);
     }
     need = gen_tokenizer_size(tok);
-    vocab = p->vocab ? p->vocab : need;
+    /* the preset's vocabulary goes with its own tokenizer: another one
+     * brings its own size (tiny-llama with Llama-3's 128256 ids) */
+    vocab = p->vocab && tokdir == deftok ? p->vocab : need;
     if (vocab < need) {
         snprintf(path, sizeof(path), "%d < %d", vocab, need);
         die("vocab_size does not cover the tokenizer in %s (%s)", tokdir,

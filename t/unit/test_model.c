@@ -347,9 +347,30 @@ test_gen_usage(const char *tmp)
     snprintf(args, sizeof(args), "%s/u --preset tiny-llama --layers 0",
              tmp);
     is_int(gen_status(args), 2, "--layers 0: exit 2");
-    snprintf(args, sizeof(args), "%s/u --preset tiny-llama --tokenizer "
-             "%s/tokenizers/llama3", tmp, shared_dir());
-    is_int(gen_status(args), 1, "vocab 32000 cannot cover llama3: exit 1");
+}
+
+
+/* A preset given another tokenizer takes that tokenizer's vocabulary. */
+static void
+test_gen_tokenizer(const char *tmp)
+{
+    char           dir[4200], args[4300];
+    infer_model_t *m = NULL;
+
+    snprintf(dir, sizeof(dir), "%s/l3", tmp);
+    snprintf(args, sizeof(args), "--preset tiny-llama --layers 1 "
+             "--dtype bf16 --tokenizer %s/tokenizers/llama3", shared_dir());
+    if (!ok(gen(dir, args) == 0, "tiny-llama with the llama3 tokenizer")
+        || !ok(infer_model_open(dir, &m, err, sizeof(err)) == 0,
+               "and it opens"))
+    {
+        diag("%s", err);
+        return;
+    }
+    is_int(m->cfg.vocab_size, 128256, "vocab_size = llama3's 128256");
+    is_int(m->embed->shape[0], 128256, "embedding rows 128256");
+    is_int(m->cfg.bos_token_id, 128000, "bos <|begin_of_text|>");
+    infer_model_close(m);
 }
 
 
@@ -970,6 +991,7 @@ main(int argc, char **argv)
            gen_path))
     {
         test_gen_usage(tmp);
+        test_gen_tokenizer(tmp);
         test_sharded(tmp);
         test_dtypes(tmp);
     }
