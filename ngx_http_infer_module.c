@@ -10,12 +10,18 @@
  *     infer_openai NAME ...;                                     (location)
  *     infer_health;                                              (location)
  *     infer_stats;                                               (location)
+ *     infer_reject_log_level info|notice|warn|error;   (http, server, location)
  */
 #include "ngx_http_infer.h"
 
-#include "model.h"
-
 #define NGX_HTTP_INFER_DEFAULT_TIMEOUT  300000
+/* A worker whose engine failed to start tries again, this long apart at
+ * first, doubling up to the most. */
+#define NGX_HTTP_INFER_RETRY_FIRST      1000
+#define NGX_HTTP_INFER_RETRY_MOST       60000
+
+#define ngx_http_infer_str(x)           #x
+#define ngx_http_infer_stringify(x)     ngx_http_infer_str(x)
 
 static void *ngx_http_infer_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_infer_create_loc_conf(ngx_conf_t *cf);
@@ -32,6 +38,15 @@ static char *ngx_http_infer_health(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_infer_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_infer_init_process(ngx_cycle_t *cycle);
 static void ngx_http_infer_exit_process(ngx_cycle_t *cycle);
+
+/* As limit_req_log_level: an overloaded server must not flood its log. */
+static ngx_conf_enum_t  ngx_http_infer_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
 
 static ngx_command_t  ngx_http_infer_commands[] = {
 
@@ -62,6 +77,13 @@ static ngx_command_t  ngx_http_infer_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("infer_reject_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_infer_loc_conf_t, reject_log_level),
+      &ngx_http_infer_log_levels },
 
       ngx_null_command
 };
@@ -116,12 +138,33 @@ ngx_http_infer_create_main_conf(ngx_conf_t *cf)
 static void *
 ngx_http_infer_create_loc_conf(ngx_conf_t *cf)
 {
-    return ngx_pcalloc(cf->pool, sizeof(ngx_http_infer_loc_conf_t));
+    ngx_http_infer_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_infer_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->models = NULL;
+     */
+
+    conf->reject_log_level = NGX_CONF_UNSET_UINT;
+
+    return conf;
 }
 
 static char *
 ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
+    ngx_http_infer_loc_conf_t  *prev = parent;
+    ngx_http_infer_loc_conf_t  *conf = child;
+
+    ngx_conf_merge_uint_value(conf->reject_log_level,
+                              prev->reject_log_level, NGX_LOG_WARN);
+
     return NGX_CONF_OK;
 }
 
@@ -197,6 +240,10 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
         if (ngx_http_infer_int(v, &n) != NGX_OK) {
             return "a positive integer";
         }
+        if (ngx_http_infer_key("threads") && n > INFER_MAX_THREADS) {
+            return "a positive integer up to "
+                   ngx_http_infer_stringify(INFER_MAX_THREADS);
+        }
         if (ngx_http_infer_key("threads")) {
             m->ecfg.threads = n;
         } else if (ngx_http_infer_key("max_seqs")) {
@@ -251,37 +298,23 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
 #undef ngx_http_infer_key
 }
 
-/* Opens the model and its tokenizer once at configuration time, so that
- * "nginx -t" and start-up report a bad model directory with the engine's
- * own message instead of workers dying later. */
+/* Checks the model against its parameters once at configuration time, so
+ * that "nginx -t" and start-up report what the engine would refuse (a bad
+ * model directory or tokenizer, tp, kv_cache, threads) with the engine's
+ * own message instead of workers failing later. */
 static char *
 ngx_http_infer_model_check(ngx_conf_t *cf, ngx_http_infer_model_t *m)
 {
-    int                 tp, heads, kv_heads;
-    char                err[512];
-    infer_model_t      *model;
-    infer_tokenizer_t  *tok;
+    int   tp;
+    char  err[512];
 
-    if (infer_model_open((const char *) m->dir.data, &model, err, sizeof(err))
-        != 0)
-    {
+    if (infer_engine_check(&m->ecfg, err, sizeof(err)) != INFER_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "infer_model \"%V\": %s", &m->name, err);
         return NGX_CONF_ERROR;
     }
+
     tp = m->ecfg.tp > 0 ? m->ecfg.tp : 1;
-    heads = model->cfg.num_heads;
-    kv_heads = model->cfg.num_kv_heads;
-    infer_model_close(model);
-
-    if (heads % tp != 0 || kv_heads % tp != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "infer_model \"%V\": tp=%d does not divide the "
-                           "model's %d attention heads and %d key/value "
-                           "heads", &m->name, tp, heads, kv_heads);
-        return NGX_CONF_ERROR;
-    }
-
     if (m->ecfg.n_devices > 0) {
         if (m->ecfg.backend == NULL
             || ngx_strcmp(m->ecfg.backend, "cuda") != 0)
@@ -299,16 +332,6 @@ ngx_http_infer_model_check(ngx_conf_t *cf, ngx_http_infer_model_t *m)
             return NGX_CONF_ERROR;
         }
     }
-
-    if (infer_tokenizer_load((const char *) m->dir.data, &tok, err,
-                             sizeof(err))
-        != 0)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "infer_model \"%V\": %s", &m->name, err);
-        return NGX_CONF_ERROR;
-    }
-    infer_tokenizer_free(tok);
 
     return NGX_CONF_OK;
 }
@@ -565,10 +588,86 @@ ngx_http_infer_place(ngx_http_infer_model_t *m)
 }
 
 
+/* Loads and starts this worker's engine of m; on failure m->error says
+ * why and nothing is left behind. */
+static ngx_int_t
+ngx_http_infer_engine_up(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
+{
+    char  err[NGX_HTTP_INFER_ERRLEN];
+
+    if (infer_engine_create(&m->ecfg, &m->engine, err, sizeof(err))
+        != INFER_OK)
+    {
+        m->engine = NULL;
+        goto failed;
+    }
+
+    if (infer_engine_start(m->engine, err, sizeof(err)) != INFER_OK) {
+        goto failed;
+    }
+
+    if (ngx_http_infer_bridge_start(cycle, m) != NGX_OK) {
+        ngx_cpystrn((u_char *) err, (u_char *) "cannot watch the engine's "
+                    "event fd", sizeof(err));
+        goto failed;
+    }
+
+    ngx_http_infer_model_chat(cycle, m);
+    m->created = ngx_time();
+    m->error[0] = '\0';
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "infer_model \"%V\" loaded from \"%V\" (%s, tp=%d)",
+                  &m->name, &m->dir, m->ecfg.backend,
+                  m->ecfg.tp > 0 ? m->ecfg.tp : 1);
+    if (m->ecfg.n_devices > 0) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "infer_model \"%V\": worker %ui on devices %d..%d",
+                      &m->name, ngx_worker, m->ecfg.devices[0],
+                      m->ecfg.devices[m->ecfg.n_devices - 1]);
+    }
+    return NGX_OK;
+
+failed:
+
+    if (m->engine != NULL) {
+        infer_engine_destroy(m->engine);
+        m->engine = NULL;
+    }
+    ngx_cpystrn(m->error, (u_char *) err, sizeof(m->error));
+    return NGX_ERROR;
+}
+
+/*
+ * A worker whose engine did not start stays up and answers 503 with the
+ * reason (health too), so clients are told instead of waiting on a master
+ * with no workers; it tries again, since the cause may pass (the old
+ * workers of a reload still holding the GPU's memory).  The reason is
+ * logged once, at the first failure.
+ */
+static void
+ngx_http_infer_retry(ngx_event_t *ev)
+{
+    ngx_http_infer_model_t  *m = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+    if (ngx_http_infer_engine_up((ngx_cycle_t *) ngx_cycle, m) == NGX_OK) {
+        ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                      "infer_model \"%V\": serving again", &m->name);
+        return;
+    }
+    ngx_log_error(NGX_LOG_INFO, ev->log, 0,
+                  "infer_model \"%V\": still cannot start: %s",
+                  &m->name, m->error);
+    m->retry_delay = ngx_min(2 * m->retry_delay, NGX_HTTP_INFER_RETRY_MOST);
+    ngx_add_timer(&m->retry, m->retry_delay);
+}
+
 static ngx_int_t
 ngx_http_infer_init_process(ngx_cycle_t *cycle)
 {
-    char                         err[512];
     ngx_uint_t                   i;
     ngx_http_infer_model_t     **m;
     ngx_http_infer_main_conf_t  *imcf;
@@ -589,44 +688,39 @@ ngx_http_infer_init_process(ngx_cycle_t *cycle)
         ngx_queue_init(&m[i]->ctxs);
         ngx_http_infer_place(m[i]);
 
-        if (infer_engine_create(&m[i]->ecfg, &m[i]->engine, err, sizeof(err))
-            != INFER_OK)
-        {
-            m[i]->engine = NULL;
+        m[i]->retry.handler = ngx_http_infer_retry;
+        m[i]->retry.data = m[i];
+        m[i]->retry.log = cycle->log;
+        /* a retry must not keep an old worker from exiting on reload */
+        m[i]->retry.cancelable = 1;
+
+        if (ngx_http_infer_engine_up(cycle, m[i]) != NGX_OK) {
             ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                          "infer_model \"%V\": %s", &m[i]->name, err);
-            return NGX_ERROR;
-        }
-
-        if (infer_engine_start(m[i]->engine, err, sizeof(err)) != INFER_OK) {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                          "infer_model \"%V\": %s", &m[i]->name, err);
-            return NGX_ERROR;
-        }
-
-        if (ngx_http_infer_bridge_start(cycle, m[i]) != NGX_OK) {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                          "infer_model \"%V\": cannot watch the engine's "
-                          "event fd", &m[i]->name);
-            return NGX_ERROR;
-        }
-
-        ngx_http_infer_model_chat(cycle, m[i]);
-        m[i]->created = ngx_time();
-
-        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                      "infer_model \"%V\" loaded from \"%V\" (%s, tp=%d)",
-                      &m[i]->name, &m[i]->dir, m[i]->ecfg.backend,
-                      m[i]->ecfg.tp > 0 ? m[i]->ecfg.tp : 1);
-        if (m[i]->ecfg.n_devices > 0) {
-            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                          "infer_model \"%V\": worker %ui on devices %d..%d",
-                          &m[i]->name, ngx_worker, m[i]->ecfg.devices[0],
-                          m[i]->ecfg.devices[m[i]->ecfg.n_devices - 1]);
+                          "infer_model \"%V\": %s; this worker answers 503 "
+                          "and tries again", &m[i]->name, m[i]->error);
+            m[i]->retry_delay = NGX_HTTP_INFER_RETRY_FIRST;
+            ngx_add_timer(&m[i]->retry, m[i]->retry_delay);
         }
     }
 
     return NGX_OK;
+}
+
+/* Why this worker cannot serve m, or NULL when it can. */
+const char *
+ngx_http_infer_model_unavailable(ngx_http_infer_model_t *m)
+{
+    const char  *why;
+
+    if (m->engine == NULL) {
+        return m->error[0] ? (const char *) m->error
+                           : "the engine is not running";
+    }
+    if (!infer_engine_alive(m->engine)) {
+        why = infer_engine_error(m->engine);
+        return why ? why : "the engine is shutting down";
+    }
+    return NULL;
 }
 
 static void
@@ -643,6 +737,9 @@ ngx_http_infer_exit_process(ngx_cycle_t *cycle)
 
     m = imcf->models.elts;
     for (i = 0; i < imcf->models.nelts; i++) {
+        if (m[i]->retry.timer_set) {
+            ngx_del_timer(&m[i]->retry);
+        }
         if (m[i]->engine == NULL) {
             continue;
         }

@@ -350,6 +350,66 @@ sub h2_read_frame {
     isnt($t[2], $t[0], 'another seed, another text');
 }
 
+# --- an engine that cannot start: the worker stays up, answers 503 -------
+# kv_cache=1024g passes nginx -t (a block fits) but no machine here can
+# allocate it: the new workers of this reload fail to load "broken".
+{
+    my $broken_port = $port + 4;
+    my $emerg = qr/\[emerg\] \d+#\d+: infer_model "broken": [^\n]*out of memory[^\n]*this worker answers 503 and tries again/;
+    write_conf(<<"_EOX_");
+    infer_model broken $model threads=1 kv_cache=1024g;
+    server {
+        listen 127.0.0.1:$broken_port;
+        location /v1/ { infer_openai broken tiny; }
+        location /quiet/v1/ {
+            infer_reject_log_level info;
+            infer_openai broken;
+        }
+        location = /healthz { infer_health; }
+    }
+_EOX_
+    kill 'HUP', master_pid();
+    my $health = '';
+    for (1 .. 100) {
+        $health = curl('-i', "http://127.0.0.1:$broken_port/healthz");
+        last if $health =~ /^HTTP\/1\.1 503/;
+        sleep 0.05;
+    }
+    like($health, qr/^HTTP\/1\.1 503.*\r\nRetry-After: 1\r\n.*\r\n\{"status":"unavailable","model":"broken","reason":"[^"]*out of memory[^"]*"\}\n$/s,
+         'health: 503 naming the model and the reason');
+    my $r = curl('-i', "http://127.0.0.1:$broken_port/v1/completions", '-d',
+                 '{"model":"broken","prompt":[1],"max_tokens":4}');
+    like($r, qr/^HTTP\/1\.1 503.*"message":"the model 'broken' is not available in this worker: [^"]*out of memory[^"]*","type":"server_error","param":null,"code":"unavailable"/s,
+         'a request for it: 503 with the reason');
+    like(curl("http://127.0.0.1:$broken_port/v1/completions", '-d',
+              '{"model":"tiny","prompt":[1],"max_tokens":4,"temperature":0}'),
+         qr/"text":"Once upon a time"/,
+         'the worker serves its other model meanwhile');
+    curl("http://127.0.0.1:$broken_port/quiet/v1/completions", '-d',
+         '{"model":"broken","prompt":[1]}') for 1 .. 3;
+    sleep 1.5;      # past the first retry
+    my $log = log_text();
+    my $n = () = $log =~ /$emerg/g;
+    is($n, 1, 'the reason is logged once, at the first failure');
+    like($log, qr/\[info\] \d+#\d+: infer_model "broken": still cannot start/,
+         'the worker tried again (logged at info)');
+    like($log, qr/\[warn\] [^\n]*infer: the model 'broken' is not available/,
+         'a 503 is logged at infer_reject_log_level, warn by default');
+    my $quiet = () = $log =~ /\[info\] [^\n]*infer: the model 'broken' is not available[^\n]*\/quiet\/v1\//g;
+    is($quiet, 3, 'infer_reject_log_level info logs those 503s at info');
+    unlike($log, qr/exited on signal|worker process \d+ exited with code [^0]/,
+           'no worker died');
+
+    write_conf();
+    kill 'HUP', master_pid();
+    for (1 .. 100) {
+        last if curl("http://127.0.0.1:$port/healthz") =~ /"ok"/;
+        sleep 0.05;
+    }
+    is(curl("http://127.0.0.1:$port/healthz"), qq{{"status":"ok"}\n},
+       'a reload without the broken model is healthy again');
+}
+
 stop_nginx();
 unlike(log_text(), qr/\[alert\]|\[crit\]|exited on signal/,
        'no alerts at shutdown');

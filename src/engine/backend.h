@@ -44,6 +44,7 @@ typedef struct infer_backend infer_backend_t;
 
 typedef struct {
     const char *name;
+    int         kv_elem_bytes;    /* one cached key or value element */
     /* Loads weights (converted to the backend's type) and allocates
      * p->n_blocks KV blocks from p->kv_cache_bytes. */
     int  (*init)(infer_backend_t *b, const infer_model_t *m,
@@ -65,7 +66,18 @@ struct infer_backend {
     void                      *priv;
 };
 
-/* Creates backend "cpu" or "cuda"; a build without CUDA names the reason. */
+/* The backend of that name ("cpu", "cuda" or a registered one), or NULL
+ * with the reason in err (a build without CUDA names it). */
+const infer_backend_ops_t *infer_backend_find(const char *name, char *err,
+    size_t errlen);
+/* Adds a backend to the registry (tests use it for fault injection);
+ * -1 when the registry is full. */
+int infer_backend_register(const infer_backend_ops_t *ops);
+/* KV cache bytes of one block across all ranks. */
+size_t infer_backend_kv_block_bytes(const infer_backend_ops_t *ops,
+    const infer_model_config_t *c, int block_size);
+
+/* Creates a backend by name (see infer_backend_find). */
 int infer_backend_create(const char *name, const infer_model_t *m,
     infer_backend_params_t *p, infer_backend_t **out, char *err,
     size_t errlen);

@@ -743,8 +743,8 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     be->max_tokens = p->max_batch_tokens;
 
     /* the budget covers keys and values of every layer across all ranks */
-    per_block = (size_t) 2 * c->num_layers * c->num_kv_heads * p->block_size
-                * c->head_dim * sizeof(float);
+    per_block = infer_backend_kv_block_bytes(&infer_backend_cpu, c,
+                                             p->block_size);
     be->n_blocks = (int) (p->kv_cache_bytes / per_block);
     if (be->n_blocks < 1) {
         snprintf(err, errlen, "kv_cache=%zu bytes holds no block of %d "
@@ -872,6 +872,7 @@ cpu_destroy(infer_backend_t *bk)
 
 const infer_backend_ops_t infer_backend_cpu = {
     "cpu",
+    sizeof(float),
     cpu_init,
     cpu_forward,
     NULL,

@@ -56,6 +56,7 @@ struct infer_seq {
     size_t            held_len;
     size_t            held_cap;
     int               chunk;         /* tokens of this seq in the step */
+    struct infer_event_node *final;  /* its last event, allocated ahead */
     infer_seq_t      *next;
 };
 
@@ -88,6 +89,7 @@ struct infer_engine {
     uint64_t             next_id;
     int                  stop;
     int                  alive;
+    char                 error[256];    /* why it stopped, once failed */
     infer_stats_t        stats;
     pthread_t            thread;
     int                  started;
@@ -152,29 +154,88 @@ infer_notify(infer_engine_t *e)
     }
 }
 
-/*
- * Queues an event for the end of the step.  It carries the tokens generated
- * since the request's previous event, so every token id is reported once.
- */
 static void
-infer_emit(infer_engine_t *e, infer_event_type_t type, infer_seq_t *s,
-    const char *text, size_t len, infer_finish_t finish)
+step_append(infer_engine_t *e, infer_event_node_t *n)
 {
-    infer_event_node_t *n = calloc(1, sizeof(*n));
-    const int32_t      *tokens = s->tokens + s->n_prompt + s->n_reported;
-    int                 n_tokens = s->n_generated - s->n_reported;
-
-    if (n == NULL) {
-        return;
+    if (e->step_tail != NULL) {
+        e->step_tail->next = n;
+    } else {
+        e->step_head = n;
     }
-    s->n_reported = s->n_generated;
+    e->step_tail = n;
+}
+
+static void
+event_init(infer_event_node_t *n, infer_event_type_t type, infer_seq_t *s,
+    infer_finish_t finish)
+{
     n->ev.type = type;
     n->ev.id = s->id;
     n->ev.user = s->user;
     n->ev.finish = finish;
     n->ev.prompt_tokens = s->n_prompt;
     n->ev.completion_tokens = s->n_generated;
-    if (len > 0) {
+}
+
+/*
+ * Queues a token event for the end of the step.  It carries the tokens
+ * generated since the request's previous event, so every token id is
+ * reported once.  -1 when out of memory: nothing was queued.
+ */
+static int
+emit_token(infer_engine_t *e, infer_seq_t *s, const char *text, size_t len)
+{
+    infer_event_node_t *n;
+    int                 n_tokens = s->n_generated - s->n_reported;
+
+    n = calloc(1, sizeof(*n));
+    if (n == NULL) {
+        return -1;
+    }
+    event_init(n, INFER_EVENT_TOKEN, s, INFER_FINISH_NONE);
+    n->ev.text = malloc(len + 1);
+    n->ev.tokens = malloc((n_tokens + 1) * sizeof(int32_t));
+    if (n->ev.text == NULL || n->ev.tokens == NULL) {
+        infer_event_release(&n->ev);
+        free(n);
+        return -1;
+    }
+    memcpy(n->ev.text, text, len);
+    n->ev.text[len] = '\0';
+    n->ev.text_len = len;
+    memcpy(n->ev.tokens, s->tokens + s->n_prompt + s->n_reported,
+           n_tokens * sizeof(int32_t));
+    n->ev.n_tokens = n_tokens;
+    s->n_reported = s->n_generated;
+
+    step_append(e, n);
+    return 0;
+}
+
+/*
+ * Queues the request's last event (done or error).  It cannot fail: its
+ * node was allocated with the sequence, the text is the sequence's own held
+ * text (or a copy of a message, which may be lost), and the unreported ids
+ * move to the front of the sequence's token buffer, which the event takes.
+ * A lost final event would leave its caller waiting for the deadline.
+ */
+static void
+emit_final(infer_engine_t *e, infer_seq_t *s, infer_event_type_t type,
+    infer_finish_t finish, const char *text, size_t len)
+{
+    infer_event_node_t *n = s->final;
+    int                 n_tokens = s->n_generated - s->n_reported;
+
+    s->final = NULL;
+    event_init(n, type, s, finish);
+
+    if (len > 0 && text == s->held) {
+        s->held[len] = '\0';
+        n->ev.text = s->held;
+        n->ev.text_len = len;
+        s->held = NULL;
+        s->held_len = s->held_cap = 0;
+    } else if (len > 0) {
         n->ev.text = malloc(len + 1);
         if (n->ev.text != NULL) {
             memcpy(n->ev.text, text, len);
@@ -182,20 +243,17 @@ infer_emit(infer_engine_t *e, infer_event_type_t type, infer_seq_t *s,
             n->ev.text_len = len;
         }
     }
-    if (n_tokens > 0) {
-        n->ev.tokens = malloc(n_tokens * sizeof(int32_t));
-        if (n->ev.tokens != NULL) {
-            memcpy(n->ev.tokens, tokens, n_tokens * sizeof(int32_t));
-            n->ev.n_tokens = n_tokens;
-        }
-    }
 
-    if (e->step_tail != NULL) {
-        e->step_tail->next = n;
-    } else {
-        e->step_head = n;
+    if (n_tokens > 0) {
+        memmove(s->tokens, s->tokens + s->n_prompt + s->n_reported,
+                n_tokens * sizeof(int32_t));
+        n->ev.tokens = s->tokens;
+        n->ev.n_tokens = n_tokens;
+        s->tokens = NULL;
     }
-    e->step_tail = n;
+    s->n_reported = s->n_generated;
+
+    step_append(e, n);
 }
 
 /* Makes the step's events visible to callers at once, after its stats. */
@@ -344,9 +402,9 @@ static void
 finish(infer_engine_t *e, infer_seq_t *s, infer_finish_t why,
     const char *text, size_t len, int running)
 {
-    infer_emit(e, why == INFER_FINISH_ERROR ? INFER_EVENT_ERROR
-                                            : INFER_EVENT_DONE,
-               s, text, len, why);
+    emit_final(e, s, why == INFER_FINISH_ERROR ? INFER_EVENT_ERROR
+                                               : INFER_EVENT_DONE,
+               why, text, len);
     release_blocks(e, s);
     if (running) {
         remove_running(e, s);
@@ -475,12 +533,15 @@ stop_prefix_tail(const infer_seq_t *s)
     return longest;
 }
 
-static void
+static int
 emit_held(infer_engine_t *e, infer_seq_t *s, size_t n)
 {
-    infer_emit(e, INFER_EVENT_TOKEN, s, s->held, n, INFER_FINISH_NONE);
+    if (emit_token(e, s, s->held, n) != 0) {
+        return -1;
+    }
     memmove(s->held, s->held + n, s->held_len - n + 1);
     s->held_len -= n;
+    return 0;
 }
 
 static int
@@ -540,8 +601,8 @@ accept_token(infer_engine_t *e, infer_seq_t *s, int32_t token)
     }
 
     n = s->held_len - stop_prefix_tail(s);
-    if (n > 0) {
-        emit_held(e, s, n);
+    if (n > 0 && emit_held(e, s, n) != 0) {
+        finish(e, s, INFER_FINISH_ERROR, "out of memory", 13, 1);
     }
 }
 
@@ -689,12 +750,49 @@ infer_engine_stats(infer_engine_t *e, infer_stats_t *st)
     pthread_mutex_unlock(&e->mu);
 }
 
+/*
+ * A failed forward pass leaves the backend in an unknown state (a CUDA
+ * error is sticky: every later call fails too), so the engine stops: every
+ * request it holds ends with the reason, later submits are refused, and
+ * infer_engine_alive() turns 0 with the reason in infer_engine_error().
+ */
+static void
+fail_engine(infer_engine_t *e, const char *why)
+{
+    infer_seq_t  *s, *next, *submitted;
+    size_t        len = strlen(why);
+
+    pthread_mutex_lock(&e->mu);
+    snprintf(e->error, sizeof(e->error), "%s", why);
+    e->alive = 0;
+    submitted = e->submitted_head;
+    e->submitted_head = e->submitted_tail = NULL;
+    e->n_pending = 0;
+    pthread_mutex_unlock(&e->mu);
+
+    while (e->n_running > 0) {
+        finish(e, e->running[e->n_running - 1], INFER_FINISH_ERROR, why,
+               len, 1);
+    }
+    for (s = e->waiting; s != NULL; s = next) {
+        next = s->next;
+        finish(e, s, INFER_FINISH_ERROR, why, len, 0);
+    }
+    e->waiting = NULL;
+    for (s = submitted; s != NULL; s = next) {
+        next = s->next;
+        finish(e, s, INFER_FINISH_ERROR, why, len, 0);
+    }
+    publish_stats(e, 0);
+    publish_events(e);
+}
+
 static void *
 scheduler_thread(void *arg)
 {
     infer_engine_t *e = arg;
     uint64_t       *cancels = NULL;
-    int             n_cancels, n_seqs, i;
+    int             n_cancels, n_seqs;
     char            err[256];
 
     for ( ;; ) {
@@ -728,16 +826,12 @@ scheduler_thread(void *arg)
         reap(e, cancels, n_cancels);
         admit(e);
         n_seqs = plan_step(e);
+        if (n_seqs > 0 && run_step(e, n_seqs, err, sizeof(err)) != 0) {
+            fail_engine(e, err);
+            break;
+        }
         if (n_seqs > 0) {
-            if (run_step(e, n_seqs, err, sizeof(err)) != 0) {
-                /* a failed step fails the sequences that were in it */
-                for (i = 0; i < n_seqs; i++) {
-                    finish(e, e->step_seqs[i], INFER_FINISH_ERROR, err,
-                           strlen(err), 1);
-                }
-            } else {
-                sample_step(e, n_seqs);
-            }
+            sample_step(e, n_seqs);
         }
         publish_stats(e, n_seqs);
         publish_events(e);
@@ -747,6 +841,8 @@ scheduler_thread(void *arg)
     pthread_mutex_lock(&e->mu);
     e->alive = 0;
     pthread_mutex_unlock(&e->mu);
+    /* wake the caller's loop even with no request left to tell */
+    infer_notify(e);
     return NULL;
 }
 
@@ -768,6 +864,7 @@ infer_seq_free(infer_seq_t *s)
     free(s->tokens);
     free(s->blocks);
     free(s->held);
+    free(s->final);
     free(s);
 }
 
@@ -824,7 +921,8 @@ infer_seq_create(infer_engine_t *e, const infer_request_t *r)
     s->blocks = malloc((size_t) e->max_blocks * sizeof(int32_t));
     s->stop_ids = malloc((r->n_stop_ids + 1) * sizeof(int32_t));
     s->stop = calloc(r->n_stop + 1, sizeof(char *));
-    if (!s->tokens || !s->blocks || !s->stop_ids || !s->stop) {
+    s->final = calloc(1, sizeof(*s->final));
+    if (!s->tokens || !s->blocks || !s->stop_ids || !s->stop || !s->final) {
         infer_seq_free(s);
         return NULL;
     }
@@ -923,6 +1021,57 @@ infer_engine_cancel(infer_engine_t *e, uint64_t id)
 }
 
 /* ---- life cycle ------------------------------------------------------------ */
+
+int
+infer_engine_check(const infer_engine_config_t *cfg, char *err,
+    size_t errlen)
+{
+    int                         tp, block, rc;
+    size_t                      kv, per_block;
+    infer_model_t              *m;
+    infer_tokenizer_t          *tok;
+    const infer_backend_ops_t  *ops;
+    const infer_model_config_t *c;
+
+    if (cfg->threads > INFER_MAX_THREADS) {
+        snprintf(err, errlen, "threads=%d is more than %d", cfg->threads,
+                 INFER_MAX_THREADS);
+        return INFER_EINVAL;
+    }
+    ops = infer_backend_find(cfg->backend, err, errlen);
+    if (ops == NULL) {
+        return INFER_EINVAL;
+    }
+    if (infer_model_open(cfg->model_dir, &m, err, errlen) != 0) {
+        return INFER_ERROR;
+    }
+    if (infer_tokenizer_load(cfg->model_dir, &tok, err, errlen) != 0) {
+        infer_model_close(m);
+        return INFER_ERROR;
+    }
+    infer_tokenizer_free(tok);
+
+    c = &m->cfg;
+    tp = cfg->tp > 0 ? cfg->tp : 1;
+    block = cfg->block_size > 0 ? cfg->block_size : 16;
+    kv = cfg->kv_cache_bytes ? cfg->kv_cache_bytes : (size_t) 64 << 20;
+    per_block = infer_backend_kv_block_bytes(ops, c, block);
+    rc = INFER_OK;
+
+    if (c->num_heads % tp != 0 || c->num_kv_heads % tp != 0) {
+        snprintf(err, errlen, "tp=%d does not divide the model's %d "
+                 "attention heads and %d key/value heads", tp,
+                 c->num_heads, c->num_kv_heads);
+        rc = INFER_EINVAL;
+    } else if (kv < per_block) {
+        snprintf(err, errlen, "kv_cache=%zu bytes holds no block of %d "
+                 "tokens (one block needs %zu bytes with backend=%s)", kv,
+                 block, per_block, ops->name);
+        rc = INFER_EINVAL;
+    }
+    infer_model_close(m);
+    return rc;
+}
 
 int
 infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
@@ -1031,6 +1180,17 @@ infer_engine_start(infer_engine_t *e, char *err, size_t errlen)
     }
     e->started = 1;
     return INFER_OK;
+}
+
+const char *
+infer_engine_error(infer_engine_t *e)
+{
+    const char *why;
+
+    pthread_mutex_lock(&e->mu);
+    why = (!e->alive && e->error[0] != '\0') ? e->error : NULL;
+    pthread_mutex_unlock(&e->mu);
+    return why;
 }
 
 int

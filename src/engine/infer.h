@@ -41,6 +41,17 @@ typedef struct {
                                       0 = 256 */
 } infer_engine_config_t;
 
+/* Most compute threads per rank a configuration may ask for. */
+#define INFER_MAX_THREADS  256
+
+/* Checks a configuration against its model without loading weights or
+ * starting anything, so that a configuration test can refuse what start-up
+ * would: the model and tokenizer files, the backend name, tp against the
+ * heads, the KV budget against one block, the thread count.  What only the
+ * machine can tell (a GPU, its memory) is left to infer_engine_create(). */
+int infer_engine_check(const infer_engine_config_t *cfg, char *err,
+    size_t errlen);
+
 /* Loads the model and prepares the backend; does not start threads. */
 int infer_engine_create(const infer_engine_config_t *cfg,
     infer_engine_t **out, char *err, size_t errlen);
@@ -53,6 +64,10 @@ void infer_engine_destroy(infer_engine_t *e);
 int infer_engine_event_fd(infer_engine_t *e);
 /* 1 while the scheduler thread is running and healthy. */
 int infer_engine_alive(infer_engine_t *e);
+/* Why the engine stopped on its own (a failed forward pass: every request
+ * it held got an error event, and it takes no more), or NULL.  The string
+ * lives as long as the engine. */
+const char *infer_engine_error(infer_engine_t *e);
 
 typedef struct {
     const int32_t *prompt;       /* token ids, copied at submit */

@@ -20,6 +20,7 @@
 #include "openai.h"
 
 #define NGX_HTTP_INFER_MAX_DEVICES  16
+#define NGX_HTTP_INFER_ERRLEN       512
 #define NGX_HTTP_INFER_INVALID      "invalid_request_error"
 
 typedef struct {
@@ -38,6 +39,11 @@ typedef struct {
     const char              *bos, *eos;        /* special token strings */
     int32_t                  end_id;           /* chat turn end, or -1 */
     time_t                   created;
+    ngx_event_t              retry;            /* start the engine again */
+    ngx_msec_t               retry_delay;
+    u_char                   error[NGX_HTTP_INFER_ERRLEN];
+                                               /* why it did not start */
+    unsigned                 failure_seen:1;   /* its engine died: logged */
 } ngx_http_infer_model_t;
 
 typedef struct {
@@ -46,6 +52,7 @@ typedef struct {
 
 typedef struct {
     ngx_array_t             *models;           /* ngx_http_infer_model_t * */
+    ngx_uint_t               reject_log_level; /* 503s: overload, no engine */
 } ngx_http_infer_loc_conf_t;
 
 /*
@@ -80,6 +87,9 @@ typedef struct {
 } ngx_http_infer_ctx_t;
 
 extern ngx_module_t  ngx_http_infer_module;
+
+/* The module (ngx_http_infer_module.c). */
+const char *ngx_http_infer_model_unavailable(ngx_http_infer_model_t *m);
 
 /* The bridge (ngx_http_infer_bridge.c). */
 ngx_int_t ngx_http_infer_bridge_start(ngx_cycle_t *cycle,

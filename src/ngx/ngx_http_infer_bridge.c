@@ -15,6 +15,8 @@ static void ngx_http_infer_bridge_read(ngx_event_t *rev);
 static void ngx_http_infer_ctx_cleanup(void *data);
 static void ngx_http_infer_ctx_timer(ngx_event_t *ev);
 static void ngx_http_infer_ctx_free(ngx_http_infer_ctx_t *ctx);
+static void ngx_http_infer_engine_failed(ngx_http_infer_model_t *m,
+    ngx_log_t *log);
 
 ngx_int_t
 ngx_http_infer_bridge_start(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
@@ -117,6 +119,39 @@ ngx_http_infer_bridge_read(ngx_event_t *rev)
         }
 
     } while (n == NGX_HTTP_INFER_POLL_BATCH);
+
+    if (!m->failure_seen && !infer_engine_alive(m->engine)) {
+        ngx_http_infer_engine_failed(m, c->log);
+    }
+}
+
+/*
+ * The engine stopped on its own after a failed step (its requests have had
+ * their errors).  The backend may be beyond repair in this process (a
+ * sticky CUDA error), so the worker finishes what its other engines serve
+ * and exits; the master starts a fresh one.  Until then requests and the
+ * health check get 503 with the reason.
+ */
+static void
+ngx_http_infer_engine_failed(ngx_http_infer_model_t *m, ngx_log_t *log)
+{
+    const char  *why;
+
+    m->failure_seen = 1;
+    why = infer_engine_error(m->engine);
+
+    if (ngx_process != NGX_PROCESS_WORKER) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "infer_model \"%V\": the engine stopped: %s",
+                      &m->name, why ? why : "unknown error");
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "infer_model \"%V\": the engine stopped: %s; the worker "
+                  "exits when its other requests are done, and the master "
+                  "starts a new one", &m->name, why ? why : "unknown error");
+    ngx_quit = 1;
 }
 
 ngx_http_infer_ctx_t *

@@ -82,8 +82,9 @@ ngx_http_infer_send_json(ngx_http_request_t *r, ngx_uint_t status,
 static ngx_int_t
 ngx_http_infer_send_error(ngx_http_request_t *r, infer_oai_error_t *err)
 {
-    char    *body;
-    size_t   len;
+    char                       *body;
+    size_t                      len;
+    ngx_http_infer_loc_conf_t  *ilcf;
 
     if (err->status == NGX_HTTP_SERVICE_UNAVAILABLE
         && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK)
@@ -91,7 +92,11 @@ ngx_http_infer_send_error(ngx_http_request_t *r, infer_oai_error_t *err)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (err->status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+    if (err->status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
+        ngx_log_error(ilcf->reject_log_level, r->connection->log, 0,
+                      "infer: %s", err->message);
+    } else if (err->status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "infer: %s",
                       err->message);
     } else {
@@ -670,6 +675,7 @@ ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
     size_t                   len;
     int32_t                 *ids;
     u_char                  *body;
+    const char              *why;
     uint64_t                 id;
     infer_request_t          ireq;
     ngx_http_infer_ctx_t    *ctx;
@@ -694,11 +700,12 @@ ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
                             "the model '%s' does not exist", req->model);
         return NGX_ERROR;
     }
-    if (m->engine == NULL || !infer_engine_alive(m->engine)) {
+    why = ngx_http_infer_model_unavailable(m);
+    if (why != NULL) {
         infer_oai_set_error(err, NGX_HTTP_SERVICE_UNAVAILABLE,
-                            "server_error", NULL, NULL,
-                            "the model '%s' is not running in this worker",
-                            req->model);
+                            "server_error", NULL, "unavailable",
+                            "the model '%s' is not available in this "
+                            "worker: %s", req->model, why);
         return NGX_ERROR;
     }
 
@@ -801,8 +808,10 @@ ngx_int_t
 ngx_http_infer_health_handler(ngx_http_request_t *r)
 {
     char                         *body;
+    size_t                        len;
     ngx_int_t                     rc;
-    ngx_uint_t                    i, ok;
+    ngx_uint_t                    i;
+    const char                   *why, *name;
     ngx_http_infer_model_t      **m;
     ngx_http_infer_main_conf_t   *imcf;
 
@@ -813,22 +822,23 @@ ngx_http_infer_health_handler(ngx_http_request_t *r)
 
     imcf = ngx_http_get_module_main_conf(r, ngx_http_infer_module);
     m = imcf->models.elts;
-    ok = imcf->models.nelts > 0;
-    for (i = 0; i < imcf->models.nelts; i++) {
-        if (m[i]->engine == NULL || !infer_engine_alive(m[i]->engine)) {
-            ok = 0;
-        }
+    name = NULL;
+    why = imcf->models.nelts > 0 ? NULL : "no infer_model is declared";
+    for (i = 0; i < imcf->models.nelts && why == NULL; i++) {
+        why = ngx_http_infer_model_unavailable(m[i]);
+        name = (const char *) m[i]->name.data;
     }
 
-    body = ok ? strdup("{\"status\":\"ok\"}\n")
-              : strdup("{\"status\":\"unavailable\"}\n");
-    if (!ok && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK) {
+    len = 0;
+    body = infer_health_body(why ? (name ? name : "") : NULL, why, &len);
+    if (why != NULL
+        && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK)
+    {
         free(body);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    return ngx_http_infer_send_json(r, ok ? NGX_HTTP_OK
-                                          : NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    body, body ? strlen(body) : 0);
+    return ngx_http_infer_send_json(r, why ? NGX_HTTP_SERVICE_UNAVAILABLE
+                                           : NGX_HTTP_OK, body, len);
 }
 
 /*

@@ -806,6 +806,20 @@ infer_stats_body(const char *const *names, const infer_stats_t *st,
     return oai_dump(o, "", "\n", len);
 }
 
+char *
+infer_health_body(const char *model, const char *reason, size_t *len)
+{
+    char  why[sizeof(((infer_oai_error_t *) 0)->message)];
+
+    if (model == NULL) {
+        return oai_dump(json_pack("{s:s}", "status", "ok"), "", "\n", len);
+    }
+    snprintf(why, sizeof(why), "%s", reason);
+    oai_utf8_repair(why, sizeof(why));
+    return oai_dump(json_pack("{s:s,s:s,s:s}", "status", "unavailable",
+                              "model", model, "reason", why), "", "\n", len);
+}
+
 const char *
 infer_oai_finish_reason(int finish)
 {

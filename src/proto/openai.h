@@ -100,6 +100,10 @@ char *infer_oai_models_body(const char *const *names, int n,
 char *infer_stats_body(const char *const *names, const infer_stats_t *st,
     int n, long pid, size_t *len);
 
+/* infer_health: {"status":"ok"}, or with model set {"status":
+ * "unavailable","model","reason"} for the first model that cannot serve. */
+char *infer_health_body(const char *model, const char *reason, size_t *len);
+
 /* "stop" / "length" for an engine finish reason (infer_finish_t). */
 const char *infer_oai_finish_reason(int finish);
 

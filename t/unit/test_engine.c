@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "backend.h"
 #include "infer.h"
 #include "tap.h"
 
@@ -470,6 +471,111 @@ test_tensor_parallel(void)
     }
 }
 
+/* The cpu backend, except that its fifth forward pass fails. */
+static int flaky_calls;
+
+static int
+flaky_forward(infer_backend_t *b, const infer_batch_t *batch, float *logits,
+    char *err, size_t errlen)
+{
+    if (++flaky_calls == 5) {
+        snprintf(err, errlen, "injected failure at step %d", flaky_calls);
+        return -1;
+    }
+    return infer_backend_cpu.forward(b, batch, logits, err, errlen);
+}
+
+static infer_backend_ops_t flaky_ops;
+
+/*
+ * A failed step stops the engine: every request it holds (in the step,
+ * running beside it, waiting for a slot) ends with the reason, health turns
+ * 0 with the reason, and later submits are refused.
+ */
+static void
+test_failed_step(void)
+{
+    infer_engine_config_t c;
+    infer_engine_t       *e;
+    infer_request_t       r;
+    infer_stats_t         st;
+    result_t              res[3];
+    const char           *why;
+    char                  err[512];
+    int                   i, failed;
+    uint64_t              id;
+
+    flaky_ops = infer_backend_cpu;
+    flaky_ops.name = "flaky";
+    flaky_ops.forward = flaky_forward;
+    ok(infer_backend_register(&flaky_ops) == 0, "register a backend");
+
+    memset(&c, 0, sizeof(c));
+    c.model_dir = model_dir;
+    c.backend = "flaky";
+    c.max_seqs = 2;
+    c.kv_cache_bytes = 8 << 20;
+    if (infer_engine_create(&c, &e, err, sizeof(err)) != INFER_OK
+        || infer_engine_start(e, err, sizeof(err)) != INFER_OK)
+    {
+        ok(0, "flaky engine: %s", err);
+        return;
+    }
+    ok(infer_engine_error(e) == NULL, "a running engine has no error");
+
+    memset(res, 0, sizeof(res));
+    r = greedy(bos, 1, 100);
+    for (i = 0; i < 3; i++) {
+        infer_engine_submit(e, &r, &res[i].id);
+    }
+    ok(collect(e, res, 3) == 0, "all three requests end (two running, one "
+       "waiting for a slot)");
+    for (i = 0, failed = 0; i < 3; i++) {
+        failed += res[i].finish == INFER_FINISH_ERROR
+                  && strstr(res[i].text, "injected failure at step 5");
+    }
+    is_int(failed, 3, "each ended with the step's error");
+    is_int(infer_engine_alive(e), 0, "the engine is no longer alive");
+    why = infer_engine_error(e);
+    ok(why != NULL && strcmp(why, "injected failure at step 5") == 0,
+       "infer_engine_error says why: %s", why ? why : "(null)");
+    is_int(infer_engine_submit(e, &r, &id), INFER_ESHUTDOWN,
+           "a submit after the failure is refused");
+    infer_engine_stats(e, &st);
+    ok(st.running == 0 && st.waiting == 0, "nothing left running or waiting");
+    infer_engine_destroy(e);
+}
+
+/* What a configuration test can refuse without loading weights. */
+static void
+test_check(void)
+{
+    infer_engine_config_t c;
+    char                  err[512];
+
+    memset(&c, 0, sizeof(c));
+    c.model_dir = model_dir;
+    is_int(infer_engine_check(&c, err, sizeof(err)), INFER_OK,
+           "the defaults pass");
+    c.kv_cache_bytes = 1024;
+    ok(infer_engine_check(&c, err, sizeof(err)) == INFER_EINVAL
+       && strstr(err, "kv_cache=1024 bytes holds no block of 16 tokens "
+                 "(one block needs 20480 bytes with backend=cpu)"),
+       "kv_cache=1k: %s", err);
+    c.kv_cache_bytes = 0;
+    c.threads = INFER_MAX_THREADS + 1;
+    ok(infer_engine_check(&c, err, sizeof(err)) == INFER_EINVAL
+       && strstr(err, "threads=257 is more than 256"), "threads: %s", err);
+    c.threads = 1;
+    c.tp = 3;
+    ok(infer_engine_check(&c, err, sizeof(err)) == INFER_EINVAL
+       && strstr(err, "tp=3 does not divide"), "tp=3: %s", err);
+    c.tp = 1;
+    c.backend = "tpu";
+    ok(infer_engine_check(&c, err, sizeof(err)) == INFER_EINVAL
+       && strstr(err, "unknown backend \"tpu\""), "backend: %s", err);
+}
+
 int
 main(void)
 {
@@ -492,6 +598,8 @@ main(void)
     test_stops_and_limits();
     test_cancel_and_deadline();
     test_tensor_parallel();
+    test_failed_step();
+    test_check();
 
     free(expected);
     return done_testing();

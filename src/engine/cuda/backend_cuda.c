@@ -1303,6 +1303,7 @@ cuda_sample(infer_backend_t *b, const infer_sampling_t *s, int n,
 
 const infer_backend_ops_t infer_backend_cuda = {
     "cuda",
+    sizeof(uint16_t),
     cuda_init,
     cuda_forward,
     cuda_sample,
