@@ -11,18 +11,18 @@ RUN=$BUILD/run
 tools/deps.sh
 
 make -j"$(nproc)" BUILD="$BUILD"
+mkdir -p "$RUN/conf" "$RUN/logs" "$RUN/modules"
 
 if [ -z "${MODEL:-}" ]; then
     MODEL=$RUN/model
     echo "run: no MODEL=DIR given: serving a small random-weight model"
-    echo "run: (build/infer-gen-model --preset tiny-llama) from $MODEL;"
+    echo "run: ($BUILD/infer-gen-model --preset tiny-llama) from $MODEL;"
     echo "run: its text is gibberish, use MODEL=DIR for a real model"
     rm -rf "$MODEL"
     "$BUILD/infer-gen-model" "$MODEL" --preset tiny-llama --seed 1 >/dev/null
 fi
 MODEL=$(cd "$MODEL" && pwd)
 
-mkdir -p "$RUN/conf" "$RUN/logs" "$RUN/modules"
 cp conf/nginx.conf "$RUN/conf/nginx.conf"
 ln -sf "$(pwd)/$BUILD/ngx_http_infer_module.so" "$RUN/modules/"
 echo "infer_model default $MODEL backend=cpu threads=$(nproc);" \
