@@ -27,6 +27,20 @@ typedef struct {
 } infer_model_priv_t;
 
 
+/* dir/name into buf.  A path that does not fit is refused: cut short, it
+ * could name another file that exists. */
+static int
+infer_path(char *buf, size_t len, const char *dir, const char *name,
+    char *err, size_t errlen)
+{
+    if ((size_t) snprintf(buf, len, "%s/%s", dir, name) >= len) {
+        snprintf(err, errlen, "%s/%s: path too long", dir, name);
+        return -1;
+    }
+    return 0;
+}
+
+
 /* ---- config.json ------------------------------------------------------ */
 
 static int
@@ -339,8 +353,12 @@ infer_model_read_config(const char *dir, infer_model_config_t *c, char *err,
     json_t     *root, *gen = NULL, *mt, *eos;
     int         rc = -1, max_pos, tie;
 
-    snprintf(file, sizeof(file), "%s/config.json", dir);
-    snprintf(gfile, sizeof(gfile), "%s/generation_config.json", dir);
+    if (infer_path(file, sizeof(file), dir, "config.json", err, errlen) != 0
+        || infer_path(gfile, sizeof(gfile), dir, "generation_config.json",
+                      err, errlen) != 0)
+    {
+        return -1;
+    }
     root = infer_json_load(file, 0, err, errlen);
     if (root == NULL) {
         return -1;
@@ -441,7 +459,13 @@ infer_model_map_sharded(const char *dir, const char *index,
                      "file in the model directory", index, name);
             goto done;
         }
-        snprintf(path, sizeof(path), "%s/%s", dir, json_string_value(v));
+        if (infer_path(path, sizeof(path), dir, json_string_value(v), err,
+                       errlen) != 0)
+        {
+            snprintf(err, errlen, "%s: weight_map entry '%s' names a file "
+                     "whose path is too long", index, name);
+            goto done;
+        }
         if (infer_st_file(st, path) != NULL) {
             continue;
         }
@@ -460,7 +484,7 @@ infer_model_map_sharded(const char *dir, const char *index,
     }
     json_object_foreach(wm, name, v) {
         fn = json_string_value(v);
-        snprintf(path, sizeof(path), "%s/%s", dir, fn);
+        snprintf(path, sizeof(path), "%s/%s", dir, fn);  /* fitted above */
         t = infer_st_find(st, name);
         if (t == NULL || strcmp(t->file, path) != 0) {
             snprintf(err, errlen, "%s: tensor '%s' is listed in weight_map "
@@ -482,8 +506,13 @@ infer_model_map(const char *dir, infer_model_priv_t *p, char *err,
     char         index[4096], single[4096];
     struct stat  sb;
 
-    snprintf(index, sizeof(index), "%s/model.safetensors.index.json", dir);
-    snprintf(single, sizeof(single), "%s/model.safetensors", dir);
+    if (infer_path(index, sizeof(index), dir, "model.safetensors.index.json",
+                   err, errlen) != 0
+        || infer_path(single, sizeof(single), dir, "model.safetensors", err,
+                      errlen) != 0)
+    {
+        return -1;
+    }
     p->weights = strdup(stat(index, &sb) == 0 ? index : single);
     if (p->weights == NULL) {
         snprintf(err, errlen, "%s: out of memory", dir);

@@ -942,6 +942,13 @@ test_bad_index(const char *tmp)
     expect_fail(dir, "index escapes the directory",
                 "model.safetensors.index.json", "model.norm.weight",
                 "does not name a file", NULL);
+    /* A path cut at the loader's buffer could name another file. */
+    memset(path, 'x', sizeof(path) - 1);
+    path[sizeof(path) - 1] = '\0';
+    dir = shard_case(tmp, k, path, 0);
+    expect_fail(dir, "index names a path too long, not a shorter one",
+                "model.safetensors.index.json", "model.norm.weight",
+                "whose path is too long", NULL);
     json_decref(k);
     k = json_string("model.extra.weight");
     dir = shard_case(tmp, k, "model-00002-of-00002.safetensors", 0);
