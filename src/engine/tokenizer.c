@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <pcre2.h>
@@ -33,6 +34,33 @@
 #define INFER_TOK_NONE       UINT32_MAX
 #define INFER_TOK_MAX_ID     (1 << 24)
 #define INFER_TOK_MAX_FIXES  8
+
+/*
+ * What a tokenizer.json may make encode cost.  One regex match may take
+ * INFER_TOK_MATCH_LIMIT backtracking steps (PCRE2's own default, set here
+ * so that a distribution's build cannot raise it), that deep in the
+ * interpreter, within INFER_TOK_HEAP_LIMIT KiB; the real patterns need
+ * about one step per byte of their longest piece.  Steps do not count
+ * every scan, so a pattern that looks far ahead for short matches is
+ * quadratic within those limits: all the matches of one text also share a
+ * CPU time budget of INFER_TOK_REGEX_BASE_NS plus INFER_TOK_REGEX_BYTE_NS
+ * per byte, 20 times what the real patterns take on a 1 MB prompt.
+ */
+#define INFER_TOK_MATCH_LIMIT    10000000
+#define INFER_TOK_DEPTH_LIMIT    1000000
+#define INFER_TOK_HEAP_LIMIT     65536
+#define INFER_TOK_REGEX_BASE_NS  500000000LL
+#define INFER_TOK_REGEX_BYTE_NS  1000LL
+
+/*
+ * Normalizers and pre-tokenizers may lengthen the text (Replace, Prepend,
+ * Metaspace, ByteLevel's byte map); load refuses a chain that could make
+ * more than INFER_TOK_MAX_GROWTH bytes of one input byte, so that encode's
+ * buffers and ids stay proportional to its input (the real tokenizers
+ * grow text at most 12 times by this bound, and make at most one id per
+ * input byte).
+ */
+#define INFER_TOK_MAX_GROWTH     256
 
 /* GPT-2's pre-tokenizer regex, used by ByteLevel when use_regex is set. */
 #define INFER_GPT2_PATTERN                                                  \
@@ -86,6 +114,7 @@ typedef struct {
     char               *match;      /* content, normalized if flagged */
     size_t              match_len;
     int32_t             id;
+    int32_t             next;       /* next one with this match, or -1 */
     unsigned            special:1;
     unsigned            lstrip:1;
     unsigned            rstrip:1;
@@ -121,12 +150,25 @@ struct infer_tokenizer {
     int                 n_added;
     int                 has_normalized_added;
     unsigned char       added_first[256];   /* first bytes of added tokens */
+
+    /* The added tokens' match strings as a trie, so that finding them
+     * costs the length of the match at each position, not the number of
+     * tokens (Llama-3's 256 all begin with "<|").  Node 0 is the root of
+     * the raw tokens, node 1 of the normalized ones; an edge is an
+     * open-addressing entry (node << 8 | byte) + 1 -> child. */
+    uint64_t           *trie_keys;
+    uint32_t           *trie_child;
+    uint32_t            trie_mask;
+    int32_t            *trie_term;          /* first token ending here */
+    uint32_t            n_trie;
     unsigned char      *special;
 
     infer_norm_t       *norm;
     int                 n_norm;
     infer_pre_t        *pre;
     int                 n_pre;
+    pcre2_match_context *mctx;              /* the limits of every match */
+    unsigned            growth;             /* bytes per input byte, max */
     uint16_t            byte_to_cp[256];
     int16_t             cp_to_byte[324];
 
@@ -193,6 +235,9 @@ typedef struct {
     size_t              cap_sym;
     infer_pair_t       *heap;
     size_t              cap_heap;
+    size_t              max_ids;
+    long long           regex_deadline;     /* thread CPU time, ns */
+    unsigned            n_match;
 } infer_enc_t;
 
 
@@ -872,15 +917,32 @@ compile_regex(const char *pattern, size_t len, uint32_t flags,
 {
     pcre2_code   *re;
     int           code;
+    size_t        show;
     PCRE2_SIZE    off;
     PCRE2_UCHAR   msg[256];
 
+    if (len == PCRE2_ZERO_TERMINATED) {
+        len = strlen(pattern);
+    }
+    /* \C matches one byte even inside a character, so pieces would start
+     * mid-character; without it every match of valid UTF-8 (all encode
+     * ever matches) is whole characters.  MATCH_INVALID_UTF would be a
+     * second guard, but makes the interpreter quadratic on long runs. */
     re = pcre2_compile((PCRE2_SPTR) pattern, len,
-                       PCRE2_UTF | PCRE2_UCP | flags, &code, &off, NULL);
+                       PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C
+                       | flags, &code, &off, NULL);
     if (re == NULL) {
         pcre2_get_error_message(code, msg, sizeof(msg));
-        tok_err(err, errlen, "%s: %s: regex error at offset %zu: %s", path,
-                where, (size_t) off, (char *) msg);
+        show = len;
+        if (show > 80) {
+            /* Cut long patterns on a character boundary. */
+            for (show = 77; show > 0
+                 && ((unsigned char) pattern[show] & 0xc0) == 0x80; show--)
+            { /* back to a lead byte */ }
+        }
+        tok_err(err, errlen, "%s: %s: regex error at offset %zu of "
+                "\"%.*s%s\": %s", path, where, (size_t) off, (int) show,
+                pattern, show < len ? "..." : "", (char *) msg);
         return NULL;
     }
     /* Without JIT (not built in) the interpreter gives the same matches. */
@@ -1186,6 +1248,83 @@ normalize(const infer_tokenizer_t *t, const char *s, size_t len,
 }
 
 
+static int64_t
+trie_get(const infer_tokenizer_t *t, uint32_t node, unsigned char b)
+{
+    uint64_t  key = ((uint64_t) node << 8 | b) + 1;
+    uint32_t  i;
+
+    for (i = hash_pair(key) & t->trie_mask; ; i = (i + 1) & t->trie_mask) {
+        if (t->trie_keys[i] == key) {
+            return t->trie_child[i];
+        }
+        if (t->trie_keys[i] == 0) {
+            return -1;
+        }
+    }
+}
+
+
+/* Tokens with the same match string are chained in file order: the first
+ * that fits (single_word) wins, as in a scan of the list. */
+static int
+build_trie(infer_tokenizer_t *t)
+{
+    size_t          total = 0, size;
+    uint32_t        node, k;
+    uint64_t        key;
+    int64_t         child;
+    int32_t        *last;
+    int             i;
+    size_t          j;
+    infer_added_t  *a;
+
+    for (i = 0; i < t->n_added; i++) {
+        total += t->added[i].match_len;
+    }
+    size = table_size(total + 1);
+    t->trie_mask = (uint32_t) size - 1;
+    t->trie_keys = calloc(size, sizeof(uint64_t));
+    t->trie_child = malloc(size * sizeof(uint32_t));
+    t->trie_term = malloc((total + 2) * sizeof(int32_t));
+    last = malloc((total + 2) * sizeof(int32_t));
+    if (!t->trie_keys || !t->trie_child || !t->trie_term || !last) {
+        free(last);
+        return -1;
+    }
+    t->trie_term[0] = t->trie_term[1] = -1;
+    t->n_trie = 2;
+    for (i = 0; i < t->n_added; i++) {
+        a = &t->added[i];
+        node = a->normalized;
+        for (j = 0; j < a->match_len; j++) {
+            child = trie_get(t, node, (unsigned char) a->match[j]);
+            if (child < 0) {
+                key = ((uint64_t) node << 8 | (unsigned char) a->match[j])
+                      + 1;
+                for (k = hash_pair(key) & t->trie_mask; t->trie_keys[k];
+                     k = (k + 1) & t->trie_mask)
+                { /* linear probing */ }
+                t->trie_keys[k] = key;
+                t->trie_child[k] = t->n_trie;
+                t->trie_term[t->n_trie] = -1;
+                child = t->n_trie++;
+            }
+            node = (uint32_t) child;
+        }
+        a->next = -1;
+        if (t->trie_term[node] < 0) {
+            t->trie_term[node] = i;
+        } else {
+            t->added[last[node]].next = i;
+        }
+        last[node] = i;
+    }
+    free(last);
+    return 0;
+}
+
+
 /* Added tokens are matched before the model sees the text; "normalized"
  * ones are matched in normalized text, as their normalized content. */
 static int
@@ -1215,12 +1354,10 @@ load_added(infer_tokenizer_t *t, json_t *root, const char *path,
                          && t->n_norm > 0;
         t->special[id] = at->special;
         if (json_string_length(c) == 0) {
-            if (t->str_off[id] == INFER_TOK_NONE
-                && set_token_str(t, id, "", 0) != 0)
-            {
-                goto nomem;
-            }
-            continue;
+            /* It would match everywhere without consuming anything. */
+            tok_err(err, errlen, "%s: added_tokens[%zu] (id %d): empty "
+                    "content", path, i, id);
+            goto failed;
         }
         at->content = tok_strndup(json_string_value(c),
                                   json_string_length(c));
@@ -1231,6 +1368,14 @@ load_added(infer_tokenizer_t *t, json_t *root, const char *path,
         if (at->normalized) {
             if (normalize(t, at->content, at->len, &nb, &tmp) != 0) {
                 goto nomem;
+            }
+            if (nb.len == 0) {
+                /* Matched in normalized text, it would match everywhere
+                 * (encode would never get past it). */
+                tok_err(err, errlen, "%s: added_tokens[%zu] \"%s\" (id %d): "
+                        "normalizes to an empty string, which matches "
+                        "everywhere", path, i, at->content, id);
+                goto failed;
             }
             at->match = tok_strndup(nb.p, nb.len);
             at->match_len = nb.len;
@@ -1252,12 +1397,18 @@ load_added(infer_tokenizer_t *t, json_t *root, const char *path,
     }
     free(nb.p);
     free(tmp.p);
+    if (build_trie(t) != 0) {
+        tok_err(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
     return 0;
 
 nomem:
+    tok_err(err, errlen, "%s: out of memory", path);
+
+failed:
     free(nb.p);
     free(tmp.p);
-    tok_err(err, errlen, "%s: out of memory", path);
     return -1;
 }
 
@@ -1534,6 +1685,76 @@ done:
 }
 
 
+/* A bound on the bytes that normalizing and pre-tokenizing make of one
+ * input byte: every stage's output is at most m times its input, as each
+ * text a stage works on (segment between added tokens, piece) has one
+ * byte at least.  Refuses a chain above INFER_TOK_MAX_GROWTH, e.g. some
+ * Replace "a" -> "aa" in a row, which would double the text each. */
+static int
+check_growth(infer_tokenizer_t *t, const char *path, char *err,
+    size_t errlen)
+{
+    const infer_norm_t  *n;
+    const infer_pre_t   *pre;
+    uint64_t             g = 1, m;
+    int                  i;
+
+    for (i = 0; i < t->n_norm + t->n_pre; i++) {
+        if (i < t->n_norm) {
+            n = &t->norm[i];
+            m = n->type == INFER_NORM_PREPEND
+                ? 1 + n->to_len
+                : (n->to_len + n->from_len - 1) / n->from_len;
+        } else {
+            pre = &t->pre[i - t->n_norm];
+            switch (pre->type) {
+            case INFER_PRE_METASPACE:
+                /* ' ' -> replacement, which may also be prepended */
+                m = pre->repl_len
+                    * (pre->prepend == INFER_PREPEND_NEVER ? 1 : 2);
+                break;
+            case INFER_PRE_BYTE_LEVEL:
+                /* a byte -> one code point below U+0800, maybe a ' ' */
+                m = pre->add_prefix_space ? 4 : 2;
+                break;
+            default:
+                m = 1;
+            }
+        }
+        g *= m > 1 ? m : 1;
+        if (g > INFER_TOK_MAX_GROWTH) {
+            tok_err(err, errlen, "%s: the normalizer and pre_tokenizer "
+                    "could make more than %d bytes of one input byte "
+                    "(at %s %d): refused, as encode's memory would not be "
+                    "bounded by its input", path, INFER_TOK_MAX_GROWTH,
+                    i < t->n_norm ? "normalizer" : "pre_tokenizer",
+                    i < t->n_norm ? i : i - t->n_norm);
+            return -1;
+        }
+    }
+    t->growth = (unsigned) g;
+    return 0;
+}
+
+
+/* Every match of one tokenizer under the same limits (a context is only
+ * read by pcre2_match, so threads may share it). */
+static int
+make_match_context(infer_tokenizer_t *t, const char *path, char *err,
+    size_t errlen)
+{
+    t->mctx = pcre2_match_context_create(NULL);
+    if (t->mctx == NULL) {
+        tok_err(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    pcre2_set_match_limit(t->mctx, INFER_TOK_MATCH_LIMIT);
+    pcre2_set_depth_limit(t->mctx, INFER_TOK_DEPTH_LIMIT);
+    pcre2_set_heap_limit(t->mctx, INFER_TOK_HEAP_LIMIT);
+    return 0;
+}
+
+
 /* GPT-2's bytes_to_unicode: printable bytes stand for themselves, the
  * others for 256, 257, ... in byte order. */
 static void
@@ -1585,6 +1806,8 @@ infer_tokenizer_load(const char *dir, infer_tokenizer_t **out, char *err,
         || load_added(t, root, path, err, errlen) != 0
         || load_pre_tokenizer(t, json_object_get(root, "pre_tokenizer"),
                               path, err, errlen) != 0
+        || check_growth(t, path, err, errlen) != 0
+        || make_match_context(t, path, err, errlen) != 0
         || load_decoder(t, json_object_get(root, "decoder"), path, err,
                         errlen) != 0
         || load_post_processor(t, json_object_get(root, "post_processor"),
@@ -1632,6 +1855,9 @@ infer_tokenizer_free(infer_tokenizer_t *t)
         free(t->added[t->n_added].match);
     }
     free(t->added);
+    free(t->trie_keys);
+    free(t->trie_child);
+    free(t->trie_term);
     free(t->special);
     for (i = 0; i < t->n_norm; i++) {
         free(t->norm[i].from);
@@ -1642,6 +1868,7 @@ infer_tokenizer_free(infer_tokenizer_t *t)
         pcre2_code_free(t->pre[i].re);
     }
     free(t->pre);
+    pcre2_match_context_free(t->mctx);
     free(t->dec_from);
     free(t->dec_to);
     free(t->dec.p);
@@ -1730,6 +1957,11 @@ infer_tokenizer_max_token_bytes(const infer_tokenizer_t *t)
 static int
 push_id(infer_enc_t *e, int32_t id)
 {
+    /* Load bounded the growth, so this cannot happen: a last guard
+     * against a loop that would fill memory. */
+    if (e->n_ids >= e->max_ids) {
+        return -1;
+    }
     if (grow((void **) &e->ids, &e->cap_ids, e->n_ids + 1, sizeof(int32_t)))
     {
         return -1;
@@ -1774,33 +2006,57 @@ pieces_add(const infer_tokenizer_t *t, infer_pieces_t *p, const char *s,
 }
 
 
-/* Isolated split: every match and every gap between matches is a piece. */
+static long long
+cpu_ns(void)
+{
+    struct timespec  ts;
+
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+        return 0;
+    }
+    return (long long) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+
+/* Isolated split: every match and every gap between matches is a piece.
+ * s is valid UTF-8 (encode checks its input, and every normalizer and
+ * pre-tokenizer keeps it so), hence PCRE2_NO_UTF_CHECK. */
 static int
 split_regex(infer_enc_t *e, const pcre2_code *re, const char *s, size_t len,
     int byte_map, infer_pieces_t *out)
 {
     size_t       start = 0, last = 0, ms, me;
     PCRE2_SIZE  *ov;
-    int          rc;
+    int          rc, cl;
 
     while (start < len) {
+        /* The clock costs a system call: look at it now and then; one
+         * match is bounded by the match limit meanwhile. */
+        if ((++e->n_match & 15) == 0 && cpu_ns() > e->regex_deadline) {
+            return -1;
+        }
         rc = pcre2_match(re, (PCRE2_SPTR) s, len, start, PCRE2_NO_UTF_CHECK,
-                         e->md, NULL);
+                         e->md, e->t->mctx);
         if (rc == PCRE2_ERROR_NOMATCH) {
             break;
         }
         if (rc < 0) {
-            return -1;
+            return -1;     /* a limit, or out of memory: an encode error */
         }
         ov = pcre2_get_ovector_pointer(e->md);
         ms = ov[0];
         me = ov[1];
+        if (ms < start || me < ms || me > len) {
+            return -1;     /* PCRE2 promises otherwise; cheap to check */
+        }
         if (me == ms) {
-            /* An empty match splits nothing: try from the next char. */
+            /* An empty match splits nothing: try from the next char (one
+             * byte at least, so that the loop always moves on). */
             if (me == len) {
                 break;
             }
-            start = me + utf8_lead_len((unsigned char) s[me]);
+            cl = utf8_lead_len((unsigned char) s[me]);
+            start = me + (cl > 0 ? cl : 1);
             continue;
         }
         if (pieces_add(e->t, out, s + last, ms - last, byte_map) != 0
@@ -1952,7 +2208,13 @@ bpe_symbols(infer_enc_t *e, const char *s, size_t len, size_t *nsym)
     int32_t                   id;
 
     for (i = 0; i < len; i += cl) {
+        /* Pieces are whole characters; were one not, a byte that starts
+         * none stands alone, so that i always advances and no character
+         * yields more symbols than it has bytes (sym holds len). */
         cl = utf8_lead_len((unsigned char) s[i]);
+        if (cl == 0 || (size_t) cl > len - i) {
+            cl = 1;
+        }
         id = vocab_get(t, s + i, cl);
         if (id >= 0) {
             e->sym[n++].id = id;
@@ -1994,6 +2256,9 @@ bpe_word(infer_enc_t *e, const char *s, size_t len)
 
     if (t->ignore_merges && (id = vocab_get(t, s, len)) >= 0) {
         return push_id(e, id);
+    }
+    if (len > INT32_MAX / 4) {
+        return -1;      /* symbols are linked by int32_t */
     }
     if (grow((void **) &e->sym, &e->cap_sym, len, sizeof(infer_sym_t)) != 0
         || grow((void **) &e->heap, &e->cap_heap, 3 * len,
@@ -2082,34 +2347,41 @@ encode_pieces(infer_enc_t *e, const char *s, size_t len, int at_origin)
 }
 
 
-/* Leftmost, then longest, added token in s[from, len); lstrip/rstrip
- * widen the match over the whitespace beside it. */
+/* Leftmost, then longest, added token in s[from, len) (of those of one
+ * length, the first in the file that fits); lstrip/rstrip widen the match
+ * over the whitespace beside it.  Every token has one byte at least (load
+ * refuses empty ones), so encode's scan, going on from the end of a
+ * match, always moves on. */
 static int
 added_find(const infer_tokenizer_t *t, const char *s, size_t len,
     size_t from, int normalized, size_t *ms, size_t *me, int32_t *id)
 {
     const infer_added_t  *a, *best;
-    size_t                p, end;
-    int                   i;
+    size_t                p, q;
+    int64_t               node;
+    int32_t               i;
 
     for (p = from; p < len; p++) {
         if (!t->added_first[(unsigned char) s[p]]) {
             continue;
         }
         best = NULL;
-        for (i = 0; i < t->n_added; i++) {
-            a = &t->added[i];
-            end = p + a->match_len;
-            if ((int) a->normalized != normalized || a->match_len > len - p
-                || (best && a->match_len <= best->match_len)
-                || memcmp(s + p, a->match, a->match_len) != 0
-                || (a->single_word
-                    && ((p > 0 && is_word_byte(s[p - 1]))
-                        || (end < len && is_word_byte(s[end])))))
-            {
-                continue;
+        node = normalized;
+        for (q = p; q < len; q++) {
+            node = trie_get(t, (uint32_t) node, (unsigned char) s[q]);
+            if (node < 0) {
+                break;
             }
-            best = a;
+            for (i = t->trie_term[node]; i >= 0; i = t->added[i].next) {
+                a = &t->added[i];
+                if (!a->single_word
+                    || ((p == 0 || !is_word_byte(s[p - 1]))
+                        && (q + 1 == len || !is_word_byte(s[q + 1]))))
+                {
+                    best = a;
+                    break;
+                }
+            }
         }
         if (best != NULL) {
             *ms = p;
@@ -2179,6 +2451,11 @@ infer_tokenizer_encode(const infer_tokenizer_t *t, const char *text,
     }
     memset(&e, 0, sizeof(e));
     e.t = t;
+    /* Every input byte is in an added token (one id for one byte or more)
+     * or grows to at most t->growth bytes of pieces, one id a byte. */
+    e.max_ids = (size_t) t->growth * len + 2 * INFER_TOK_MAX_FIXES;
+    e.regex_deadline = cpu_ns() + INFER_TOK_REGEX_BASE_NS
+                       + (long long) len * INFER_TOK_REGEX_BYTE_NS;
     e.md = pcre2_match_data_create(1, NULL);
     if (e.md == NULL) {
         return -1;

@@ -661,6 +661,207 @@ test_errors(void)
 }
 
 
+/* A tokenizer.json written to dir and loaded (NULL on error, with it in
+ * the diagnostics). */
+static infer_tokenizer_t *
+load_text(const char *dir, const char *json)
+{
+    infer_tokenizer_t  *t = NULL;
+    char                path[256], err[512] = "";
+
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    write_text(path, json);
+    if (infer_tokenizer_load(dir, &t, err, sizeof(err)) != 0) {
+        diag("load: %s", err);
+    }
+    return t;
+}
+
+
+static void
+expect_ids(const infer_tokenizer_t *t, const char *text, size_t len,
+    const int32_t *want, int nw, const char *what)
+{
+    int32_t  *got = NULL;
+    int       n = -1;
+
+    if (t == NULL || infer_tokenizer_encode(t, text, len, 0, &got, &n) != 0)
+    {
+        n = -1;
+    }
+    if (!ok(n == nw && (nw == 0 || memcmp(got, want, nw * 4) == 0), "%s",
+            what))
+    {
+        diag_ids("got     ", got, n);
+        diag_ids("expected", want, nw);
+    }
+    free(got);
+}
+
+
+/* The files of ../shared/repro that made encode overflow or loop: each is
+ * refused at load, with a message naming the file and the culprit. */
+static void
+test_repro(void)
+{
+    static const struct {
+        const char  *file;
+        const char  *want;
+    } cases[] = {
+        { "tokenizer-split-backslash-C-unk.json",
+          ": pre_tokenizer Split: regex error at offset 2 of \"\\C\": "
+          "using \\C is disabled" },
+        { "tokenizer-split-backslash-C-fallback.json",
+          ": pre_tokenizer Split: regex error at offset 2 of \"\\C\": "
+          "using \\C is disabled" },
+        { "tokenizer-empty-normalized-added-token.json",
+          ": added_tokens[0] \"x\" (id 1): normalizes to an empty string" },
+    };
+    char     dir[] = "/tmp/test_tokenizer.XXXXXX", path[1024], tj[128];
+    char    *json;
+    unsigned i;
+
+    if (mkdtemp(dir) == NULL) {
+        ok(0, "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    snprintf(tj, sizeof(tj), "%s/tokenizer.json", dir);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(path, sizeof(path), "%s/repro/%s", shared_dir(),
+                 cases[i].file);
+        json = tap_read_file(path, NULL);
+        if (!ok(json != NULL, "repro %s is readable", cases[i].file)) {
+            continue;
+        }
+        write_text(tj, json);
+        free(json);
+        expect_error(dir, tj, cases[i].want, cases[i].file);
+    }
+    unlink(tj);
+    rmdir(dir);
+}
+
+
+#define GUARD_MODEL                                                         \
+    "\"model\": { \"type\": \"BPE\", \"vocab\": { \"a\": 0, \"b\": 1,"       \
+    " \"ab\": 2, \"<unk>\": 3, \"y\": 4 }, \"merges\": [\"a b\"],"          \
+    " \"unk_token\": \"<unk>\" }, \"decoder\": { \"type\": \"Fuse\" }"
+
+#define GUARD_SPLIT(re)                                                     \
+    "{ " GUARD_MODEL ", \"pre_tokenizer\": { \"type\": \"Split\","           \
+    " \"pattern\": { \"Regex\": \"" re "\" }, \"behavior\": \"Isolated\" } }"
+
+/* What a tokenizer.json could make encode do, bounded: every loop moves
+ * on, a regex's time is limited, text growth and empty tokens refused. */
+static void
+test_guards(void)
+{
+    static const int32_t  a_ab[] = { 0, 2 };
+    static const int32_t  norm_added[] = { 0, 3, 1, 0, 1 };
+    static const int32_t  trie[] = { 5, 7, 6, 0 };
+    static const int32_t  words[] = { 1, 9, 3, 8, 3, 9, 0 };
+    char                  dir[] = "/tmp/test_tokenizer.XXXXXX", tj[128];
+    char                 *s;
+    infer_tokenizer_t    *t;
+    int32_t              *ids, *want;
+    int                   n, rc, i;
+    double                t0;
+
+    if (mkdtemp(dir) == NULL) {
+        ok(0, "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    snprintf(tj, sizeof(tj), "%s/tokenizer.json", dir);
+
+    /* A pattern that matches only empty strings splits nothing. */
+    t = load_text(dir, GUARD_SPLIT("(?=b)|$"));
+    expect_ids(t, "aab", 3, a_ab, 2, "empty regex matches: aab -> a ab");
+    infer_tokenizer_free(t);
+
+    /* Catastrophic backtracking stops at the match limit. */
+    t = load_text(dir, GUARD_SPLIT("(a+)+[yb]"));
+    s = malloc(1 << 18);
+    memset(s, 'a', 40);
+    t0 = now();
+    rc = t ? infer_tokenizer_encode(t, s, 40, 0, &ids, &n) : 0;
+    ok(rc == -1, "(a+)+[yb] on 40 a's: encode error (%.3f s)", now() - t0);
+    infer_tokenizer_free(t);
+
+    /* Quadratic in matches (each looks to the end for a short match):
+     * stopped by the CPU budget, far from the hours it would take. */
+    t = load_text(dir, GUARD_SPLIT("a+y|a"));
+    memset(s, 'a', 1 << 18);
+    want = malloc(2000 * sizeof(int32_t));
+    for (i = 0; i < 2000; i++) {
+        want[i] = 0;
+    }
+    expect_ids(t, s, 2000, want, 2000, "a+y|a on 2000 a's: 2000 a's");
+    free(want);
+    t0 = now();
+    rc = t ? infer_tokenizer_encode(t, s, 1 << 18, 0, &ids, &n) : 0;
+    ok(rc == -1 && now() - t0 < 10, "a+y|a on 256 kB of a's: encode error "
+       "within the budget (%.3f s)", now() - t0);
+    free(s);
+    infer_tokenizer_free(t);
+
+    write_text(tj, "{ " GUARD_MODEL ", \"added_tokens\": [ { \"id\": 5,"
+               " \"content\": \"\" } ] }");
+    expect_error(dir, tj, ": added_tokens[0] (id 5): empty content",
+                 "an empty added token is refused");
+
+    /* 7 x 7 x 7 bytes of one 'a' is too many; 7 x 7 is not. */
+    write_text(tj, "{ " GUARD_MODEL ", \"normalizer\": { \"type\":"
+               " \"Sequence\", \"normalizers\": ["
+               " { \"type\": \"Replace\", \"pattern\": { \"String\": \"a\" },"
+               " \"content\": \"aaaaaaa\" },"
+               " { \"type\": \"Replace\", \"pattern\": { \"String\": \"a\" },"
+               " \"content\": \"aaaaaaa\" },"
+               " { \"type\": \"Replace\", \"pattern\": { \"String\": \"a\" },"
+               " \"content\": \"aaaaaaa\" } ] } }");
+    expect_error(dir, tj, ": the normalizer and pre_tokenizer could make "
+                 "more than 256 bytes of one input byte (at normalizer 2)",
+                 "a normalizer chain growing text 343 times is refused");
+    t = load_text(dir, "{ " GUARD_MODEL ", \"normalizer\": { \"type\":"
+                  " \"Sequence\", \"normalizers\": ["
+                  " { \"type\": \"Replace\", \"pattern\": { \"String\":"
+                  " \"a\" }, \"content\": \"aaaaaaa\" },"
+                  " { \"type\": \"Replace\", \"pattern\": { \"String\":"
+                  " \"a\" }, \"content\": \"aaaaaaa\" } ] } }");
+    ok(t != NULL && infer_tokenizer_encode(t, "a", 1, 0, &ids, &n) == 0
+       && n == 49, "49 times loads, and 'a' is 49 ids (%d)", t ? n : -1);
+    if (t != NULL) {
+        free(ids);
+    }
+    infer_tokenizer_free(t);
+
+    /* A normalized added token, found in normalized text past a NUL. */
+    t = load_text(dir, "{ " GUARD_MODEL ", \"normalizer\": { \"type\":"
+                  " \"Replace\", \"pattern\": { \"String\": \"x\" },"
+                  " \"content\": \"y\" }, \"added_tokens\": [ { \"id\": 1,"
+                  " \"content\": \"x\", \"normalized\": true } ] }");
+    expect_ids(t, "a\0xay", 5, norm_added, 5,
+               "normalized added token x (as y) after a NUL byte");
+    infer_tokenizer_free(t);
+
+    /* Added tokens that share a prefix: the longest at each place, of
+     * one length the first that fits single_word. */
+    t = load_text(dir, "{ " GUARD_MODEL ", \"added_tokens\": ["
+                  " { \"id\": 5, \"content\": \"<|a\" },"
+                  " { \"id\": 6, \"content\": \"<|a|>\" },"
+                  " { \"id\": 7, \"content\": \"<|ab|>\" },"
+                  " { \"id\": 8, \"content\": \"ab\", \"single_word\": true },"
+                  " { \"id\": 9, \"content\": \"ab\" } ] }");
+    expect_ids(t, "<|a<|ab|><|a|>a", 15, trie, 4,
+               "shared prefixes: longest match at each place");
+    expect_ids(t, "bab ab aba", 10, words, 7,
+               "same content twice: single_word one only between words");
+    infer_tokenizer_free(t);
+
+    unlink(tj);
+    rmdir(dir);
+}
+
+
 int
 main(void)
 {
@@ -683,6 +884,8 @@ main(void)
     test_variants();
     test_long();
     test_errors();
+    test_repro();
+    test_guards();
     for (i = 0; i < N_TOK; i++) {
         infer_tokenizer_free(tok[i]);
     }
