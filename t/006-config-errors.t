@@ -88,6 +88,64 @@ my @cases = (
 
 system("rm -rf '$root' && mkdir -p '$root/conf' '$root/logs'") == 0 or die;
 
+# A bad tokenizer.json fails nginx -t with the tokenizer's message, naming
+# the file and what is wrong: the stories260K weights (linked) with the
+# tokenizers of ../shared/repro (which made encode overflow or never end)
+# and a few written here.
+my $repro = "$model/../../repro";
+my %tokenizers = (
+    'split-backslash-C-unk' => "$repro/tokenizer-split-backslash-C-unk.json",
+    'split-backslash-C-fallback' =>
+        "$repro/tokenizer-split-backslash-C-fallback.json",
+    'empty-normalized-added-token' =>
+        "$repro/tokenizer-empty-normalized-added-token.json",
+);
+my $tok_model = '"model": {"type": "BPE", "vocab": {"a": 0, "<unk>": 1},'
+              . ' "unk_token": "<unk>"}, "decoder": {"type": "Fuse"}';
+my $replace_a = '{"type": "Replace", "pattern": {"String": "a"},'
+              . ' "content": "aaaaaaaaaaaaaaaaaaaa"}';
+my %written = (
+    'empty-added-token' =>
+        "{$tok_model, \"added_tokens\": [{\"id\": 2, \"content\": \"\"}]}",
+    'growing-normalizer' =>
+        "{$tok_model, \"normalizer\": {\"type\": \"Sequence\","
+        . " \"normalizers\": [$replace_a, $replace_a]}}",
+);
+for my $name (keys %tokenizers, keys %written) {
+    my $dir = "$root/model-$name";
+    mkdir $dir or die "$dir: $!";
+    for my $f ('config.json', 'model.safetensors') {
+        symlink("$model/$f", "$dir/$f") or die "$dir/$f: $!";
+    }
+    if ($written{$name}) {
+        open my $fh, '>', "$dir/tokenizer.json" or die $!;
+        print $fh $written{$name};
+        close $fh;
+    } else {
+        symlink($tokenizers{$name}, "$dir/tokenizer.json") or die $!;
+    }
+}
+
+sub tok_case {
+    my ($name, $want) = @_;
+    my $file = quotemeta "$root/model-$name/tokenizer.json";
+    return ["tokenizer $name",
+            "infer_model tiny $root/model-$name;", '',
+            qr/\[emerg\] .*infer_model "tiny": $file: $want/];
+}
+
+push @cases,
+    tok_case('split-backslash-C-unk',
+             qr/pre_tokenizer Split: regex error at offset 2 of "\\C": using \\C is disabled/),
+    tok_case('split-backslash-C-fallback',
+             qr/pre_tokenizer Split: regex error at offset 2 of "\\C": using \\C is disabled/),
+    tok_case('empty-normalized-added-token',
+             qr/added_tokens\[0\] "x" \(id 1\): normalizes to an empty string/),
+    tok_case('empty-added-token',
+             qr/added_tokens\[0\] \(id 2\): empty content/),
+    tok_case('growing-normalizer',
+             qr/the normalizer and pre_tokenizer could make more than 256 bytes of one input byte \(at normalizer 1\)/);
+
 sub nginx_t {
     my ($http, $server, $main) = @_;
     $main //= '';
