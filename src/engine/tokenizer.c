@@ -927,10 +927,14 @@ compile_regex(const char *pattern, size_t len, uint32_t flags,
     /* \C matches one byte even inside a character, so pieces would start
      * mid-character; without it every match of valid UTF-8 (all encode
      * ever matches) is whole characters.  MATCH_INVALID_UTF would be a
-     * second guard, but makes the interpreter quadratic on long runs. */
-    re = pcre2_compile((PCRE2_SPTR) pattern, len,
-                       PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C
-                       | flags, &code, &off, NULL);
+     * second guard, but makes the interpreter quadratic on long runs.
+     * PCRE2 refuses both UCP and NEVER_BACKSLASH_C with LITERAL, where
+     * they mean nothing. */
+    if (!(flags & PCRE2_LITERAL)) {
+        flags |= PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C;
+    }
+    re = pcre2_compile((PCRE2_SPTR) pattern, len, PCRE2_UTF | flags, &code,
+                       &off, NULL);
     if (re == NULL) {
         pcre2_get_error_message(code, msg, sizeof(msg));
         show = len;

@@ -757,6 +757,7 @@ static void
 test_guards(void)
 {
     static const int32_t  a_ab[] = { 0, 2 };
+    static const int32_t  literal[] = { 2, 3, 0, 3, 1 };
     static const int32_t  norm_added[] = { 0, 3, 1, 0, 1 };
     static const int32_t  trie[] = { 5, 7, 6, 0 };
     static const int32_t  words[] = { 1, 9, 3, 8, 3, 9, 0 };
@@ -776,6 +777,17 @@ test_guards(void)
     /* A pattern that matches only empty strings splits nothing. */
     t = load_text(dir, GUARD_SPLIT("(?=b)|$"));
     expect_ids(t, "aab", 3, a_ab, 2, "empty regex matches: aab -> a ab");
+    infer_tokenizer_free(t);
+
+    /* A literal String pattern (PCRE2 refused it with UCP once): the
+     * spaces are pieces of their own, so "a" and "b" do not merge. */
+    t = load_text(dir, "{ \"model\": { \"type\": \"BPE\", \"vocab\": {"
+                  " \"a\": 0, \"b\": 1, \"ab\": 2, \" \": 3, \"a b\": 4 },"
+                  " \"merges\": [[\"a\", \"b\"]] }, \"decoder\": { \"type\":"
+                  " \"Fuse\" }, \"pre_tokenizer\": { \"type\": \"Split\","
+                  " \"pattern\": { \"String\": \" \" }, \"behavior\":"
+                  " \"Isolated\" } }");
+    expect_ids(t, "ab a b", 6, literal, 5, "Split on the String \" \"");
     infer_tokenizer_free(t);
 
     /* Catastrophic backtracking stops at the match limit. */
