@@ -11,6 +11,7 @@
  *     infer_health;                                              (location)
  *     infer_stats;                                               (location)
  *     infer_reject_log_level info|notice|warn|error;   (http, server, location)
+ *     infer_unsent_limit SIZE;                         (http, server, location)
  */
 #include "ngx_http_infer.h"
 
@@ -76,6 +77,13 @@ static ngx_command_t  ngx_http_infer_commands[] = {
       ngx_http_infer_stats,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("infer_unsent_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_infer_loc_conf_t, unsent_limit),
       NULL },
 
     { ngx_string("infer_reject_log_level"),
@@ -152,6 +160,7 @@ ngx_http_infer_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->reject_log_level = NGX_CONF_UNSET_UINT;
+    conf->unsent_limit = NGX_CONF_UNSET_SIZE;
 
     return conf;
 }
@@ -164,6 +173,8 @@ ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_uint_value(conf->reject_log_level,
                               prev->reject_log_level, NGX_LOG_WARN);
+    ngx_conf_merge_size_value(conf->unsent_limit, prev->unsent_limit,
+                              64 * 1024);
 
     return NGX_CONF_OK;
 }

@@ -62,6 +62,15 @@ http {
         listen 127.0.0.1:$h2c_port http2;
         listen 127.0.0.1:$tiny_buf_port sndbuf=4k;
         location /v1/ { infer_openai tiny slow; }
+        location /small/v1/ {
+            infer_unsent_limit 4k;
+            infer_openai tiny;
+        }
+        location /stuck/v1/ {
+            infer_unsent_limit 4k;
+            send_timeout 1s;
+            infer_openai tiny;
+        }
         location = /healthz { infer_health; }
         location = /stats { infer_stats; }
     }
@@ -324,6 +333,95 @@ sub h2_read_frame {
     like($r, qr/"usage":\{"prompt_tokens":2,"completion_tokens":1500,"total_tokens":1502\}\}\r?\n\r?\n(?:[0-9a-f]+\r\n)?data: \[DONE\]\n\n/,
          'a stalled reader still gets the whole stream');
     cmp_ok($events, '>', 1000, "$events events arrived, none lost");
+}
+
+# --- HTTP/2 streams whose window is closed: generation pauses, then resumes
+# Stream windows of 1 byte (SETTINGS_INITIAL_WINDOW_SIZE): nginx can send
+# nothing, so each response holds its output.  Past infer_unsent_limit (4k
+# here) the engine pauses it instead of buffering every token; opening the
+# windows lets all of it through, unchanged.
+sub h2_open {
+    my ($path, $window, @bodies) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $h2c_port, Timeout => 5)
+        or die "connect: $!";
+    my $hdrs = "\x83\x86" . "\x04" . chr(length $path) . $path
+               . "\x01" . chr(9) . 'localhost';
+    print $s "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+             h2_frame(4, 0, 0, pack('nN', 4, $window));
+    my $sid = 1;
+    for my $body (@bodies) {
+        print $s h2_frame(1, 0x4, $sid, $hdrs), h2_frame(0, 0x1, $sid, $body);
+        $sid += 2;
+    }
+    return $s;
+}
+
+{
+    my $expected = do {
+        open my $fh, '<', "$model/expected_greedy_200.txt" or die $!;
+        local $/;
+        <$fh>;
+    };
+    my $body = '{"model":"tiny","prompt":[1],"max_tokens":200,'
+               . '"temperature":0,"stream":true}';
+    my $before = tiny_stats();
+    my $s = h2_open('/small/v1/completions', 1, ($body) x 4);
+    sleep 1;
+    my $paused = tiny_stats();
+    my $made = ($paused->{generated_tokens} // 0)
+               - ($before->{generated_tokens} // 0);
+    ok($made > 0 && $made <= 240,
+       "4 unread streams generated $made of 800 tokens, then paused");
+    is($paused->{running}, 4, 'the paused streams keep their places');
+
+    # open every window, read to the end, keep the connection window open
+    print $s h2_frame(4, 0, 0, pack('nN', 4, 1 << 24)),
+             h2_frame(8, 0, 0, pack('N', 1 << 30));
+    my (%text, %ended);
+    while (keys %ended < 4) {
+        my ($type, $flags, $sid, $payload) = h2_read_frame($s, 10) or last;
+        print $s h2_frame(4, 1, 0, '') if $type == 4 && !($flags & 1);
+        next unless $type == 0;
+        $text{$sid} .= $payload;
+        $ended{$sid} = 1 if $flags & 1;
+    }
+    close $s;
+    my $exact = grep {
+        my $t = join '', map {
+            /^data: (\{.*\})$/ ? JSON::PP::decode_json($1)->{choices}[0]{text}
+                               : ()
+        } split /\n\n/, $text{$_};
+        $t eq $expected && $text{$_} =~ /data: \[DONE\]\n\n$/;
+    } keys %text;
+    is($exact, 4, 'then all 4 streams end with the whole reference text');
+    my $after = tiny_stats();
+    is($after->{kv_blocks_free}, $after->{kv_blocks},
+       'every KV block free afterwards');
+}
+
+# --- a client that never reads: send_timeout ends it -----------------------
+{
+    my $before = () = log_text() =~ /client timed out taking the stream/g;
+    my $s = h2_open('/stuck/v1/completions', 1,
+                    '{"model":"tiny","prompt":[1],"max_tokens":400,'
+                    . '"temperature":0,"stream":true}');
+    my $n = $before;
+    for (1 .. 60) {
+        $n = () = log_text() =~ /client timed out taking the stream/g;
+        last if $n > $before;
+        sleep 0.05;
+    }
+    is($n, $before + 1, 'send_timeout (1s) ends a stream that never moves');
+    close $s;
+    my $st = {};
+    for (1 .. 40) {
+        $st = tiny_stats();
+        last if ($st->{running} // 1) == 0;
+        sleep 0.05;
+    }
+    ok(($st->{running} // 1) == 0 && $st->{kv_blocks_free} == $st->{kv_blocks},
+       'its generation was cancelled and its blocks freed');
 }
 
 # --- TLS with HTTP/2 -------------------------------------------------------

@@ -56,9 +56,22 @@ struct infer_seq {
     size_t            held_len;
     size_t            held_cap;
     int               chunk;         /* tokens of this seq in the step */
+    int               paused;        /* its caller cannot take more output */
     struct infer_event_node *final;  /* its last event, allocated ahead */
     infer_seq_t      *next;
 };
+
+/* What a caller asks of a request it submitted, applied at the next step. */
+typedef enum {
+    INFER_CTL_CANCEL = 1,
+    INFER_CTL_PAUSE,
+    INFER_CTL_RESUME
+} infer_control_op_t;
+
+typedef struct {
+    uint64_t            id;
+    infer_control_op_t  op;
+} infer_control_t;
 
 typedef struct infer_event_node {
     infer_event_t             ev;
@@ -84,8 +97,8 @@ struct infer_engine {
     pthread_cond_t       wake;
     infer_seq_t         *submitted_head, *submitted_tail;
     int                  n_pending;     /* submitted or waiting */
-    uint64_t            *cancels;
-    int                  n_cancels, cap_cancels;
+    infer_control_t     *controls;      /* cancels, pauses, in order */
+    int                  n_controls, cap_controls;
     uint64_t             next_id;
     int                  stop;
     int                  alive;
@@ -379,10 +392,13 @@ reserve_blocks(infer_engine_t *e, infer_seq_t *s, int tokens)
     while (need > e->n_free) {
         infer_seq_t *victim = NULL;
 
+        /* a paused sequence first: it would not use its blocks soon */
         for (i = e->n_running - 1; i >= 0; i--) {
-            if (e->running[i] != s && e->running[i]->chunk == 0) {
+            if (e->running[i] != s && e->running[i]->chunk == 0
+                && (victim == NULL || (e->running[i]->paused
+                                       && !victim->paused)))
+            {
                 victim = e->running[i];
-                break;
             }
         }
         if (victim == NULL) {
@@ -413,12 +429,12 @@ finish(infer_engine_t *e, infer_seq_t *s, infer_finish_t why,
 }
 
 static int
-is_listed(const uint64_t *ids, int n, uint64_t id)
+is_cancelled(const infer_control_t *ctl, int n, uint64_t id)
 {
     int i;
 
     for (i = 0; i < n; i++) {
-        if (ids[i] == id) {
+        if (ctl[i].id == id && ctl[i].op == INFER_CTL_CANCEL) {
             return 1;
         }
     }
@@ -427,10 +443,10 @@ is_listed(const uint64_t *ids, int n, uint64_t id)
 
 /* Why a sequence must end now (cancelled, past its deadline), or NONE. */
 static infer_finish_t
-reap_reason(const infer_seq_t *s, const uint64_t *cancels, int n_cancels,
+reap_reason(const infer_seq_t *s, const infer_control_t *ctl, int n_ctl,
     int64_t now)
 {
-    if (is_listed(cancels, n_cancels, s->id)) {
+    if (is_cancelled(ctl, n_ctl, s->id)) {
         return INFER_FINISH_CANCELLED;
     }
     if (s->deadline_ms && now >= s->deadline_ms) {
@@ -441,7 +457,7 @@ reap_reason(const infer_seq_t *s, const uint64_t *cancels, int n_cancels,
 
 /* Applies cancels and deadlines to running and waiting sequences. */
 static void
-reap(infer_engine_t *e, const uint64_t *cancels, int n_cancels)
+reap(infer_engine_t *e, const infer_control_t *ctl, int n_ctl)
 {
     int64_t         now = infer_now_ms();
     infer_seq_t   **pp, *s;
@@ -450,14 +466,14 @@ reap(infer_engine_t *e, const uint64_t *cancels, int n_cancels)
 
     for (i = e->n_running - 1; i >= 0; i--) {
         s = e->running[i];
-        why = reap_reason(s, cancels, n_cancels, now);
+        why = reap_reason(s, ctl, n_ctl, now);
         if (why != INFER_FINISH_NONE) {
             finish(e, s, why, NULL, 0, 1);
         }
     }
     for (pp = &e->waiting; *pp != NULL; ) {
         s = *pp;
-        why = reap_reason(s, cancels, n_cancels, now);
+        why = reap_reason(s, ctl, n_ctl, now);
         if (why != INFER_FINISH_NONE) {
             *pp = s->next;
             removed++;
@@ -470,6 +486,44 @@ reap(infer_engine_t *e, const uint64_t *cancels, int n_cancels)
         pthread_mutex_lock(&e->mu);
         e->n_pending -= removed;
         pthread_mutex_unlock(&e->mu);
+    }
+}
+
+static infer_seq_t *
+find_seq(infer_engine_t *e, uint64_t id)
+{
+    infer_seq_t *s;
+    int          i;
+
+    for (i = 0; i < e->n_running; i++) {
+        if (e->running[i]->id == id) {
+            return e->running[i];
+        }
+    }
+    for (s = e->waiting; s != NULL; s = s->next) {
+        if (s->id == id) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* Pauses and resumes, in the order they were asked for; a request that
+ * has ended meanwhile is not found and needs nothing. */
+static void
+apply_pauses(infer_engine_t *e, const infer_control_t *ctl, int n_ctl)
+{
+    infer_seq_t *s;
+    int          i;
+
+    for (i = 0; i < n_ctl; i++) {
+        if (ctl[i].op == INFER_CTL_CANCEL) {
+            continue;
+        }
+        s = find_seq(e, ctl[i].id);
+        if (s != NULL) {
+            s->paused = ctl[i].op == INFER_CTL_PAUSE;
+        }
     }
 }
 
@@ -608,15 +662,21 @@ accept_token(infer_engine_t *e, infer_seq_t *s, int32_t token)
 
 /* ---- one step -------------------------------------------------------------- */
 
+/* Waiting sequences take free running slots in FIFO order; a paused one
+ * keeps its place in line without taking a slot. */
 static void
 admit(infer_engine_t *e)
 {
-    int admitted = 0;
+    infer_seq_t **pp, *s;
+    int           admitted = 0;
 
-    while (e->waiting != NULL && e->n_running < e->max_seqs) {
-        infer_seq_t *s = e->waiting;
-
-        e->waiting = s->next;
+    for (pp = &e->waiting; *pp != NULL && e->n_running < e->max_seqs; ) {
+        s = *pp;
+        if (s->paused) {
+            pp = &s->next;
+            continue;
+        }
+        *pp = s->next;
         s->next = NULL;
         s->chunk = 0;
         e->running[e->n_running++] = s;
@@ -647,7 +707,7 @@ plan_step(infer_engine_t *e)
             int          need = s->n_tokens - s->n_computed;
             int          chunk;
 
-            if (s->chunk > 0 || (pass == 0) != (need == 1)) {
+            if (s->paused || s->chunk > 0 || (pass == 0) != (need == 1)) {
                 continue;
             }
             chunk = need < budget ? need : budget;
@@ -787,20 +847,81 @@ fail_engine(infer_engine_t *e, const char *why)
     publish_events(e);
 }
 
+/*
+ * 1 when a running or waiting sequence can make progress; else *first is
+ * the earliest deadline among the (paused) sequences held, 0 if none, for
+ * the scheduler to wake at.
+ */
+static void
+earliest_deadline(const infer_seq_t *s, int64_t *first)
+{
+    if (s->deadline_ms && (*first == 0 || s->deadline_ms < *first)) {
+        *first = s->deadline_ms;
+    }
+}
+
+static int
+runnable(const infer_engine_t *e, int64_t *first)
+{
+    const infer_seq_t *s;
+    int                i;
+
+    *first = 0;
+    for (i = 0; i < e->n_running; i++) {
+        if (!e->running[i]->paused) {
+            return 1;
+        }
+        earliest_deadline(e->running[i], first);
+    }
+    for (s = e->waiting; s != NULL; s = s->next) {
+        if (!s->paused) {
+            return 1;
+        }
+        earliest_deadline(s, first);
+    }
+    return 0;
+}
+
+/* Waits on e->wake (e->mu held) until the monotonic time `at`. */
+static void
+wait_until(infer_engine_t *e, int64_t at)
+{
+    struct timespec  ts;
+    int64_t          ms = at - infer_now_ms();
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&e->wake, &e->mu, &ts);
+}
+
 static void *
 scheduler_thread(void *arg)
 {
-    infer_engine_t *e = arg;
-    uint64_t       *cancels = NULL;
-    int             n_cancels, n_seqs;
-    char            err[256];
+    infer_engine_t  *e = arg;
+    infer_control_t *ctl = NULL;
+    int              n_ctl, n_seqs;
+    int64_t          first;
+    char             err[256];
 
     for ( ;; ) {
         pthread_mutex_lock(&e->mu);
-        while (!e->stop && e->submitted_head == NULL && e->n_cancels == 0
-               && e->n_running == 0 && e->waiting == NULL)
+        /* with nothing to run (or only paused sequences) sleep, but not
+         * past the nearest deadline */
+        while (!e->stop && e->submitted_head == NULL && e->n_controls == 0
+               && !runnable(e, &first))
         {
-            pthread_cond_wait(&e->wake, &e->mu);
+            if (first == 0) {
+                pthread_cond_wait(&e->wake, &e->mu);
+            } else if (first <= infer_now_ms()) {
+                break;
+            } else {
+                wait_until(e, first);
+            }
         }
         if (e->stop) {
             pthread_mutex_unlock(&e->mu);
@@ -816,14 +937,15 @@ scheduler_thread(void *arg)
             *pp = e->submitted_head;
             e->submitted_head = e->submitted_tail = NULL;
         }
-        free(cancels);
-        cancels = e->cancels;
-        n_cancels = e->n_cancels;
-        e->cancels = NULL;
-        e->n_cancels = e->cap_cancels = 0;
+        free(ctl);
+        ctl = e->controls;
+        n_ctl = e->n_controls;
+        e->controls = NULL;
+        e->n_controls = e->cap_controls = 0;
         pthread_mutex_unlock(&e->mu);
 
-        reap(e, cancels, n_cancels);
+        reap(e, ctl, n_ctl);
+        apply_pauses(e, ctl, n_ctl);
         admit(e);
         n_seqs = plan_step(e);
         if (n_seqs > 0 && run_step(e, n_seqs, err, sizeof(err)) != 0) {
@@ -837,7 +959,7 @@ scheduler_thread(void *arg)
         publish_events(e);
     }
 
-    free(cancels);
+    free(ctl);
     pthread_mutex_lock(&e->mu);
     e->alive = 0;
     pthread_mutex_unlock(&e->mu);
@@ -1000,24 +1122,40 @@ infer_engine_submit(infer_engine_t *e, const infer_request_t *r,
     return rc;
 }
 
-void
-infer_engine_cancel(infer_engine_t *e, uint64_t id)
+static void
+push_control(infer_engine_t *e, uint64_t id, infer_control_op_t op)
 {
-    pthread_mutex_lock(&e->mu);
-    if (e->n_cancels == e->cap_cancels) {
-        int       cap = e->cap_cancels ? e->cap_cancels * 2 : 16;
-        uint64_t *c = realloc(e->cancels, cap * sizeof(uint64_t));
+    infer_control_t *c;
+    int              cap;
 
+    pthread_mutex_lock(&e->mu);
+    if (e->n_controls == e->cap_controls) {
+        cap = e->cap_controls ? e->cap_controls * 2 : 16;
+        c = realloc(e->controls, cap * sizeof(infer_control_t));
         if (c == NULL) {
             pthread_mutex_unlock(&e->mu);
             return;
         }
-        e->cancels = c;
-        e->cap_cancels = cap;
+        e->controls = c;
+        e->cap_controls = cap;
     }
-    e->cancels[e->n_cancels++] = id;
+    e->controls[e->n_controls].id = id;
+    e->controls[e->n_controls].op = op;
+    e->n_controls++;
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->mu);
+}
+
+void
+infer_engine_cancel(infer_engine_t *e, uint64_t id)
+{
+    push_control(e, id, INFER_CTL_CANCEL);
+}
+
+void
+infer_engine_pause(infer_engine_t *e, uint64_t id, int paused)
+{
+    push_control(e, id, paused ? INFER_CTL_PAUSE : INFER_CTL_RESUME);
 }
 
 /* ---- life cycle ------------------------------------------------------------ */
@@ -1249,7 +1387,7 @@ infer_engine_destroy(infer_engine_t *e)
     infer_backend_destroy(e->backend);
     infer_tokenizer_free(e->tok);
     infer_model_close(e->model);
-    free(e->cancels);
+    free(e->controls);
     free(e->free_blocks);
     free(e->running);
     free(e->step_seqs);

@@ -95,6 +95,11 @@ int infer_engine_submit(infer_engine_t *e, const infer_request_t *req,
 /* Cancels a request; its resources are freed at the next step and a DONE
  * event with INFER_FINISH_CANCELLED follows (the caller may ignore it). */
 void infer_engine_cancel(infer_engine_t *e, uint64_t id);
+/* Pauses (paused = 1) or resumes a request's generation from the next
+ * step on, for a caller whose client is not taking its output: a paused
+ * request keeps its place and its KV cache (unless memory runs short, when
+ * it is preempted first), and its deadline still applies. */
+void infer_engine_pause(infer_engine_t *e, uint64_t id, int paused);
 
 typedef enum {
     INFER_EVENT_TOKEN = 1,       /* text: newly completed UTF-8 text */

@@ -53,6 +53,8 @@ typedef struct {
 typedef struct {
     ngx_array_t             *models;           /* ngx_http_infer_model_t * */
     ngx_uint_t               reject_log_level; /* 503s: overload, no engine */
+    size_t                   unsent_limit;     /* output held before the
+                                                  generation pauses */
 } ngx_http_infer_loc_conf_t;
 
 /*
@@ -81,6 +83,7 @@ typedef struct {
 
     unsigned                 engine_done:1;
     unsigned                 cancelled:1;
+    unsigned                 paused:1;         /* client not reading */
     unsigned                 finished:1;       /* response completed */
     unsigned                 stream:1;
     unsigned                 include_usage:1;

@@ -180,6 +180,7 @@ ngx_http_infer_ctx_create(ngx_http_request_t *r, ngx_http_infer_model_t *m)
     ctx->timer.log = r->connection->log;
 
     ngx_queue_insert_tail(&m->ctxs, &ctx->queue);
+    ngx_http_set_ctx(r, ctx, ngx_http_infer_module);
 
     cln->handler = ngx_http_infer_ctx_cleanup;
     cln->data = ctx;

@@ -22,6 +22,7 @@ static const char  ngx_http_infer_sse_done[] = "data: [DONE]\n\n";
 
 static void ngx_http_infer_body_handler(ngx_http_request_t *r);
 static void ngx_http_infer_stream_writer(ngx_http_request_t *r);
+static ngx_int_t ngx_http_infer_stream_flow(ngx_http_infer_ctx_t *ctx);
 
 static ngx_int_t
 ngx_http_infer_add_header(ngx_http_request_t *r, const char *key,
@@ -169,7 +170,76 @@ ngx_http_infer_stream_send(ngx_http_infer_ctx_t *ctx, char **parts,
 
     ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &cl,
                             (ngx_buf_tag_t) &ngx_http_infer_module);
+    if (rc != NGX_ERROR && ngx_http_infer_stream_flow(ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
     return rc;
+}
+
+/*
+ * Backpressure.  Our buffers stay busy until the socket, TLS or HTTP/2
+ * flow control has taken them, so their unsent bytes are what a client that
+ * does not read costs.  Past infer_unsent_limit the generation pauses (the
+ * engine keeps the sequence and its KV cache) and resumes once half of it
+ * has gone, so worker memory is bounded by configuration, not by clients.
+ * As in ngx_http_writer, output that makes no progress for send_timeout
+ * ends the request.
+ */
+static ngx_int_t
+ngx_http_infer_stream_flow(ngx_http_infer_ctx_t *ctx)
+{
+    off_t                       unsent;
+    ngx_chain_t                *cl;
+    ngx_event_t                *wev;
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r = ctx->r;
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_infer_loc_conf_t  *ilcf;
+
+    unsent = 0;
+    for (cl = ctx->busy; cl; cl = cl->next) {
+        unsent += ngx_buf_size(cl->buf);
+    }
+
+    c = r->connection;
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
+
+    if (!ctx->paused && !ctx->engine_done
+        && unsent > (off_t) ilcf->unsent_limit)
+    {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "infer: request %uL paused, %O bytes unsent",
+                       ctx->id, unsent);
+        ctx->paused = 1;
+        infer_engine_pause(ctx->model->engine, ctx->id, 1);
+
+    } else if (ctx->paused && unsent <= (off_t) ilcf->unsent_limit / 2) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "infer: request %uL resumed, %O bytes unsent",
+                       ctx->id, unsent);
+        ctx->paused = 0;
+        if (!ctx->engine_done) {
+            infer_engine_pause(ctx->model->engine, ctx->id, 0);
+        }
+    }
+
+    wev = c->write;
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (unsent > 0 || c->buffered) {
+        if (!wev->delayed) {
+            ngx_add_timer(wev, clcf->send_timeout);
+        }
+        /* a paused stream sends nothing more by itself: the writer must
+         * hear when the client takes some */
+        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+    return NGX_OK;
 }
 
 /* A slow client: keep flushing what the filters hold whenever the socket
@@ -178,19 +248,33 @@ static void
 ngx_http_infer_stream_writer(ngx_http_request_t *r)
 {
     ngx_int_t                  rc;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_chain_t               *out;
+    ngx_event_t               *wev;
+    ngx_http_infer_ctx_t      *ctx;
 
-    rc = ngx_http_output_filter(r, NULL);
-    if (rc == NGX_ERROR) {
-        ngx_http_finalize_request(r, NGX_ERROR);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_infer_module);
+    wev = r->connection->write;
+
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
+                      "infer: client timed out taking the stream of "
+                      "request %uL", ctx->id);
+        r->connection->timedout = 1;
+        ngx_http_infer_ctx_finalize(ctx, NGX_HTTP_REQUEST_TIME_OUT);
         return;
     }
 
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-    if (ngx_handle_write_event(r->connection->write, clcf->send_lowat)
-        != NGX_OK)
-    {
-        ngx_http_finalize_request(r, NGX_ERROR);
+    rc = ngx_http_output_filter(r, NULL);
+    if (rc == NGX_ERROR) {
+        ngx_http_infer_ctx_finalize(ctx, NGX_ERROR);
+        return;
+    }
+
+    out = NULL;
+    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_infer_module);
+    if (ngx_http_infer_stream_flow(ctx) != NGX_OK) {
+        ngx_http_infer_ctx_finalize(ctx, NGX_ERROR);
     }
 }
 

@@ -75,50 +75,66 @@ greedy(const int32_t *prompt, int n, int max_tokens)
     return r;
 }
 
-/* Collects events until every listed request is done. */
+/* Adds an event to the result it belongs to; 1 when that request ended. */
 static int
-collect(infer_engine_t *e, result_t *res, int n)
+take(result_t *res, int n, const infer_event_t *ev)
+{
+    result_t *r = NULL;
+    int       j;
+
+    for (j = 0; j < n; j++) {
+        if (res[j].id == ev->id) {
+            r = &res[j];
+        }
+    }
+    if (r == NULL) {
+        return 0;
+    }
+    if (ev->text_len > 0 && r->len + ev->text_len < sizeof(r->text)) {
+        memcpy(r->text + r->len, ev->text, ev->text_len);
+        r->len += ev->text_len;
+        r->text[r->len] = '\0';
+    }
+    for (j = 0; j < ev->n_tokens && r->n_tokens < 1024; j++) {
+        r->tokens[r->n_tokens++] = ev->tokens[j];
+    }
+    if (ev->type == INFER_EVENT_TOKEN) {
+        return 0;
+    }
+    r->done = 1;
+    r->finish = ev->finish;
+    r->prompt_tokens = ev->prompt_tokens;
+    r->completion_tokens = ev->completion_tokens;
+    return 1;
+}
+
+/* Collects events until every listed request is done (or, with ms > 0,
+ * for that long). */
+static int
+collect_for(infer_engine_t *e, result_t *res, int n, int ms)
 {
     infer_event_t ev[32];
     struct pollfd pfd = { infer_engine_event_fd(e), POLLIN, 0 };
-    int           open = n, k, i, j, idle = 0;
+    int           open = n, k, i, idle = 0;
+    int64_t       end = infer_now_ms() + ms;
 
-    while (open > 0 && idle < 600) {
+    while (ms > 0 ? infer_now_ms() < end : (open > 0 && idle < 600)) {
         if (poll(&pfd, 1, 100) == 0) {
             idle++;
         }
         k = infer_engine_poll(e, ev, 32);
         for (i = 0; i < k; i++) {
-            result_t *r = NULL;
-
-            for (j = 0; j < n; j++) {
-                if (res[j].id == ev[i].id) {
-                    r = &res[j];
-                }
-            }
-            if (r != NULL && ev[i].text_len > 0
-                && r->len + ev[i].text_len < sizeof(r->text))
-            {
-                memcpy(r->text + r->len, ev[i].text, ev[i].text_len);
-                r->len += ev[i].text_len;
-                r->text[r->len] = '\0';
-            }
-            for (j = 0; r != NULL && j < ev[i].n_tokens
-                        && r->n_tokens < 1024; j++)
-            {
-                r->tokens[r->n_tokens++] = ev[i].tokens[j];
-            }
-            if (r != NULL && ev[i].type != INFER_EVENT_TOKEN) {
-                r->done = 1;
-                r->finish = ev[i].finish;
-                r->prompt_tokens = ev[i].prompt_tokens;
-                r->completion_tokens = ev[i].completion_tokens;
-                open--;
-            }
+            open -= take(res, n, &ev[i]);
             infer_event_release(&ev[i]);
         }
     }
     return open == 0 ? 0 : -1;
+}
+
+static int
+collect(infer_engine_t *e, result_t *res, int n)
+{
+    return collect_for(e, res, n, 0);
 }
 
 static int
@@ -471,6 +487,59 @@ test_tensor_parallel(void)
     }
 }
 
+/*
+ * A paused request makes no progress while others run past it, then
+ * resumes to the same text; a paused request's deadline still ends it.
+ */
+static void
+test_pause(void)
+{
+    infer_engine_t *e = engine(64, 4, 8 << 20, 1, 0, 1);
+    infer_request_t r = greedy(bos, 1, 200);
+    infer_stats_t   st;
+    result_t        res[3];
+    uint64_t        before;
+
+    memset(res, 0, sizeof(res));
+    if (e == NULL) {
+        ok(0, "engine for pause");
+        return;
+    }
+    /* paused at once: it takes effect at the scheduler's next step, long
+     * before 200 tokens are done */
+    infer_engine_submit(e, &r, &res[0].id);
+    infer_engine_pause(e, res[0].id, 1);
+    collect_for(e, res, 1, 200);
+
+    /* another request runs to its end while the first one waits */
+    r = greedy(sentence, 16, 40);
+    infer_engine_submit(e, &r, &res[1].id);
+    ok(collect(e, &res[1], 1) == 0, "a request beside a paused one ends");
+    infer_engine_stats(e, &st);
+    before = st.generated_tokens;
+    poll(NULL, 0, 200);
+    infer_engine_stats(e, &st);
+    ok(st.generated_tokens == before && st.running + st.waiting == 1,
+       "the paused request keeps its place and generates nothing (%llu "
+       "tokens before and after)", (unsigned long long) before);
+
+    infer_engine_pause(e, res[0].id, 0);
+    ok(collect(e, res, 1) == 0, "the resumed request ends");
+    ok(same_as_expected(&res[0], expected_len),
+       "pausing changed nothing: expected_greedy_200.txt exactly");
+
+    r = greedy(bos, 1, 300);
+    r.deadline_ms = infer_now_ms() + 300;
+    infer_engine_submit(e, &r, &res[2].id);
+    infer_engine_pause(e, res[2].id, 1);
+    ok(collect(e, &res[2], 1) == 0 && res[2].finish == INFER_FINISH_DEADLINE,
+       "a paused request still ends at its deadline");
+    infer_engine_stats(e, &st);
+    is_int(st.free_blocks, st.n_blocks, "every block free at the end");
+    ok(infer_engine_error(e) == NULL, "a running engine has no error");
+    infer_engine_destroy(e);
+}
+
 /* The cpu backend, except that its fifth forward pass fails. */
 static int flaky_calls;
 
@@ -515,18 +584,23 @@ test_failed_step(void)
     c.backend = "flaky";
     c.max_seqs = 2;
     c.kv_cache_bytes = 8 << 20;
-    if (infer_engine_create(&c, &e, err, sizeof(err)) != INFER_OK
-        || infer_engine_start(e, err, sizeof(err)) != INFER_OK)
-    {
+    if (infer_engine_create(&c, &e, err, sizeof(err)) != INFER_OK) {
         ok(0, "flaky engine: %s", err);
         return;
     }
-    ok(infer_engine_error(e) == NULL, "a running engine has no error");
 
+    /* all three queued before the thread starts, so that the fifth step
+     * finds them all inside */
     memset(res, 0, sizeof(res));
     r = greedy(bos, 1, 100);
-    for (i = 0; i < 3; i++) {
-        infer_engine_submit(e, &r, &res[i].id);
+    for (i = 0, failed = 0; i < 3; i++) {
+        failed += infer_engine_submit(e, &r, &res[i].id) != INFER_OK;
+    }
+    is_int(failed, 0, "three requests queued");
+    if (infer_engine_start(e, err, sizeof(err)) != INFER_OK) {
+        ok(0, "flaky engine start: %s", err);
+        infer_engine_destroy(e);
+        return;
     }
     ok(collect(e, res, 3) == 0, "all three requests end (two running, one "
        "waiting for a slot)");
@@ -598,6 +672,7 @@ main(void)
     test_stops_and_limits();
     test_cancel_and_deadline();
     test_tensor_parallel();
+    test_pause();
     test_failed_step();
     test_check();
 
