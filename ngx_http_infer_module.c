@@ -474,6 +474,14 @@ ngx_http_infer_openai(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         *mp = m[k];
     }
 
+#if (NGX_THREADS)
+    /* nginx's "default" pool (thread_pool default ... sizes it) */
+    imcf->thread_pool = ngx_thread_pool_add(cf, NULL);
+    if (imcf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+#endif
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_infer_openai_handler;
 

@@ -7,6 +7,7 @@ use strict;
 use warnings;
 
 use Cwd ();
+use IO::Select;
 use IO::Socket::INET;
 use IPC::Run qw(run);
 use JSON::PP ();
@@ -116,8 +117,9 @@ sub curl {
 
 # Opens an HTTP/1.1 POST and returns the socket without reading.
 sub post_socket {
-    my ($uri, $body) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+    my ($uri, $body, $to) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $to // $port,
                                   Timeout => 5) or die "connect: $!";
     print $s "POST $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
              . "Content-Type: application/json\r\n"
@@ -506,6 +508,59 @@ _EOX_
     }
     is(curl("http://127.0.0.1:$port/healthz"), qq{{"status":"ok"}\n},
        'a reload without the broken model is healthy again');
+}
+
+# --- a big prompt is tokenized off the event loop ---------------------------
+# stories260K with a 256k-token context: a 1 MB prompt may fit as far as its
+# size tells, so it is tokenized (about 0.2 s) before the count refuses it.
+# Meanwhile the worker answers others: a health check sent after the big
+# body is answered before the big request is.
+{
+    my $big = "$root/big-context";
+    my $big_port = $port + 5;
+    system("mkdir -p '$big' && ln -sf '$model'/*.json '$model'/*.safetensors "
+           . "'$big'/ && rm '$big/config.json'") == 0 or die;
+    my $cfg = JSON::PP::decode_json(do {
+        open my $fh, '<', "$model/config.json" or die $!;
+        local $/;
+        <$fh>;
+    });
+    $cfg->{max_position_embeddings} = 262144;
+    open my $fh, '>', "$big/config.json" or die $!;
+    print $fh JSON::PP::encode_json($cfg);
+    close $fh;
+
+    write_conf(<<"_EOX_");
+    infer_model big $big threads=1 kv_cache=400m;
+    server {
+        listen 127.0.0.1:$big_port;
+        client_max_body_size 8m;
+        location /v1/ { infer_openai big; }
+        location = /healthz { infer_health; }
+    }
+_EOX_
+    kill 'HUP', master_pid();
+    for (1 .. 100) {
+        last if curl("http://127.0.0.1:$big_port/healthz") =~ /"ok"/;
+        sleep 0.05;
+    }
+    my $prompt = 'Once upon a time, there was a little girl. ' x 24000;
+    my $a = post_socket('/v1/completions', '{"model":"big","prompt":"'
+                        . $prompt . '"}', $big_port);
+    sleep 0.1;      # nginx has the whole body by now
+    is(curl("http://127.0.0.1:$big_port/healthz"), qq{{"status":"ok"}\n},
+       'a health check during the big tokenization is answered');
+    my $waiting = !IO::Select->new($a)->can_read(0);
+    ok($waiting, 'before the big request, which is still being tokenized');
+    like(read_all($a), qr/^HTTP\/1\.1 400 .*"message":"this model's maximum context length is 262144 tokens, the prompt has \d+",.*"code":"context_length_exceeded"/s,
+         'the big prompt was tokenized, then refused by its count');
+
+    write_conf();
+    kill 'HUP', master_pid();
+    for (1 .. 100) {
+        last if curl("http://127.0.0.1:$port/healthz") =~ /"ok"/;
+        sleep 0.05;
+    }
 }
 
 stop_nginx();

@@ -13,6 +13,9 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#if (NGX_THREADS)
+#include <ngx_thread_pool.h>
+#endif
 
 #include "infer.h"
 #include "tokenizer.h"
@@ -48,6 +51,9 @@ typedef struct {
 
 typedef struct {
     ngx_array_t              models;           /* ngx_http_infer_model_t * */
+#if (NGX_THREADS)
+    ngx_thread_pool_t       *thread_pool;      /* big prompts' tokenizing */
+#endif
 } ngx_http_infer_main_conf_t;
 
 typedef struct {

@@ -20,6 +20,22 @@ typedef enum {
 
 static const char  ngx_http_infer_sse_done[] = "data: [DONE]\n\n";
 
+/* Prompts up to this many bytes are tokenized in the event loop (about a
+ * millisecond); bigger ones in nginx's thread pool. */
+#define NGX_HTTP_INFER_INLINE_PROMPT  4096
+
+/* One generation request from its body to its submission, in r->pool;
+ * what it holds is malloc'd and freed with the pool. */
+typedef struct {
+    infer_oai_request_t       req;
+    ngx_http_infer_model_t   *model;
+    const infer_tokenizer_t  *tok;
+    int32_t                  *ids;             /* the prompt's tokens */
+    int                       n;
+    ngx_int_t                 rc;              /* of the tokenization */
+    infer_oai_error_t         err;
+} ngx_http_infer_job_t;
+
 static void ngx_http_infer_body_handler(ngx_http_request_t *r);
 static void ngx_http_infer_stream_writer(ngx_http_request_t *r);
 static ngx_int_t ngx_http_infer_stream_flow(ngx_http_infer_ctx_t *ctx);
@@ -638,17 +654,23 @@ ngx_http_infer_find_model(ngx_http_request_t *r, const char *name)
     return NULL;
 }
 
-/* Token ids of the prompt; *ids is malloc'd. */
-static ngx_int_t
-ngx_http_infer_tokenize(ngx_http_infer_model_t *m, infer_oai_request_t *req,
-    int32_t **ids, int *n, infer_oai_error_t *err)
+/*
+ * Renders and tokenizes the prompt into job->ids.  Runs in the event loop
+ * or, for a big prompt, in a thread of nginx's pool: it touches nothing but
+ * the job and the model's read-only tokenizer and settings, allocates with
+ * malloc only and logs nothing.
+ */
+static void
+ngx_http_infer_tokenize(ngx_http_infer_job_t *job)
 {
-    int                       i, vocab;
-    char                     *text, msg[256];
-    size_t                    len;
-    const infer_tokenizer_t  *tok;
+    int                      i, vocab;
+    char                    *text, msg[256];
+    size_t                   len;
+    infer_oai_request_t     *req = &job->req;
+    infer_oai_error_t       *err = &job->err;
+    ngx_http_infer_model_t  *m = job->model;
 
-    tok = infer_engine_tokenizer(m->engine);
+    job->rc = NGX_ERROR;
 
     if (req->prompt_ids != NULL) {
         vocab = infer_engine_vocab_size(m->engine);
@@ -658,13 +680,14 @@ ngx_http_infer_tokenize(ngx_http_infer_model_t *m, infer_oai_request_t *req,
                                     NGX_HTTP_INFER_INVALID, "prompt", NULL,
                                     "token id %d is outside the vocabulary "
                                     "of %d", req->prompt_ids[i], vocab);
-                return NGX_ERROR;
+                return;
             }
         }
-        *ids = req->prompt_ids;
-        *n = req->n_prompt_ids;
+        job->ids = req->prompt_ids;
+        job->n = req->n_prompt_ids;
         req->prompt_ids = NULL;
-        return NGX_OK;
+        job->rc = NGX_OK;
+        return;
     }
 
     if (req->kind == INFER_OAI_CHAT) {
@@ -674,30 +697,45 @@ ngx_http_infer_tokenize(ngx_http_infer_model_t *m, infer_oai_request_t *req,
             infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
                                 NGX_HTTP_INFER_INVALID, "messages", NULL,
                                 "%s", msg);
-            return NGX_ERROR;
+            return;
         }
         /* The rendered text holds the special tokens itself. */
-        i = infer_tokenizer_encode(tok, text, len, 0, ids, n);
+        i = infer_tokenizer_encode(job->tok, text, len, 0, &job->ids,
+                                   &job->n);
         free(text);
 
     } else {
-        i = infer_tokenizer_encode(tok, req->prompt, req->prompt_len, 1,
-                                   ids, n);
+        i = infer_tokenizer_encode(job->tok, req->prompt, req->prompt_len, 1,
+                                   &job->ids, &job->n);
     }
 
     if (i != 0) {
+        job->ids = NULL;
         infer_oai_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
                             "server_error", NULL, NULL,
                             "the prompt could not be tokenized");
-        return NGX_ERROR;
+        return;
     }
-    if (*n == 0) {
-        free(*ids);
+    if (job->n == 0) {
         infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
                             "prompt", NULL, "the prompt is empty");
-        return NGX_ERROR;
+        return;
     }
-    return NGX_OK;
+    job->rc = NGX_OK;
+}
+
+/* What the tokenizer will be given: the prompt or the chat's contents. */
+static size_t
+ngx_http_infer_prompt_bytes(const infer_oai_request_t *req)
+{
+    int     i;
+    size_t  n;
+
+    n = req->prompt_len;
+    for (i = 0; i < req->n_messages; i++) {
+        n += ngx_strlen(req->messages[i].content);
+    }
+    return n;
 }
 
 static void
@@ -749,20 +787,17 @@ ngx_http_infer_submit_error(int rc, infer_oai_request_t *req, int n_prompt,
     }
 }
 
-/* Parses, tokenizes and submits; on success the context waits for the
- * engine's events. */
+/* Reads and parses the body and finds the model; NGX_ERROR with job->err
+ * set when the request cannot go on. */
 static ngx_int_t
-ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
-    infer_oai_request_t *req, infer_oai_error_t *err)
+ngx_http_infer_parse(ngx_http_request_t *r, infer_oai_kind_t kind,
+    ngx_http_infer_job_t *job)
 {
-    int                      rc, n;
     size_t                   len;
-    int32_t                 *ids;
     u_char                  *body;
     const char              *why;
-    uint64_t                 id;
-    infer_request_t          ireq;
-    ngx_http_infer_ctx_t    *ctx;
+    infer_oai_request_t     *req = &job->req;
+    infer_oai_error_t       *err = &job->err;
     ngx_http_infer_model_t  *m;
 
     body = ngx_http_infer_body(r, &len);
@@ -793,12 +828,38 @@ ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
         return NGX_ERROR;
     }
 
-    if (ngx_http_infer_tokenize(m, req, &ids, &n, err) != NGX_OK) {
+    job->model = m;
+    job->tok = infer_engine_tokenizer(m->engine);
+    return NGX_OK;
+}
+
+/* Submits the tokenized prompt; on success the context waits for the
+ * engine's events. */
+static ngx_int_t
+ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_job_t *job)
+{
+    int                      rc, n;
+    uint64_t                 id;
+    infer_request_t          ireq;
+    infer_oai_kind_t         kind;
+    infer_oai_request_t     *req = &job->req;
+    ngx_http_infer_ctx_t    *ctx;
+    ngx_http_infer_model_t  *m = job->model;
+
+    kind = req->kind;
+    n = job->n;
+    if (ngx_http_infer_model_unavailable(m) != NULL) {
+        /* the engine stopped while the prompt was tokenized */
+        infer_oai_set_error(&job->err, NGX_HTTP_SERVICE_UNAVAILABLE,
+                            "server_error", NULL, "unavailable",
+                            "the model '%s' is not available in this "
+                            "worker: %s", req->model,
+                            ngx_http_infer_model_unavailable(m));
         return NGX_ERROR;
     }
 
     ngx_memzero(&ireq, sizeof(ireq));
-    ireq.prompt = ids;
+    ireq.prompt = job->ids;
     ireq.n_prompt = n;
     ireq.max_tokens = req->max_tokens;
     if (ireq.max_tokens == 0 && kind == INFER_OAI_COMPLETION) {
@@ -823,8 +884,7 @@ ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
 
     ctx = ngx_http_infer_ctx_create(r, m);
     if (ctx == NULL) {
-        free(ids);
-        infer_oai_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+        infer_oai_set_error(&job->err, NGX_HTTP_INTERNAL_SERVER_ERROR,
                             "server_error", NULL, NULL, "out of memory");
         return NGX_ERROR;
     }
@@ -843,9 +903,8 @@ ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
 
     ireq.user = ctx;
     rc = infer_engine_submit(m->engine, &ireq, &id);
-    free(ids);
     if (rc != INFER_OK) {
-        ngx_http_infer_submit_error(rc, req, n, m, err);
+        ngx_http_infer_submit_error(rc, req, n, m, &job->err);
         return NGX_ERROR;
     }
 
@@ -866,26 +925,139 @@ ngx_http_infer_start(ngx_http_request_t *r, infer_oai_kind_t kind,
     return NGX_OK;
 }
 
+/* Submits a tokenized job, or answers with its error. */
+static void
+ngx_http_infer_go(ngx_http_request_t *r, ngx_http_infer_job_t *job)
+{
+    if (job->rc == NGX_OK && ngx_http_infer_submit(r, job) == NGX_OK) {
+        return;
+    }
+    ngx_http_finalize_request(r, ngx_http_infer_send_error(r, &job->err));
+}
+
+static void
+ngx_http_infer_job_cleanup(void *data)
+{
+    ngx_http_infer_job_t  *job = data;
+
+    infer_oai_request_free(&job->req);
+    free(job->ids);
+}
+
+#if (NGX_THREADS)
+
+typedef struct {
+    ngx_http_request_t       *r;
+    ngx_http_infer_job_t     *job;
+} ngx_http_infer_task_t;
+
+static void
+ngx_http_infer_tokenize_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_infer_task_t  *t = data;
+
+    ngx_http_infer_tokenize(t->job);
+}
+
+/* Back in the event loop once a thread has tokenized the prompt. */
+static void
+ngx_http_infer_tokenized(ngx_event_t *ev)
+{
+    ngx_connection_t       *c;
+    ngx_http_request_t     *r;
+    ngx_http_infer_task_t  *t = ev->data;
+
+    r = t->r;
+    c = r->connection;
+    ngx_http_set_log_request(c->log, r);
+    r->main->blocked--;
+
+    if (c->error) {
+        /* the client left meanwhile; its request waited for us */
+        ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+
+    } else {
+        ngx_http_infer_go(r, t->job);
+    }
+    ngx_http_run_posted_requests(c);
+}
+
+/*
+ * A prompt this big takes milliseconds to render and tokenize (0.1-0.3 s
+ * for a megabyte), time the event loop owes every other client of the
+ * worker: it is done in nginx's thread pool instead.  The request cannot
+ * be freed while the thread holds its job (r->main->blocked).
+ */
+static ngx_int_t
+ngx_http_infer_tokenize_later(ngx_http_request_t *r,
+    ngx_http_infer_job_t *job)
+{
+    ngx_thread_task_t           *task;
+    ngx_http_infer_task_t       *t;
+    ngx_http_infer_main_conf_t  *imcf;
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_infer_module);
+    if (imcf->thread_pool == NULL
+        || ngx_http_infer_prompt_bytes(&job->req)
+           < NGX_HTTP_INFER_INLINE_PROMPT)
+    {
+        return NGX_DECLINED;
+    }
+
+    task = ngx_thread_task_alloc(r->pool, sizeof(ngx_http_infer_task_t));
+    if (task == NULL) {
+        return NGX_DECLINED;
+    }
+    t = task->ctx;
+    t->r = r;
+    t->job = job;
+    task->handler = ngx_http_infer_tokenize_thread;
+    task->event.handler = ngx_http_infer_tokenized;
+    task->event.data = t;
+
+    if (ngx_thread_task_post(imcf->thread_pool, task) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    r->main->blocked++;
+    r->read_event_handler = ngx_http_test_reading;
+    return NGX_OK;
+}
+
+#endif
+
 static void
 ngx_http_infer_body_handler(ngx_http_request_t *r)
 {
-    ngx_int_t            rc;
-    infer_oai_kind_t     kind;
-    infer_oai_error_t    err;
-    infer_oai_request_t  req;
+    infer_oai_kind_t       kind;
+    ngx_pool_cleanup_t    *cln;
+    ngx_http_infer_job_t  *job;
 
     kind = ngx_http_infer_route(r) == NGX_HTTP_INFER_ROUTE_CHAT
            ? INFER_OAI_CHAT : INFER_OAI_COMPLETION;
 
-    ngx_memzero(&req, sizeof(req));
-    if (ngx_http_infer_start(r, kind, &req, &err) == NGX_OK) {
-        infer_oai_request_free(&req);
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_infer_job_t));
+    if (cln == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
-    infer_oai_request_free(&req);
+    job = cln->data;
+    ngx_memzero(job, sizeof(ngx_http_infer_job_t));
+    cln->handler = ngx_http_infer_job_cleanup;
 
-    rc = ngx_http_infer_send_error(r, &err);
-    ngx_http_finalize_request(r, rc);
+    if (ngx_http_infer_parse(r, kind, job) != NGX_OK) {
+        ngx_http_finalize_request(r, ngx_http_infer_send_error(r, &job->err));
+        return;
+    }
+
+#if (NGX_THREADS)
+    if (ngx_http_infer_tokenize_later(r, job) == NGX_OK) {
+        return;
+    }
+#endif
+
+    ngx_http_infer_tokenize(job);
+    ngx_http_infer_go(r, job);
 }
 
 ngx_int_t
