@@ -347,6 +347,40 @@ ngx_http_infer_model_check(ngx_conf_t *cf, ngx_http_infer_model_t *m)
     return NGX_CONF_OK;
 }
 
+/*
+ * OpenBLAS has one thread count per process (openblas_set_num_threads), so
+ * CPU models of one nginx cannot have different threads= values: the last
+ * one would silently win for all.
+ */
+static ngx_int_t
+ngx_http_infer_same_threads(ngx_conf_t *cf, ngx_http_infer_main_conf_t *imcf,
+    ngx_http_infer_model_t *m)
+{
+    int                       threads, other;
+    ngx_uint_t                i;
+    ngx_http_infer_model_t  **mp;
+
+    if (ngx_strcmp(m->ecfg.backend, "cpu") != 0) {
+        return NGX_OK;
+    }
+    threads = m->ecfg.threads > 0 ? m->ecfg.threads : 1;
+
+    mp = imcf->models.elts;
+    for (i = 0; i < imcf->models.nelts; i++) {
+        other = mp[i]->ecfg.threads > 0 ? mp[i]->ecfg.threads : 1;
+        if (ngx_strcmp(mp[i]->ecfg.backend, "cpu") == 0 && other != threads)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "infer_model \"%V\": threads=%d differs from "
+                               "threads=%d of infer_model \"%V\"; CPU models "
+                               "share one BLAS thread count per process",
+                               &m->name, threads, other, &mp[i]->name);
+            return NGX_ERROR;
+        }
+    }
+    return NGX_OK;
+}
+
 static char *
 ngx_http_infer_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -415,6 +449,10 @@ ngx_http_infer_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                &v, &key, expected);
             return NGX_CONF_ERROR;
         }
+    }
+
+    if (ngx_http_infer_same_threads(cf, imcf, m) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     mp = ngx_array_push(&imcf->models);

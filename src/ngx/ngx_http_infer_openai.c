@@ -505,6 +505,7 @@ ngx_http_infer_models(ngx_http_request_t *r)
     char                       *body;
     size_t                      len;
     ngx_int_t                   rc;
+    int64_t                    *created;
     ngx_uint_t                  i;
     const char                **names;
     ngx_http_infer_model_t    **m;
@@ -518,15 +519,17 @@ ngx_http_infer_models(ngx_http_request_t *r)
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
     m = ilcf->models->elts;
     names = ngx_palloc(r->pool, ilcf->models->nelts * sizeof(char *));
-    if (names == NULL) {
+    created = ngx_palloc(r->pool, ilcf->models->nelts * sizeof(int64_t));
+    if (names == NULL || created == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     for (i = 0; i < ilcf->models->nelts; i++) {
         names[i] = (const char *) m[i]->name.data;
+        created[i] = m[i]->created;
     }
 
-    body = infer_oai_models_body(names, (int) ilcf->models->nelts,
-                                 m[0]->created, &len);
+    body = infer_oai_models_body(names, created, (int) ilcf->models->nelts,
+                                 &len);
     return ngx_http_infer_send_json(r, NGX_HTTP_OK, body, len);
 }
 

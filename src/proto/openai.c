@@ -755,8 +755,8 @@ infer_oai_usage_chunk(const infer_oai_response_t *rsp, int prompt_tokens,
 }
 
 char *
-infer_oai_models_body(const char *const *names, int n, int64_t created,
-    size_t *len)
+infer_oai_models_body(const char *const *names, const int64_t *created,
+    int n, size_t *len)
 {
     json_t  *o, *data;
     int      i;
@@ -765,7 +765,8 @@ infer_oai_models_body(const char *const *names, int n, int64_t created,
     for (i = 0; data != NULL && i < n; i++) {
         if (json_array_append_new(data,
                 json_pack("{s:s,s:s,s:I,s:s}", "id", names[i],
-                          "object", "model", "created", (json_int_t) created,
+                          "object", "model",
+                          "created", (json_int_t) created[i],
                           "owned_by", "nginx")) != 0)
         {
             json_decref(data);

@@ -92,9 +92,9 @@ char *infer_oai_usage_chunk(const infer_oai_response_t *rsp,
 /* An error as an SSE event, for failures after the stream has begun. */
 char *infer_oai_error_chunk(const infer_oai_error_t *err, size_t *len);
 
-/* GET /v1/models. */
-char *infer_oai_models_body(const char *const *names, int n,
-    int64_t created, size_t *len);
+/* GET /v1/models: each model with the unix time it was loaded. */
+char *infer_oai_models_body(const char *const *names, const int64_t *created,
+    int n, size_t *len);
 
 /* infer_stats: one engine snapshot per model of this worker. */
 char *infer_stats_body(const char *const *names, const infer_stats_t *st,

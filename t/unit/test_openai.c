@@ -327,6 +327,7 @@ test_bodies(void)
                                    "tiny" };
     infer_oai_error_t     err;
     const char           *names[] = { "tiny", "big" };
+    const int64_t         created[] = { 5, 7 };
     char                 *s;
     size_t                len;
 
@@ -404,11 +405,11 @@ test_bodies(void)
            "error chunk with null param and code");
     free(s);
 
-    s = infer_oai_models_body(names, 2, 5, &len);
+    s = infer_oai_models_body(names, created, 2, &len);
     is_str(s, "{\"object\":\"list\",\"data\":[{\"id\":\"tiny\",\"object\":"
            "\"model\",\"created\":5,\"owned_by\":\"nginx\"},{\"id\":\"big\","
-           "\"object\":\"model\",\"created\":5,\"owned_by\":\"nginx\"}]}\n",
-           "models list");
+           "\"object\":\"model\",\"created\":7,\"owned_by\":\"nginx\"}]}\n",
+           "models list, each with its own load time");
     free(s);
 
     is_str(infer_oai_finish_reason(INFER_FINISH_STOP), "stop", "stop");
