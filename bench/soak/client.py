@@ -272,6 +272,7 @@ class Soak:
         self.counts = {}
         self.failures = []
         self.reloads = 0
+        self.reload_s = []      # how long each `nginx -s reload` took
         self.rss = []           # (time, pid, age_s, rss_kb, is_master)
         self.hz = os.sysconf("SC_CLK_TCK")
         self.boot = time.time() - float(open("/proc/uptime").read().split()[0])
@@ -445,12 +446,18 @@ class Soak:
         return time.monotonic() - t0
 
     async def reloader(self, stop):
+        """`nginx -s reload` every RELOAD s on a fixed clock (at once when
+        the previous one took longer)."""
+        due = time.monotonic()
         while not stop.is_set():
+            due += self.a.reload
             try:
-                await asyncio.wait_for(stop.wait(), self.a.reload)
+                await asyncio.wait_for(stop.wait(),
+                                       max(due - time.monotonic(), 0))
                 return
             except asyncio.TimeoutError:
                 pass
+            t0 = time.monotonic()
             p = await asyncio.create_subprocess_exec(
                 *self.a.nginx_cmd.split(), "-s", "reload",
                 stderr=subprocess.PIPE)
@@ -459,6 +466,7 @@ class Soak:
                 self.fail("nginx -s reload exited %d: %s" %
                           (p.returncode, err.decode(errors="replace")))
             self.reloads += 1
+            self.reload_s.append(time.monotonic() - t0)
 
     # ---- processes: workers, RSS, /stats ---------------------------------
 
@@ -590,6 +598,10 @@ class Soak:
         print("soak: phase 1: %d requests in %.1f s with %d reloads "
               "(every %g s); phase 2: %d requests in %.1f s, no reload" %
               (a.requests, t1, self.reloads, a.reload, a.quiet, t2))
+        if self.reload_s:
+            print("soak: nginx -s reload took %.2f s on average, %.2f s at "
+                  "most" % (sum(self.reload_s) / len(self.reload_s),
+                            max(self.reload_s)))
         print("soak: old workers gone %s after the last reload" %
               ("%.1f s" % t_settle if t_settle is not None else "NOT"))
         for k in sorted(self.counts):
