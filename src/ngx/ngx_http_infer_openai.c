@@ -194,12 +194,12 @@ ngx_http_infer_stream_send(ngx_http_infer_ctx_t *ctx, char **parts,
 
 /*
  * Backpressure.  Our buffers stay busy until the socket, TLS or HTTP/2
- * flow control has taken them, so their unsent bytes are what a client that
- * does not read costs.  Past infer_unsent_limit the generation pauses (the
- * engine keeps the sequence and its KV cache) and resumes once half of it
- * has gone, so worker memory is bounded by configuration, not by clients.
- * As in ngx_http_writer, output that makes no progress for send_timeout
- * ends the request.
+ * flow control has taken all of them, so the memory of the busy ones is
+ * what a client that does not read costs.  Past infer_unsent_limit the
+ * generation pauses (the engine keeps the sequence and its KV cache) and
+ * resumes once half of it is free again, so worker memory is bounded by
+ * configuration, not by clients.  As in ngx_http_writer, output that makes
+ * no progress for send_timeout ends the request.
  */
 static ngx_int_t
 ngx_http_infer_stream_flow(ngx_http_infer_ctx_t *ctx)
@@ -212,9 +212,11 @@ ngx_http_infer_stream_flow(ngx_http_infer_ctx_t *ctx)
     ngx_http_core_loc_conf_t   *clcf;
     ngx_http_infer_loc_conf_t  *ilcf;
 
+    /* what the buffers hold, not what is left in them: a buffer is
+     * reused only once all of it has been sent */
     unsent = 0;
     for (cl = ctx->busy; cl; cl = cl->next) {
-        unsent += ngx_buf_size(cl->buf);
+        unsent += cl->buf->end - cl->buf->start;
     }
 
     c = r->connection;
