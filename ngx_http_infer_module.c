@@ -319,6 +319,12 @@ ngx_http_infer_model_check(ngx_conf_t *cf, ngx_http_infer_model_t *m)
     int   tp;
     char  err[512];
 
+    /* "nginx -s reload" parses the configuration only to find the pid
+     * file: the master checks the models when it reloads */
+    if (ngx_process == NGX_PROCESS_SIGNALLER) {
+        return NGX_CONF_OK;
+    }
+
     if (infer_engine_check(&m->ecfg, err, sizeof(err)) != INFER_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "infer_model \"%V\": %s", &m->name, err);
