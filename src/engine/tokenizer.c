@@ -2264,10 +2264,13 @@ bpe_word(infer_enc_t *e, const char *s, size_t len)
     if (len > INT32_MAX / 4) {
         return -1;      /* symbols are linked by int32_t */
     }
+    /* At most a symbol a byte; the heap holds the first pairs and two
+     * for each merge, fewer than 3 a symbol (sized by symbols, not bytes:
+     * 1 MB of U+2581 is a million symbols of three bytes). */
     if (grow((void **) &e->sym, &e->cap_sym, len, sizeof(infer_sym_t)) != 0
-        || grow((void **) &e->heap, &e->cap_heap, 3 * len,
-                sizeof(infer_pair_t)) != 0
-        || bpe_symbols(e, s, len, &nsym) != 0)
+        || bpe_symbols(e, s, len, &nsym) != 0
+        || grow((void **) &e->heap, &e->cap_heap, 3 * nsym,
+                sizeof(infer_pair_t)) != 0)
     {
         return -1;
     }
