@@ -2,6 +2,7 @@
 #   make                 engine library, tools, nginx module
 #   make test            unit tests (TAP) and Test::Nginx suites, via prove
 #   make asan            unit tests under AddressSanitizer + UBSan
+#   make fuzz            libFuzzer harnesses, FUZZ_TIME seconds each
 #   make NGINX_SRC=DIR   build the module against an nginx source tree
 # The CUDA backend is compiled whenever nvcc is found (CUDA=0 disables it).
 
@@ -42,7 +43,8 @@ LIB     := $(BUILD)/libinfer.a
 TOOLS   := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 TESTS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/test_*.c))
 
-.PHONY: all engine tools tests test unit-test nginx-test asan module clean deps
+.PHONY: all engine tools tests test unit-test nginx-test asan module clean deps \
+        fuzz fuzz-build fuzz-bins
 
 
 all: engine tools module
@@ -105,6 +107,40 @@ asan:
 	    LDLIBS_EXTRA="-fsanitize=address,undefined" unit-test
 
 LDLIBS += $(LDLIBS_EXTRA)
+
+# ---- fuzzing ---------------------------------------------------------------
+# libFuzzer harnesses fuzz/fuzz_NAME.c (seeds in fuzz/corpus/NAME/), built
+# with clang against an ASan+UBSan engine in $(FUZZ_BUILD).  fuzz/run.sh
+# first feeds every file of ../shared/repro to every harness, then fuzzes
+# each for FUZZ_TIME seconds, FUZZ_JOBS at a time, on a scratch copy of its
+# corpus; any crash, leak, sanitizer report or timeout fails.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_TIME  ?= 20
+FUZZ_JOBS  ?= $(shell nproc)
+FUZZ_CC    ?= clang
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_BINS  := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard fuzz/fuzz_*.c))
+
+fuzz: fuzz-build
+	FUZZ_TIME=$(FUZZ_TIME) FUZZ_JOBS=$(FUZZ_JOBS) \
+	INFER_SHARED=$(SHARED_DIR) fuzz/run.sh $(FUZZ_BUILD)
+
+# Clang warns that sanitized loops cannot honour `omp simd`; that is the
+# price of the instrumentation, not a defect.
+fuzz-build:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CUDA=0 \
+	    OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link \
+	         $(FUZZ_SAN) -Wno-pass-failed" fuzz-bins
+
+fuzz-bins: $(FUZZ_BINS)
+
+$(BUILD)/fuzz/%: fuzz/%.c $(BUILD)/fuzz/%.d $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(DEPFLAGS) -Ifuzz -fsanitize=fuzzer $< -o $@ \
+	    $(LIB) $(LDLIBS)
+	@touch $@
+
+-include $(FUZZ_BINS:=.d)
 
 # ---- nginx module (owned by the module work) -------------------------------
 # The module is built by nginx's own build system against the Debian nginx
