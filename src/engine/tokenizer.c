@@ -36,15 +36,16 @@
 #define INFER_TOK_MAX_FIXES  8
 
 /*
- * What a tokenizer.json may make encode cost.  One regex match may take
- * INFER_TOK_MATCH_LIMIT backtracking steps (PCRE2's own default, set here
- * so that a distribution's build cannot raise it), that deep in the
- * interpreter, within INFER_TOK_HEAP_LIMIT KiB; the real patterns need
- * about one step per byte of their longest piece.  Steps do not count
- * every scan, so a pattern that looks far ahead for short matches is
- * quadratic within those limits: all the matches of one text also share a
- * CPU time budget of INFER_TOK_REGEX_BASE_NS plus INFER_TOK_REGEX_BYTE_NS
- * per byte, 20 times what the real patterns take on a 1 MB prompt.
+ * What a tokenizer.json's regexes may make encode cost.  One match may
+ * take INFER_TOK_MATCH_LIMIT backtracking steps (PCRE2's own default, set
+ * here so that no build can raise it), nest INFER_TOK_DEPTH_LIMIT deep and
+ * use INFER_TOK_HEAP_LIMIT KiB in the interpreter; the real patterns need
+ * about one step a byte of their longest piece, so 10 MB pieces pass.
+ * Steps do not count every scan, so a pattern that looks far ahead for
+ * short matches ("a+y|a") is quadratic within those limits: all the
+ * matches of one text also share a CPU time budget of
+ * INFER_TOK_REGEX_BASE_NS plus INFER_TOK_REGEX_BYTE_NS a byte, 1.5 s for
+ * 1 MB where the real patterns take under 0.1 s, JIT or not.
  */
 #define INFER_TOK_MATCH_LIMIT    10000000
 #define INFER_TOK_DEPTH_LIMIT    1000000
