@@ -435,3 +435,19 @@ POST /v1/chat/completions
 --- error_code: 400
 --- response_body
 {"error":{"message":"the llama2 chat template needs a user message after the system message","type":"invalid_request_error","param":"messages","code":null}}
+
+
+
+=== TEST 30: a prompt too big for the context by its size alone: refused before encoding
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ {
+        client_max_body_size 2m;
+        infer_openai tiny;
+    }
+--- request eval
+"POST /v1/completions\n" . '{"model":"tiny","prompt":"' . ('Once upon a time ' x 61681) . '"}'
+--- error_code: 400
+--- response_body
+{"error":{"message":"this model's maximum context length is 512 tokens, and a prompt of 1048577 bytes has at least 116508","type":"invalid_request_error","param":"prompt","code":"context_length_exceeded"}}

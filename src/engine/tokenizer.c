@@ -170,6 +170,8 @@ struct infer_tokenizer {
     int                 n_pre;
     pcre2_match_context *mctx;              /* the limits of every match */
     unsigned            growth;             /* bytes per input byte, max */
+    size_t              max_cover;          /* input bytes one id covers at
+                                               most; 0: no bound */
     uint16_t            byte_to_cp[256];
     int16_t             cp_to_byte[324];
 
@@ -1742,6 +1744,43 @@ check_growth(infer_tokenizer_t *t, const char *path, char *err,
 }
 
 
+/*
+ * The most input bytes one id can stand for, so that a caller can tell
+ * from a prompt's size alone that it cannot fit a context.  An id is a
+ * token string (the longest in the vocab, added tokens included, or an
+ * added token's normalized match) found in the normalized, pre-tokenized
+ * text; only a Replace whose content is shorter than its pattern makes
+ * that text shorter than the input, by at most from/to per stage, and one
+ * with an empty content leaves no bound at all.
+ */
+static void
+cover_bound(infer_tokenizer_t *t)
+{
+    const infer_norm_t  *n;
+    uint64_t             shrink = 1, longest = 0;
+    int                  i;
+
+    for (i = 0; i < t->n_norm; i++) {
+        n = &t->norm[i];
+        if (n->type != INFER_NORM_REPLACE || n->to_len >= n->from_len) {
+            continue;
+        }
+        if (n->to_len == 0) {
+            t->max_cover = 0;
+            return;
+        }
+        shrink *= (n->from_len + n->to_len - 1) / n->to_len;
+    }
+    for (i = 0; i < t->n_vocab; i++) {
+        longest = t->str_len[i] > longest ? t->str_len[i] : longest;
+    }
+    for (i = 0; i < t->n_added; i++) {
+        longest = t->added[i].match_len > longest ? t->added[i].match_len
+                                                  : longest;
+    }
+    t->max_cover = (size_t) (shrink * (longest > 0 ? longest : 1));
+}
+
 /* Every match of one tokenizer under the same limits (a context is only
  * read by pcre2_match, so threads may share it). */
 static int
@@ -1822,6 +1861,7 @@ infer_tokenizer_load(const char *dir, infer_tokenizer_t **out, char *err,
     {
         goto failed;
     }
+    cover_bound(t);
     json_decref(root);
     free(path);
     *out = t;
@@ -1954,6 +1994,12 @@ size_t
 infer_tokenizer_max_token_bytes(const infer_tokenizer_t *t)
 {
     return t->max_token_bytes;
+}
+
+size_t
+infer_tokenizer_min_ids(const infer_tokenizer_t *t, size_t len)
+{
+    return t->max_cover > 0 ? len / t->max_cover : 0;
 }
 
 

@@ -36,6 +36,10 @@ const char *infer_tokenizer_token_str(const infer_tokenizer_t *t, int32_t id);
 const char *infer_tokenizer_chat_template(const infer_tokenizer_t *t);
 /* Longest decoded byte length of one token (for sizing buffers). */
 size_t infer_tokenizer_max_token_bytes(const infer_tokenizer_t *t);
+/* A lower bound on the ids infer_tokenizer_encode() makes of len bytes of
+ * text (0 where the tokenizer allows no bound): a prompt whose bound
+ * exceeds a context can be refused without encoding it. */
+size_t infer_tokenizer_min_ids(const infer_tokenizer_t *t, size_t len);
 
 /*
  * Streaming detokenizer: feeds tokens one at a time and emits only whole

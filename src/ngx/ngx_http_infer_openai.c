@@ -668,9 +668,9 @@ ngx_http_infer_find_model(ngx_http_request_t *r, const char *name)
 static void
 ngx_http_infer_tokenize(ngx_http_infer_job_t *job)
 {
-    int                      i, vocab;
+    int                      i, vocab, context;
     char                    *text, msg[256];
-    size_t                   len;
+    size_t                   len, least;
     infer_oai_request_t     *req = &job->req;
     infer_oai_error_t       *err = &job->err;
     ngx_http_infer_model_t  *m = job->model;
@@ -695,6 +695,7 @@ ngx_http_infer_tokenize(ngx_http_infer_job_t *job)
         return;
     }
 
+    text = NULL;
     if (req->kind == INFER_OAI_CHAT) {
         text = infer_chat_render(m->format, req->messages, req->n_messages,
                                  m->bos, m->eos, &len, msg, sizeof(msg));
@@ -704,6 +705,31 @@ ngx_http_infer_tokenize(ngx_http_infer_job_t *job)
                                 "%s", msg);
             return;
         }
+    } else {
+        len = req->prompt_len;
+    }
+
+    /* what cannot fit, by its size alone, is refused before encoding */
+    least = infer_tokenizer_min_ids(job->tok, len);
+    context = infer_engine_context_length(m->engine);
+    if (least >= (size_t) context
+        || (req->max_tokens > 0 && least + req->max_tokens > (size_t) context))
+    {
+        infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
+                            NGX_HTTP_INFER_INVALID,
+                            req->kind == INFER_OAI_CHAT ? "messages"
+                                                        : "prompt",
+                            "context_length_exceeded",
+                            "this model's maximum context length is %d "
+                            "tokens, and a prompt of %zu bytes has at "
+                            "least %zu%s", context, len, least,
+                            least < (size_t) context
+                            ? ", which leaves less than max_tokens" : "");
+        free(text);
+        return;
+    }
+
+    if (text != NULL) {
         /* The rendered text holds the special tokens itself. */
         i = infer_tokenizer_encode(job->tok, text, len, 0, &job->ids,
                                    &job->n);

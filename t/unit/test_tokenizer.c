@@ -712,6 +712,81 @@ expect_ids(const infer_tokenizer_t *t, const char *text, size_t len,
 }
 
 
+/*
+ * infer_tokenizer_min_ids() is a lower bound: never above the real count,
+ * on the corpus and on inputs made to pack many bytes into few ids; and
+ * tight enough that a megabyte cannot pass for something that fits
+ * stories260K's 512 positions.
+ */
+static void
+test_min_ids(void)
+{
+    static const char  *shapes[] = { "a", " ", "<|", "\xe4\xb8\x80", "ab " };
+    size_t              len = 99996, i, j, least;   /* whole shapes */
+    char               *s = malloc(len), *corpus, path[512];
+    char                dir[] = "/tmp/test_tokenizer.XXXXXX";
+    int32_t            *ids;
+    int                 n, bad;
+    unsigned            k;
+    infer_tokenizer_t  *t;
+
+    snprintf(path, sizeof(path), "%s/corpus.txt", DATA);
+    corpus = tap_read_file(path, &j);
+    for (k = 0; k < N_TOK; k++) {
+        bad = 0;
+        for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+            for (j = 0; j < len; j++) {
+                s[j] = shapes[i][j % strlen(shapes[i])];
+            }
+            least = infer_tokenizer_min_ids(tok[k], len);
+            if (infer_tokenizer_encode(tok[k], s, len, 0, &ids, &n) != 0
+                || least > (size_t) n || least == 0)
+            {
+                bad++;
+                diag("%s: \"%s\" x: bound %zu, %d ids", tokenizers[k].name,
+                     shapes[i], least, n);
+            }
+            free(ids);
+        }
+        if (corpus != NULL) {
+            least = infer_tokenizer_min_ids(tok[k], strlen(corpus));
+            if (infer_tokenizer_encode(tok[k], corpus, strlen(corpus), 0,
+                                       &ids, &n) != 0
+                || least > (size_t) n)
+            {
+                bad++;
+            }
+            free(ids);
+        }
+        is_int(bad, 0, "%s: min_ids is at most the ids of every input",
+               tokenizers[k].name);
+    }
+    free(corpus);
+    free(s);
+
+    ok(infer_tokenizer_min_ids(tok[N_TOK - 1], 1 << 20) > 512,
+       "stories260K: 1 MB has more than 512 ids by its size alone (%zu)",
+       infer_tokenizer_min_ids(tok[N_TOK - 1], 1 << 20));
+
+    /* a Replace to nothing can shrink text without bound */
+    if (mkdtemp(dir) == NULL) {
+        ok(0, "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    t = load_text(dir,
+                  "{\"model\":{\"vocab\":{\"a\":0,\"<unk>\":1},"
+                  "\"unk_token\":\"<unk>\"},\"normalizer\":{\"type\":"
+                  "\"Replace\",\"pattern\":{\"String\":\"x\"},"
+                  "\"content\":\"\"},\"decoder\":{\"type\":\"Fuse\"}}");
+    ok(t != NULL && infer_tokenizer_min_ids(t, 1 << 20) == 0,
+       "a Replace to \"\" gives no bound");
+    infer_tokenizer_free(t);
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+
 /* The files of ../shared/repro that made encode overflow or loop: each is
  * refused at load, with a message naming the file and the culprit. */
 static void
@@ -908,6 +983,7 @@ main(void)
     }
     test_variants();
     test_long();
+    test_min_ids();
     test_errors();
     test_repro();
     test_guards();
