@@ -20,7 +20,7 @@ run() {
     local limit=$1
     rm -rf "$root" && mkdir -p "$root/logs" "$root/conf"
     cat > "$root/conf/nginx.conf" <<_EOC_
-load_module $PWD/build/ngx_http_infer_module.so;
+load_module ${MODULE:-$PWD/build/ngx_http_infer_module.so};
 worker_processes 1;
 
 error_log $root/logs/error.log warn;

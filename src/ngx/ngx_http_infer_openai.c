@@ -20,20 +20,24 @@ typedef enum {
 
 static const char  ngx_http_infer_sse_done[] = "data: [DONE]\n\n";
 
-/* Prompts up to this many bytes are tokenized in the event loop (about a
- * millisecond); bigger ones in nginx's thread pool. */
-#define NGX_HTTP_INFER_INLINE_PROMPT  4096
+/* Bodies up to this many bytes are prepared in the event loop (parsed and
+ * tokenized in about a millisecond); bigger ones in nginx's thread pool. */
+#define NGX_HTTP_INFER_INLINE_BODY  4096
 
 /* One generation request from its body to its submission, in r->pool;
  * what it holds is malloc'd and freed with the pool. */
 typedef struct {
-    infer_oai_request_t       req;
-    ngx_http_infer_model_t   *model;
-    const infer_tokenizer_t  *tok;
-    int32_t                  *ids;             /* the prompt's tokens */
-    int                       n;
-    ngx_int_t                 rc;              /* of the tokenization */
-    infer_oai_error_t         err;
+    infer_oai_kind_t            kind;
+    ngx_http_infer_loc_conf_t  *conf;
+    u_char                     *body;          /* in r->pool */
+    size_t                      body_len;
+    infer_oai_request_t         req;
+    ngx_http_infer_model_t     *model;
+    const infer_tokenizer_t    *tok;
+    int32_t                    *ids;           /* the prompt's tokens */
+    int                         n;
+    ngx_int_t                   rc;            /* of the preparation */
+    infer_oai_error_t           err;
 } ngx_http_infer_job_t;
 
 static void ngx_http_infer_body_handler(ngx_http_request_t *r);
@@ -643,13 +647,11 @@ ngx_http_infer_body(ngx_http_request_t *r, size_t *len)
 }
 
 static ngx_http_infer_model_t *
-ngx_http_infer_find_model(ngx_http_request_t *r, const char *name)
+ngx_http_infer_find_model(ngx_http_infer_loc_conf_t *ilcf, const char *name)
 {
     ngx_uint_t                  i;
     ngx_http_infer_model_t    **m;
-    ngx_http_infer_loc_conf_t  *ilcf;
 
-    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
     m = ilcf->models->elts;
     for (i = 0; i < ilcf->models->nelts; i++) {
         if (ngx_strcmp(m[i]->name.data, name) == 0) {
@@ -755,20 +757,6 @@ ngx_http_infer_tokenize(ngx_http_infer_job_t *job)
     job->rc = NGX_OK;
 }
 
-/* What the tokenizer will be given: the prompt or the chat's contents. */
-static size_t
-ngx_http_infer_prompt_bytes(const infer_oai_request_t *req)
-{
-    int     i;
-    size_t  n;
-
-    n = req->prompt_len;
-    for (i = 0; i < req->n_messages; i++) {
-        n += ngx_strlen(req->messages[i].content);
-    }
-    return n;
-}
-
 static void
 ngx_http_infer_submit_error(int rc, infer_oai_request_t *req, int n_prompt,
     ngx_http_infer_model_t *m, infer_oai_error_t *err)
@@ -818,37 +806,37 @@ ngx_http_infer_submit_error(int rc, infer_oai_request_t *req, int n_prompt,
     }
 }
 
-/* Reads and parses the body and finds the model; NGX_ERROR with job->err
- * set when the request cannot go on. */
-static ngx_int_t
-ngx_http_infer_parse(ngx_http_request_t *r, infer_oai_kind_t kind,
-    ngx_http_infer_job_t *job)
+/*
+ * Parses the body, finds the model and tokenizes the prompt: the work of a
+ * request before it can be submitted.  Runs in the event loop or, for a
+ * big body, in a thread of nginx's pool (a megabyte of JSON and its prompt
+ * take milliseconds to a third of a second), so it touches only the job,
+ * read-only configuration and the model's tokenizer; job->rc says how it
+ * went, job->err why not.
+ */
+static void
+ngx_http_infer_prepare(ngx_http_infer_job_t *job)
 {
-    size_t                   len;
-    u_char                  *body;
     const char              *why;
     infer_oai_request_t     *req = &job->req;
     infer_oai_error_t       *err = &job->err;
     ngx_http_infer_model_t  *m;
 
-    body = ngx_http_infer_body(r, &len);
-    if (body == NULL) {
-        infer_oai_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                            "server_error", NULL, NULL,
-                            "cannot read the request body");
-        return NGX_ERROR;
+    job->rc = NGX_ERROR;
+
+    if (infer_oai_parse_request((char *) job->body, job->body_len, job->kind,
+                                req, err)
+        != 0)
+    {
+        return;
     }
 
-    if (infer_oai_parse_request((char *) body, len, kind, req, err) != 0) {
-        return NGX_ERROR;
-    }
-
-    m = ngx_http_infer_find_model(r, req->model);
+    m = ngx_http_infer_find_model(job->conf, req->model);
     if (m == NULL) {
         infer_oai_set_error(err, NGX_HTTP_NOT_FOUND, NGX_HTTP_INFER_INVALID,
                             "model", "model_not_found",
                             "the model '%s' does not exist", req->model);
-        return NGX_ERROR;
+        return;
     }
     why = ngx_http_infer_model_unavailable(m);
     if (why != NULL) {
@@ -856,12 +844,12 @@ ngx_http_infer_parse(ngx_http_request_t *r, infer_oai_kind_t kind,
                             "server_error", NULL, "unavailable",
                             "the model '%s' is not available in this "
                             "worker: %s", req->model, why);
-        return NGX_ERROR;
+        return;
     }
 
     job->model = m;
     job->tok = infer_engine_tokenizer(m->engine);
-    return NGX_OK;
+    ngx_http_infer_tokenize(job);
 }
 
 /* Submits the tokenized prompt; on success the context waits for the
@@ -983,16 +971,16 @@ typedef struct {
 } ngx_http_infer_task_t;
 
 static void
-ngx_http_infer_tokenize_thread(void *data, ngx_log_t *log)
+ngx_http_infer_prepare_thread(void *data, ngx_log_t *log)
 {
     ngx_http_infer_task_t  *t = data;
 
-    ngx_http_infer_tokenize(t->job);
+    ngx_http_infer_prepare(t->job);
 }
 
-/* Back in the event loop once a thread has tokenized the prompt. */
+/* Back in the event loop once a thread has prepared the request. */
 static void
-ngx_http_infer_tokenized(ngx_event_t *ev)
+ngx_http_infer_prepared(ngx_event_t *ev)
 {
     ngx_connection_t       *c;
     ngx_http_request_t     *r;
@@ -1014,14 +1002,14 @@ ngx_http_infer_tokenized(ngx_event_t *ev)
 }
 
 /*
- * A prompt this big takes milliseconds to render and tokenize (0.1-0.3 s
- * for a megabyte), time the event loop owes every other client of the
- * worker: it is done in nginx's thread pool instead.  The request cannot
- * be freed while the thread holds its job (r->main->blocked).
+ * A body this big takes milliseconds to parse and its prompt more to
+ * render and tokenize (0.1-0.3 s for a megabyte), time the event loop owes
+ * every other client of the worker: it is prepared in nginx's thread pool
+ * instead.  The request cannot be freed while the thread holds its job
+ * (r->main->blocked), as with nginx's own thread tasks.
  */
 static ngx_int_t
-ngx_http_infer_tokenize_later(ngx_http_request_t *r,
-    ngx_http_infer_job_t *job)
+ngx_http_infer_prepare_later(ngx_http_request_t *r, ngx_http_infer_job_t *job)
 {
     ngx_thread_task_t           *task;
     ngx_http_infer_task_t       *t;
@@ -1029,8 +1017,7 @@ ngx_http_infer_tokenize_later(ngx_http_request_t *r,
 
     imcf = ngx_http_get_module_main_conf(r, ngx_http_infer_module);
     if (imcf->thread_pool == NULL
-        || ngx_http_infer_prompt_bytes(&job->req)
-           < NGX_HTTP_INFER_INLINE_PROMPT)
+        || job->body_len < NGX_HTTP_INFER_INLINE_BODY)
     {
         return NGX_DECLINED;
     }
@@ -1042,8 +1029,8 @@ ngx_http_infer_tokenize_later(ngx_http_request_t *r,
     t = task->ctx;
     t->r = r;
     t->job = job;
-    task->handler = ngx_http_infer_tokenize_thread;
-    task->event.handler = ngx_http_infer_tokenized;
+    task->handler = ngx_http_infer_prepare_thread;
+    task->event.handler = ngx_http_infer_prepared;
     task->event.data = t;
 
     if (ngx_thread_task_post(imcf->thread_pool, task) != NGX_OK) {
@@ -1075,19 +1062,25 @@ ngx_http_infer_body_handler(ngx_http_request_t *r)
     job = cln->data;
     ngx_memzero(job, sizeof(ngx_http_infer_job_t));
     cln->handler = ngx_http_infer_job_cleanup;
+    job->kind = kind;
+    job->conf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
 
-    if (ngx_http_infer_parse(r, kind, job) != NGX_OK) {
+    job->body = ngx_http_infer_body(r, &job->body_len);
+    if (job->body == NULL) {
+        infer_oai_set_error(&job->err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            "server_error", NULL, NULL,
+                            "cannot read the request body");
         ngx_http_finalize_request(r, ngx_http_infer_send_error(r, &job->err));
         return;
     }
 
 #if (NGX_THREADS)
-    if (ngx_http_infer_tokenize_later(r, job) == NGX_OK) {
+    if (ngx_http_infer_prepare_later(r, job) == NGX_OK) {
         return;
     }
 #endif
 
-    ngx_http_infer_tokenize(job);
+    ngx_http_infer_prepare(job);
     ngx_http_infer_go(r, job);
 }
 
