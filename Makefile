@@ -3,6 +3,7 @@
 #   make test            unit tests (TAP) and Test::Nginx suites, via prove
 #   make asan            unit tests under AddressSanitizer + UBSan
 #   make fuzz            libFuzzer harnesses, FUZZ_TIME seconds each
+#   make asan-nginx      the nginx suites against an ASan+UBSan module
 #   make NGINX_SRC=DIR   build the module against an nginx source tree
 # The CUDA backend is compiled whenever nvcc is found (CUDA=0 disables it).
 
@@ -44,7 +45,7 @@ TOOLS   := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 TESTS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/test_*.c))
 
 .PHONY: all engine tools tests test unit-test nginx-test asan module clean deps \
-        fuzz fuzz-build fuzz-bins
+        fuzz fuzz-build fuzz-bins asan-nginx asan-nginx-test
 
 
 all: engine tools module
@@ -181,11 +182,19 @@ $(NGX_SRC)/objs/Makefile: $(BUILD)/ngx-module.env config \
 	    cfg=./configure; [ -x $$cfg ] || cfg=auto/configure; \
 	    $$cfg "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR)'
 
+# NGX_CC_EXTRA: flags appended to nginx's own CFLAGS and LINK for the
+# module (make asan-nginx: the sanitizers).
+NGX_CC_EXTRA ?=
+ngx_var = $$(sed -n 's/^$(1) =[[:space:]]*//p' objs/Makefile)
+NGX_MAKE_VARS := $(if $(NGX_CC_EXTRA), \
+    CFLAGS="$(call ngx_var,CFLAGS) $(NGX_CC_EXTRA)" \
+    LINK="$(call ngx_var,LINK) $(NGX_CC_EXTRA)")
+
 # nginx's Makefile does not know our library: relink whenever we rebuild.
 $(MODULE): $(NGX_SRC)/objs/Makefile $(LIB) $(MODULE_DEPS)
 	rm -f $(NGX_SRC)/objs/ngx_http_infer_module.so
 	cd $(NGX_SRC) && env -u MAKEFLAGS -u MFLAGS $(MAKE) -f objs/Makefile \
-	    modules
+	    $(NGX_MAKE_VARS) modules
 	@# a new file, renamed into place: rewriting the .so a running nginx has
 	@# loaded would change its code under it
 	cp $(NGX_SRC)/objs/ngx_http_infer_module.so $@.new
@@ -199,6 +208,28 @@ nginx-test: $(MODULE) $(BUILD)/infer-gen-model
 	TEST_NGINX_MODEL_DIR=$(abspath $(SHARED_DIR))/models/stories260K \
 	TEST_NGINX_GEN_MODEL=$(abspath $(BUILD)/infer-gen-model) \
 	    prove $(TEST_NGINX_I) t/*.t
+
+# ---- sanitized module --------------------------------------------------------
+# make asan-nginx: the engine and the module built with ASan+UBSan (gcc,
+# without CUDA) in $(ASAN_NGINX_BUILD), then every suite against the Debian
+# nginx with the ASan runtime preloaded; tools/asan-nginx.sh says how
+# reports from the workers are caught and which leaks count.
+ASAN_NGINX_BUILD ?= build-asan-nginx
+ASAN_NGINX_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
+                  -fsanitize-undefined-trap-on-error
+
+asan-nginx:
+	$(MAKE) BUILD=$(ASAN_NGINX_BUILD) CUDA=0 \
+	    OPT="-O1 -g -fno-omit-frame-pointer $(ASAN_NGINX_SAN)" \
+	    LDLIBS_EXTRA="$(ASAN_NGINX_SAN)" NGX_CC_EXTRA="$(ASAN_NGINX_SAN)" \
+	    asan-nginx-test
+
+asan-nginx-test: $(MODULE) $(BUILD)/infer-gen-model
+	NGINX_BIN=$(NGINX_BIN) CC=$(CC) MODULE=$(abspath $(MODULE)) \
+	MODEL_DIR=$(abspath $(SHARED_DIR))/models/stories260K \
+	GEN_MODEL=$(abspath $(BUILD)/infer-gen-model) \
+	SHARED_DIR=$(abspath $(SHARED_DIR)) TEST_NGINX_I="$(TEST_NGINX_I)" \
+	    tools/asan-nginx.sh $(BUILD)
 
 # Installs what is missing, builds and starts nginx on localhost:8080 with
 # conf/nginx.conf (MODEL=DIR to serve your own model; without it a small
