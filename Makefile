@@ -242,4 +242,4 @@ FORCE:
 # ---------------------------------------------------------------------------
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan $(FUZZ_BUILD) $(ASAN_NGINX_BUILD)
