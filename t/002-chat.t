@@ -158,7 +158,7 @@ POST /v1/chat/completions
 {"model":"tiny","messages":[{"role":"assistant","content":"Hi"}]}
 --- error_code: 400
 --- response_body_like chomp
-"message":"the llama2 chat template needs roles that alternate user/assistant/user/\.\.\. after an optional system message","type":"invalid_request_error","param":"messages"
+"message":"the llama2 chat template needs roles that alternate user/assistant/user/\.\.\. after an optional system message \(messages\[0\] is \\"assistant\\"\)","type":"invalid_request_error","param":"messages"
 
 
 

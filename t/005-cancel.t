@@ -10,7 +10,8 @@ use Cwd ();
 our $slow = Cwd::cwd() . '/t/servroot-models/tiny-llama';
 {
     my $gen = $ENV{TEST_NGINX_GEN_MODEL} || 'build/infer-gen-model';
-    system("rm -rf '$slow' && $gen '$slow' --preset tiny-llama --seed 1"
+    system("mkdir -p t/servroot-models && rm -rf '$slow'"
+           . " && $gen '$slow' --preset tiny-llama --seed 1"
            . " > /dev/null") == 0
         or die "cannot generate $slow with $gen";
     $ENV{TEST_NGINX_SLOW_MODEL_DIR} = $slow;

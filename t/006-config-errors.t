@@ -187,17 +187,28 @@ _EOC_
     return ($? >> 8, $err);
 }
 
-my ($rc, $err) = nginx_t("infer_model tiny $model threads=1 "
-                         . "max_batch_tokens=256 max_seqs=8 kv_cache=2g "
-                         . "max_queue=16 timeout=30s tp=1 backend=cuda "
-                         . "devices=0 "
-                         . "chat_template=chatml;",
-                         'location /v1/ { infer_openai tiny; } '
-                         . 'location = /healthz { infer_health; }');
+# A module built without CUDA (make CUDA=0, or no nvcc) refuses
+# backend=cuda at nginx -t, before what the cases below look at.
+my $no_cuda = qr/backend=cuda: this build has no CUDA support/;
+my ($rc, $err) = nginx_t("infer_model tiny $model backend=cuda;", '');
+my $cuda = $err !~ $no_cuda;
+if (!$cuda) {
+    isnt($rc, 0, 'without CUDA, backend=cuda fails nginx -t');
+    like($err, $no_cuda, 'saying the build has no CUDA support');
+}
+
+($rc, $err) = nginx_t("infer_model tiny $model threads=1 "
+                      . "max_batch_tokens=256 max_seqs=8 kv_cache=2g "
+                      . "max_queue=16 timeout=30s tp=1 "
+                      . ($cuda ? "backend=cuda devices=0 " : "")
+                      . "chat_template=chatml;",
+                      'location /v1/ { infer_openai tiny; } '
+                      . 'location = /healthz { infer_health; }');
 is($rc, 0, 'every parameter at once passes nginx -t') or diag($err);
 
 for my $c (@cases) {
     my ($name, $http, $server, $want, $main) = @$c;
+    $want = $no_cuda if !$cuda && $http =~ /backend=cuda/;
     ($rc, $err) = nginx_t($http, $server, $main);
     isnt($rc, 0, "$name: nginx -t fails");
     like($err, $want, "$name: the message names it");

@@ -9,7 +9,8 @@ our $l3 = Cwd::cwd() . '/t/servroot-models/tiny-llama-llama3';
 {
     my $gen = $ENV{TEST_NGINX_GEN_MODEL} || 'build/infer-gen-model';
     my $tok = ($ENV{INFER_SHARED} || '../shared') . '/tokenizers/llama3';
-    system("rm -rf '$l3' && $gen '$l3' --preset tiny-llama --seed 1"
+    system("mkdir -p t/servroot-models && rm -rf '$l3'"
+           . " && $gen '$l3' --preset tiny-llama --seed 1"
            . " --dtype bf16 --tokenizer '$tok' > /dev/null") == 0
         or die "cannot generate $l3 with $gen";
     $ENV{TEST_NGINX_LLAMA3_MODEL_DIR} = $l3;

@@ -140,15 +140,17 @@ static int
 chat_render_llama2(chat_buf_t *b, const infer_chat_message_t *msg, int n,
     const char *bos, const char *eos, char *err, size_t errlen)
 {
-    const char  *sys;
+    const char  *sys, *want;
     chat_buf_t   turn;
-    int          i, user;
+    int          i, user, first;
 
     sys = NULL;
+    first = 0;
     if (n > 0 && strcmp(msg[0].role, "system") == 0) {
         sys = msg[0].content;
         msg++;
         n--;
+        first = 1;
     }
     if (n == 0) {
         /* The template renders an empty prompt: nothing to answer. */
@@ -158,13 +160,18 @@ chat_render_llama2(chat_buf_t *b, const infer_chat_message_t *msg, int n,
     }
 
     for (i = 0; i < n; i++) {
-        user = strcmp(msg[i].role, "user") == 0;
-        if (user != (i % 2 == 0)) {
+        /* Hugging Face's template raises on a misplaced user and silently
+         * renders nothing for any other role in an assistant's place: a
+         * message would be lost, so both are refused */
+        want = i % 2 == 0 ? "user" : "assistant";
+        if (strcmp(msg[i].role, want) != 0) {
             snprintf(err, errlen, "the llama2 chat template needs roles "
                      "that alternate user/assistant/user/... after an "
-                     "optional system message");
+                     "optional system message (messages[%d] is \"%.32s\")",
+                     i + first, msg[i].role);
             return -1;
         }
+        user = i % 2 == 0;
 
         memset(&turn, 0, sizeof(turn));
         if (i == 0 && sys != NULL) {

@@ -471,6 +471,20 @@ test_chat_templates(void)
        "llama2 rejects a conversation that starts with assistant: %s", err);
     free(s);
 
+    /* a system message in an assistant's place: jinja2 renders nothing
+     * for it (the message would be lost), so it is refused */
+    {
+        infer_chat_message_t  late[] = {
+            { "user", "hi" }, { "system", "be brief" }
+        };
+
+        s = infer_chat_render(INFER_CHAT_LLAMA2, late, 2, "<s>", "</s>",
+                              &len, err, sizeof(err));
+        ok(s == NULL && strstr(err, "(messages[1] is \"system\")") != NULL,
+           "llama2 refuses a system message after the first: %s", err);
+        free(s);
+    }
+
     /* jinja2 renders "" for a system message alone: nothing to answer */
     s = infer_chat_render(INFER_CHAT_LLAMA2, conv, 1, "<s>", "</s>",
                           &len, err, sizeof(err));
