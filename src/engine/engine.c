@@ -13,6 +13,7 @@
  * event list, each under a mutex; everything else belongs to the scheduler.
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,9 @@
 #include <unistd.h>
 #include "backend.h"
 #include "infer.h"
+#include "logits.h"
 #include "model.h"
+#include "outputs.h"
 #include "sampling.h"
 #include "tokenizer.h"
 
@@ -40,11 +43,18 @@ struct infer_seq {
     int               n_prompt;
     int               n_generated;
     int               n_reported;    /* generated tokens already in events */
-    int               max_tokens;    /* already capped by the context */
+    int               max_tokens;    /* 0: score the prompt only */
+    int               min_tokens;
     int               n_computed;    /* tokens whose keys/values are cached */
     int32_t          *blocks;        /* [max_blocks_per_seq] */
     int               n_blocks;
     infer_sampling_t  sampling;
+    infer_penalties_t penalties;
+    int32_t          *bias_ids;      /* the penalties' logit bias */
+    float            *bias;
+    infer_outputs_t   outputs;
+    int               row0;          /* its first logits row in the step */
+    int               n_rows;
     int32_t          *stop_ids;
     int               n_stop_ids;
     char            **stop;
@@ -122,7 +132,12 @@ struct infer_engine {
     infer_seq_t        **step_seqs;
     int32_t             *b_tokens, *b_pos, *b_seq, *b_ctx, *b_table;
     int32_t             *b_logit;
+    int32_t             *b_logit_pos;   /* position of each logits row */
+    int                  max_rows;      /* logits rows of one step */
+    size_t               max_output;    /* bytes of outputs a request */
     float               *logits;
+    float               *work;          /* a row being penalized */
+    uint32_t            *counts;        /* vocab zeros, for penalties */
     void                *sample_scratch;
     char                *text;         /* detokenizer output scratch */
     size_t               text_cap;
@@ -150,6 +165,7 @@ infer_strerror(int rc)
     case INFER_ECONTEXT:    return "prompt exceeds the context length";
     case INFER_ESHUTDOWN:   return "engine is shutting down";
     case INFER_ENOMEM:      return "out of memory";
+    case INFER_EOUTPUT:     return "the outputs asked for exceed the limit";
     default:                return "engine error";
     }
 }
@@ -178,6 +194,7 @@ step_append(infer_engine_t *e, infer_event_node_t *n)
     e->step_tail = n;
 }
 
+/* Every event takes the logits rows and logprobs gathered so far. */
 static void
 event_init(infer_event_node_t *n, infer_event_type_t type, infer_seq_t *s,
     infer_finish_t finish)
@@ -188,6 +205,7 @@ event_init(infer_event_node_t *n, infer_event_type_t type, infer_seq_t *s,
     n->ev.finish = finish;
     n->ev.prompt_tokens = s->n_prompt;
     n->ev.completion_tokens = s->n_generated;
+    infer_outputs_take(&s->outputs, &n->ev);
 }
 
 /*
@@ -205,7 +223,6 @@ emit_token(infer_engine_t *e, infer_seq_t *s, const char *text, size_t len)
     if (n == NULL) {
         return -1;
     }
-    event_init(n, INFER_EVENT_TOKEN, s, INFER_FINISH_NONE);
     n->ev.text = malloc(len + 1);
     n->ev.tokens = malloc((n_tokens + 1) * sizeof(int32_t));
     if (n->ev.text == NULL || n->ev.tokens == NULL) {
@@ -213,6 +230,7 @@ emit_token(infer_engine_t *e, infer_seq_t *s, const char *text, size_t len)
         free(n);
         return -1;
     }
+    event_init(n, INFER_EVENT_TOKEN, s, INFER_FINISH_NONE);
     memcpy(n->ev.text, text, len);
     n->ev.text[len] = '\0';
     n->ev.text_len = len;
@@ -322,8 +340,16 @@ infer_event_release(infer_event_t *ev)
 {
     free(ev->text);
     free(ev->tokens);
+    free(ev->rows);
+    free(ev->lp_ids);
+    free(ev->lp);
+    free(ev->lp_top_ids);
+    free(ev->lp_top_lp);
     ev->text = NULL;
     ev->tokens = NULL;
+    ev->rows = NULL;
+    ev->lp_ids = ev->lp_top_ids = NULL;
+    ev->lp = ev->lp_top_lp = NULL;
 }
 
 int
@@ -598,6 +624,22 @@ emit_held(infer_engine_t *e, infer_seq_t *s, size_t n)
     return 0;
 }
 
+/* An event with only the outputs gathered this step: the rows of a
+ * prompt chunk, the logprob of a token whose text is still held back. */
+static int
+emit_outputs(infer_engine_t *e, infer_seq_t *s)
+{
+    infer_event_node_t *n;
+
+    n = calloc(1, sizeof(*n));
+    if (n == NULL) {
+        return -1;
+    }
+    event_init(n, INFER_EVENT_TOKEN, s, INFER_FINISH_NONE);
+    step_append(e, n);
+    return 0;
+}
+
 static int
 is_stop_token(const infer_engine_t *e, const infer_seq_t *s, int32_t t)
 {
@@ -619,8 +661,9 @@ is_stop_token(const infer_engine_t *e, const infer_seq_t *s, int32_t t)
     return 0;
 }
 
-/* Appends a sampled token; emits its text; finishes the sequence if due. */
-static void
+/* Appends a sampled token; emits its text; finishes the sequence if due
+ * (then 1: s is gone). */
+static int
 accept_token(infer_engine_t *e, infer_seq_t *s, int32_t token)
 {
     size_t n;
@@ -633,31 +676,70 @@ accept_token(infer_engine_t *e, infer_seq_t *s, int32_t token)
         n = infer_detok_flush(&s->detok, e->text, e->text_cap);
         held_append(s, e->text, n);
         finish(e, s, INFER_FINISH_STOP, s->held, s->held_len, 1);
-        return;
+        return 1;
     }
 
     n = infer_detok_push(&s->detok, token, e->text, e->text_cap);
     if (held_append(s, e->text, n) != 0) {
         finish(e, s, INFER_FINISH_ERROR, "out of memory", 13, 1);
-        return;
+        return 1;
     }
 
     if (s->n_stop > 0 && (at = stop_match(s)) >= 0) {
         finish(e, s, INFER_FINISH_STOP, s->held, (size_t) at, 1);
-        return;
+        return 1;
     }
 
     if (s->n_generated >= s->max_tokens) {
         n = infer_detok_flush(&s->detok, e->text, e->text_cap);
         held_append(s, e->text, n);
         finish(e, s, INFER_FINISH_LENGTH, s->held, s->held_len, 1);
-        return;
+        return 1;
     }
 
     n = s->held_len - stop_prefix_tail(s);
     if (n > 0 && emit_held(e, s, n) != 0) {
         finish(e, s, INFER_FINISH_ERROR, "out of memory", 13, 1);
+        return 1;
     }
+    return 0;
+}
+
+/* Before min_tokens, the tokens that would end the sequence are out. */
+static void
+mask_ends(const infer_engine_t *e, const infer_seq_t *s, float *row)
+{
+    const infer_model_config_t *c = &e->model->cfg;
+    int                         i;
+
+    for (i = 0; i < s->n_stop_ids; i++) {
+        row[s->stop_ids[i]] = -INFINITY;
+    }
+    for (i = 0; !s->ignore_eos && i < c->n_eos; i++) {
+        if (c->eos_token_ids[i] >= 0 && c->eos_token_ids[i] < e->vocab) {
+            row[c->eos_token_ids[i]] = -INFINITY;
+        }
+    }
+}
+
+/* The next token from the model's row, after the request's penalties. */
+static int32_t
+draw(infer_engine_t *e, infer_seq_t *s, const float *row)
+{
+    int  early = s->n_generated < s->min_tokens;
+
+    if (early || infer_penalties_active(&s->penalties)) {
+        memcpy(e->work, row, (size_t) e->vocab * sizeof(float));
+        infer_apply_penalties(e->work, e->vocab, &s->penalties, s->tokens,
+                              s->n_prompt, s->tokens + s->n_prompt,
+                              s->n_generated, e->counts);
+        if (early) {
+            mask_ends(e, s, e->work);
+        }
+        row = e->work;
+    }
+    s->sampling.step = s->n_generated;
+    return infer_sample(row, e->vocab, &s->sampling, e->sample_scratch);
 }
 
 /* ---- one step -------------------------------------------------------------- */
@@ -693,10 +775,42 @@ admit(infer_engine_t *e)
  * Chooses this step's tokens: decode tokens first (one per sequence), then
  * prefill chunks, oldest sequences first, within the token budget.
  */
+/* Position p of s needs a logits row: for its outputs, or to draw the
+ * next token from. */
+static int
+needs_row(const infer_seq_t *s, int p)
+{
+    return infer_outputs_want_row(&s->outputs, p)
+           || (p == s->n_tokens - 1 && s->max_tokens > 0);
+}
+
+/* The most of s's next `chunk` positions whose rows fit in `left`. */
+static int
+fit_rows(const infer_seq_t *s, int chunk, int left, int *rows)
+{
+    int  k, n = 0, need;
+
+    for (k = 0; k < chunk; k++) {
+        need = needs_row(s, s->n_computed + k);
+        if (n + need > left) {
+            break;
+        }
+        n += need;
+    }
+    *rows = n;
+    return k;
+}
+
+/*
+ * Chooses this step's tokens: decode tokens first (one per sequence), then
+ * prefill chunks, oldest sequences first, within the token budget and the
+ * step's logits rows (a request that asked for every prompt position's
+ * logits takes a row per token).
+ */
 static int
 plan_step(infer_engine_t *e)
 {
-    int budget = e->max_batch_tokens, pass, i, n_seqs = 0;
+    int budget = e->max_batch_tokens, rows = 0, pass, i, n_seqs = 0;
 
     for (i = 0; i < e->n_running; i++) {
         e->running[i]->chunk = 0;
@@ -705,12 +819,16 @@ plan_step(infer_engine_t *e)
         for (i = 0; i < e->n_running && budget > 0; i++) {
             infer_seq_t *s = e->running[i];
             int          need = s->n_tokens - s->n_computed;
-            int          chunk;
+            int          chunk, r;
 
             if (s->paused || s->chunk > 0 || (pass == 0) != (need == 1)) {
                 continue;
             }
             chunk = need < budget ? need : budget;
+            chunk = fit_rows(s, chunk, e->max_rows - rows, &r);
+            if (chunk == 0) {
+                continue;
+            }
             if (reserve_blocks(e, s, s->n_computed + chunk) != 0) {
                 /* nobody left to preempt: s waits for blocks to free up */
                 preempt(e, s);
@@ -719,6 +837,7 @@ plan_step(infer_engine_t *e)
             }
             s->chunk = chunk;
             budget -= chunk;
+            rows += r;
             e->step_seqs[n_seqs++] = s;
         }
     }
@@ -729,26 +848,31 @@ static int
 run_step(infer_engine_t *e, int n_seqs, char *err, size_t errlen)
 {
     infer_batch_t b;
-    int           i, j, n = 0, n_logits = 0;
+    int           i, j, p, n = 0, n_logits = 0;
 
     for (i = 0; i < n_seqs; i++) {
         infer_seq_t *s = e->step_seqs[i];
 
+        s->row0 = n_logits;
         for (j = 0; j < s->chunk; j++) {
-            e->b_tokens[n] = s->tokens[s->n_computed + j];
-            e->b_pos[n] = s->n_computed + j;
+            p = s->n_computed + j;
+            e->b_tokens[n] = s->tokens[p];
+            e->b_pos[n] = p;
             e->b_seq[n] = i;
+            if (needs_row(s, p)) {
+                e->b_logit[n_logits] = n;
+                e->b_logit_pos[n_logits] = p;
+                n_logits++;
+            }
             n++;
         }
+        s->n_rows = n_logits - s->row0;
         e->b_ctx[i] = s->n_computed + s->chunk;
         if (s->n_computed < s->n_tokens - 1) {
             e->counters.prompt_tokens += s->chunk;
         }
         memcpy(e->b_table + (size_t) i * e->max_blocks, s->blocks,
                s->n_blocks * sizeof(int32_t));
-        if (s->n_computed + s->chunk == s->n_tokens) {
-            e->b_logit[n_logits++] = n - 1;
-        }
     }
 
     memset(&b, 0, sizeof(b));
@@ -766,26 +890,69 @@ run_step(infer_engine_t *e, int n_seqs, char *err, size_t errlen)
     return e->backend->ops->forward(e->backend, &b, e->logits, err, errlen);
 }
 
+/*
+ * One sequence after the forward pass: its rows go to its outputs (each
+ * with the logprob of the token that follows it), then the last row draws
+ * the next token, unless the prompt is still being computed or the request
+ * only scores it.
+ */
+static void
+seq_done(infer_engine_t *e, infer_seq_t *s)
+{
+    const float *row;
+    int          r, p, draws;
+    int32_t      next;
+
+    s->n_computed += s->chunk;
+    s->chunk = 0;
+    draws = s->n_computed == s->n_tokens && s->max_tokens > 0;
+
+    for (r = 0; r < s->n_rows - draws; r++) {
+        row = e->logits + (size_t) (s->row0 + r) * e->vocab;
+        p = e->b_logit_pos[s->row0 + r];
+        next = p + 1 < s->n_tokens ? s->tokens[p + 1] : -1;
+        if (infer_outputs_add(&s->outputs, p, row, next) != 0) {
+            goto nomem;
+        }
+    }
+
+    if (s->n_computed < s->n_tokens) {
+        /* a prompt chunk: only outputs to tell */
+        if (infer_outputs_pending(&s->outputs) && emit_outputs(e, s) != 0) {
+            goto nomem;
+        }
+        return;
+    }
+
+    if (!draws) {
+        finish(e, s, INFER_FINISH_LENGTH, NULL, 0, 1);
+        return;
+    }
+
+    row = e->logits + (size_t) (s->row0 + s->n_rows - 1) * e->vocab;
+    next = draw(e, s, row);
+    if (infer_outputs_add(&s->outputs, s->n_tokens - 1, row, next) != 0) {
+        goto nomem;
+    }
+    e->counters.generated_tokens++;
+    if (accept_token(e, s, next) == 0 && infer_outputs_pending(&s->outputs)
+        && emit_outputs(e, s) != 0)
+    {
+        goto nomem;
+    }
+    return;
+
+nomem:
+    finish(e, s, INFER_FINISH_ERROR, "out of memory", 13, 1);
+}
+
 static void
 sample_step(infer_engine_t *e, int n_seqs)
 {
-    int i, row = 0;
+    int i;
 
     for (i = 0; i < n_seqs; i++) {
-        infer_seq_t *s = e->step_seqs[i];
-        int32_t      token;
-
-        s->n_computed += s->chunk;
-        s->chunk = 0;
-        if (s->n_computed < s->n_tokens) {
-            continue;               /* mid-prompt chunk: nothing to sample */
-        }
-        s->sampling.step = s->n_generated;
-        token = infer_sample(e->logits + (size_t) row * e->vocab, e->vocab,
-                             &s->sampling, e->sample_scratch);
-        row++;
-        e->counters.generated_tokens++;
-        accept_token(e, s, token);
+        seq_done(e, e->step_seqs[i]);
     }
 }
 
@@ -987,24 +1154,49 @@ infer_seq_free(infer_seq_t *s)
     free(s->blocks);
     free(s->held);
     free(s->final);
+    free(s->bias_ids);
+    free(s->bias);
+    infer_outputs_free(&s->outputs);
     free(s);
 }
 
 static int
 validate(const infer_engine_t *e, const infer_request_t *r)
 {
-    int i;
+    int i, n_gen;
 
-    if (r->prompt == NULL || r->n_prompt < 1 || r->max_tokens < 0
+    if (r->prompt == NULL || r->n_prompt < 1
+        || r->max_tokens < INFER_TO_CONTEXT_END || r->min_tokens < 0
+        || (r->max_tokens >= 0 && r->min_tokens > r->max_tokens)
         || !(r->temperature >= 0.0f) || r->temperature > 1e6f
         || !(r->top_p > 0.0f && r->top_p <= 1.0f) || r->top_k < 0
         || r->n_stop < 0 || r->n_stop > INFER_MAX_STOP
-        || r->n_stop_ids < 0 || r->n_stop_ids > INFER_MAX_STOP_IDS)
+        || r->n_stop_ids < 0 || r->n_stop_ids > INFER_MAX_STOP_IDS
+        || !isfinite(r->presence_penalty) || !isfinite(r->frequency_penalty)
+        || !(r->repetition_penalty >= 0.0f)
+        || !isfinite(r->repetition_penalty)
+        || r->n_bias < 0 || r->n_bias > e->vocab
+        || (r->n_bias > 0 && (r->bias_ids == NULL || r->bias == NULL))
+        || r->prompt_logits < INFER_LOGITS_NONE
+        || r->prompt_logits > INFER_LOGITS_PROMPT
+        || r->top_logprobs < 0 || r->top_logprobs > INFER_MAX_TOP_LOGPROBS)
     {
         return INFER_EINVAL;
     }
     for (i = 0; i < r->n_prompt; i++) {
         if (r->prompt[i] < 0 || r->prompt[i] >= e->vocab) {
+            return INFER_EINVAL;
+        }
+    }
+    for (i = 0; i < r->n_stop_ids; i++) {
+        if (r->stop_ids[i] < 0 || r->stop_ids[i] >= e->vocab) {
+            return INFER_EINVAL;
+        }
+    }
+    for (i = 0; i < r->n_bias; i++) {
+        if (r->bias_ids[i] < 0 || r->bias_ids[i] >= e->vocab
+            || !isfinite(r->bias[i]))
+        {
             return INFER_EINVAL;
         }
     }
@@ -1022,6 +1214,10 @@ validate(const infer_engine_t *e, const infer_request_t *r)
     {
         return INFER_ECONTEXT;
     }
+    n_gen = r->max_tokens >= 0 ? r->max_tokens : e->context - r->n_prompt;
+    if (infer_outputs_bytes(r, n_gen, e->vocab) > e->max_output) {
+        return INFER_EOUTPUT;
+    }
     return INFER_OK;
 }
 
@@ -1036,18 +1232,35 @@ infer_seq_create(infer_engine_t *e, const infer_request_t *r)
     }
     s->user = r->user;
     s->n_prompt = r->n_prompt;
-    s->max_tokens = r->max_tokens > 0 ? r->max_tokens
-                                      : e->context - r->n_prompt;
-    s->tokens = malloc((size_t) (r->n_prompt + s->max_tokens)
+    s->max_tokens = r->max_tokens >= 0 ? r->max_tokens
+                                       : e->context - r->n_prompt;
+    s->min_tokens = r->min_tokens;
+    s->tokens = malloc((size_t) (r->n_prompt + s->max_tokens + 1)
                        * sizeof(int32_t));
     s->blocks = malloc((size_t) e->max_blocks * sizeof(int32_t));
     s->stop_ids = malloc((r->n_stop_ids + 1) * sizeof(int32_t));
     s->stop = calloc(r->n_stop + 1, sizeof(char *));
     s->final = calloc(1, sizeof(*s->final));
-    if (!s->tokens || !s->blocks || !s->stop_ids || !s->stop || !s->final) {
+    s->bias_ids = malloc((r->n_bias + 1) * sizeof(int32_t));
+    s->bias = malloc((r->n_bias + 1) * sizeof(float));
+    if (!s->tokens || !s->blocks || !s->stop_ids || !s->stop || !s->final
+        || !s->bias_ids || !s->bias)
+    {
         infer_seq_free(s);
         return NULL;
     }
+    if (r->n_bias > 0) {
+        memcpy(s->bias_ids, r->bias_ids, r->n_bias * sizeof(int32_t));
+        memcpy(s->bias, r->bias, r->n_bias * sizeof(float));
+    }
+    s->penalties.presence = r->presence_penalty;
+    s->penalties.frequency = r->frequency_penalty;
+    s->penalties.repetition = r->repetition_penalty > 0.0f
+                              ? r->repetition_penalty : 1.0f;
+    s->penalties.bias_ids = s->bias_ids;
+    s->penalties.bias = s->bias;
+    s->penalties.n_bias = r->n_bias;
+    infer_outputs_init(&s->outputs, r, e->vocab);
     memcpy(s->tokens, r->prompt, r->n_prompt * sizeof(int32_t));
     s->n_tokens = r->n_prompt;
     if (r->n_stop_ids > 0) {
@@ -1234,6 +1447,8 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
     e->max_seqs = cfg->max_seqs > 0 ? cfg->max_seqs : 64;
     e->max_queue = cfg->max_queue > 0 ? cfg->max_queue : 256;
     e->block_size = cfg->block_size > 0 ? cfg->block_size : 16;
+    e->max_output = cfg->max_output_bytes ? cfg->max_output_bytes
+                                          : (size_t) 64 << 20;
     snprintf(e->backend_name, sizeof(e->backend_name), "%s",
              cfg->backend ? cfg->backend : "cpu");
 
@@ -1277,18 +1492,24 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
     e->b_pos = malloc(e->max_batch_tokens * sizeof(int32_t));
     e->b_seq = malloc(e->max_batch_tokens * sizeof(int32_t));
     e->b_ctx = malloc(e->max_seqs * sizeof(int32_t));
-    e->b_logit = malloc(e->max_seqs * sizeof(int32_t));
+    /* a row per sequence, and room for prompt chunks whose logits were
+     * asked for (a larger prompt takes several steps) */
+    e->max_rows = e->max_seqs > 64 ? e->max_seqs : 64;
+    e->b_logit = malloc(e->max_rows * sizeof(int32_t));
+    e->b_logit_pos = malloc(e->max_rows * sizeof(int32_t));
     e->b_table = calloc((size_t) e->max_seqs * e->max_blocks,
                         sizeof(int32_t));
-    e->logits = malloc((size_t) e->max_seqs * e->vocab * sizeof(float));
+    e->logits = malloc((size_t) e->max_rows * e->vocab * sizeof(float));
+    e->work = malloc((size_t) e->vocab * sizeof(float));
+    e->counts = calloc(e->vocab, sizeof(uint32_t));
     e->sample_scratch = malloc(infer_sample_scratch_bytes(e->vocab));
     e->text_cap = infer_tokenizer_max_token_bytes(e->tok) + 64;
     e->text = malloc(e->text_cap);
     e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!e->free_blocks || !e->running || !e->step_seqs || !e->b_tokens
         || !e->b_pos || !e->b_seq || !e->b_ctx || !e->b_logit
-        || !e->b_table || !e->logits || !e->sample_scratch || !e->text
-        || e->efd < 0)
+        || !e->b_logit_pos || !e->b_table || !e->logits || !e->work
+        || !e->counts || !e->sample_scratch || !e->text || e->efd < 0)
     {
         snprintf(err, errlen, "engine: out of memory or no eventfd");
         goto failed;
@@ -1396,8 +1617,11 @@ infer_engine_destroy(infer_engine_t *e)
     free(e->b_seq);
     free(e->b_ctx);
     free(e->b_logit);
+    free(e->b_logit_pos);
     free(e->b_table);
     free(e->logits);
+    free(e->work);
+    free(e->counts);
     free(e->sample_scratch);
     free(e->text);
     if (e->efd >= 0) {

@@ -21,8 +21,14 @@ enum {
     INFER_EQUEUE_FULL = -3,     /* admission queue full: retry later */
     INFER_ECONTEXT = -4,        /* prompt (+ max_tokens) exceeds context */
     INFER_ESHUTDOWN = -5,       /* engine stopping or its thread died */
-    INFER_ENOMEM = -6
+    INFER_ENOMEM = -6,
+    INFER_EOUTPUT = -7          /* outputs asked for exceed the cap */
 };
+
+/* max_tokens of a request that runs to the end of the context. */
+#define INFER_TO_CONTEXT_END    (-1)
+/* Most alternatives a request may ask logprobs of, at each token. */
+#define INFER_MAX_TOP_LOGPROBS  20
 
 typedef struct infer_engine infer_engine_t;
 
@@ -39,6 +45,8 @@ typedef struct {
     int          block_size;       /* tokens per KV block; 0 = 16 */
     int          max_queue;        /* waiting beyond the running slots;
                                       0 = 256 */
+    size_t       max_output_bytes; /* logits and logprobs one request may
+                                      ask for; 0 = 64 MiB */
 } infer_engine_config_t;
 
 /* Most compute threads per rank a configuration may ask for. */
@@ -69,22 +77,53 @@ int infer_engine_alive(infer_engine_t *e);
  * lives as long as the engine. */
 const char *infer_engine_error(infer_engine_t *e);
 
+/* Which prompt positions' logits a request wants (row p is the model's
+ * output at position p: the distribution of the token at index p + 1). */
+typedef enum {
+    INFER_LOGITS_NONE = 0,
+    INFER_LOGITS_LAST,           /* the last prompt position */
+    INFER_LOGITS_PROMPT          /* every prompt position */
+} infer_logits_t;
+
 typedef struct {
     const int32_t *prompt;       /* token ids, copied at submit */
     int            n_prompt;
-    int            max_tokens;   /* 0: to the end of the context; more
-                                    than the context leaves: ECONTEXT */
+    int            max_tokens;   /* tokens to generate: 0 (score the prompt
+                                    only), INFER_TO_CONTEXT_END, or a count
+                                    that must fit beside the prompt, else
+                                    ECONTEXT */
+    int            min_tokens;   /* no eos or stop id before this many */
     float          temperature;  /* 0 = greedy */
     float          top_p;        /* (0, 1]; 1 = off */
     int            top_k;        /* 0 = off */
     uint64_t       seed;
     int            has_seed;     /* 0: the engine picks a seed */
+    /* Penalties, applied to the logits before sampling: OpenAI's presence
+     * and frequency penalties over the generated tokens, Hugging Face's
+     * repetition penalty over prompt and generated ones (1 = off), and
+     * OpenAI's logit_bias, added to the logits of bias_ids. */
+    float          presence_penalty;
+    float          frequency_penalty;
+    float          repetition_penalty;
+    const int32_t *bias_ids;     /* copied at submit */
+    const float   *bias;
+    int            n_bias;
     const int32_t *stop_ids;     /* extra stop token ids (eos is implied) */
     int            n_stop_ids;
     const char   *const *stop;   /* stop strings, not included in output */
     int            n_stop;
     int            ignore_eos;
     int64_t        deadline_ms;  /* CLOCK_MONOTONIC ms; 0 = none */
+    /* Outputs besides text, in the events (see infer_event_t).  Logits and
+     * logprobs are the model's, before penalties, bias and temperature. */
+    infer_logits_t prompt_logits;
+    int            gen_logits;   /* the rows each generated token was drawn
+                                    from */
+    int            logits_f16;   /* rows as IEEE half floats, not float */
+    int            logprobs;     /* of each generated token */
+    int            prompt_logprobs;  /* and of prompt tokens 1 .. n - 1 */
+    int            top_logprobs; /* 0 .. INFER_MAX_TOP_LOGPROBS best
+                                    alternatives with each */
     void          *user;         /* returned in every event */
 } infer_request_t;
 
@@ -130,6 +169,24 @@ typedef struct {
     infer_finish_t      finish;
     int                 prompt_tokens;
     int                 completion_tokens;
+
+    /* Logits rows computed since the previous event, for the consecutive
+     * positions rows_first .. rows_first + n_rows - 1, each vocab floats
+     * (or halves with logits_f16).  Every row a request asked for comes
+     * in exactly one event, in position order. */
+    void               *rows;
+    int                 n_rows;
+    int                 rows_first;
+    /* Logprobs of the tokens at sequence indices (prompt, then generated)
+     * lp_first .. lp_first + n_lp - 1: the token, its logprob, and its
+     * lp_top best alternatives (ids and logprobs, best first). */
+    int                 lp_first;
+    int                 n_lp;
+    int                 lp_top;
+    int32_t            *lp_ids;
+    float              *lp;
+    int32_t            *lp_top_ids;
+    float              *lp_top_lp;
 } infer_event_t;
 
 /* Drains up to max events (and the event fd counter); returns the count.

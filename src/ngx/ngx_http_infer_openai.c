@@ -882,11 +882,14 @@ ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_job_t *job)
     ireq.n_prompt = n;
     ireq.max_tokens = req->max_tokens;
     if (ireq.max_tokens == 0 && kind == INFER_OAI_COMPLETION) {
-        /* OpenAI's default for completions is 16, up to the context end;
-         * for chat (0) the engine runs to the context end */
+        /* OpenAI's default for completions is 16, up to the context end */
         ireq.max_tokens = ngx_min(16, infer_engine_context_length(m->engine)
                                       - n);
-        ireq.max_tokens = ngx_max(ireq.max_tokens, 0);
+        ireq.max_tokens = ngx_max(ireq.max_tokens, 1);
+
+    } else if (ireq.max_tokens == 0) {
+        /* and for chat the context end */
+        ireq.max_tokens = INFER_TO_CONTEXT_END;
     }
     ireq.temperature = (float) req->temperature;
     ireq.top_p = (float) req->top_p;

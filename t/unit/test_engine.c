@@ -11,8 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include "backend.h"
+#include "hf_ref.h"
 #include "infer.h"
+#include "model.h"
 #include "tap.h"
 
 #define MAX_REQ 16
@@ -27,6 +30,18 @@ typedef struct {
     infer_finish_t  finish;
     int             prompt_tokens;
     int             completion_tokens;
+
+    int             f16;            /* rows come as halves */
+    int             vocab;
+    float          *rows;           /* outputs gathered from the events */
+    int             n_rows;
+    int             rows_first;
+    int             rows_broken;    /* not consecutive, or repeated */
+    int             lp_first, n_lp, lp_top;
+    int32_t         lp_ids[1024];
+    float           lp[1024];
+    int32_t         top_ids[1024 * 5];
+    float           top_lp[1024 * 5];
 } result_t;
 
 static char   model_dir[1024];
@@ -75,6 +90,42 @@ greedy(const int32_t *prompt, int n, int max_tokens)
     return r;
 }
 
+/* Rows and logprobs of an event; each must follow the previous ones. */
+static void
+take_outputs(result_t *r, const infer_event_t *ev)
+{
+    int  i, k;
+
+    if (ev->n_rows > 0) {
+        if (r->n_rows == 0) {
+            r->rows_first = ev->rows_first;
+        }
+        r->rows_broken |= ev->rows_first != r->rows_first + r->n_rows;
+        r->rows = realloc(r->rows, (size_t) (r->n_rows + ev->n_rows)
+                                   * r->vocab * sizeof(float));
+        for (i = 0; i < ev->n_rows * r->vocab; i++) {
+            r->rows[(size_t) r->n_rows * r->vocab + i] =
+                r->f16 ? infer_half_to_float(((uint16_t *) ev->rows)[i])
+                       : ((float *) ev->rows)[i];
+        }
+        r->n_rows += ev->n_rows;
+    }
+    for (i = 0; i < ev->n_lp && r->n_lp < 1024; i++) {
+        if (r->n_lp == 0) {
+            r->lp_first = ev->lp_first;
+        }
+        r->rows_broken |= ev->lp_first + i != r->lp_first + r->n_lp;
+        r->lp_top = ev->lp_top;
+        r->lp_ids[r->n_lp] = ev->lp_ids[i];
+        r->lp[r->n_lp] = ev->lp[i];
+        for (k = 0; k < ev->lp_top && k < 5; k++) {
+            r->top_ids[r->n_lp * 5 + k] = ev->lp_top_ids[i * ev->lp_top + k];
+            r->top_lp[r->n_lp * 5 + k] = ev->lp_top_lp[i * ev->lp_top + k];
+        }
+        r->n_lp++;
+    }
+}
+
 /* Adds an event to the result it belongs to; 1 when that request ended. */
 static int
 take(result_t *res, int n, const infer_event_t *ev)
@@ -98,6 +149,7 @@ take(result_t *res, int n, const infer_event_t *ev)
     for (j = 0; j < ev->n_tokens && r->n_tokens < 1024; j++) {
         r->tokens[r->n_tokens++] = ev->tokens[j];
     }
+    take_outputs(r, ev);
     if (ev->type == INFER_EVENT_TOKEN) {
         return 0;
     }
@@ -386,8 +438,8 @@ test_stops_and_limits(void)
            "third request with max_seqs=1, max_queue=1 is refused: queue "
            "full");
 
-    r.max_tokens = -1;
-    is_int(infer_engine_submit(e, &r, &id), INFER_EINVAL, "max_tokens -1");
+    r.max_tokens = -2;
+    is_int(infer_engine_submit(e, &r, &id), INFER_EINVAL, "max_tokens -2");
     r.max_tokens = 512;
     is_int(infer_engine_submit(e, &r, &id), INFER_ECONTEXT,
            "1 prompt token + max_tokens 512 exceed the 512-token context");
@@ -485,6 +537,273 @@ test_tensor_parallel(void)
            "tp=%d reproduces expected_greedy_200.txt", tp);
         infer_engine_destroy(e);
     }
+}
+
+/*
+ * Prompt logits and logprobs against Hugging Face transformers (float32,
+ * t/data/ref/stories260K.logits: every vocabulary id at every position).
+ * The bound is the same as test_hf_logits' (1e-4 of the largest logit):
+ * our float32 sums run in another order than PyTorch's, which gives about
+ * 1e-6 here; a wrong row, position or softmax is off by far more.
+ */
+static hf_ref_t ref;
+
+static double
+row_error(const float *got, const float *want, int n)
+{
+    double  m = 0, worst = 0, d;
+    int     i;
+
+    for (i = 0; i < n; i++) {
+        m = fabs(want[i]) > m ? fabs(want[i]) : m;
+    }
+    for (i = 0; i < n; i++) {
+        d = fabs((double) got[i] - want[i]) / m;
+        worst = d > worst ? d : worst;
+    }
+    return worst;
+}
+
+static double
+ref_logprob(const float *row, int n, int id)
+{
+    double  m = row[0], sum = 0;
+    int     i;
+
+    for (i = 1; i < n; i++) {
+        m = row[i] > m ? row[i] : m;
+    }
+    for (i = 0; i < n; i++) {
+        sum += exp((double) row[i] - m);
+    }
+    return row[id] - m - log(sum);
+}
+
+/* Checks r's rows and logprobs for the reference prompt; returns the worst
+ * relative row error, or -1 when a shape is off. */
+static double
+check_scores(const result_t *r, int want_rows, int top)
+{
+    double  worst = 0, e;
+    int     p, i, k, bad = 0;
+
+    if (r->rows_broken || r->n_rows != want_rows || r->rows_first != 0
+        || r->n_lp != ref.n_tokens - 1 || r->lp_first != 1
+        || r->lp_top != top)
+    {
+        diag("rows %d from %d (want %d from 0), logprobs %d from %d, top %d",
+             r->n_rows, r->rows_first, want_rows, r->n_lp, r->lp_first,
+             r->lp_top);
+        return -1;
+    }
+    for (p = 0; p < r->n_rows; p++) {
+        e = row_error(r->rows + (size_t) p * ref.vocab,
+                      ref.ref + (size_t) p * ref.vocab, ref.vocab);
+        worst = e > worst ? e : worst;
+    }
+    for (i = 0; i < r->n_lp; i++) {
+        const float *row = ref.ref + (size_t) i * ref.vocab;
+
+        bad += r->lp_ids[i] != ref.tokens[i + 1]
+               || fabs(r->lp[i] - ref_logprob(row, ref.vocab,
+                                              ref.tokens[i + 1])) > 1e-4;
+        for (k = 0; k < top; k++) {
+            bad += fabs(r->top_lp[i * 5 + k]
+                        - ref_logprob(row, ref.vocab, r->top_ids[i * 5 + k]))
+                   > 1e-4;
+            /* best first: no id ranks above the k-th but the first k */
+            bad += k > 0 && r->top_lp[i * 5 + k] > r->top_lp[i * 5 + k - 1];
+        }
+    }
+    if (bad) {
+        diag("%d logprobs differ from the reference", bad);
+        return -1;
+    }
+    return worst;
+}
+
+static infer_request_t
+scoring(void)
+{
+    infer_request_t r;
+
+    memset(&r, 0, sizeof(r));
+    r.prompt = ref.tokens;
+    r.n_prompt = ref.n_tokens;
+    r.max_tokens = 0;
+    r.top_p = 1.0f;
+    r.prompt_logits = INFER_LOGITS_PROMPT;
+    r.prompt_logprobs = 1;
+    r.top_logprobs = 5;
+    return r;
+}
+
+static void
+test_outputs(void)
+{
+    infer_engine_t *e;
+    infer_request_t r;
+    infer_stats_t   st;
+    result_t       *res;
+    double          err;
+    char            path[1100];
+    uint64_t        id;
+    int             i, top_ok;
+
+    snprintf(path, sizeof(path), "t/data/ref/stories260K.logits");
+    if (!ok(hf_ref_read(path, &ref) == 0 && ref.stride == 1,
+            "read %s", path))
+    {
+        return;
+    }
+    res = calloc(5, sizeof(result_t));
+
+    /* alone, in one step */
+    e = engine(64, 8, 8 << 20, 1, 0, 1);
+    r = scoring();
+    res[0].vocab = ref.vocab;
+    infer_engine_submit(e, &r, &res[0].id);
+    ok(collect(e, res, 1) == 0 && res[0].finish == INFER_FINISH_LENGTH
+       && res[0].completion_tokens == 0 && res[0].len == 0,
+       "max_tokens 0 scores the prompt: no text, finish length");
+    err = check_scores(&res[0], ref.n_tokens, 5);
+    ok(err >= 0 && err < 1e-4, "prompt logits of all %d positions within "
+       "1e-4 of transformers (%.2g), logprobs of tokens 1..%d and their 5 "
+       "best within 1e-4", ref.n_tokens, err, ref.n_tokens - 1);
+    infer_engine_destroy(e);
+
+    /* chunked by a budget of 8 tokens, beside three generating requests,
+     * in halves */
+    e = engine(8, 8, 8 << 20, 1, 0, 1);
+    for (i = 1; i < 4; i++) {
+        infer_request_t g = greedy(bos, 1, 40);
+
+        infer_engine_submit(e, &g, &res[i].id);
+    }
+    r.logits_f16 = 1;
+    res[4].vocab = ref.vocab;
+    res[4].f16 = 1;
+    infer_engine_submit(e, &r, &res[4].id);
+    ok(collect(e, res + 1, 4) == 0, "scoring and generating side by side");
+    err = check_scores(&res[4], ref.n_tokens, 5);
+    ok(err >= 0 && err < 2e-3, "chunked by 8 among 3 others, as float16: "
+       "within 2e-3 (half precision's 2^-11 of the largest logit; %.2g)",
+       err);
+    for (i = 1; i < 4; i++) {
+        ok(res[i].completion_tokens == 40 && res[i].len > 0
+           && memcmp(res[i].text, expected, res[i].len) == 0,
+           "generating request %d: the reference text", i);
+    }
+    infer_engine_destroy(e);
+
+    /* a KV pool of 6 blocks for 3 x 41 + 21 tokens: preemptions recompute
+     * positions whose rows went out already, which must not go again */
+    e = engine(8, 8, 6 * 20480, 1, 0, 1);
+    for (i = 0; i < 5; i++) {
+        free(res[i].rows);
+    }
+    memset(res, 0, 5 * sizeof(result_t));
+    for (i = 1; i < 4; i++) {
+        infer_request_t g = greedy(bos, 1, 40);
+
+        infer_engine_submit(e, &g, &res[i].id);
+    }
+    r = scoring();
+    res[4].vocab = ref.vocab;
+    infer_engine_submit(e, &r, &res[4].id);
+    ok(collect(e, res + 1, 4) == 0, "scoring under preemption ends");
+    infer_engine_stats(e, &st);
+    err = check_scores(&res[4], ref.n_tokens, 5);
+    ok(st.preemptions > 0 && err >= 0 && err < 1e-4,
+       "%llu preemptions: every row and logprob once, in order, within "
+       "1e-4 (%.2g)", (unsigned long long) st.preemptions, err);
+    infer_engine_destroy(e);
+
+    /* the rows and logprobs of generated tokens: greedy picks the best,
+     * whose logprob is the first of the top ones */
+    e = engine(64, 8, 8 << 20, 1, 0, 1);
+    free(res[0].rows);
+    memset(&res[0], 0, sizeof(result_t));
+    r = greedy(sentence, 16, 10);
+    r.gen_logits = 1;
+    r.logprobs = 1;
+    r.top_logprobs = 3;
+    res[0].vocab = ref.vocab;
+    infer_engine_submit(e, &r, &res[0].id);
+    collect(e, res, 1);
+    top_ok = res[0].n_lp == 10 && res[0].lp_first == 16 && res[0].n_rows == 10
+             && res[0].rows_first == 15 && !res[0].rows_broken;
+    for (i = 0; top_ok && i < 10; i++) {
+        const float *row = res[0].rows + (size_t) i * ref.vocab;
+
+        top_ok = res[0].lp_ids[i] == res[0].tokens[i]
+                 && res[0].top_ids[i * 5] == res[0].tokens[i]
+                 && fabs(res[0].lp[i] - ref_logprob(row, ref.vocab,
+                                                    res[0].tokens[i])) < 1e-5
+                 && res[0].lp[i] == res[0].top_lp[i * 5];
+    }
+    ok(top_ok, "generated tokens: rows from position 15, each token the "
+       "best of its row and its logprob that row's");
+
+    /* logit_bias and min_tokens reach the draw; the logprobs stay the
+     * model's (the biased token's logprob is its unbiased one) */
+    {
+        static const int32_t  ids[1] = { 500 };
+        static const float    plus[1] = { 100.0f };
+        static const int32_t  once[1] = { 403 };
+        result_t              b[2];
+
+        memset(b, 0, sizeof(b));
+        r = greedy(bos, 1, 2);
+        r.bias_ids = ids;
+        r.bias = plus;
+        r.n_bias = 1;
+        r.logprobs = 1;
+        b[0].vocab = ref.vocab;
+        infer_engine_submit(e, &r, &b[0].id);
+        r = greedy(bos, 1, 2);
+        r.stop_ids = once;
+        r.n_stop_ids = 1;
+        r.min_tokens = 1;
+        b[1].vocab = ref.vocab;
+        infer_engine_submit(e, &r, &b[1].id);
+        collect(e, b, 2);
+        ok(b[0].n_tokens == 2 && b[0].tokens[0] == 500 && b[0].tokens[1]
+           == 500 && b[0].lp[0] < -5.0f,
+           "logit_bias +100 on id 500: greedy takes it (its model logprob "
+           "%.2f)", b[0].lp[0]);
+        ok(b[1].n_tokens >= 1 && b[1].tokens[0] != 403,
+           "min_tokens 1 keeps the stop id 403 (greedy's first) out of the "
+           "first draw (got %d)", b[1].tokens[0]);
+    }
+
+    /* the cap on outputs, before any compute */
+    {
+        infer_engine_config_t c;
+        infer_engine_t       *small;
+        char                  msg[256];
+
+        memset(&c, 0, sizeof(c));
+        c.model_dir = model_dir;
+        c.max_output_bytes = 4096;
+        infer_engine_create(&c, &small, msg, sizeof(msg));
+        r = scoring();
+        is_int(infer_engine_submit(small, &r, &id), INFER_EOUTPUT,
+               "21 rows of 512 floats are over a 4096-byte cap");
+        r.prompt_logits = INFER_LOGITS_LAST;
+        r.prompt_logprobs = 0;
+        is_int(infer_engine_submit(small, &r, &id), INFER_OK,
+               "the last row alone is within it");
+        infer_engine_destroy(small);
+    }
+    infer_engine_stats(e, &st);
+    is_int(st.free_blocks, st.n_blocks, "every block free at the end");
+    infer_engine_destroy(e);
+
+    for (i = 0; i < 5; i++) {
+        free(res[i].rows);
+    }
+    free(res);
 }
 
 /*
@@ -673,6 +992,7 @@ main(void)
     test_cancel_and_deadline();
     test_tensor_parallel();
     test_pause();
+    test_outputs();
     test_failed_step();
     test_check();
 

@@ -6,6 +6,7 @@
  * distribution fails while a right one passes with certainty in practice.
  */
 #include <math.h>
+#include "logits.h"
 #include "sampling.h"
 #include "tap.h"
 
@@ -36,6 +37,62 @@ check(const char *what, float t, int k, float p, const double *want)
     ok(good, "%s: frequencies match", what);
 }
 
+/*
+ * Penalties by hand: bias first, then the repetition penalty once per
+ * distinct id of prompt + generated (2.0: 4 -> 2, -1 -> -2), then OpenAI's
+ * presence (0.5 once) and frequency (0.25 per occurrence, over the
+ * generated ids only).
+ */
+static void
+test_penalties(void)
+{
+    float               row[6] = { 4.0f, -1.0f, 2.0f, 0.0f, 1.0f, 3.0f };
+    /* id 0: 4 / 2 - (0.5 + 0.25); id 1: -1 * 2 - (0.5 + 2 * 0.25);
+     * id 2: 2 + 1; id 5: 3 - 10 */
+    static const float  want[6] = { 1.25f, -3.0f, 3.0f, 0.0f, 1.0f, -7.0f };
+    static const int32_t prompt[3] = { 0, 1, 0 };
+    static const int32_t gen[3] = { 1, 1, 0 };
+    static const int32_t bias_ids[2] = { 5, 2 };
+    static const float   bias[2] = { -10.0f, 1.0f };
+    uint32_t            counts[6] = { 0 };
+    infer_penalties_t   p = { 0.5f, 0.25f, 2.0f, bias_ids, bias, 2 };
+    int                 i, same = 1, zeroed = 1;
+
+    infer_apply_penalties(row, 6, &p, prompt, 3, gen, 3, counts);
+    for (i = 0; i < 6; i++) {
+        same &= fabsf(row[i] - want[i]) < 1e-6f;
+        zeroed &= counts[i] == 0;
+    }
+    ok(same, "bias, repetition, presence and frequency as computed by hand "
+       "(%g %g %g %g %g %g)", row[0], row[1], row[2], row[3], row[4],
+       row[5]);
+    ok(zeroed, "the counts scratch is left zeroed");
+    ok(infer_penalties_active(&p), "active");
+    p.presence = p.frequency = 0.0f;
+    p.repetition = 1.0f;
+    p.n_bias = 0;
+    ok(!infer_penalties_active(&p), "inactive when all are neutral");
+}
+
+/* logsumexp in double and the best ids in order, ties to the lower id. */
+static void
+test_logprob_helpers(void)
+{
+    float    row[6] = { 1.0f, 3.0f, -2.0f, 3.0f, 0.5f, 2.0f };
+    double   want = 0;
+    int32_t  top[4];
+    int      i;
+
+    for (i = 0; i < 6; i++) {
+        want += exp(row[i]);
+    }
+    ok(fabs(infer_logsumexp(row, 6) - log(want)) < 1e-12,
+       "logsumexp in double");
+    infer_top_ids(row, 6, 4, top);
+    ok(top[0] == 1 && top[1] == 3 && top[2] == 5 && top[3] == 0,
+       "top 4: 1 3 5 0 (got %d %d %d %d)", top[0], top[1], top[2], top[3]);
+}
+
 int
 main(void)
 {
@@ -50,6 +107,8 @@ main(void)
     infer_sampling_t    s = { 1.0f, 0, 1.0f, 42, 3 };
     int                 i, a, b;
 
+    test_penalties();
+    test_logprob_helpers();
     check("temperature 1", 1.0f, 0, 1.0f, plain);
     check("top_k 2", 1.0f, 2, 1.0f, topk2);
     check("top_p 0.5", 1.0f, 0, 0.5f, topp5);
