@@ -63,37 +63,59 @@ typedef struct {
                                                   generation pauses */
 } ngx_http_infer_loc_conf_t;
 
+typedef struct ngx_http_infer_ctx_s  ngx_http_infer_ctx_t;
+
 /*
- * One generation request.  Allocated outside the request pool: the engine
- * may report on it after the client has gone, so it lives until both the
- * HTTP request is freed (r == NULL) and the engine's final event has come
- * (engine_done).
+ * A protocol's callbacks, as ngx_http_upstream_t has them per protocol:
+ * the bridge hands each engine event and the deadline to the front end
+ * that owns the request, and knows nothing of what it speaks.  Front ends
+ * keep their state in ctx->data, in the request's pool: they are called
+ * only while the request lives.
  */
 typedef struct {
-    ngx_queue_t              queue;            /* in model->ctxs */
-    ngx_http_request_t      *r;
-    ngx_http_infer_model_t  *model;
+    const char  *name;
+    /* an event of the generation ctx->gens[gen] */
+    void       (*event)(ngx_http_infer_ctx_t *ctx, int gen,
+                        infer_event_t *ev);
+    /* the request's deadline passed (its generations are cancelled) */
+    void       (*timeout)(ngx_http_infer_ctx_t *ctx);
+} ngx_http_infer_frontend_t;
+
+/* One engine request of a client request (a completion choice, a row of
+ * a batch). */
+typedef struct {
+    ngx_http_infer_ctx_t    *ctx;
     uint64_t                 id;               /* engine request id */
-    ngx_event_t              timer;            /* deadline */
-    ngx_pool_cleanup_t      *cln;              /* in r->pool */
+    unsigned                 live:1;           /* submitted, not done */
+} ngx_http_infer_gen_t;
 
-    infer_oai_response_t     rsp;
-    char                     rsp_id[40];
+/*
+ * A client request and its generations.  Allocated outside the request
+ * pool: the engine may report on them after the client has gone, so it
+ * lives until both the HTTP request is freed (r == NULL) and the final
+ * event of every generation has come (n_live == 0).
+ */
+struct ngx_http_infer_ctx_s {
+    ngx_queue_t                       queue;   /* in model->ctxs */
+    ngx_http_request_t               *r;
+    ngx_http_infer_model_t           *model;
+    const ngx_http_infer_frontend_t  *frontend;
+    void                             *data;    /* the front end's, r->pool */
+    ngx_event_t                       timer;   /* deadline */
+    ngx_pool_cleanup_t               *cln;     /* in r->pool */
 
-    ngx_chain_t             *free;             /* SSE buffers, r->pool */
-    ngx_chain_t             *busy;
+    ngx_http_infer_gen_t             *gens;    /* [n_gens], with the ctx */
+    int                               n_gens;
+    int                               n_live;
 
-    u_char                  *text;             /* non-streamed output */
-    size_t                   text_len;
-    size_t                   text_cap;
+    ngx_chain_t                      *free;    /* stream buffers, r->pool */
+    ngx_chain_t                      *busy;
 
-    unsigned                 engine_done:1;
-    unsigned                 cancelled:1;
-    unsigned                 paused:1;         /* client not reading */
-    unsigned                 finished:1;       /* response completed */
-    unsigned                 stream:1;
-    unsigned                 include_usage:1;
-} ngx_http_infer_ctx_t;
+    unsigned                          cancelled:1;
+    unsigned                          paused:1;   /* client not reading */
+    unsigned                          finished:1; /* response completed */
+    unsigned                          streaming:1;
+};
 
 extern ngx_module_t  ngx_http_infer_module;
 
@@ -105,15 +127,57 @@ ngx_int_t ngx_http_infer_bridge_start(ngx_cycle_t *cycle,
     ngx_http_infer_model_t *m);
 void ngx_http_infer_bridge_stop(ngx_http_infer_model_t *m);
 ngx_http_infer_ctx_t *ngx_http_infer_ctx_create(ngx_http_request_t *r,
-    ngx_http_infer_model_t *m);
+    ngx_http_infer_model_t *m, const ngx_http_infer_frontend_t *frontend,
+    int n_gens);
+/* Submits generation gen (its user pointer is set here); starts the
+ * deadline with the first.  Returns the engine's code. */
+int ngx_http_infer_ctx_submit(ngx_http_infer_ctx_t *ctx, int gen,
+    infer_request_t *req);
+/* Cancels the generations still running (a request that gives up). */
+void ngx_http_infer_ctx_cancel(ngx_http_infer_ctx_t *ctx);
+/* Pauses or resumes them (backpressure). */
+void ngx_http_infer_ctx_pause(ngx_http_infer_ctx_t *ctx, int paused);
+/* Completes the response; the context may be freed before this returns. */
 void ngx_http_infer_ctx_finalize(ngx_http_infer_ctx_t *ctx, ngx_int_t rc);
 
-/* The OpenAI front end (ngx_http_infer_openai.c). */
-ngx_int_t ngx_http_infer_openai_handler(ngx_http_request_t *r);
+/* Protocol-neutral I/O (ngx_http_infer_io.c). */
+ngx_int_t ngx_http_infer_add_header(ngx_http_request_t *r, const char *key,
+    const char *value);
+/* Sends a whole response; body is malloc'd (freed here; NULL: 500). */
+ngx_int_t ngx_http_infer_send(ngx_http_request_t *r, ngx_uint_t status,
+    const char *content_type, char *body, size_t len);
+ngx_int_t ngx_http_infer_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    char *body, size_t len);
+/* Logs a rejection: 503s at infer_reject_log_level, other 5xx at error,
+ * the rest at info. */
+void ngx_http_infer_log_reject(ngx_http_request_t *r, ngx_uint_t status,
+    const char *message);
+/* The whole request body as one NUL-terminated string in r->pool. */
+u_char *ngx_http_infer_read_body(ngx_http_request_t *r, size_t *len);
+/* A model of the location by name, or NULL. */
+ngx_http_infer_model_t *ngx_http_infer_find_model(
+    ngx_http_infer_loc_conf_t *ilcf, const char *name, size_t len);
+/* The HTTP status of an engine return code (400, 503, 500...). */
+ngx_uint_t ngx_http_infer_rc_status(int rc);
+/* Streams: the header (content type, no length), then parts that are
+ * malloc'd strings (freed here; a NULL part means out of memory), sent
+ * through reused buffers with backpressure on the generations and
+ * send_timeout; last ends the response body. */
+ngx_int_t ngx_http_infer_stream_start(ngx_http_infer_ctx_t *ctx,
+    const char *content_type);
+ngx_int_t ngx_http_infer_stream_send(ngx_http_infer_ctx_t *ctx,
+    char **parts, size_t *lens, ngx_uint_t n, ngx_uint_t last);
+/* Runs work(data) in nginx's thread pool when the request is big enough
+ * (bytes) to cost the event loop, then done(r, data) back in the loop
+ * (not called if the client left meanwhile).  NGX_OK: posted;
+ * NGX_DECLINED: the caller runs both itself. */
+ngx_int_t ngx_http_infer_run_later(ngx_http_request_t *r, size_t bytes,
+    void (*work)(void *data), void (*done)(ngx_http_request_t *r,
+    void *data), void *data);
 ngx_int_t ngx_http_infer_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_infer_stats_handler(ngx_http_request_t *r);
-void ngx_http_infer_openai_event(ngx_http_infer_ctx_t *ctx,
-    infer_event_t *ev);
-void ngx_http_infer_openai_timeout(ngx_http_infer_ctx_t *ctx);
+
+/* The front ends. */
+ngx_int_t ngx_http_infer_openai_handler(ngx_http_request_t *r);
 
 #endif

@@ -81,6 +81,7 @@ ngx_http_infer_bridge_read(ngx_event_t *rev)
     ngx_connection_t        *c, *rc;
     infer_event_t            ev[NGX_HTTP_INFER_POLL_BATCH];
     ngx_http_infer_ctx_t    *ctx;
+    ngx_http_infer_gen_t    *gen;
     ngx_http_infer_model_t  *m;
 
     c = rev->data;
@@ -90,19 +91,21 @@ ngx_http_infer_bridge_read(ngx_event_t *rev)
         n = infer_engine_poll(m->engine, ev, NGX_HTTP_INFER_POLL_BATCH);
 
         for (i = 0; i < n; i++) {
-            ctx = ev[i].user;
+            gen = ev[i].user;
+            ctx = gen->ctx;
 
             if (ev[i].type != INFER_EVENT_TOKEN) {
-                ctx->engine_done = 1;
+                gen->live = 0;
+                ctx->n_live--;
             }
 
             if (ctx->r == NULL) {
                 /* The request is gone: drop the event, and the context
-                 * with the final one. */
-                if (ctx->engine_done) {
+                 * with the last final one. */
+                if (ctx->n_live == 0) {
                     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                                    "infer: request %uL released after its "
-                                   "client left", ctx->id);
+                                   "client left", gen->id);
                     ngx_http_infer_ctx_free(ctx);
                 }
 
@@ -111,7 +114,7 @@ ngx_http_infer_bridge_read(ngx_event_t *rev)
 
             } else {
                 rc = ctx->r->connection;
-                ngx_http_infer_openai_event(ctx, &ev[i]);
+                ctx->frontend->event(ctx, (int) (gen - ctx->gens), &ev[i]);
                 ngx_http_run_posted_requests(rc);
             }
 
@@ -155,8 +158,10 @@ ngx_http_infer_engine_failed(ngx_http_infer_model_t *m, ngx_log_t *log)
 }
 
 ngx_http_infer_ctx_t *
-ngx_http_infer_ctx_create(ngx_http_request_t *r, ngx_http_infer_model_t *m)
+ngx_http_infer_ctx_create(ngx_http_request_t *r, ngx_http_infer_model_t *m,
+    const ngx_http_infer_frontend_t *frontend, int n_gens)
 {
+    int                    i;
     ngx_pool_cleanup_t    *cln;
     ngx_http_infer_ctx_t  *ctx;
 
@@ -165,15 +170,21 @@ ngx_http_infer_ctx_create(ngx_http_request_t *r, ngx_http_infer_model_t *m)
         return NULL;
     }
 
-    ctx = ngx_calloc(sizeof(ngx_http_infer_ctx_t), r->connection->log);
+    ctx = ngx_calloc(sizeof(ngx_http_infer_ctx_t)
+                     + n_gens * sizeof(ngx_http_infer_gen_t),
+                     r->connection->log);
     if (ctx == NULL) {
         return NULL;
     }
 
     ctx->r = r;
     ctx->model = m;
-    /* Not submitted yet: nothing will come from the engine. */
-    ctx->engine_done = 1;
+    ctx->frontend = frontend;
+    ctx->gens = (ngx_http_infer_gen_t *) (ctx + 1);
+    ctx->n_gens = n_gens;
+    for (i = 0; i < n_gens; i++) {
+        ctx->gens[i].ctx = ctx;
+    }
 
     ctx->timer.handler = ngx_http_infer_ctx_timer;
     ctx->timer.data = ctx;
@@ -187,6 +198,59 @@ ngx_http_infer_ctx_create(ngx_http_request_t *r, ngx_http_infer_model_t *m)
     ctx->cln = cln;
 
     return ctx;
+}
+
+int
+ngx_http_infer_ctx_submit(ngx_http_infer_ctx_t *ctx, int gen,
+    infer_request_t *req)
+{
+    int                    rc;
+    ngx_http_infer_gen_t  *g = &ctx->gens[gen];
+
+    req->user = g;
+    rc = infer_engine_submit(ctx->model->engine, req, &g->id);
+    if (rc != INFER_OK) {
+        return rc;
+    }
+    g->live = 1;
+    ctx->n_live++;
+    if (!ctx->timer.timer_set) {
+        ngx_add_timer(&ctx->timer, ctx->model->timeout);
+        /* Notice a client that goes away while we wait. */
+        ctx->r->read_event_handler = ngx_http_test_reading;
+    }
+    return INFER_OK;
+}
+
+void
+ngx_http_infer_ctx_cancel(ngx_http_infer_ctx_t *ctx)
+{
+    int  i;
+
+    if (ctx->cancelled || ctx->model->engine == NULL) {
+        return;
+    }
+    ctx->cancelled = 1;
+    for (i = 0; i < ctx->n_gens; i++) {
+        if (ctx->gens[i].live) {
+            infer_engine_cancel(ctx->model->engine, ctx->gens[i].id);
+        }
+    }
+}
+
+void
+ngx_http_infer_ctx_pause(ngx_http_infer_ctx_t *ctx, int paused)
+{
+    int  i;
+
+    if (ctx->model->engine == NULL) {
+        return;
+    }
+    for (i = 0; i < ctx->n_gens; i++) {
+        if (ctx->gens[i].live) {
+            infer_engine_pause(ctx->model->engine, ctx->gens[i].id, paused);
+        }
+    }
 }
 
 /* Completes the response; the context may be freed before this returns. */
@@ -210,17 +274,16 @@ ngx_http_infer_ctx_cleanup(void *data)
         ngx_del_timer(&ctx->timer);
     }
 
-    if (!ctx->engine_done && !ctx->cancelled && ctx->model->engine != NULL) {
+    if (ctx->n_live > 0 && !ctx->cancelled) {
         ngx_log_error(NGX_LOG_INFO, ctx->r->connection->log, 0,
                       "infer: client gone, cancelling request %uL",
-                      ctx->id);
-        ctx->cancelled = 1;
-        infer_engine_cancel(ctx->model->engine, ctx->id);
+                      ctx->gens[0].id);
+        ngx_http_infer_ctx_cancel(ctx);
     }
 
     ctx->r = NULL;
 
-    if (ctx->engine_done) {
+    if (ctx->n_live == 0) {
         ngx_http_infer_ctx_free(ctx);
     }
 }
@@ -233,12 +296,8 @@ ngx_http_infer_ctx_timer(ngx_event_t *ev)
 
     c = ctx->r->connection;
 
-    if (!ctx->engine_done && !ctx->cancelled) {
-        ctx->cancelled = 1;
-        infer_engine_cancel(ctx->model->engine, ctx->id);
-    }
-
-    ngx_http_infer_openai_timeout(ctx);
+    ngx_http_infer_ctx_cancel(ctx);
+    ctx->frontend->timeout(ctx);
     ngx_http_run_posted_requests(c);
 }
 
@@ -250,6 +309,5 @@ ngx_http_infer_ctx_free(ngx_http_infer_ctx_t *ctx)
         ctx->cln->handler = NULL;
     }
     ngx_queue_remove(&ctx->queue);
-    ngx_free(ctx->text);
     ngx_free(ctx);
 }

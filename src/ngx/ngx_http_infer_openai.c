@@ -15,17 +15,12 @@ typedef enum {
     NGX_HTTP_INFER_ROUTE_MODELS
 } ngx_http_infer_route_t;
 
-/* Room of a reusable SSE buffer: one token's event fits. */
-#define NGX_HTTP_INFER_SSE_BUF  1024
-
 static const char  ngx_http_infer_sse_done[] = "data: [DONE]\n\n";
 
-/* Bodies up to this many bytes are prepared in the event loop (parsed and
- * tokenized in about a millisecond); bigger ones in nginx's thread pool. */
-#define NGX_HTTP_INFER_INLINE_BODY  4096
-
-/* One generation request from its body to its submission, in r->pool;
- * what it holds is malloc'd and freed with the pool. */
+/*
+ * One OpenAI request from its body to its answer, in r->pool (ctx->data
+ * once submitted); what it holds is malloc'd and freed with the pool.
+ */
 typedef struct {
     infer_oai_kind_t            kind;
     ngx_http_infer_loc_conf_t  *conf;
@@ -38,298 +33,80 @@ typedef struct {
     int                         n;
     ngx_int_t                   rc;            /* of the preparation */
     infer_oai_error_t           err;
-} ngx_http_infer_job_t;
+
+    infer_oai_response_t        rsp;
+    char                        rsp_id[40];
+    u_char                     *text;          /* non-streamed output */
+    size_t                      text_len;
+    size_t                      text_cap;
+} ngx_http_infer_oai_t;
 
 static void ngx_http_infer_body_handler(ngx_http_request_t *r);
-static void ngx_http_infer_stream_writer(ngx_http_request_t *r);
-static ngx_int_t ngx_http_infer_stream_flow(ngx_http_infer_ctx_t *ctx);
+static void ngx_http_infer_openai_event(ngx_http_infer_ctx_t *ctx, int gen,
+    infer_event_t *ev);
+static void ngx_http_infer_openai_timeout(ngx_http_infer_ctx_t *ctx);
 
-static ngx_int_t
-ngx_http_infer_add_header(ngx_http_request_t *r, const char *key,
-    const char *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = (u_char *) value;
-    h->value.len = ngx_strlen(value);
-    return NGX_OK;
-}
-
-/* Sends a whole JSON response; body is the codec's malloc'd string. */
-static ngx_int_t
-ngx_http_infer_send_json(ngx_http_request_t *r, ngx_uint_t status,
-    char *body, size_t len)
-{
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
-        free(body);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    b->last = ngx_cpymem(b->pos, body, len);
-    free(body);
-    b->last_buf = (r == r->main);
-    b->last_in_chain = 1;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-    return ngx_http_output_filter(r, &out);
-}
+static const ngx_http_infer_frontend_t  ngx_http_infer_openai_frontend = {
+    "openai",
+    ngx_http_infer_openai_event,
+    ngx_http_infer_openai_timeout
+};
 
 static ngx_int_t
 ngx_http_infer_send_error(ngx_http_request_t *r, infer_oai_error_t *err)
 {
-    char                       *body;
-    size_t                      len;
-    ngx_http_infer_loc_conf_t  *ilcf;
+    char    *body;
+    size_t   len;
 
     if (err->status == NGX_HTTP_SERVICE_UNAVAILABLE
         && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    if (err->status == NGX_HTTP_SERVICE_UNAVAILABLE) {
-        ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
-        ngx_log_error(ilcf->reject_log_level, r->connection->log, 0,
-                      "infer: %s", err->message);
-    } else if (err->status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "infer: %s",
-                      err->message);
-    } else {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "infer: %s",
-                      err->message);
-    }
+    ngx_http_infer_log_reject(r, err->status, err->message);
 
     body = infer_oai_error_body(err, &len);
     return ngx_http_infer_send_json(r, err->status, body, len);
 }
 
-/* Sends SSE events: parts are the codec's malloc'd strings (freed here;
- * a NULL one means it ran out of memory), then [DONE] when last.  Buffers
- * the client has taken are reused, so a long stream does not grow the
- * request pool by one buffer per token. */
+/* Sends SSE events (the codec's malloc'd strings), then [DONE] when
+ * last. */
 static ngx_int_t
-ngx_http_infer_stream_send(ngx_http_infer_ctx_t *ctx, char **parts,
-    size_t *lens, ngx_uint_t n, ngx_uint_t last)
+ngx_http_infer_sse(ngx_http_infer_ctx_t *ctx, char **parts, size_t *lens,
+    ngx_uint_t n, ngx_uint_t last)
 {
-    u_char              *p;
-    size_t               size, cap;
-    ngx_int_t            rc;
-    ngx_buf_t           *b;
-    ngx_uint_t           i, failed;
-    ngx_chain_t         *cl;
-    ngx_http_request_t  *r = ctx->r;
+    char    *all[4];
+    size_t   all_lens[4];
+    ngx_uint_t  i;
 
-    size = last ? sizeof(ngx_http_infer_sse_done) - 1 : 0;
-    failed = 0;
     for (i = 0; i < n; i++) {
-        if (parts[i] == NULL) {
-            failed = 1;
-        } else {
-            size += lens[i];
-        }
-    }
-
-    cl = failed ? NULL : ngx_chain_get_free_buf(r->pool, &ctx->free);
-    b = cl ? cl->buf : NULL;
-    if (b != NULL && (size_t) (b->end - b->start) < size) {
-        cap = ngx_max(size, NGX_HTTP_INFER_SSE_BUF);
-        b->start = ngx_palloc(r->pool, cap);
-        b->end = b->start ? b->start + cap : NULL;
-    }
-
-    p = (b && b->start) ? b->start : NULL;
-    for (i = 0; i < n; i++) {
-        if (p != NULL) {
-            p = ngx_cpymem(p, parts[i], lens[i]);
-        }
-        free(parts[i]);
-    }
-    if (p == NULL) {
-        return NGX_ERROR;
+        all[i] = parts[i];
+        all_lens[i] = lens[i];
     }
     if (last) {
-        p = ngx_cpymem(p, ngx_http_infer_sse_done,
-                       sizeof(ngx_http_infer_sse_done) - 1);
+        all[n] = strdup(ngx_http_infer_sse_done);
+        all_lens[n] = sizeof(ngx_http_infer_sse_done) - 1;
+        n++;
     }
-
-    b->pos = b->start;
-    b->last = p;
-    b->temporary = 1;
-    b->flush = 1;
-    b->last_buf = last && r == r->main;
-    b->last_in_chain = last;
-    b->tag = (ngx_buf_tag_t) &ngx_http_infer_module;
-
-    rc = ngx_http_output_filter(r, cl);
-
-    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &cl,
-                            (ngx_buf_tag_t) &ngx_http_infer_module);
-    if (rc != NGX_ERROR && ngx_http_infer_stream_flow(ctx) != NGX_OK) {
-        return NGX_ERROR;
-    }
-    return rc;
-}
-
-/*
- * Backpressure.  Our buffers stay busy until the socket, TLS or HTTP/2
- * flow control has taken all of them, so the memory of the busy ones is
- * what a client that does not read costs.  Past infer_unsent_limit the
- * generation pauses (the engine keeps the sequence and its KV cache) and
- * resumes once half of it is free again, so worker memory is bounded by
- * configuration, not by clients.  As in ngx_http_writer, output that makes
- * no progress for send_timeout ends the request.
- */
-static ngx_int_t
-ngx_http_infer_stream_flow(ngx_http_infer_ctx_t *ctx)
-{
-    off_t                       unsent;
-    ngx_chain_t                *cl;
-    ngx_event_t                *wev;
-    ngx_connection_t           *c;
-    ngx_http_request_t         *r = ctx->r;
-    ngx_http_core_loc_conf_t   *clcf;
-    ngx_http_infer_loc_conf_t  *ilcf;
-
-    /* what the buffers hold, not what is left in them: a buffer is
-     * reused only once all of it has been sent */
-    unsent = 0;
-    for (cl = ctx->busy; cl; cl = cl->next) {
-        unsent += cl->buf->end - cl->buf->start;
-    }
-
-    c = r->connection;
-    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
-
-    if (!ctx->paused && !ctx->engine_done
-        && unsent > (off_t) ilcf->unsent_limit)
-    {
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                       "infer: request %uL paused, %O bytes unsent",
-                       ctx->id, unsent);
-        ctx->paused = 1;
-        infer_engine_pause(ctx->model->engine, ctx->id, 1);
-
-    } else if (ctx->paused && unsent <= (off_t) ilcf->unsent_limit / 2) {
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                       "infer: request %uL resumed, %O bytes unsent",
-                       ctx->id, unsent);
-        ctx->paused = 0;
-        if (!ctx->engine_done) {
-            infer_engine_pause(ctx->model->engine, ctx->id, 0);
-        }
-    }
-
-    wev = c->write;
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    if (unsent > 0 || c->buffered) {
-        if (!wev->delayed) {
-            ngx_add_timer(wev, clcf->send_timeout);
-        }
-        /* a paused stream sends nothing more by itself: the writer must
-         * hear when the client takes some */
-        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-    } else if (wev->timer_set) {
-        ngx_del_timer(wev);
-    }
-    return NGX_OK;
-}
-
-/* A slow client: keep flushing what the filters hold whenever the socket
- * (or the HTTP/2 stream window) lets us. */
-static void
-ngx_http_infer_stream_writer(ngx_http_request_t *r)
-{
-    ngx_int_t                  rc;
-    ngx_chain_t               *out;
-    ngx_event_t               *wev;
-    ngx_http_infer_ctx_t      *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_infer_module);
-    wev = r->connection->write;
-
-    if (wev->timedout) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
-                      "infer: client timed out taking the stream of "
-                      "request %uL", ctx->id);
-        r->connection->timedout = 1;
-        ngx_http_infer_ctx_finalize(ctx, NGX_HTTP_REQUEST_TIME_OUT);
-        return;
-    }
-
-    rc = ngx_http_output_filter(r, NULL);
-    if (rc == NGX_ERROR) {
-        ngx_http_infer_ctx_finalize(ctx, NGX_ERROR);
-        return;
-    }
-
-    out = NULL;
-    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
-                            (ngx_buf_tag_t) &ngx_http_infer_module);
-    if (ngx_http_infer_stream_flow(ctx) != NGX_OK) {
-        ngx_http_infer_ctx_finalize(ctx, NGX_ERROR);
-    }
+    return ngx_http_infer_stream_send(ctx, all, all_lens, n, last);
 }
 
 static ngx_int_t
-ngx_http_infer_stream_start(ngx_http_infer_ctx_t *ctx)
+ngx_http_infer_sse_start(ngx_http_infer_ctx_t *ctx)
 {
-    char                *part;
-    size_t               len;
-    ngx_int_t            rc;
-    ngx_http_request_t  *r = ctx->r;
+    char                  *part;
+    size_t                 len;
+    ngx_http_infer_oai_t  *oai = ctx->data;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    ngx_str_set(&r->headers_out.content_type, "text/event-stream");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    ngx_http_clear_content_length(r);
-    ngx_http_clear_accept_ranges(r);
-    if (ngx_http_infer_add_header(r, "Cache-Control", "no-cache") != NGX_OK) {
+    if (ngx_http_infer_stream_start(ctx, "text/event-stream") != NGX_OK) {
         return NGX_ERROR;
     }
-
-    rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    r->write_event_handler = ngx_http_infer_stream_writer;
 
     /* The chat stream opens with the assistant role. */
-    if (ctx->rsp.kind == INFER_OAI_CHAT) {
-        part = infer_oai_chunk(&ctx->rsp, NULL, 0, 1, NULL,
-                               ctx->include_usage, &len);
-        rc = ngx_http_infer_stream_send(ctx, &part, &len, 1, 0);
-        if (rc == NGX_ERROR) {
+    if (oai->kind == INFER_OAI_CHAT) {
+        part = infer_oai_chunk(&oai->rsp, NULL, 0, 1, NULL,
+                               oai->req.include_usage, &len);
+        if (ngx_http_infer_sse(ctx, &part, &len, 1, 0) == NGX_ERROR) {
             return NGX_ERROR;
         }
     }
@@ -346,24 +123,24 @@ ngx_http_infer_fail(ngx_http_infer_ctx_t *ctx, infer_oai_error_t *err)
     ngx_int_t            rc;
     ngx_http_request_t  *r = ctx->r;
 
-    if (ctx->stream && r->header_sent) {
+    if (ctx->streaming && r->header_sent) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "infer: stream ended by error: %s", err->message);
         part = infer_oai_error_chunk(err, &len);
-        rc = ngx_http_infer_stream_send(ctx, &part, &len, 1, 1);
+        rc = ngx_http_infer_sse(ctx, &part, &len, 1, 1);
     } else {
         rc = ngx_http_infer_send_error(r, err);
     }
     ngx_http_infer_ctx_finalize(ctx, rc);
 }
 
-void
+static void
 ngx_http_infer_openai_timeout(ngx_http_infer_ctx_t *ctx)
 {
     infer_oai_error_t  err;
 
     ngx_log_error(NGX_LOG_WARN, ctx->r->connection->log, 0,
-                  "infer: request %uL passed its deadline", ctx->id);
+                  "infer: request %uL passed its deadline", ctx->gens[0].id);
 
     infer_oai_set_error(&err, NGX_HTTP_GATEWAY_TIME_OUT, "timeout", NULL,
                         "timeout", "the request did not finish within %lu ms",
@@ -374,60 +151,58 @@ ngx_http_infer_openai_timeout(ngx_http_infer_ctx_t *ctx)
 static ngx_int_t
 ngx_http_infer_text(ngx_http_infer_ctx_t *ctx, const char *text, size_t len)
 {
-    char    *part;
-    size_t   plen, cap;
-    u_char  *p;
+    char                  *part;
+    size_t                 plen, cap;
+    u_char                *p;
+    ngx_http_infer_oai_t  *oai = ctx->data;
 
-    if (ctx->stream) {
-        part = infer_oai_chunk(&ctx->rsp, text, len, 0, NULL,
-                               ctx->include_usage, &plen);
-        return ngx_http_infer_stream_send(ctx, &part, &plen, 1, 0);
+    if (oai->req.stream) {
+        part = infer_oai_chunk(&oai->rsp, text, len, 0, NULL,
+                               oai->req.include_usage, &plen);
+        return ngx_http_infer_sse(ctx, &part, &plen, 1, 0);
     }
 
-    if (ctx->text_len + len > ctx->text_cap) {
-        cap = ngx_max(2 * ctx->text_cap, ctx->text_len + len + 256);
-        p = ngx_alloc(cap, ctx->r->connection->log);
+    if (oai->text_len + len > oai->text_cap) {
+        cap = ngx_max(2 * oai->text_cap, oai->text_len + len + 256);
+        p = realloc(oai->text, cap);
         if (p == NULL) {
             return NGX_ERROR;
         }
-        if (ctx->text_len > 0) {
-            ngx_memcpy(p, ctx->text, ctx->text_len);
-        }
-        ngx_free(ctx->text);
-        ctx->text = p;
-        ctx->text_cap = cap;
+        oai->text = p;
+        oai->text_cap = cap;
     }
-    ngx_memcpy(ctx->text + ctx->text_len, text, len);
-    ctx->text_len += len;
+    ngx_memcpy(oai->text + oai->text_len, text, len);
+    oai->text_len += len;
     return NGX_OK;
 }
 
 static void
 ngx_http_infer_complete(ngx_http_infer_ctx_t *ctx, infer_event_t *ev)
 {
-    char         *parts[2], *body;
-    size_t        lens[2], len;
-    ngx_int_t     rc;
-    ngx_uint_t    n;
-    const char   *finish;
+    char                  *parts[2], *body;
+    size_t                 lens[2], len;
+    ngx_int_t              rc;
+    ngx_uint_t             n;
+    const char            *finish;
+    ngx_http_infer_oai_t  *oai = ctx->data;
 
     finish = infer_oai_finish_reason(ev->finish);
 
-    if (ctx->stream) {
+    if (oai->req.stream) {
         n = 0;
-        parts[n] = infer_oai_chunk(&ctx->rsp, NULL, 0, 0, finish,
-                                   ctx->include_usage, &lens[n]);
+        parts[n] = infer_oai_chunk(&oai->rsp, NULL, 0, 0, finish,
+                                   oai->req.include_usage, &lens[n]);
         n++;
-        if (ctx->include_usage) {
-            parts[n] = infer_oai_usage_chunk(&ctx->rsp, ev->prompt_tokens,
+        if (oai->req.include_usage) {
+            parts[n] = infer_oai_usage_chunk(&oai->rsp, ev->prompt_tokens,
                                              ev->completion_tokens, &lens[n]);
             n++;
         }
-        rc = ngx_http_infer_stream_send(ctx, parts, lens, n, 1);
+        rc = ngx_http_infer_sse(ctx, parts, lens, n, 1);
 
     } else {
-        body = infer_oai_completion_body(&ctx->rsp, (char *) ctx->text,
-                                         ctx->text_len, finish,
+        body = infer_oai_completion_body(&oai->rsp, (char *) oai->text,
+                                         oai->text_len, finish,
                                          ev->prompt_tokens,
                                          ev->completion_tokens, &len);
         rc = ngx_http_infer_send_json(ctx->r, NGX_HTTP_OK, body, len);
@@ -436,8 +211,9 @@ ngx_http_infer_complete(ngx_http_infer_ctx_t *ctx, infer_event_t *ev)
     ngx_http_infer_ctx_finalize(ctx, rc);
 }
 
-void
-ngx_http_infer_openai_event(ngx_http_infer_ctx_t *ctx, infer_event_t *ev)
+static void
+ngx_http_infer_openai_event(ngx_http_infer_ctx_t *ctx, int gen,
+    infer_event_t *ev)
 {
     infer_oai_error_t  err;
 
@@ -599,68 +375,6 @@ error:
     return ngx_http_infer_send_error(r, &err);
 }
 
-/* The whole request body as one NUL-terminated string. */
-static u_char *
-ngx_http_infer_body(ngx_http_request_t *r, size_t *len)
-{
-    u_char       *p, *body;
-    off_t         size;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    size = 0;
-    if (r->request_body != NULL) {
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            size += ngx_buf_size(cl->buf);
-        }
-    }
-
-    body = ngx_pnalloc(r->pool, size + 1);
-    if (body == NULL) {
-        return NULL;
-    }
-
-    p = body;
-    if (r->request_body != NULL) {
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            b = cl->buf;
-            if (ngx_buf_in_memory(b)) {
-                p = ngx_cpymem(p, b->pos, b->last - b->pos);
-                continue;
-            }
-            if (!b->in_file) {
-                continue;       /* an empty last buffer */
-            }
-            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                              b->file_pos);
-            if (n != b->file_last - b->file_pos) {
-                return NULL;
-            }
-            p += n;
-        }
-    }
-
-    *p = '\0';
-    *len = p - body;
-    return body;
-}
-
-static ngx_http_infer_model_t *
-ngx_http_infer_find_model(ngx_http_infer_loc_conf_t *ilcf, const char *name)
-{
-    ngx_uint_t                  i;
-    ngx_http_infer_model_t    **m;
-
-    m = ilcf->models->elts;
-    for (i = 0; i < ilcf->models->nelts; i++) {
-        if (ngx_strcmp(m[i]->name.data, name) == 0) {
-            return m[i];
-        }
-    }
-    return NULL;
-}
-
 /*
  * Renders and tokenizes the prompt into job->ids.  Runs in the event loop
  * or, for a big prompt, in a thread of nginx's pool: it touches nothing but
@@ -668,7 +382,7 @@ ngx_http_infer_find_model(ngx_http_infer_loc_conf_t *ilcf, const char *name)
  * malloc only and logs nothing.
  */
 static void
-ngx_http_infer_tokenize(ngx_http_infer_job_t *job)
+ngx_http_infer_tokenize(ngx_http_infer_oai_t *job)
 {
     int                      i, vocab, context;
     char                    *text, msg[256];
@@ -809,15 +523,15 @@ ngx_http_infer_submit_error(int rc, infer_oai_request_t *req, int n_prompt,
 /*
  * Parses the body, finds the model and tokenizes the prompt: the work of a
  * request before it can be submitted.  Runs in the event loop or, for a
- * big body, in a thread of nginx's pool (a megabyte of JSON and its prompt
- * take milliseconds to a third of a second), so it touches only the job,
+ * big body, in a thread of nginx's pool, so it touches only the job,
  * read-only configuration and the model's tokenizer; job->rc says how it
  * went, job->err why not.
  */
 static void
-ngx_http_infer_prepare(ngx_http_infer_job_t *job)
+ngx_http_infer_prepare(void *data)
 {
     const char              *why;
+    ngx_http_infer_oai_t    *job = data;
     infer_oai_request_t     *req = &job->req;
     infer_oai_error_t       *err = &job->err;
     ngx_http_infer_model_t  *m;
@@ -831,7 +545,7 @@ ngx_http_infer_prepare(ngx_http_infer_job_t *job)
         return;
     }
 
-    m = ngx_http_infer_find_model(job->conf, req->model);
+    m = ngx_http_infer_find_model(job->conf, req->model, strlen(req->model));
     if (m == NULL) {
         infer_oai_set_error(err, NGX_HTTP_NOT_FOUND, NGX_HTTP_INFER_INVALID,
                             "model", "model_not_found",
@@ -855,10 +569,10 @@ ngx_http_infer_prepare(ngx_http_infer_job_t *job)
 /* Submits the tokenized prompt; on success the context waits for the
  * engine's events. */
 static ngx_int_t
-ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_job_t *job)
+ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_oai_t *job)
 {
     int                      rc, n;
-    uint64_t                 id;
+    const char              *why;
     infer_request_t          ireq;
     infer_oai_kind_t         kind;
     infer_oai_request_t     *req = &job->req;
@@ -867,13 +581,13 @@ ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_job_t *job)
 
     kind = req->kind;
     n = job->n;
-    if (ngx_http_infer_model_unavailable(m) != NULL) {
+    why = ngx_http_infer_model_unavailable(m);
+    if (why != NULL) {
         /* the engine stopped while the prompt was tokenized */
         infer_oai_set_error(&job->err, NGX_HTTP_SERVICE_UNAVAILABLE,
                             "server_error", NULL, "unavailable",
                             "the model '%s' is not available in this "
-                            "worker: %s", req->model,
-                            ngx_http_infer_model_unavailable(m));
+                            "worker: %s", req->model, why);
         return NGX_ERROR;
     }
 
@@ -904,53 +618,46 @@ ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_job_t *job)
     }
     ireq.deadline_ms = infer_now_ms() + (int64_t) m->timeout;
 
-    ctx = ngx_http_infer_ctx_create(r, m);
+    ctx = ngx_http_infer_ctx_create(r, m, &ngx_http_infer_openai_frontend, 1);
     if (ctx == NULL) {
         infer_oai_set_error(&job->err, NGX_HTTP_INTERNAL_SERVER_ERROR,
                             "server_error", NULL, NULL, "out of memory");
         return NGX_ERROR;
     }
-    ctx->stream = req->stream;
-    ctx->include_usage = req->include_usage;
-    ngx_sprintf((u_char *) ctx->rsp_id, "%s%08xD%08xD%08xD%Z",
+    ctx->data = job;
+    ngx_sprintf((u_char *) job->rsp_id, "%s%08xD%08xD%08xD%Z",
                 kind == INFER_OAI_CHAT ? "chatcmpl-" : "cmpl-",
                 (uint32_t) ngx_random(), (uint32_t) ngx_random(),
                 (uint32_t) ngx_random());
-    ctx->rsp.kind = kind;
-    ctx->rsp.id = ctx->rsp_id;
-    ctx->rsp.created = ngx_time();
+    job->rsp.kind = kind;
+    job->rsp.id = job->rsp_id;
+    job->rsp.created = ngx_time();
     /* The configuration outlives the request (and the worker's cycle
      * outlives a reload), so the model's own name can be used. */
-    ctx->rsp.model = (const char *) m->name.data;
+    job->rsp.model = (const char *) m->name.data;
 
-    ireq.user = ctx;
-    rc = infer_engine_submit(m->engine, &ireq, &id);
+    rc = ngx_http_infer_ctx_submit(ctx, 0, &ireq);
     if (rc != INFER_OK) {
         ngx_http_infer_submit_error(rc, req, n, m, &job->err);
         return NGX_ERROR;
     }
 
-    ctx->id = id;
-    ctx->engine_done = 0;
-    ngx_add_timer(&ctx->timer, m->timeout);
-
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "infer: submitted request %uL, %d prompt tokens, "
-                   "stream %ui", id, n, (ngx_uint_t) ctx->stream);
+                   "stream %d", ctx->gens[0].id, n, req->stream);
 
-    /* Notice a client that goes away while we wait. */
-    r->read_event_handler = ngx_http_test_reading;
-
-    if (ctx->stream && ngx_http_infer_stream_start(ctx) != NGX_OK) {
+    if (req->stream && ngx_http_infer_sse_start(ctx) != NGX_OK) {
         ngx_http_infer_ctx_finalize(ctx, NGX_ERROR);
     }
     return NGX_OK;
 }
 
-/* Submits a tokenized job, or answers with its error. */
+/* Submits a prepared job, or answers with its error. */
 static void
-ngx_http_infer_go(ngx_http_request_t *r, ngx_http_infer_job_t *job)
+ngx_http_infer_go(ngx_http_request_t *r, void *data)
 {
+    ngx_http_infer_oai_t  *job = data;
+
     if (job->rc == NGX_OK && ngx_http_infer_submit(r, job) == NGX_OK) {
         return;
     }
@@ -960,115 +667,35 @@ ngx_http_infer_go(ngx_http_request_t *r, ngx_http_infer_job_t *job)
 static void
 ngx_http_infer_job_cleanup(void *data)
 {
-    ngx_http_infer_job_t  *job = data;
+    ngx_http_infer_oai_t  *job = data;
 
     infer_oai_request_free(&job->req);
     free(job->ids);
+    free(job->text);
 }
-
-#if (NGX_THREADS)
-
-typedef struct {
-    ngx_http_request_t       *r;
-    ngx_http_infer_job_t     *job;
-} ngx_http_infer_task_t;
-
-static void
-ngx_http_infer_prepare_thread(void *data, ngx_log_t *log)
-{
-    ngx_http_infer_task_t  *t = data;
-
-    ngx_http_infer_prepare(t->job);
-}
-
-/* Back in the event loop once a thread has prepared the request. */
-static void
-ngx_http_infer_prepared(ngx_event_t *ev)
-{
-    ngx_connection_t       *c;
-    ngx_http_request_t     *r;
-    ngx_http_infer_task_t  *t = ev->data;
-
-    r = t->r;
-    c = r->connection;
-    ngx_http_set_log_request(c->log, r);
-    r->main->blocked--;
-
-    if (c->error) {
-        /* the client left meanwhile; its request waited for us */
-        ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
-
-    } else {
-        ngx_http_infer_go(r, t->job);
-    }
-    ngx_http_run_posted_requests(c);
-}
-
-/*
- * A body this big takes milliseconds to parse and its prompt more to
- * render and tokenize (0.1-0.3 s for a megabyte), time the event loop owes
- * every other client of the worker: it is prepared in nginx's thread pool
- * instead.  The request cannot be freed while the thread holds its job
- * (r->main->blocked), as with nginx's own thread tasks.
- */
-static ngx_int_t
-ngx_http_infer_prepare_later(ngx_http_request_t *r, ngx_http_infer_job_t *job)
-{
-    ngx_thread_task_t           *task;
-    ngx_http_infer_task_t       *t;
-    ngx_http_infer_main_conf_t  *imcf;
-
-    imcf = ngx_http_get_module_main_conf(r, ngx_http_infer_module);
-    if (imcf->thread_pool == NULL
-        || job->body_len < NGX_HTTP_INFER_INLINE_BODY)
-    {
-        return NGX_DECLINED;
-    }
-
-    task = ngx_thread_task_alloc(r->pool, sizeof(ngx_http_infer_task_t));
-    if (task == NULL) {
-        return NGX_DECLINED;
-    }
-    t = task->ctx;
-    t->r = r;
-    t->job = job;
-    task->handler = ngx_http_infer_prepare_thread;
-    task->event.handler = ngx_http_infer_prepared;
-    task->event.data = t;
-
-    if (ngx_thread_task_post(imcf->thread_pool, task) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    r->main->blocked++;
-    r->read_event_handler = ngx_http_test_reading;
-    return NGX_OK;
-}
-
-#endif
 
 static void
 ngx_http_infer_body_handler(ngx_http_request_t *r)
 {
     infer_oai_kind_t       kind;
     ngx_pool_cleanup_t    *cln;
-    ngx_http_infer_job_t  *job;
+    ngx_http_infer_oai_t  *job;
 
     kind = ngx_http_infer_route(r) == NGX_HTTP_INFER_ROUTE_CHAT
            ? INFER_OAI_CHAT : INFER_OAI_COMPLETION;
 
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_infer_job_t));
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_infer_oai_t));
     if (cln == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
     job = cln->data;
-    ngx_memzero(job, sizeof(ngx_http_infer_job_t));
+    ngx_memzero(job, sizeof(ngx_http_infer_oai_t));
     cln->handler = ngx_http_infer_job_cleanup;
     job->kind = kind;
     job->conf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
 
-    job->body = ngx_http_infer_body(r, &job->body_len);
+    job->body = ngx_http_infer_read_body(r, &job->body_len);
     if (job->body == NULL) {
         infer_oai_set_error(&job->err, NGX_HTTP_INTERNAL_SERVER_ERROR,
                             "server_error", NULL, NULL,
@@ -1077,93 +704,13 @@ ngx_http_infer_body_handler(ngx_http_request_t *r)
         return;
     }
 
-#if (NGX_THREADS)
-    if (ngx_http_infer_prepare_later(r, job) == NGX_OK) {
+    if (ngx_http_infer_run_later(r, job->body_len, ngx_http_infer_prepare,
+                                 ngx_http_infer_go, job)
+        == NGX_OK)
+    {
         return;
     }
-#endif
 
     ngx_http_infer_prepare(job);
     ngx_http_infer_go(r, job);
-}
-
-ngx_int_t
-ngx_http_infer_health_handler(ngx_http_request_t *r)
-{
-    char                         *body;
-    size_t                        len;
-    ngx_int_t                     rc;
-    ngx_uint_t                    i;
-    const char                   *why, *name;
-    ngx_http_infer_model_t      **m;
-    ngx_http_infer_main_conf_t   *imcf;
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    imcf = ngx_http_get_module_main_conf(r, ngx_http_infer_module);
-    m = imcf->models.elts;
-    name = NULL;
-    why = imcf->models.nelts > 0 ? NULL : "no infer_model is declared";
-    for (i = 0; i < imcf->models.nelts && why == NULL; i++) {
-        why = ngx_http_infer_model_unavailable(m[i]);
-        name = (const char *) m[i]->name.data;
-    }
-
-    len = 0;
-    body = infer_health_body(why ? (name ? name : "") : NULL, why, &len);
-    if (why != NULL
-        && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK)
-    {
-        free(body);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    return ngx_http_infer_send_json(r, why ? NGX_HTTP_SERVICE_UNAVAILABLE
-                                           : NGX_HTTP_OK, body, len);
-}
-
-/*
- * This worker's engines: requests running and waiting, scheduler steps,
- * tokens computed and generated, preemptions, KV blocks.  Counters are
- * per worker process, so a client sees the worker that accepted it.
- */
-ngx_int_t
-ngx_http_infer_stats_handler(ngx_http_request_t *r)
-{
-    char                         *body;
-    size_t                        len;
-    ngx_int_t                     rc;
-    ngx_uint_t                    i, n;
-    const char                  **names;
-    infer_stats_t                *st;
-    ngx_http_infer_model_t      **m;
-    ngx_http_infer_main_conf_t   *imcf;
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    imcf = ngx_http_get_module_main_conf(r, ngx_http_infer_module);
-    m = imcf->models.elts;
-    names = ngx_palloc(r->pool, (imcf->models.nelts + 1) * sizeof(char *));
-    st = ngx_pcalloc(r->pool, (imcf->models.nelts + 1) * sizeof(*st));
-    if (names == NULL || st == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    n = 0;
-    for (i = 0; i < imcf->models.nelts; i++) {
-        if (m[i]->engine == NULL) {
-            continue;
-        }
-        names[n] = (const char *) m[i]->name.data;
-        infer_engine_stats(m[i]->engine, &st[n]);
-        n++;
-    }
-
-    len = 0;
-    body = infer_stats_body(names, st, (int) n, (long) ngx_pid, &len);
-    return ngx_http_infer_send_json(r, NGX_HTTP_OK, body, len);
 }

@@ -698,7 +698,7 @@ test_outputs(void)
 
     /* a KV pool of 6 blocks for 3 x 41 + 21 tokens: preemptions recompute
      * positions whose rows went out already, which must not go again */
-    e = engine(8, 8, 6 * 20480, 1, 0, 1);
+    e = engine(8, 8, 6 * 20480, 1, 0, 0);
     for (i = 0; i < 5; i++) {
         free(res[i].rows);
     }
@@ -711,6 +711,8 @@ test_outputs(void)
     r = scoring();
     res[4].vocab = ref.vocab;
     infer_engine_submit(e, &r, &res[4].id);
+    /* all four queued before the thread starts, so they share the pool */
+    infer_engine_start(e, NULL, 0);
     ok(collect(e, res + 1, 4) == 0, "scoring under preemption ends");
     infer_engine_stats(e, &st);
     err = check_scores(&res[4], ref.n_tokens, 5);
