@@ -45,6 +45,7 @@ TOOLS   := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 TESTS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/test_*.c))
 
 .PHONY: all engine tools tests test unit-test nginx-test asan module clean deps \
+        venv \
         fuzz fuzz-build fuzz-bins asan-nginx asan-nginx-test
 
 
@@ -202,7 +203,22 @@ $(MODULE): $(NGX_SRC)/objs/Makefile $(LIB) $(MODULE_DEPS)
 
 # Test::Nginx suites against /usr/sbin/nginx with the built module and the
 # stories260K model from ../shared.
-nginx-test: $(MODULE) $(BUILD)/infer-gen-model
+# The Python clients of the suites, from t/requirements.txt (PyPI), in a
+# venv of Debian's python3 (python3-venv).
+PYTHON       ?= /usr/bin/python3
+VENV         ?= build/venv
+
+venv: $(VENV)/ok
+
+$(VENV)/ok: t/requirements.txt
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check \
+	    -r t/requirements.txt
+	touch $@
+
+nginx-test: $(MODULE) $(BUILD)/infer-gen-model $(VENV)/ok
+	TEST_PYTHON=$(abspath $(VENV))/bin/python3 \
 	TEST_NGINX_BINARY=$(NGINX_BIN) \
 	TEST_NGINX_LOAD_MODULES=$(abspath $(MODULE)) \
 	TEST_NGINX_MODEL_DIR=$(abspath $(SHARED_DIR))/models/stories260K \
@@ -224,7 +240,8 @@ asan-nginx:
 	    LDLIBS_EXTRA="$(ASAN_NGINX_SAN)" NGX_CC_EXTRA="$(ASAN_NGINX_SAN)" \
 	    asan-nginx-test
 
-asan-nginx-test: $(MODULE) $(BUILD)/infer-gen-model
+asan-nginx-test: $(MODULE) $(BUILD)/infer-gen-model $(VENV)/ok
+	TEST_PYTHON=$(abspath $(VENV))/bin/python3 \
 	NGINX_BIN=$(NGINX_BIN) CC=$(CC) MODULE=$(abspath $(MODULE)) \
 	MODEL_DIR=$(abspath $(SHARED_DIR))/models/stories260K \
 	GEN_MODEL=$(abspath $(BUILD)/infer-gen-model) \

@@ -8,6 +8,8 @@
  *                 [max_queue=N] [timeout=TIME] [tp=N] [devices=LIST]
  *                 [chat_template=auto|llama2|llama3|chatml|plain];  (http)
  *     infer_openai NAME ...;                                     (location)
+ *     infer_predict NAME ...;                                    (location)
+ *     infer_kserve NAME ...;                                     (location)
  *     infer_health;                                              (location)
  *     infer_stats;                                               (location)
  *     infer_reject_log_level info|notice|warn|error;   (http, server, location)
@@ -30,7 +32,7 @@ static char *ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_infer_model(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_infer_openai(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_infer_serve(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_infer_stats(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -60,10 +62,24 @@ static ngx_command_t  ngx_http_infer_commands[] = {
 
     { ngx_string("infer_openai"),
       NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_http_infer_openai,
+      ngx_http_infer_serve,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      NULL },
+      ngx_http_infer_openai_handler },
+
+    { ngx_string("infer_predict"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_infer_serve,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_infer_predict_handler },
+
+    { ngx_string("infer_kserve"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_infer_serve,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_infer_kserve_handler },
 
     { ngx_string("infer_health"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -470,8 +486,13 @@ ngx_http_infer_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     return ngx_http_infer_model_check(cf, m);
 }
 
+/*
+ * infer_openai, infer_predict, infer_kserve: the location serves a
+ * protocol (cmd->post is its handler) for the models named, declared
+ * earlier with infer_model.
+ */
 static char *
-ngx_http_infer_openai(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_infer_serve(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_infer_loc_conf_t  *ilcf = conf;
 
@@ -506,9 +527,9 @@ ngx_http_infer_openai(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
         if (k == imcf->models.nelts) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "unknown model \"%V\" in \"infer_openai\" "
+                               "unknown model \"%V\" in \"%V\" "
                                "(declare it with \"infer_model\" earlier in "
-                               "the http block)", &value[i]);
+                               "the http block)", &value[i], &cmd->name);
             return NGX_CONF_ERROR;
         }
         mp = ngx_array_push(ilcf->models);
@@ -527,7 +548,7 @@ ngx_http_infer_openai(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 #endif
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_infer_openai_handler;
+    clcf->handler = (ngx_http_handler_pt) cmd->post;
 
     return NGX_CONF_OK;
 }

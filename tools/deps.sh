@@ -8,12 +8,12 @@ packages="build-essential ca-certificates curl nginx-core nginx-dev
           libjansson-dev libpcre2-dev libopenblas-dev libutf8proc-dev"
 # clang and the libFuzzer and sanitizer runtimes (libclang-rt-14-dev, only
 # a recommendation of clang's, so --no-install-recommends skips it) are for
-# `make fuzz`.
+# `make fuzz`; python3-venv for the suites' Python clients (make venv).
 if [ "${1:-}" = --test ]; then
     packages="$packages openssl nghttp2-client libtest-base-perl
               libtext-diff-perl liblist-moreutils-perl libtest-longstring-perl
               libwww-perl liburi-perl libipc-run-perl clang
-              libclang-rt-14-dev"
+              libclang-rt-14-dev python3-venv"
 fi
 
 missing=""

@@ -1163,7 +1163,7 @@ infer_seq_free(infer_seq_t *s)
 static int
 validate(const infer_engine_t *e, const infer_request_t *r)
 {
-    int i, n_gen;
+    int i;
 
     if (r->prompt == NULL || r->n_prompt < 1
         || r->max_tokens < INFER_TO_CONTEXT_END || r->min_tokens < 0
@@ -1214,11 +1214,25 @@ validate(const infer_engine_t *e, const infer_request_t *r)
     {
         return INFER_ECONTEXT;
     }
-    n_gen = r->max_tokens >= 0 ? r->max_tokens : e->context - r->n_prompt;
-    if (infer_outputs_bytes(r, n_gen, e->vocab) > e->max_output) {
+    if (infer_engine_output_bytes((infer_engine_t *) e, r) > e->max_output) {
         return INFER_EOUTPUT;
     }
     return INFER_OK;
+}
+
+size_t
+infer_engine_output_bytes(infer_engine_t *e, const infer_request_t *r)
+{
+    int  n_gen;
+
+    n_gen = r->max_tokens >= 0 ? r->max_tokens : e->context - r->n_prompt;
+    return infer_outputs_bytes(r, n_gen > 0 ? n_gen : 0, e->vocab);
+}
+
+size_t
+infer_engine_max_output(infer_engine_t *e)
+{
+    return e->max_output;
 }
 
 static infer_seq_t *

@@ -127,6 +127,13 @@ typedef struct {
     void          *user;         /* returned in every event */
 } infer_request_t;
 
+/* Bytes of the logits rows and logprobs a request asks for (with all the
+ * tokens it may generate), which max_output_bytes caps: a caller that
+ * submits several for one client can cap their sum the same way. */
+size_t infer_engine_output_bytes(infer_engine_t *e, const infer_request_t *r);
+/* The cap itself. */
+size_t infer_engine_max_output(infer_engine_t *e);
+
 /* Queues a request; never blocks.  On success *id identifies it.  Requests
  * submitted before infer_engine_start() wait for the thread. */
 int infer_engine_submit(infer_engine_t *e, const infer_request_t *req,

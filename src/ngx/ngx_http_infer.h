@@ -177,7 +177,65 @@ ngx_int_t ngx_http_infer_run_later(ngx_http_request_t *r, size_t bytes,
 ngx_int_t ngx_http_infer_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_infer_stats_handler(ngx_http_request_t *r);
 
-/* The front ends. */
+/*
+ * A batch (ngx_http_infer_batch.c): the engine requests of one client
+ * request, gathered until all have ended, then done() once (also when the
+ * deadline passes: timed_out).  Results live with the request.
+ */
+typedef struct {
+    u_char                  *text;             /* generated, UTF-8 */
+    size_t                   text_len, text_cap;
+    int32_t                 *tokens;           /* generated ids */
+    int                      n_tokens;
+    size_t                   tokens_cap;
+    unsigned char           *rows;             /* n_rows x vocab */
+    int                      n_rows;
+    int                      rows_first;       /* position of row 0 */
+    size_t                   rows_cap;
+    int32_t                 *lp_ids;           /* logprobs by sequence */
+    float                   *lp;               /* index, from lp_first */
+    int32_t                 *lp_top_ids;       /* [n_lp][lp_top] */
+    float                   *lp_top_lp;
+    int                      n_lp, lp_first, lp_top;
+    size_t                   lp_ids_cap, lp_cap, lp_top_ids_cap;
+    size_t                   lp_top_lp_cap;
+    infer_finish_t           finish;
+    int                      prompt_tokens;
+    int                      completion_tokens;
+    char                     error[256];       /* why it failed */
+    unsigned                 f16:1;            /* rows are halves */
+    unsigned                 done:1;
+    unsigned                 failed:1;
+} ngx_http_infer_result_t;
+
+typedef struct ngx_http_infer_batch_s  ngx_http_infer_batch_t;
+
+struct ngx_http_infer_batch_s {
+    ngx_http_infer_ctx_t     *ctx;
+    ngx_http_infer_result_t  *results;         /* [n] */
+    int                       n;
+    int                       n_submitted;
+    int                       n_done;
+    size_t                    output_bytes;    /* asked for by all rows */
+    void                    (*done)(ngx_http_infer_batch_t *b);
+    void                     *data;            /* the front end's */
+    unsigned                  failed:1;        /* some row did */
+    unsigned                  timed_out:1;
+};
+
+ngx_http_infer_batch_t *ngx_http_infer_batch_create(ngx_http_request_t *r,
+    ngx_http_infer_model_t *m, int n,
+    void (*done)(ngx_http_infer_batch_t *b), void *data);
+/* Submits row i; the sum of the rows' outputs has the engine's cap of
+ * one request (INFER_EOUTPUT past it). */
+int ngx_http_infer_batch_submit(ngx_http_infer_batch_t *b, int i,
+    infer_request_t *req);
+
+/* The front ends: OpenAI (ngx_http_infer_openai.c), the /predict tensor
+ * service (ngx_http_infer_predict.c), KServe v2 REST
+ * (ngx_http_infer_kserve.c). */
 ngx_int_t ngx_http_infer_openai_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_infer_predict_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_infer_kserve_handler(ngx_http_request_t *r);
 
 #endif
