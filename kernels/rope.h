@@ -17,9 +17,6 @@
 extern "C" {
 #endif
 
-/* inv_freq[head_dim / 2] as float, computed once per model. */
-void infer_rope_inv_freq(double theta, int head_dim, float *inv_freq);
-
 int infer_cuda_rope_qkv(uint16_t *qkv, int stride, const uint16_t *bias,
     const int32_t *positions, const float *inv_freq, int n, int nh,
     int nkv, int head_dim, void *stream);

@@ -1,18 +1,7 @@
-/* RoPE frequencies and the CPU reference (double trigonometry). */
+/* The CPU reference for the RoPE kernel (double trigonometry). */
 #include <math.h>
 #include <stddef.h>
 #include "rope.h"
-
-/* As Hugging Face: 1 / theta^(2j/d), rounded to float once. */
-void
-infer_rope_inv_freq(double theta, int head_dim, float *inv_freq)
-{
-    int j;
-
-    for (j = 0; j < head_dim / 2; j++) {
-        inv_freq[j] = (float) (1.0 / pow(theta, (double) (2 * j) / head_dim));
-    }
-}
 
 static void
 rope_head(float *x, const float *inv_freq, int pos, int head_dim)

@@ -23,10 +23,22 @@
 
 #define GEN_CHUNK  65536
 
+/* How a family names and shapes its tensors (checked by transformers
+ * loading what we write: tools/ref refuses missing or unused tensors). */
+typedef enum {
+    GEN_LLAMA = 0,      /* llama, mistral, qwen2: q/k/v/o, gate/up/down */
+    GEN_QWEN3,          /* + self_attn.q_norm / k_norm */
+    GEN_GEMMA2,         /* + post-attention, pre/post-feedforward norms */
+    GEN_PHI3,           /* fused qkv_proj and gate_up_proj */
+    GEN_GPT2            /* Conv1D c_attn / c_proj / c_fc, LayerNorms,
+                           learned positions, biases everywhere */
+} gen_layout_t;
+
 typedef struct {
     const char *name;
     const char *model_type;
     const char *arch;
+    gen_layout_t layout;
     int         hidden, inter, layers, heads, kv_heads;
     int         head_dim;       /* 0: not written, hidden / heads */
     int         vocab;          /* with its own tokenizer; 0: that one's
@@ -35,26 +47,125 @@ typedef struct {
     double      rope_theta, eps;
     int         tied, qkv_bias;
     const char *tokenizer;      /* folder under shared/tokenizers */
+    /* config.json fields of the published model beyond the common ones,
+     * as JSON (they override those) */
+    const char *extra;
 } gen_preset_t;
 
+/* Llama 3.1 / 3.2's RoPE */
+#define GEN_LLAMA3_ROPE                                                     \
+    "\"rope_scaling\": {\"factor\": 32.0, \"high_freq_factor\": 4.0,"     \
+    " \"low_freq_factor\": 1.0, \"original_max_position_embeddings\":"     \
+    " 8192, \"rope_type\": \"llama3\"}"
+#define GEN_GEMMA2_FLAGS                                                    \
+    "\"hidden_act\": \"gelu_pytorch_tanh\", "                              \
+    "\"hidden_activation\": \"gelu_pytorch_tanh\", "                       \
+    "\"attention_bias\": false, \"cache_implementation\": \"hybrid\""
+#define GEN_QWEN3_FLAGS                                                     \
+    "\"attention_bias\": false, \"use_sliding_window\": false, "           \
+    "\"sliding_window\": null, \"max_window_layers\": 28"
+/* Phi-3 longrope lists: the shape of the published ones (rising from 1),
+ * values made up, one per rotated pair */
+#define GEN_PHI3_ROPE                                                       \
+    "\"rope_scaling\": {\"type\": \"longrope\", \"short_factor\": [1.0," \
+    " 1.02, 1.05, 1.1, 1.2, 1.35, 1.6, 2.0], \"long_factor\": [1.0, 1.3,"   \
+    " 2.1, 3.7, 6.5, 11.0, 19.0, 31.0]}"
+
 static const gen_preset_t gen_presets[] = {
-    { "tinyllama-1.1b", "llama", "LlamaForCausalLM",
-      2048, 5632, 22, 32, 4, 0, 32000, 2048, 1e4, 1e-5, 0, 0, "llama2" },
-    { "llama2-7b", "llama", "LlamaForCausalLM",
-      4096, 11008, 32, 32, 32, 0, 32000, 4096, 1e4, 1e-5, 0, 0, "llama2" },
-    { "mistral-7b", "mistral", "MistralForCausalLM",
+    { "tinyllama-1.1b", "llama", "LlamaForCausalLM", GEN_LLAMA,
+      2048, 5632, 22, 32, 4, 0, 32000, 2048, 1e4, 1e-5, 0, 0, "llama2",
+      NULL },
+    { "llama2-7b", "llama", "LlamaForCausalLM", GEN_LLAMA,
+      4096, 11008, 32, 32, 32, 0, 32000, 4096, 1e4, 1e-5, 0, 0, "llama2",
+      NULL },
+    { "mistral-7b", "mistral", "MistralForCausalLM", GEN_LLAMA,
       4096, 14336, 32, 32, 8, 128, 32000, 32768, 1e6, 1e-5, 0, 0,
-      "llama2" },
-    { "qwen2-0.5b", "qwen2", "Qwen2ForCausalLM",
-      896, 4864, 24, 14, 2, 0, 151936, 32768, 1e6, 1e-6, 1, 1, "llama3" },
-    { "tiny-llama", "llama", "LlamaForCausalLM",
-      64, 172, 2, 8, 4, 0, 32000, 2048, 1e4, 1e-5, 0, 0, "llama2" },
+      "llama2", NULL },
+    { "qwen2-0.5b", "qwen2", "Qwen2ForCausalLM", GEN_LLAMA,
+      896, 4864, 24, 14, 2, 0, 151936, 32768, 1e6, 1e-6, 1, 1, "llama3",
+      NULL },
+    /* the shapes of published models, new families */
+    { "llama3.2-1b", "llama", "LlamaForCausalLM", GEN_LLAMA,
+      2048, 8192, 16, 32, 8, 64, 128256, 131072, 5e5, 1e-5, 1, 0, "llama3",
+      "{" GEN_LLAMA3_ROPE ", \"attention_bias\": false, "
+      "\"mlp_bias\": false}" },
+    { "llama3.1-8b", "llama", "LlamaForCausalLM", GEN_LLAMA,
+      4096, 14336, 32, 32, 8, 128, 128256, 131072, 5e5, 1e-5, 0, 0,
+      "llama3",
+      "{\"rope_scaling\": {\"factor\": 8.0, \"high_freq_factor\": 4.0, "
+      "\"low_freq_factor\": 1.0, \"original_max_position_embeddings\": "
+      "8192, \"rope_type\": \"llama3\"}}" },
+    { "qwen3-0.6b", "qwen3", "Qwen3ForCausalLM", GEN_QWEN3,
+      1024, 3072, 28, 16, 8, 128, 151936, 40960, 1e6, 1e-6, 1, 0, "llama3",
+      "{" GEN_QWEN3_FLAGS "}" },
+    { "gemma2-2b", "gemma2", "Gemma2ForCausalLM", GEN_GEMMA2,
+      2304, 9216, 26, 8, 4, 256, 256000, 8192, 1e4, 1e-6, 1, 0, "llama2",
+      "{" GEN_GEMMA2_FLAGS ", \"query_pre_attn_scalar\": 256, "
+      "\"sliding_window\": 4096, \"final_logit_softcapping\": 30.0, "
+      "\"attn_logit_softcapping\": 50.0}" },
+    { "mistral-7b-v0.1", "mistral", "MistralForCausalLM", GEN_LLAMA,
+      4096, 14336, 32, 32, 8, 0, 32000, 32768, 1e4, 1e-5, 0, 0, "llama2",
+      "{\"sliding_window\": 4096}" },
+    { "phi3-mini-4k", "phi3", "Phi3ForCausalLM", GEN_PHI3,
+      3072, 8192, 32, 32, 32, 0, 32064, 4096, 1e4, 1e-5, 0, 0, "llama2",
+      "{\"original_max_position_embeddings\": 4096, "
+      "\"sliding_window\": 2047, \"attention_bias\": false}" },
+    { "gpt2", "gpt2", "GPT2LMHeadModel", GEN_GPT2,
+      768, 3072, 12, 12, 12, 0, 50257, 1024, 0, 1e-5, 1, 1, "gpt2", NULL },
+    /* small test models: widths and layers cut, every flag kept */
+    { "tiny-llama", "llama", "LlamaForCausalLM", GEN_LLAMA,
+      64, 172, 2, 8, 4, 0, 32000, 2048, 1e4, 1e-5, 0, 0, "llama2", NULL },
     /* head_dim 16 with 8 heads: q is wider than hidden, as HF allows */
-    { "tiny-mistral", "mistral", "MistralForCausalLM",
-      64, 128, 2, 8, 2, 16, 32000, 4096, 1e6, 1e-5, 0, 0, "llama2" },
-    { "tiny-qwen2", "qwen2", "Qwen2ForCausalLM",
-      64, 160, 2, 4, 2, 0, 0, 4096, 1e6, 1e-6, 1, 1, "gpt2" },
+    { "tiny-mistral", "mistral", "MistralForCausalLM", GEN_LLAMA,
+      64, 128, 2, 8, 2, 16, 32000, 4096, 1e6, 1e-5, 0, 0, "llama2", NULL },
+    { "tiny-qwen2", "qwen2", "Qwen2ForCausalLM", GEN_LLAMA,
+      64, 160, 2, 4, 2, 0, 0, 4096, 1e6, 1e-6, 1, 1, "gpt2", NULL },
+    { "tiny-llama3", "llama", "LlamaForCausalLM", GEN_LLAMA,
+      64, 192, 2, 4, 2, 16, 0, 131072, 5e5, 1e-5, 1, 0, "llama3",
+      "{" GEN_LLAMA3_ROPE ", \"attention_bias\": false, "
+      "\"mlp_bias\": false}" },
+    /* explicit head_dim 32 x 4 heads > hidden, as Qwen3-0.6B's 128 x 16 */
+    { "tiny-qwen3", "qwen3", "Qwen3ForCausalLM", GEN_QWEN3,
+      64, 160, 2, 4, 2, 32, 0, 40960, 1e6, 1e-6, 1, 0, "gpt2",
+      "{" GEN_QWEN3_FLAGS "}" },
+    /* 4 layers: local, global, local, global; the window cut to 128 so
+     * long prompts pass it; query_pre_attn_scalar unlike head_dim (as
+     * gemma-2-27b's) and soft-caps that bite at this scale */
+    { "tiny-gemma2", "gemma2", "Gemma2ForCausalLM", GEN_GEMMA2,
+      64, 128, 4, 4, 2, 32, 0, 8192, 1e4, 1e-6, 1, 0, "llama2",
+      "{" GEN_GEMMA2_FLAGS ", \"query_pre_attn_scalar\": 24, "
+      "\"sliding_window\": 128, \"final_logit_softcapping\": 3.0, "
+      "\"attn_logit_softcapping\": 2.0}" },
+    /* Mistral v0.1: every layer windowed, 4096 cut to 150 */
+    { "tiny-mistral-v0.1", "mistral", "MistralForCausalLM", GEN_LLAMA,
+      64, 128, 2, 4, 2, 0, 0, 32768, 1e4, 1e-5, 0, 0, "llama2",
+      "{\"sliding_window\": 150}" },
+    /* Phi-3 128k-style longrope (original 4096 cut to 256, the same
+     * 32x extension) with Phi-3-mini-4k's kind of window (2047 -> 300),
+     * grouped kv heads as Phi-3-medium */
+    { "tiny-phi3", "phi3", "Phi3ForCausalLM", GEN_PHI3,
+      64, 128, 2, 4, 2, 0, 32064, 8192, 1e4, 1e-5, 0, 0, "llama2",
+      "{" GEN_PHI3_ROPE ", \"original_max_position_embeddings\": 256, "
+      "\"sliding_window\": 300, \"attention_bias\": false}" },
+    { "tiny-gpt2", "gpt2", "GPT2LMHeadModel", GEN_GPT2,
+      64, 256, 2, 4, 4, 0, 0, 1024, 0, 1e-5, 1, 1, "gpt2", NULL },
+    /* the other rope_types end to end, on tiny-llama's shape */
+    { "tiny-llama-linear", "llama", "LlamaForCausalLM", GEN_LLAMA,
+      64, 172, 2, 8, 4, 0, 32000, 8192, 1e4, 1e-5, 0, 0, "llama2",
+      "{\"rope_scaling\": {\"type\": \"linear\", \"factor\": 4.0}}" },
+    { "tiny-llama-dynamic", "llama", "LlamaForCausalLM", GEN_LLAMA,
+      64, 172, 2, 8, 4, 0, 32000, 512, 1e4, 1e-5, 0, 0, "llama2",
+      "{\"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 2.0}}" },
+    { "tiny-qwen3-yarn", "qwen3", "Qwen3ForCausalLM", GEN_QWEN3,
+      64, 160, 2, 4, 2, 32, 0, 1024, 1e6, 1e-6, 1, 0, "gpt2",
+      "{" GEN_QWEN3_FLAGS ", \"rope_scaling\": {\"rope_type\": \"yarn\", "
+      "\"factor\": 4.0, \"original_max_position_embeddings\": 256}}" },
 };
+
+#undef GEN_LLAMA3_ROPE
+#undef GEN_GEMMA2_FLAGS
+#undef GEN_QWEN3_FLAGS
+#undef GEN_PHI3_ROPE
 
 typedef enum { GEN_WEIGHT, GEN_NORM, GEN_BIAS } gen_kind_t;
 
@@ -62,6 +173,7 @@ typedef struct {
     char        name[96];
     int64_t     rows, cols;     /* cols 0: a vector of rows */
     gen_kind_t  kind;
+    int64_t     fan_in;         /* 0: cols (Conv1D stores [in, out]) */
     int         shard;
     uint64_t    offset;         /* in its shard's data section */
 } gen_tensor_t;
@@ -162,6 +274,46 @@ gen_add(gen_list_t *l, const char *name, int64_t rows, int64_t cols,
 }
 
 
+/* GPT-2's Conv1D weight [in, out], and its bias */
+static void
+gen_conv1d(gen_list_t *l, const char *name, int64_t in, int64_t out)
+{
+    char n[96];
+
+    snprintf(n, sizeof(n), "%s.weight", name);
+    gen_add(l, n, in, out, GEN_WEIGHT);
+    l->t[l->n - 1].fan_in = in;
+    snprintf(n, sizeof(n), "%s.bias", name);
+    gen_add(l, n, out, 0, GEN_BIAS);
+}
+
+
+static void
+gen_tensors_gpt2(const gen_preset_t *p, int vocab, gen_list_t *l)
+{
+    int64_t h = p->hidden;
+    char    n[96];
+    int     i;
+
+    gen_add(l, "transformer.wte.weight", vocab, h, GEN_WEIGHT);
+    gen_add(l, "transformer.wpe.weight", p->max_pos, h, GEN_WEIGHT);
+    for (i = 0; i < p->layers; i++) {
+#define L(suffix) (snprintf(n, sizeof(n), "transformer.h.%d.%s", i, suffix), n)
+        gen_add(l, L("ln_1.weight"), h, 0, GEN_NORM);
+        gen_add(l, L("ln_1.bias"), h, 0, GEN_BIAS);
+        gen_conv1d(l, L("attn.c_attn"), h, 3 * h);
+        gen_conv1d(l, L("attn.c_proj"), h, h);
+        gen_add(l, L("ln_2.weight"), h, 0, GEN_NORM);
+        gen_add(l, L("ln_2.bias"), h, 0, GEN_BIAS);
+        gen_conv1d(l, L("mlp.c_fc"), h, p->inter);
+        gen_conv1d(l, L("mlp.c_proj"), p->inter, h);
+#undef L
+    }
+    gen_add(l, "transformer.ln_f.weight", h, 0, GEN_NORM);
+    gen_add(l, "transformer.ln_f.bias", h, 0, GEN_BIAS);
+}
+
+
 static void
 gen_tensors(const gen_preset_t *p, int vocab, gen_list_t *l)
 {
@@ -171,24 +323,44 @@ gen_tensors(const gen_preset_t *p, int vocab, gen_list_t *l)
     char    n[96];
     int     i;
 
+    if (p->layout == GEN_GPT2) {
+        gen_tensors_gpt2(p, vocab, l);
+        return;
+    }
     gen_add(l, "model.embed_tokens.weight", vocab, h, GEN_WEIGHT);
     for (i = 0; i < p->layers; i++) {
 #define L(suffix, r, c, k)                                                   \
         snprintf(n, sizeof(n), "model.layers.%d.%s", i, suffix);            \
         gen_add(l, n, r, c, k)
         L("input_layernorm.weight", h, 0, GEN_NORM);
-        L("self_attn.q_proj.weight", q, h, GEN_WEIGHT);
-        L("self_attn.k_proj.weight", kv, h, GEN_WEIGHT);
-        L("self_attn.v_proj.weight", kv, h, GEN_WEIGHT);
+        if (p->layout == GEN_PHI3) {
+            L("self_attn.qkv_proj.weight", q + 2 * kv, h, GEN_WEIGHT);
+        } else {
+            L("self_attn.q_proj.weight", q, h, GEN_WEIGHT);
+            L("self_attn.k_proj.weight", kv, h, GEN_WEIGHT);
+            L("self_attn.v_proj.weight", kv, h, GEN_WEIGHT);
+        }
         if (p->qkv_bias) {
             L("self_attn.q_proj.bias", q, 0, GEN_BIAS);
             L("self_attn.k_proj.bias", kv, 0, GEN_BIAS);
             L("self_attn.v_proj.bias", kv, 0, GEN_BIAS);
         }
+        if (p->layout == GEN_QWEN3) {
+            L("self_attn.q_norm.weight", hd, 0, GEN_NORM);
+            L("self_attn.k_norm.weight", hd, 0, GEN_NORM);
+        }
         L("self_attn.o_proj.weight", h, q, GEN_WEIGHT);
         L("post_attention_layernorm.weight", h, 0, GEN_NORM);
-        L("mlp.gate_proj.weight", in, h, GEN_WEIGHT);
-        L("mlp.up_proj.weight", in, h, GEN_WEIGHT);
+        if (p->layout == GEN_GEMMA2) {
+            L("pre_feedforward_layernorm.weight", h, 0, GEN_NORM);
+            L("post_feedforward_layernorm.weight", h, 0, GEN_NORM);
+        }
+        if (p->layout == GEN_PHI3) {
+            L("mlp.gate_up_proj.weight", 2 * in, h, GEN_WEIGHT);
+        } else {
+            L("mlp.gate_proj.weight", in, h, GEN_WEIGHT);
+            L("mlp.up_proj.weight", in, h, GEN_WEIGHT);
+        }
         L("mlp.down_proj.weight", h, in, GEN_WEIGHT);
 #undef L
     }
@@ -326,13 +498,34 @@ static void
 gen_configs(const char *dir, const gen_preset_t *p, int vocab, int layers,
     const char *dtype, int bos, int eos)
 {
-    json_t *c = json_object(), *g = json_object();
-    const char *torch = strcmp(dtype, "f32") == 0 ? "float32"
+    json_t       *c = json_object(), *g = json_object(), *x;
+    json_error_t  jerr;
+    const char   *torch = strcmp(dtype, "f32") == 0 ? "float32"
                         : strcmp(dtype, "f16") == 0 ? "float16" : "bfloat16";
 
     json_object_set_new(c, "architectures", json_pack("[s]", p->arch));
     json_object_set_new(c, "model_type", json_string(p->model_type));
     json_object_set_new(c, "vocab_size", json_integer(vocab));
+    if (p->layout == GEN_GPT2) {
+        /* GPT2Config's own spelling, as the published gpt2 config.json */
+        json_object_set_new(c, "n_embd", json_integer(p->hidden));
+        json_object_set_new(c, "n_layer", json_integer(layers));
+        json_object_set_new(c, "n_head", json_integer(p->heads));
+        json_object_set_new(c, "n_positions", json_integer(p->max_pos));
+        json_object_set_new(c, "n_ctx", json_integer(p->max_pos));
+        json_object_set_new(c, "n_inner", json_null());     /* 4 x n_embd */
+        json_object_set_new(c, "activation_function",
+                            json_string("gelu_new"));
+        json_object_set_new(c, "layer_norm_epsilon", json_real(p->eps));
+        json_object_set_new(c, "scale_attn_weights", json_true());
+        json_object_set_new(c, "tie_word_embeddings", json_true());
+        json_object_set_new(c, "bos_token_id", gen_id_json(bos));
+        json_object_set_new(c, "eos_token_id", gen_id_json(eos));
+        json_object_set_new(c, "torch_dtype", json_string(torch));
+        json_object_set_new(c, "initializer_range", json_real(0.02));
+        json_object_set_new(c, "use_cache", json_true());
+        goto written;
+    }
     json_object_set_new(c, "hidden_size", json_integer(p->hidden));
     json_object_set_new(c, "intermediate_size", json_integer(p->inter));
     json_object_set_new(c, "num_hidden_layers", json_integer(layers));
@@ -358,8 +551,16 @@ gen_configs(const char *dir, const gen_preset_t *p, int vocab, int layers,
         json_object_set_new(c, "mlp_bias", json_false());
     } else if (strcmp(p->model_type, "mistral") == 0) {
         json_object_set_new(c, "sliding_window", json_null());
-    } else {
+    } else if (strcmp(p->model_type, "qwen2") == 0) {
         json_object_set_new(c, "use_sliding_window", json_false());
+    }
+written:
+    if (p->extra != NULL) {
+        x = json_loads(p->extra, 0, &jerr);
+        if (x == NULL || json_object_update(c, x) != 0) {
+            die("preset %s: bad extra config (%s)", p->name, jerr.text);
+        }
+        json_decref(x);
     }
     gen_write_json(dir, "config.json", c);
     json_object_set_new(g, "bos_token_id", gen_id_json(bos));
@@ -388,7 +589,8 @@ gen_write_data(FILE *f, const char *path, const gen_tensor_t *t,
     static float     v[GEN_CHUNK];
     static uint16_t  h[GEN_CHUNK];
     uint64_t         s = gen_stream(seed, t->name), left = gen_nelem(t);
-    int64_t          fan_in = t->cols ? t->cols : hidden;
+    int64_t          fan_in = t->fan_in ? t->fan_in
+                              : t->cols ? t->cols : hidden;
     float            scale, base;
     size_t           i, n, ok;
 
@@ -637,11 +839,15 @@ main(int argc, char **argv)
     gen_copy(tokdir, out, "tokenizer.json");
     gen_copy(tokdir, out, "tokenizer_config.json");
 
-    gen_tensors(&(gen_preset_t) { .hidden = p->hidden, .inter = p->inter,
-                                  .layers = layers, .heads = p->heads,
+    gen_tensors(&(gen_preset_t) { .layout = p->layout, .hidden = p->hidden,
+                                  .inter = p->inter, .layers = layers,
+                                  .heads = p->heads,
                                   .kv_heads = p->kv_heads,
                                   .head_dim = p->head_dim,
-                                  .tied = p->tied, .qkv_bias = p->qkv_bias },
+                                  .max_pos = p->max_pos,
+                                  .tied = p->tied,
+                                  .qkv_bias = p->qkv_bias
+                                              && p->layout != GEN_GPT2 },
                 vocab, &l);
     if (shards > l.n) {
         fprintf(stderr, "infer-gen-model: --shards %d exceeds the %d "

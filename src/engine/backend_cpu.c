@@ -1,14 +1,30 @@
 /*
  * CPU backend: float32 compute, OpenBLAS for the matrix products.
  *
- * The forward pass follows Hugging Face's LlamaModel (and Qwen2, which only
- * adds q/k/v biases) over a flat batch of tokens from many sequences.  Each
- * tensor-parallel rank holds a Megatron slice of every layer: its share of
- * the query/key/value heads and of the MLP's intermediate columns; the
- * attention output and the MLP down projection are partial sums that an
- * all-reduce completes.  Embedding, final norm and lm_head are replicated
- * and only rank 0 produces logits.  Rank 0 runs in the caller's thread,
- * ranks 1.. in threads of their own.
+ * One forward pass for every family, over a flat batch of tokens from many
+ * sequences; what differs between families (norm kind and placement,
+ * activation, positions, biases, q/k norms, soft-capping, sliding windows,
+ * embedding scale) is read from the model's configuration, as transformers'
+ * modeling code for that family computes it:
+ *
+ *     x = embed[token] * embed_scale (+ pos_embed[position])
+ *     per layer:  h = norm(x)
+ *                 q, k, v = h W^T + b;  q, k = qk_norm(q, k);  rope(q, k)
+ *                 cache <- k, v
+ *                 a = attention(q, cache)  (window, soft-cap, scale)
+ *                 o = a Wo^T + bo;  x += post_norm(o)
+ *                 h = norm(x)
+ *                 m = act(h Wg^T) * h Wu^T,  or act(h Wu^T + bu)
+ *                 o = m Wd^T + bd;  x += post_norm(o)
+ *     logits = softcap(norm(x) lm_head^T)   (rows that need them)
+ *
+ * Each tensor-parallel rank holds a Megatron slice of every layer: its
+ * share of the query/key/value heads and of the MLP's intermediate
+ * columns; the attention output and the MLP down projection are partial
+ * sums that an all-reduce completes (their biases are added after it).
+ * Embedding, norms and lm_head are replicated and only rank 0 produces
+ * logits.  Rank 0 runs in the caller's thread, ranks 1.. in threads of
+ * their own.
  */
 #include <cblas.h>
 #include <math.h>
@@ -19,6 +35,7 @@
 #include "backend.h"
 #include "comm.h"
 #include "crew.h"
+#include "rope_freq.h"
 
 /*
  * glibc's libmvec (linked through libm) has vector expf; math.h declares it
@@ -28,14 +45,25 @@
  */
 #pragma omp declare simd notinbranch
 float expf(float x);
+#pragma omp declare simd notinbranch
+float tanhf(float x);
+#pragma omp declare simd notinbranch
+float erff(float x);
 
 typedef struct {
-    const float *attn_norm, *mlp_norm;   /* [H] */
-    const float *wq, *wk, *wv;           /* [heads_r * hd, H] */
-    const float *bq, *bk, *bv;           /* [heads_r * hd] or NULL */
-    const float *wo;                     /* [H, n_heads_r * hd] */
-    const float *w_gate, *w_up;          /* [inter_r, H] */
-    const float *w_down;                 /* [H, inter_r] */
+    const float *attn_norm, *attn_norm_b;  /* [H]; b: LayerNorm */
+    const float *mlp_norm, *mlp_norm_b;
+    const float *post_attn_norm;           /* [H] or NULL */
+    const float *post_mlp_norm;
+    const float *q_norm, *k_norm;          /* [hd] or NULL */
+    const float *wq, *wk, *wv;             /* [heads_r * hd, H] */
+    const float *bq, *bk, *bv;             /* [heads_r * hd] or NULL */
+    const float *wo, *bo;                  /* [H, n_heads_r * hd], [H] */
+    const float *w_gate, *w_up;            /* [inter_r, H] */
+    const float *b_gate, *b_up;            /* [inter_r] or NULL */
+    const float *w_down, *b_down;          /* [H, inter_r], [H] */
+    float        scale;                    /* of the attention scores */
+    int          window;                   /* 0: the whole context */
 } cpu_layer_t;
 
 typedef struct cpu_backend cpu_backend_t;
@@ -82,12 +110,19 @@ struct cpu_backend {
     int                   block_size;
     int                   n_blocks;
     int                   max_tokens;
+    int                   max_seqs;
     int                   ctx_cap;     /* longest context the KV pool holds */
     size_t                scratch_floats;
     const float          *embed;       /* [V, H] */
+    const float          *pos_embed;   /* [max_position, H] or NULL */
     const float          *lm_head;     /* [V, H] */
     const float          *final_norm;  /* [H] */
-    float                *inv_freq;    /* [hd / 2] */
+    const float          *final_norm_b;
+    /* RoPE: one row of rot_dim / 2 frequencies, or one per sequence of
+     * the step when they depend on its length */
+    float                *inv_freq;    /* [max_seqs][rot_dim / 2] */
+    int                   freq_rows;   /* 0: every token reads row 0 */
+    float                 rope_scale;  /* cos and sin factor */
     float                *h_logits;    /* [max_tokens, H] normed rows */
     cpu_rank_t           *ranks;
     infer_comm_t         *comm;
@@ -107,19 +142,13 @@ struct cpu_backend {
  * view points into the mapping, so worker processes share the page cache;
  * otherwise it is converted into a copy the backend owns.
  */
-static const float *
-cpu_weight(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
+/* A copy the backend owns of a block of t, as float32. */
+static float *
+cpu_copy(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
     int64_t nr, int64_t c0, int64_t nc)
 {
-    int64_t  cols = t->ndim == 1 ? t->shape[0] : t->shape[1];
-    float   *copy;
-    void   **owned;
-
-    if (t->dtype == INFER_DT_F32 && c0 == 0 && nc == cols
-        && ((uintptr_t) t->data % sizeof(float)) == 0)
-    {
-        return (const float *) t->data + r0 * cols;
-    }
+    float  *copy;
+    void  **owned;
 
     owned = realloc(be->owned, (be->n_owned + 1) * sizeof(void *));
     if (owned == NULL) {
@@ -136,12 +165,61 @@ cpu_weight(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
 }
 
 static const float *
+cpu_weight(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
+    int64_t nr, int64_t c0, int64_t nc)
+{
+    int64_t      cols = t->ndim == 1 ? t->shape[0] : t->shape[1];
+    const float *mapped = c0 == 0 && nc == cols
+                          ? infer_tensor_f32_rows(t, r0) : NULL;
+
+    return mapped != NULL ? mapped : cpu_copy(be, t, r0, nr, c0, nc);
+}
+
+static const float *
 cpu_weight_rows(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
     int64_t nr)
 {
     int64_t cols = t->ndim == 1 ? t->shape[0] : t->shape[1];
 
     return cpu_weight(be, t, r0, nr, 0, cols);
+}
+
+/* A bias (one row) sliced as columns [c0, c0 + nc); NULL stays NULL. */
+static int
+cpu_bias(cpu_backend_t *be, const infer_tensor_t *t, int64_t c0, int64_t nc,
+    const float **out)
+{
+    *out = t == NULL ? NULL : cpu_weight(be, t, 0, 1, c0, nc);
+    return t == NULL || *out != NULL ? 0 : -1;
+}
+
+/*
+ * A norm's weight as the forward multiplies by it: Gemma stores w - 1
+ * and scales by (1.0 + w) in float32, which is exact to fold in here.
+ */
+static int
+cpu_norm(cpu_backend_t *be, const infer_tensor_t *t, const float **out)
+{
+    float  *w;
+    int64_t i;
+
+    if (t == NULL) {
+        *out = NULL;
+        return 0;
+    }
+    if (be->cfg.norm_offset == 0.0f) {
+        *out = cpu_weight_rows(be, t, 0, 1);
+        return *out != NULL ? 0 : -1;
+    }
+    w = cpu_copy(be, t, 0, 1, 0, t->shape[0]);
+    if (w == NULL) {
+        return -1;
+    }
+    for (i = 0; i < t->shape[0]; i++) {
+        w[i] = be->cfg.norm_offset + w[i];
+    }
+    *out = w;
+    return 0;
 }
 
 static int
@@ -163,28 +241,35 @@ cpu_load_rank(cpu_backend_t *be, const infer_model_t *m, cpu_rank_t *rk)
         const infer_layer_weights_t *w = &m->layers[l];
         cpu_layer_t                 *L = &rk->layers[l];
 
-        L->attn_norm = cpu_weight_rows(be, w->attn_norm, 0, 1);
-        L->mlp_norm = cpu_weight_rows(be, w->mlp_norm, 0, 1);
+        L->scale = infer_model_attn_scale(c, l);
+        L->window = infer_model_window(c, l);
         L->wq = cpu_weight_rows(be, w->wq, q0, nq);
         L->wk = cpu_weight_rows(be, w->wk, kv0, nkv);
         L->wv = cpu_weight_rows(be, w->wv, kv0, nkv);
         L->wo = cpu_weight(be, w->wo, 0, H, q0, nq);
-        L->w_gate = cpu_weight_rows(be, w->w_gate, i0, rk->inter);
         L->w_up = cpu_weight_rows(be, w->w_up, i0, rk->inter);
         L->w_down = cpu_weight(be, w->w_down, 0, H, i0, rk->inter);
-        if (!L->attn_norm || !L->mlp_norm || !L->wq || !L->wk || !L->wv
-            || !L->wo || !L->w_gate || !L->w_up || !L->w_down)
+        L->w_gate = w->w_gate == NULL ? NULL
+                    : cpu_weight_rows(be, w->w_gate, i0, rk->inter);
+        if (!L->wq || !L->wk || !L->wv || !L->wo || !L->w_up || !L->w_down
+            || (w->w_gate != NULL && L->w_gate == NULL)
+            || cpu_norm(be, w->attn_norm, &L->attn_norm) != 0
+            || cpu_norm(be, w->mlp_norm, &L->mlp_norm) != 0
+            || cpu_norm(be, w->post_attn_norm, &L->post_attn_norm) != 0
+            || cpu_norm(be, w->post_mlp_norm, &L->post_mlp_norm) != 0
+            || cpu_norm(be, w->q_norm, &L->q_norm) != 0
+            || cpu_norm(be, w->k_norm, &L->k_norm) != 0
+            || cpu_bias(be, w->attn_norm_b, 0, H, &L->attn_norm_b) != 0
+            || cpu_bias(be, w->mlp_norm_b, 0, H, &L->mlp_norm_b) != 0
+            || cpu_bias(be, w->bq, q0, nq, &L->bq) != 0
+            || cpu_bias(be, w->bk, kv0, nkv, &L->bk) != 0
+            || cpu_bias(be, w->bv, kv0, nkv, &L->bv) != 0
+            || cpu_bias(be, w->bo, 0, H, &L->bo) != 0
+            || cpu_bias(be, w->b_gate, i0, rk->inter, &L->b_gate) != 0
+            || cpu_bias(be, w->b_up, i0, rk->inter, &L->b_up) != 0
+            || cpu_bias(be, w->b_down, 0, H, &L->b_down) != 0)
         {
             return -1;
-        }
-        if (w->bq != NULL) {
-            /* a bias is a single row: slice it as columns */
-            L->bq = cpu_weight(be, w->bq, 0, 1, q0, nq);
-            L->bk = cpu_weight(be, w->bk, 0, 1, kv0, nkv);
-            L->bv = cpu_weight(be, w->bv, 0, 1, kv0, nkv);
-            if (!L->bq || !L->bk || !L->bv) {
-                return -1;
-            }
         }
     }
     return 0;
@@ -223,34 +308,88 @@ cpu_alloc_rank(cpu_backend_t *be, cpu_rank_t *rk)
 
 /* ---- the ops, one function each ----------------------------------------- */
 
+/* y[t] += b for each of n rows of width w */
 static void
-embedding(const float *table, const int32_t *tokens, int n, int H, float *x)
-{
-    int t;
-
-    for (t = 0; t < n; t++) {
-        memcpy(x + (size_t) t * H, table + (size_t) tokens[t] * H,
-               H * sizeof(float));
-    }
-}
-
-/* y = x / sqrt(mean(x^2) + eps) * w, row by row */
-static void
-rms_norm(float *y, const float *x, const float *w, int n, int H, float eps)
+add_bias(float *y, const float *b, int n, int w)
 {
     int t, i;
 
     for (t = 0; t < n; t++) {
+        float *yr = y + (size_t) t * w;
+
+#pragma omp simd
+        for (i = 0; i < w; i++) {
+            yr[i] += b[i];
+        }
+    }
+}
+
+/* x = table[token] * scale (+ positions[position]) */
+static void
+embedding(const float *table, const float *pos_table, float scale,
+    const int32_t *tokens, const int32_t *positions, int n, int H, float *x)
+{
+    int t, i;
+
+    for (t = 0; t < n; t++) {
+        float       *xr = x + (size_t) t * H;
+        const float *e = table + (size_t) tokens[t] * H;
+
+        if (scale == 1.0f) {
+            memcpy(xr, e, H * sizeof(float));
+        } else {
+            for (i = 0; i < H; i++) {
+                xr[i] = e[i] * scale;
+            }
+        }
+        if (pos_table != NULL) {
+            for (i = 0; i < H; i++) {
+                xr[i] += pos_table[(size_t) positions[t] * H + i];
+            }
+        }
+    }
+}
+
+/*
+ * RMSNorm y = w * (x / sqrt(mean(x^2) + eps)), or with b (LayerNorm)
+ * y = (x - mean) / sqrt(var + eps) * w + b, over rows of H; y may be x.
+ */
+static void
+norm(float *y, const float *x, const float *w, const float *b, int n, int H,
+    float eps)
+{
+    int    t, i;
+    double sum, ss;
+    float  mean, scale, d;
+
+    for (t = 0; t < n; t++) {
         const float *xr = x + (size_t) t * H;
         float       *yr = y + (size_t) t * H;
-        float        ss = 0.0f, scale;
 
-        for (i = 0; i < H; i++) {
-            ss += xr[i] * xr[i];
+        if (b == NULL) {
+            float f = 0.0f;
+
+            for (i = 0; i < H; i++) {
+                f += xr[i] * xr[i];
+            }
+            scale = 1.0f / sqrtf(f / H + eps);
+            for (i = 0; i < H; i++) {
+                yr[i] = w[i] * (xr[i] * scale);
+            }
+            continue;
         }
-        scale = 1.0f / sqrtf(ss / H + eps);
+        sum = ss = 0.0;
         for (i = 0; i < H; i++) {
-            yr[i] = w[i] * (xr[i] * scale);
+            sum += xr[i];
+        }
+        mean = (float) (sum / H);
+        for (i = 0; i < H; i++) {
+            d = xr[i] - mean;
+            ss += (double) d * d;
+        }
+        scale = (float) (1.0 / sqrt(ss / H + eps));
+        for (i = 0; i < H; i++) {
+            yr[i] = (xr[i] - mean) * scale * w[i] + b[i];
         }
     }
 }
@@ -279,36 +418,47 @@ linear(float *y, const float *x, const float *W, const float *b, int n,
                     1.0f, x, in, W, in, 0.0f, y, out);
     }
     if (b != NULL) {
-        for (t = 0; t < n; t++) {
-            cblas_saxpy(out, 1.0f, b, 1, y + (size_t) t * out, 1);
-        }
+        add_bias(y, b, n, out);
     }
 }
 
 /*
- * Rotary position embedding, Hugging Face's rotate_half layout: element i
- * of the first half of a head pairs with element i of the second half.
+ * Rotary position embedding, Hugging Face's rotate_half layout over the
+ * first rot dims of each head: element i pairs with i + rot / 2, turned
+ * by position * inv_freq[i]; cos and sin carry the rope_type's attention
+ * factor.  A token's frequencies are row seq (freq_rows) or row 0.
  */
 static void
-rope(float *x, const int32_t *positions, int n, int heads, int hd,
-    const float *inv_freq)
+rope(const cpu_backend_t *be, float *x, const infer_batch_t *b, int heads)
 {
-    int t, h, i, half = hd / 2;
+    int          hd = be->cfg.head_dim, half = be->cfg.rope.dim / 2;
+    int          t, h, i;
+    const float *inv;
 
-    for (t = 0; t < n; t++) {
+    for (t = 0; t < b->n_tokens; t++) {
+        inv = be->inv_freq
+              + (be->freq_rows ? (size_t) b->seq_of_token[t] * half : 0);
         for (i = 0; i < half; i++) {
-            float angle = (float) positions[t] * inv_freq[i];
-            float c = cosf(angle), s = sinf(angle);
+            float angle = (float) b->positions[t] * inv[i];
+            float c = cosf(angle) * be->rope_scale;
+            float s = sinf(angle) * be->rope_scale;
 
             for (h = 0; h < heads; h++) {
                 float *xh = x + ((size_t) t * heads + h) * hd;
-                float  a = xh[i], b = xh[i + half];
+                float  x1 = xh[i], x2 = xh[i + half];
 
-                xh[i] = a * c - b * s;
-                xh[i + half] = b * c + a * s;
+                xh[i] = x1 * c - x2 * s;
+                xh[i + half] = x2 * c + x1 * s;
             }
         }
     }
+}
+
+/* Qwen3's q_norm / k_norm: an RMSNorm over each head of every token. */
+static void
+head_norm(float *x, const float *w, int n, int heads, int hd, float eps)
+{
+    norm(x, x, w, NULL, n * heads, hd, eps);
 }
 
 static size_t
@@ -341,52 +491,78 @@ kv_cache_write(cpu_backend_t *be, cpu_rank_t *rk, int layer,
     }
 }
 
+/* The first key a query at position pos sees: transformers' sliding
+ * window keeps keys kv > pos - window. */
+static int
+window_start(int pos, int window)
+{
+    return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+}
+
+/* Gemma-2's attention soft-cap: s = cap * tanh(s / cap), as transformers
+ * writes it (a division, then a multiplication). */
+static void
+softcap(float *s, int n, float cap)
+{
+    int j;
+
+    if (cap == 0.0f) {
+        return;
+    }
+#pragma omp simd
+    for (j = 0; j < n; j++) {
+        s[j] = tanhf(s[j] / cap) * cap;
+    }
+}
+
 /*
  * Causal attention of one token and one query head over its sequence's
- * cached positions [0, pos], block by block (a block's slots are
- * contiguous).
+ * cached positions [lo, pos] (lo: the window's first), block by block (a
+ * block's slots are contiguous).
  */
 static void
 attention_head(cpu_backend_t *be, cpu_rank_t *rk, int layer,
     const int32_t *table, int ctx, int kv_head, const float *q, float *out,
     float *s)
 {
+    const cpu_layer_t *L = &rk->layers[layer];
     int          hd = be->cfg.head_dim, bs = be->block_size;
-    int          blk, slot, j, d, n;
-    float        scale = 1.0f / sqrtf((float) hd), max = -INFINITY;
-    float        sum = 0.0f;
+    int          lo = window_start(ctx - 1, L->window), n = ctx - lo;
+    int          j, d, p;
+    float        max = -INFINITY, sum = 0.0f;
     const float *k, *v;
 
-    for (blk = 0, j = 0; j < ctx; blk++) {
-        k = rk->k_cache + kv_offset(be, rk, layer, table[blk], kv_head, 0);
-        n = ctx - j < bs ? ctx - j : bs;
-        for (slot = 0; slot < n; slot++, j++, k += hd) {
-            float dot = 0.0f;
+    for (j = 0; j < n; j++) {
+        float dot = 0.0f;
 
+        p = lo + j;
+        k = rk->k_cache + kv_offset(be, rk, layer, table[p / bs], kv_head,
+                                    p % bs);
 #pragma omp simd reduction(+:dot)
-            for (d = 0; d < hd; d++) {
-                dot += q[d] * k[d];
-            }
-            s[j] = dot * scale;
-            max = s[j] > max ? s[j] : max;
+        for (d = 0; d < hd; d++) {
+            dot += q[d] * k[d];
         }
+        s[j] = dot * L->scale;
+    }
+    softcap(s, n, be->cfg.attn_softcap);
+    for (j = 0; j < n; j++) {
+        max = s[j] > max ? s[j] : max;
     }
 #pragma omp simd reduction(+:sum)
-    for (j = 0; j < ctx; j++) {
+    for (j = 0; j < n; j++) {
         s[j] = expf(s[j] - max);
         sum += s[j];
     }
     memset(out, 0, hd * sizeof(float));
-    for (blk = 0, j = 0; j < ctx; blk++) {
-        v = rk->v_cache + kv_offset(be, rk, layer, table[blk], kv_head, 0);
-        n = ctx - j < bs ? ctx - j : bs;
-        for (slot = 0; slot < n; slot++, j++, v += hd) {
-            float p = s[j];
+    for (j = 0; j < n; j++) {
+        float pj = s[j];
 
+        p = lo + j;
+        v = rk->v_cache + kv_offset(be, rk, layer, table[p / bs], kv_head,
+                                    p % bs);
 #pragma omp simd
-            for (d = 0; d < hd; d++) {
-                out[d] += p * v[d];
-            }
+        for (d = 0; d < hd; d++) {
+            out[d] += pj * v[d];
         }
     }
     /* normalized once at the end: one division per head, not per slot */
@@ -398,33 +574,45 @@ attention_head(cpu_backend_t *be, cpu_rank_t *rk, int layer,
 /*
  * Prefill attention of a run: n consecutive positions p0.. of one sequence
  * and one query head, as Hugging Face's eager attention computes it: S =
- * Q K^T / sqrt(hd) over the context [0, p0 + n), the causal mask, softmax
- * by rows, O = P V; both products by OpenBLAS, ATTN_TILE query rows at a
- * time.  k and v hold the context's keys and values gathered into rows.
- * Against one dot product per (token, key) this took TinyLlama-1.1B's
- * 512-token prefill (2 threads) from 121 to 146 tokens/s.
+ * Q K^T * scale (soft-capped), the causal and window mask, softmax by
+ * rows, O = P V; both products by OpenBLAS, ATTN_TILE query rows at a
+ * time, over the keys the tile's rows can see.  k and v hold the
+ * context's keys and values gathered into rows from k0 on.  Against one
+ * dot product per (token, key) this took TinyLlama-1.1B's 512-token
+ * prefill (2 threads) from 121 to 146 tokens/s.
  */
 #define ATTN_TILE  64
 
 static void
-attention_run_head(cpu_backend_t *be, cpu_rank_t *rk, int t0, int p0, int n,
-    int head, const float *k, const float *v, float *s)
+attention_run_head(cpu_backend_t *be, cpu_rank_t *rk, int layer, int t0,
+    int p0, int n, int head, const float *k, const float *v, int k0,
+    float *s)
 {
+    const cpu_layer_t *L = &rk->layers[layer];
     int          hd = be->cfg.head_dim, ld = rk->n_heads * hd;
-    int          i0, m, ctx, i, j, len;
-    float        scale = 1.0f / sqrtf((float) hd), max, sum;
+    int          i0, m, lo, hi, i, j, first, len;
+    float        max, sum;
     const float *q = rk->q + (size_t) t0 * ld + (size_t) head * hd;
     float       *out = rk->att + (size_t) t0 * ld + (size_t) head * hd;
     float       *row;
 
     for (i0 = 0; i0 < n; i0 += ATTN_TILE) {
         m = n - i0 < ATTN_TILE ? n - i0 : ATTN_TILE;
-        ctx = p0 + i0 + m;              /* the tile's last row sees all */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, ctx, hd,
-                    scale, q + (size_t) i0 * ld, ld, k, hd, 0.0f, s, ctx);
+        lo = window_start(p0 + i0, L->window);   /* the first row's */
+        hi = p0 + i0 + m;                        /* the last row sees all */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, hi - lo, hd,
+                    L->scale, q + (size_t) i0 * ld, ld,
+                    k + (size_t) (lo - k0) * hd, hd, 0.0f, s, hi - lo);
         for (i = 0; i < m; i++) {
-            row = s + (size_t) i * ctx;
-            len = p0 + i0 + i + 1;
+            row = s + (size_t) i * (hi - lo);
+            first = window_start(p0 + i0 + i, L->window) - lo;
+            len = p0 + i0 + i + 1 - lo;
+            for (j = 0; j < first; j++) {
+                row[j] = 0.0f;          /* masked: left of the window */
+            }
+            row += first;
+            len -= first;
+            softcap(row, len, be->cfg.attn_softcap);
             max = -INFINITY;
             sum = 0.0f;
 #pragma omp simd reduction(max:max)
@@ -441,29 +629,31 @@ attention_run_head(cpu_backend_t *be, cpu_rank_t *rk, int t0, int p0, int n,
             for (j = 0; j < len; j++) {
                 row[j] *= sum;
             }
-            for (j = len; j < ctx; j++) {
+            for (j = len; j < hi - lo - first; j++) {
                 row[j] = 0.0f;          /* masked: later positions */
             }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, ctx,
-                    1.0f, s, ctx, v, hd, 0.0f, out + (size_t) i0 * ld, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd,
+                    hi - lo, 1.0f, s, hi - lo, v + (size_t) (lo - k0) * hd,
+                    hd, 0.0f, out + (size_t) i0 * ld, ld);
     }
 }
 
-/* Keys and values of positions [0, ctx) of one kv head, in rows. */
+/* Keys and values of positions [k0, ctx) of one kv head, in rows. */
 static void
 gather_kv(cpu_backend_t *be, cpu_rank_t *rk, int layer,
-    const int32_t *table, int ctx, int kv_head, float *k, float *v)
+    const int32_t *table, int k0, int ctx, int kv_head, float *k, float *v)
 {
-    int    hd = be->cfg.head_dim, bs = be->block_size, blk, n;
+    int    hd = be->cfg.head_dim, bs = be->block_size, p, n;
     size_t off;
 
-    for (blk = 0; blk * bs < ctx; blk++) {
-        n = ctx - blk * bs < bs ? ctx - blk * bs : bs;
-        off = kv_offset(be, rk, layer, table[blk], kv_head, 0);
-        memcpy(k + (size_t) blk * bs * hd, rk->k_cache + off,
+    for (p = k0; p < ctx; p += n) {
+        n = bs - p % bs;
+        n = ctx - p < n ? ctx - p : n;
+        off = kv_offset(be, rk, layer, table[p / bs], kv_head, p % bs);
+        memcpy(k + (size_t) (p - k0) * hd, rk->k_cache + off,
                (size_t) n * hd * sizeof(float));
-        memcpy(v + (size_t) blk * bs * hd, rk->v_cache + off,
+        memcpy(v + (size_t) (p - k0) * hd, rk->v_cache + off,
                (size_t) n * hd * sizeof(float));
     }
 }
@@ -501,8 +691,9 @@ static void
 attention_prompts(cpu_backend_t *be, cpu_rank_t *rk)
 {
     const infer_batch_t *b = rk->job.batch;
+    const cpu_layer_t   *L = &rk->layers[rk->job.layer];
     int     hd = be->cfg.head_dim, group = rk->n_heads / rk->n_kv_heads;
-    int     r, g, h, t0, n, p0;
+    int     r, g, h, t0, n, p0, k0;
     float  *k = rk->scratch, *v = k + (size_t) be->ctx_cap * hd;
     float  *s = v + (size_t) be->ctx_cap * hd;
     const int32_t *table;
@@ -511,11 +702,13 @@ attention_prompts(cpu_backend_t *be, cpu_rank_t *rk)
         t0 = rk->prompts[2 * r];
         n = rk->prompts[2 * r + 1];
         p0 = b->positions[t0];
+        k0 = window_start(p0, L->window);
         table = b->block_table + (size_t) b->seq_of_token[t0] * b->max_blocks;
         for (g = 0; g < rk->n_kv_heads; g++) {
-            gather_kv(be, rk, rk->job.layer, table, p0 + n, g, k, v);
+            gather_kv(be, rk, rk->job.layer, table, k0, p0 + n, g, k, v);
             for (h = g * group; h < (g + 1) * group; h++) {
-                attention_run_head(be, rk, t0, p0, n, h, k, v, s);
+                attention_run_head(be, rk, rk->job.layer, t0, p0, n, h, k,
+                                   v, k0, s);
             }
         }
     }
@@ -583,14 +776,44 @@ attention(cpu_backend_t *be, cpu_rank_t *rk, int layer,
     attention_prompts(be, rk);
 }
 
-/* gate = silu(gate) * up */
+/*
+ * The MLP's activation, as transformers' ACT2FN computes it in float32:
+ * silu x / (1 + exp(-x)); gelu x / 2 (1 + erf(x / sqrt 2)); the tanh
+ * form x / 2 (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).  Gated: a =
+ * act(a) * up (Llama's act(gate) * up); else up is NULL.
+ */
 static void
-swiglu(float *gate, const float *up, size_t n)
+activate(float *a, const float *up, size_t n, infer_act_t act)
 {
     size_t i;
 
-    for (i = 0; i < n; i++) {
-        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+    switch (act) {
+    case INFER_ACT_GELU:
+#pragma omp simd
+        for (i = 0; i < n; i++) {
+            a[i] = a[i] * 0.5f * (1.0f + erff(a[i] * (float) M_SQRT1_2));
+        }
+        break;
+    case INFER_ACT_GELU_TANH:
+#pragma omp simd
+        for (i = 0; i < n; i++) {
+            float x = a[i];
+
+            a[i] = 0.5f * x * (1.0f + tanhf(0.7978845608028654f
+                                            * (x + 0.044715f * x * x * x)));
+        }
+        break;
+    default:
+#pragma omp simd
+        for (i = 0; i < n; i++) {
+            a[i] = a[i] / (1.0f + expf(-a[i]));
+        }
+    }
+    if (up != NULL) {
+#pragma omp simd
+        for (i = 0; i < n; i++) {
+            a[i] *= up[i];
+        }
     }
 }
 
@@ -606,50 +829,79 @@ residual_add(float *x, const float *y, size_t n)
 
 /* ---- the forward pass ---------------------------------------------------- */
 
+/* Completes a partial product (o_proj, down_proj) over the ranks, then
+ * adds its bias once. */
+static int
+reduce(cpu_backend_t *be, cpu_rank_t *rk, float *y, const float *bias,
+    int n, int H)
+{
+    if (be->comm->ops->all_reduce_sum(be->comm, rk->rank, y, (size_t) n * H,
+                                      INFER_DT_F32, NULL) != 0)
+    {
+        return -1;
+    }
+    if (bias != NULL) {
+        add_bias(y, bias, n, H);
+    }
+    return 0;
+}
+
 static int
 cpu_rank_forward(cpu_backend_t *be, cpu_rank_t *rk, const infer_batch_t *b,
     float *logits)
 {
     const infer_model_config_t *c = &be->cfg;
     int    n = b->n_tokens, H = c->hidden_size, hd = c->head_dim;
-    int    nq = rk->n_heads * hd, nkv = rk->n_kv_heads * hd;
+    int    nq = rk->n_heads * hd, nkv = rk->n_kv_heads * hd, ni = rk->inter;
     float  eps = (float) c->rms_norm_eps;
     int    l, i;
 
-    embedding(be->embed, b->tokens, n, H, rk->x);
+    embedding(be->embed, be->pos_embed, c->embed_scale, b->tokens,
+              b->positions, n, H, rk->x);
 
     for (l = 0; l < c->num_layers; l++) {
         const cpu_layer_t *L = &rk->layers[l];
 
         /* self-attention block */
-        rms_norm(rk->h, rk->x, L->attn_norm, n, H, eps);
+        norm(rk->h, rk->x, L->attn_norm, L->attn_norm_b, n, H, eps);
         linear(rk->q, rk->h, L->wq, L->bq, n, H, nq);
         linear(rk->k, rk->h, L->wk, L->bk, n, H, nkv);
         linear(rk->v, rk->h, L->wv, L->bv, n, H, nkv);
-        rope(rk->q, b->positions, n, rk->n_heads, hd, be->inv_freq);
-        rope(rk->k, b->positions, n, rk->n_kv_heads, hd, be->inv_freq);
+        if (L->q_norm != NULL) {
+            head_norm(rk->q, L->q_norm, n, rk->n_heads, hd, eps);
+            head_norm(rk->k, L->k_norm, n, rk->n_kv_heads, hd, eps);
+        }
+        if (c->rope.type != INFER_ROPE_NONE) {
+            rope(be, rk->q, b, rk->n_heads);
+            rope(be, rk->k, b, rk->n_kv_heads);
+        }
         kv_cache_write(be, rk, l, b);
         attention(be, rk, l, b);
         linear(rk->o, rk->att, L->wo, NULL, n, nq, H);
-        if (be->comm->ops->all_reduce_sum(be->comm, rk->rank, rk->o,
-                                          (size_t) n * H, INFER_DT_F32,
-                                          NULL) != 0)
-        {
+        if (reduce(be, rk, rk->o, L->bo, n, H) != 0) {
             return -1;
+        }
+        if (L->post_attn_norm != NULL) {
+            norm(rk->o, rk->o, L->post_attn_norm, NULL, n, H, eps);
         }
         residual_add(rk->x, rk->o, (size_t) n * H);
 
         /* MLP block */
-        rms_norm(rk->h, rk->x, L->mlp_norm, n, H, eps);
-        linear(rk->gate, rk->h, L->w_gate, NULL, n, H, rk->inter);
-        linear(rk->up, rk->h, L->w_up, NULL, n, H, rk->inter);
-        swiglu(rk->gate, rk->up, (size_t) n * rk->inter);
-        linear(rk->o, rk->gate, L->w_down, NULL, n, rk->inter, H);
-        if (be->comm->ops->all_reduce_sum(be->comm, rk->rank, rk->o,
-                                          (size_t) n * H, INFER_DT_F32,
-                                          NULL) != 0)
-        {
+        norm(rk->h, rk->x, L->mlp_norm, L->mlp_norm_b, n, H, eps);
+        linear(rk->up, rk->h, L->w_up, L->b_up, n, H, ni);
+        if (L->w_gate != NULL) {
+            linear(rk->gate, rk->h, L->w_gate, L->b_gate, n, H, ni);
+            activate(rk->gate, rk->up, (size_t) n * ni, c->act);
+            linear(rk->o, rk->gate, L->w_down, NULL, n, ni, H);
+        } else {
+            activate(rk->up, NULL, (size_t) n * ni, c->act);
+            linear(rk->o, rk->up, L->w_down, NULL, n, ni, H);
+        }
+        if (reduce(be, rk, rk->o, L->b_down, n, H) != 0) {
             return -1;
+        }
+        if (L->post_mlp_norm != NULL) {
+            norm(rk->o, rk->o, L->post_mlp_norm, NULL, n, H, eps);
         }
         residual_add(rk->x, rk->o, (size_t) n * H);
     }
@@ -660,12 +912,15 @@ cpu_rank_forward(cpu_backend_t *be, cpu_rank_t *rk, const infer_batch_t *b,
 
     /* final norm and lm_head, only for the tokens that are sampled */
     for (i = 0; i < b->n_logits; i++) {
-        rms_norm(be->h_logits + (size_t) i * H,
-                 rk->x + (size_t) b->logit_tokens[i] * H,
-                 be->final_norm, 1, H, eps);
+        norm(be->h_logits + (size_t) i * H,
+             rk->x + (size_t) b->logit_tokens[i] * H, be->final_norm,
+             be->final_norm_b, 1, H, eps);
     }
     linear(logits, be->h_logits, be->lm_head, NULL, b->n_logits, H,
            c->vocab_size);
+    if (c->final_softcap != 0.0f) {
+        softcap(logits, b->n_logits * c->vocab_size, c->final_softcap);
+    }
     return 0;
 }
 
@@ -683,12 +938,37 @@ cpu_forward(infer_backend_t *bk, const infer_batch_t *b, float *logits,
     char *err, size_t errlen)
 {
     cpu_backend_t *be = bk->priv;
-    int            r, rc;
+    int            r, rc, s;
 
     if (b->n_tokens < 1 || b->n_tokens > be->max_tokens) {
         snprintf(err, errlen, "cpu backend: batch of %d tokens (limit %d)",
                  b->n_tokens, be->max_tokens);
         return -1;
+    }
+    /* attention's scratch holds ctx_cap keys: a longer context would
+     * overrun it */
+    for (s = 0; s < b->n_seqs; s++) {
+        if (b->ctx_len[s] < 1 || b->ctx_len[s] > be->ctx_cap) {
+            snprintf(err, errlen, "cpu backend: sequence %d: context %d "
+                     "outside [1, %d]", s, b->ctx_len[s], be->ctx_cap);
+            return -1;
+        }
+    }
+
+    /* length-dependent RoPE: each sequence's frequencies for its length
+     * after this step, as transformers computes them from the largest
+     * position of a forward call */
+    if (be->freq_rows) {
+        if (b->n_seqs < 1 || b->n_seqs > be->max_tokens) {
+            snprintf(err, errlen, "cpu backend: batch of %d sequences "
+                     "(limit %d)", b->n_seqs, be->max_tokens);
+            return -1;
+        }
+        for (s = 0; s < b->n_seqs; s++) {
+            infer_rope_inv_freq(&be->cfg.rope, b->ctx_len[s],
+                                be->inv_freq
+                                + (size_t) s * (be->cfg.rope.dim / 2));
+        }
     }
 
     be->batch = b;
@@ -716,7 +996,7 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     const infer_model_config_t *c = &m->cfg;
     cpu_backend_t *be;
     size_t         per_block;
-    int            r, i, tp = p->tp > 0 ? p->tp : 1;
+    int            r, half, tp = p->tp > 0 ? p->tp : 1;
 
     if (c->num_heads % tp != 0 || c->num_kv_heads % tp != 0) {
         snprintf(err, errlen, "tp=%d must divide num_attention_heads (%d) "
@@ -763,7 +1043,13 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
         openblas_set_num_threads(p->threads);
     }
 
-    be->inv_freq = malloc(c->head_dim / 2 * sizeof(float));
+    /* RoPE frequencies: computed once, or per sequence and step when
+     * they depend on its length (a step has at most max_tokens) */
+    half = c->rope.dim / 2 > 0 ? c->rope.dim / 2 : 1;
+    be->freq_rows = infer_rope_depends_on_length(&c->rope);
+    be->rope_scale = infer_rope_scaling(&c->rope);
+    be->inv_freq = malloc((size_t) (be->freq_rows ? be->max_tokens : 1)
+                          * half * sizeof(float));
     be->h_logits = malloc((size_t) be->max_tokens * c->hidden_size
                           * sizeof(float));
     be->ranks = calloc(tp, sizeof(cpu_rank_t));
@@ -773,18 +1059,22 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
         snprintf(err, errlen, "cpu backend: out of memory");
         goto failed;
     }
-    /* inv_freq_i = theta^(-2i/d), as Hugging Face computes it in float32 */
-    for (i = 0; i < c->head_dim / 2; i++) {
-        be->inv_freq[i] = (float) (1.0 / pow(c->rope_theta,
-                                             (double) (2 * i) / c->head_dim));
+    if (c->rope.type != INFER_ROPE_NONE) {
+        infer_rope_inv_freq(&c->rope, 1, be->inv_freq);
     }
 
     be->embed = cpu_weight_rows(be, m->embed, 0, c->vocab_size);
     be->lm_head = m->lm_head == m->embed
                   ? be->embed
                   : cpu_weight_rows(be, m->lm_head, 0, c->vocab_size);
-    be->final_norm = cpu_weight_rows(be, m->final_norm, 0, 1);
-    if (!be->embed || !be->lm_head || !be->final_norm) {
+    be->pos_embed = m->pos_embed == NULL ? NULL
+                    : cpu_weight_rows(be, m->pos_embed, 0, c->max_position);
+    if (!be->embed || !be->lm_head
+        || (m->pos_embed != NULL && be->pos_embed == NULL)
+        || cpu_norm(be, m->final_norm, &be->final_norm) != 0
+        || cpu_bias(be, m->final_norm_b, 0, c->hidden_size,
+                    &be->final_norm_b) != 0)
+    {
         snprintf(err, errlen, "cpu backend: out of memory loading weights");
         goto failed;
     }

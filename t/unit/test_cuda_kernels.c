@@ -31,6 +31,7 @@ main(void)
 #include "model.h"
 #include "rmsnorm.h"
 #include "rope.h"
+#include "rope_freq.h"
 #include "sample.h"
 #include "sampling.h"
 #include "swiglu.h"
@@ -261,7 +262,9 @@ test_rope(int with_bias)
 
     fill_half(qkv, qf, N * W, 1.0f);
     fill_half(bias, bf, W, 0.5f);
-    infer_rope_inv_freq(1000000.0, HD, inv);
+    infer_rope_inv_freq(&(infer_rope_t) { .type = INFER_ROPE_DEFAULT,
+                                          .theta = 1000000.0, .dim = HD },
+                        1, inv);
     infer_ref_rope_qkv(qf, W, with_bias ? bf : NULL, pos, inv, N, NH, NKV,
                        HD);
     d_qkv = dev_copy(qkv, sizeof(qkv));

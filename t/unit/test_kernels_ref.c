@@ -13,6 +13,7 @@
 #include "kvcache.h"
 #include "rmsnorm.h"
 #include "rope.h"
+#include "rope_freq.h"
 #include "sample.h"
 #include "sampling.h"
 #include "swiglu.h"
@@ -136,7 +137,9 @@ test_rope(void)
     int32_t pos0 = 0, pos[2];
     int     j, ok_id = 1;
 
-    infer_rope_inv_freq(10000.0, HD, inv);
+    infer_rope_inv_freq(&(infer_rope_t) { .type = INFER_ROPE_DEFAULT,
+                                          .theta = 10000.0, .dim = HD },
+                        1, inv);
     ok(inv[0] == 1.0f && fabs(inv[1] - pow(10000.0, -0.2)) < 1e-7,
        "rope: inv_freq = theta^(-2j/d)");
 

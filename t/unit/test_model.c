@@ -198,7 +198,15 @@ test_stories(void)
         return;
     }
     is_str(m->cfg.model_type, "llama", "model_type");
-    is_int(m->cfg.arch, INFER_ARCH_LLAMA, "arch llama");
+    ok(m->cfg.norm == INFER_NORM_RMS && m->cfg.act == INFER_ACT_SILU
+       && m->cfg.gated_mlp && !m->cfg.learned_pos && !m->cfg.qk_norm
+       && !m->cfg.post_norms && m->cfg.embed_scale == 1.0f
+       && m->cfg.norm_offset == 0.0f, "llama: RMSNorm, SwiGLU, no extras");
+    ok(m->cfg.rope.type == INFER_ROPE_DEFAULT && m->cfg.rope.dim == 8
+       && m->cfg.sliding_window == 0 && m->cfg.attn_softcap == 0.0f
+       && m->cfg.final_softcap == 0.0f
+       && infer_model_attn_scale(&m->cfg, 3) == (float) pow(8, -0.5),
+       "llama: plain RoPE over the head, no window or caps, 1/sqrt(8)");
     is_int(m->cfg.vocab_size, 512, "vocab_size");
     is_int(m->cfg.hidden_size, 64, "hidden_size");
     is_int(m->cfg.intermediate_size, 172, "intermediate_size");
@@ -264,6 +272,153 @@ rmrf(const char *dir)
 }
 
 
+/* ---- the families' presets bind as their names say ------------------- */
+
+static infer_model_t *
+gen_open(const char *tmp, const char *preset)
+{
+    char           dir[4200], args[256];
+    infer_model_t *m = NULL;
+
+    snprintf(dir, sizeof(dir), "%s/fam-%s", tmp, preset);
+    snprintf(args, sizeof(args), "--preset %s --seed 3", preset);
+    if (!ok(gen(dir, args) == 0
+            && infer_model_open(dir, &m, err, sizeof(err)) == 0,
+            "%s: generated and opened", preset))
+    {
+        diag("%s", err);
+        return NULL;
+    }
+    return m;
+}
+
+
+/* element (r, c) of a tensor or view, through the block reader */
+static float
+elem(const infer_tensor_t *t, int64_t r, int64_t c)
+{
+    float v;
+
+    infer_tensor_read_f32(t, r, 1, c, 1, &v);
+    return v;
+}
+
+
+static void
+test_families(const char *tmp)
+{
+    infer_model_t              *m;
+    const infer_layer_weights_t *l;
+    const infer_tensor_t       *t;
+    int                         ok_all, r, c;
+
+    if ((m = gen_open(tmp, "tiny-gemma2")) != NULL) {
+        l = &m->layers[1];
+        ok(m->cfg.layer_sliding[0] && !m->cfg.layer_sliding[1]
+           && m->cfg.layer_sliding[2] && !m->cfg.layer_sliding[3]
+           && infer_model_window(&m->cfg, 2) == 128
+           && infer_model_window(&m->cfg, 3) == 0,
+           "gemma2: local, global, local, global; window 128");
+        ok(m->cfg.attn_softcap == 2.0f && m->cfg.final_softcap == 3.0f
+           && m->cfg.embed_scale == 8.0f && m->cfg.norm_offset == 1.0f
+           && m->cfg.act == INFER_ACT_GELU_TANH && m->cfg.gated_mlp,
+           "gemma2: soft-caps 2 / 3, embedding x sqrt(64), (1 + w) norms, "
+           "GeGLU");
+        ok(infer_model_attn_scale(&m->cfg, 0) == (float) pow(24, -0.5),
+           "gemma2: scores scaled by query_pre_attn_scalar^-0.5");
+        ok(l->post_attn_norm && l->post_mlp_norm
+           && strstr(l->post_attn_norm->name, "post_attention_layernorm")
+           && strstr(l->mlp_norm->name, "pre_feedforward_layernorm")
+           && strstr(l->post_mlp_norm->name, "post_feedforward_layernorm"),
+           "gemma2: pre/post norms bound by their roles");
+        ok(m->lm_head == m->embed && m->cfg.rope.dim == 32,
+           "gemma2: tied, RoPE over head_dim 32");
+        infer_model_close(m);
+    }
+    if ((m = gen_open(tmp, "tiny-qwen3")) != NULL) {
+        l = &m->layers[0];
+        ok(m->cfg.qk_norm && l->q_norm && l->k_norm
+           && l->q_norm->shape[0] == 32 && !m->cfg.qkv_bias && !l->bq
+           && l->wq->shape[0] == 128 && m->cfg.sliding_window == 0,
+           "qwen3: q/k norms over head_dim 32, 4 x 32 > hidden, no "
+           "biases, no window");
+        infer_model_close(m);
+    }
+    if ((m = gen_open(tmp, "tiny-phi3")) != NULL) {
+        l = &m->layers[1];
+        t = infer_model_tensor(m, "model.layers.1.self_attn.qkv_proj.weight");
+        ok(t && l->wq->shape[0] == 64 && l->wk->shape[0] == 32
+           && l->wv->shape[0] == 32 && l->wq->shape[1] == 64
+           && strstr(l->wk->name, "qkv_proj.weight[k]"),
+           "phi3: q, k, v are views of qkv_proj (64, 32, 32 rows)");
+        ok_all = t != NULL;
+        for (r = 0; ok_all && r < 32; r += 7) {
+            for (c = 0; c < 64; c += 13) {
+                ok_all &= elem(l->wk, r, c) == elem(t, 64 + r, c)
+                          && elem(l->wv, r, c) == elem(t, 96 + r, c);
+            }
+        }
+        ok(ok_all, "phi3: k rows follow q's, v rows k's");
+        t = infer_model_tensor(m, "model.layers.1.mlp.gate_up_proj.weight");
+        ok(t && l->w_gate->shape[0] == 128 && l->w_up->shape[0] == 128
+           && elem(l->w_up, 5, 9) == elem(t, 133, 9)
+           && elem(l->w_gate, 5, 9) == elem(t, 5, 9),
+           "phi3: gate is the first half of gate_up_proj, up the second");
+        ok(m->cfg.rope.type == INFER_ROPE_LONGROPE
+           && m->cfg.rope.original_max == 256
+           && m->cfg.rope.factor == 32.0
+           && fabs(m->cfg.rope.attention_factor
+                   - sqrt(1 + log(32.0) / log(256.0))) < 1e-12
+           && m->cfg.rope.long_factor[7] == 31.0f
+           && infer_model_window(&m->cfg, 1) == 300,
+           "phi3: longrope over 8 pairs, original 256, factor 32, window "
+           "300 on every layer");
+        infer_model_close(m);
+    }
+    if ((m = gen_open(tmp, "tiny-gpt2")) != NULL) {
+        l = &m->layers[0];
+        t = infer_model_tensor(m, "transformer.h.0.attn.c_attn.weight");
+        ok(m->cfg.learned_pos && m->pos_embed
+           && m->pos_embed->shape[0] == 1024 && m->cfg.norm
+           == INFER_NORM_LAYER && m->final_norm_b && l->attn_norm_b
+           && l->mlp_norm_b && m->cfg.rope.type == INFER_ROPE_NONE
+           && !m->cfg.gated_mlp && l->w_gate == NULL
+           && m->cfg.act == INFER_ACT_GELU_TANH,
+           "gpt2: learned positions, LayerNorms with biases, GELU MLP");
+        ok(t && t->shape[0] == 64 && t->shape[1] == 192 && l->wq->transposed
+           && l->wq->shape[0] == 64 && l->wq->shape[1] == 64
+           && elem(l->wq, 3, 5) == elem(t, 5, 3)
+           && elem(l->wk, 3, 5) == elem(t, 5, 67)
+           && elem(l->wv, 63, 0) == elem(t, 0, 191),
+           "gpt2: q, k, v are transposed column blocks of Conv1D c_attn");
+        t = infer_model_tensor(m, "transformer.h.0.mlp.c_fc.weight");
+        ok(t && l->w_up->shape[0] == 256 && l->w_up->shape[1] == 64
+           && elem(l->w_up, 200, 7) == elem(t, 7, 200) && l->b_up
+           && l->b_down && l->bo && l->bk
+           && l->bk->shape[0] == 64,
+           "gpt2: c_fc as [out, in], every projection with its bias");
+        ok(infer_model_attn_scale(&m->cfg, 1) == 0.25f,
+           "gpt2: scale 1/sqrt(16)");
+        infer_model_close(m);
+    }
+    if ((m = gen_open(tmp, "tiny-llama3")) != NULL) {
+        ok(m->cfg.rope.type == INFER_ROPE_LLAMA3
+           && m->cfg.rope.factor == 32.0 && m->cfg.rope.original_max == 8192
+           && m->cfg.rope.theta == 5e5 && m->lm_head == m->embed,
+           "llama3: llama3 RoPE, factor 32, original 8192, tied");
+        infer_model_close(m);
+    }
+    if ((m = gen_open(tmp, "tiny-llama-dynamic")) != NULL) {
+        ok(m->cfg.rope.type == INFER_ROPE_DYNAMIC
+           && m->cfg.max_position == 1024
+           && m->cfg.rope.max_position == 512
+           && infer_rope_depends_on_length(&m->cfg.rope),
+           "dynamic NTK: context factor x 512, frequencies turn at 512");
+        infer_model_close(m);
+    }
+}
+
+
 static void
 test_sharded(const char *tmp)
 {
@@ -286,7 +441,9 @@ test_sharded(const char *tmp)
         infer_model_close(ma);
         return;
     }
-    is_int(mb->cfg.arch, INFER_ARCH_QWEN2, "qwen2 arch");
+    is_str(mb->cfg.model_type, "qwen2", "qwen2 model_type");
+    ok(mb->cfg.qkv_bias && !mb->cfg.o_bias, "qwen2: q/k/v biases, no o "
+       "bias");
     ok(mb->cfg.qkv_bias && mb->layers[1].bq && mb->layers[1].bv,
        "qwen2 biases bound");
     ok(mb->lm_head == mb->embed, "qwen2 preset is tied");
@@ -620,6 +777,29 @@ config_case(const char *tmp, const char *label, const char *key,
 }
 
 
+/* One config change on the tiny model that must load; *m gets it (NULL
+ * when it does not). */
+static void
+config_loads(const char *tmp, const char *label, const char *key,
+    json_t *val, infer_model_t **m)
+{
+    json_t *cfg = tiny_config(), *hdr;
+    long    len;
+
+    hdr = tiny_header(0, 1, &len);
+    json_object_set_new(cfg, key, val);
+    *m = NULL;
+    if (!ok(infer_model_open(case_dir(tmp, cfg, hdr, len), m, err,
+                             sizeof(err)) == 0, "%s loads", label))
+    {
+        diag("%s", err);
+        *m = NULL;
+    }
+    json_decref(cfg);
+    json_decref(hdr);
+}
+
+
 /* One change to a tensor's header entry. */
 static void
 tensor_case(const char *tmp, const char *label, const char *tensor,
@@ -674,18 +854,24 @@ test_bad_config(const char *tmp)
                 json_string("gpt_neox"), "model_type", "gpt_neox");
     config_case(tmp, "missing model_type", "model_type", NULL,
                 "model_type", "missing");
-    config_case(tmp, "rope_scaling", "rope_scaling",
-                json_pack("{s:s, s:f}", "type", "linear", "factor", 2.0),
-                "rope_scaling", "not supported");
-    config_case(tmp, "rope_parameters llama3", "rope_parameters",
+    config_case(tmp, "rope_scaling of an unknown type", "rope_scaling",
+                json_pack("{s:s, s:f}", "rope_type", "proportional",
+                          "factor", 2.0), "proportional", "not supported");
+    config_case(tmp, "rope_parameters llama3 without factor",
+                "rope_parameters",
                 json_pack("{s:s, s:f}", "rope_type", "llama3", "rope_theta",
-                          5e5), "rope_type", "llama3");
-    config_case(tmp, "hidden_act gelu", "hidden_act", json_string("gelu"),
-                "hidden_act", "gelu");
-    config_case(tmp, "llama attention_bias", "attention_bias", json_true(),
-                "attention_bias", "llama");
-    config_case(tmp, "mlp_bias", "mlp_bias", json_true(), "mlp_bias",
+                          5e5), "llama3", "'factor'");
+    config_case(tmp, "su is longrope for phi3 only", "rope_scaling",
+                json_pack("{s:s}", "type", "su"), "rope_type 'su'",
                 "not supported");
+    config_case(tmp, "partial_rotary_factor for llama",
+                "partial_rotary_factor", json_real(0.5),
+                "partial_rotary_factor", "llama");
+    config_case(tmp, "hidden_act relu", "hidden_act", json_string("relu"),
+                "hidden_act relu", "not supported");
+    config_case(tmp, "linear rope with a negative factor", "rope_scaling",
+                json_pack("{s:s, s:f}", "type", "linear", "factor", -1.0),
+                "factor", "positive");
     config_case(tmp, "missing hidden_size", "hidden_size", NULL,
                 "hidden_size", "missing");
     config_case(tmp, "negative vocab_size", "vocab_size", json_integer(-3),
@@ -703,36 +889,106 @@ test_bad_config(const char *tmp)
     config_case(tmp, "tie_word_embeddings not a bool", "tie_word_embeddings",
                 json_integer(1), "tie_word_embeddings", "true or false");
 
-    /* mistral: a window shorter than the context */
+    /* what transformers accepts loads: rope_type default, linear by 1,
+     * swish */
+    config_loads(tmp, "rope_scaling {rope_type: default}", "rope_scaling",
+                 json_pack("{s:s}", "rope_type", "default"), &m);
+    ok(m != NULL && m->cfg.rope.type == INFER_ROPE_DEFAULT,
+       "rope_type default is plain RoPE");
+    infer_model_close(m);
+    config_loads(tmp, "linear rope_scaling with factor 1.0", "rope_scaling",
+                 json_pack("{s:s, s:f}", "type", "linear", "factor", 1.0),
+                 &m);
+    ok(m != NULL && m->cfg.rope.type == INFER_ROPE_LINEAR
+       && m->cfg.rope.factor == 1.0, "linear, factor 1");
+    infer_model_close(m);
+    config_loads(tmp, "hidden_act swish", "hidden_act",
+                 json_string("swish"), &m);
+    ok(m != NULL && m->cfg.act == INFER_ACT_SILU, "swish is silu");
+    infer_model_close(m);
+    config_loads(tmp, "hidden_act gelu", "hidden_act", json_string("gelu"),
+                 &m);
+    ok(m != NULL && m->cfg.act == INFER_ACT_GELU, "gelu is erf gelu");
+    infer_model_close(m);
+
+    /* llama's attention_bias and mlp_bias need their tensors */
+    cfg = tiny_config();
+    json_object_set_new(cfg, "attention_bias", json_true());
+    hdr = tiny_header(1, 1, &len);
+    expect_fail(case_dir(tmp, cfg, hdr, len), "llama attention_bias wants "
+                "an o_proj bias too", "model.safetensors",
+                "model.layers.0.self_attn.o_proj.bias", "missing", NULL);
+    json_object_set_new(cfg, "attention_bias", json_false());
+    json_object_set_new(cfg, "mlp_bias", json_true());
+    expect_fail(case_dir(tmp, cfg, hdr, len), "llama mlp_bias wants MLP "
+                "biases", "model.safetensors",
+                "model.layers.0.mlp.gate_proj.bias", "missing", NULL);
+    json_decref(cfg);
+    json_decref(hdr);
+
+    /* mistral: every layer windowed; absent means MistralConfig's 4096;
+     * null none */
     cfg = tiny_config();
     json_object_set_new(cfg, "model_type", json_string("mistral"));
     json_object_set_new(cfg, "sliding_window", json_integer(16));
     hdr = tiny_header(0, 1, &len);
-    expect_fail(case_dir(tmp, cfg, hdr, len), "mistral sliding_window 16",
-                "config.json", "sliding_window 16", "not supported", NULL);
-    /* absent means MistralConfig's 4096, which is < 131072 */
+    ok(infer_model_open(case_dir(tmp, cfg, hdr, len), &m, err,
+                        sizeof(err)) == 0
+       && m->cfg.sliding_window == 16 && m->cfg.layer_sliding[0]
+       && infer_model_window(&m->cfg, 0) == 16,
+       "mistral sliding_window 16: layer 0 attends to 16 keys");
+    infer_model_close(m);
     json_object_del(cfg, "sliding_window");
     json_object_del(cfg, "max_position_embeddings");
-    expect_fail(case_dir(tmp, cfg, hdr, len), "mistral default window",
-                "config.json", "sliding_window 4096", NULL);
+    ok(infer_model_open(case_dir(tmp, cfg, hdr, len), &m, err,
+                        sizeof(err)) == 0 && m->cfg.sliding_window == 4096
+       && m->cfg.max_position == 131072,
+       "mistral default window 4096, default context 131072");
+    infer_model_close(m);
     json_object_set_new(cfg, "sliding_window", json_null());
     ok(infer_model_open(case_dir(tmp, cfg, hdr, len), &m, err,
                         sizeof(err)) == 0
        && strcmp(m->cfg.model_type, "mistral") == 0
-       && m->cfg.max_position == 131072,
-       "mistral with sliding_window null loads (default context 131072)");
+       && m->cfg.sliding_window == 0
+       && infer_model_window(&m->cfg, 0) == 0,
+       "mistral with sliding_window null: no window");
     infer_model_close(m);
+    json_object_set_new(cfg, "sliding_window", json_string("4096"));
+    expect_fail(case_dir(tmp, cfg, hdr, len), "sliding_window a string",
+                "config.json", "sliding_window", "integer", NULL);
     json_decref(cfg);
     json_decref(hdr);
 
-    /* qwen2 */
+    /* qwen2: use_sliding_window from max_window_layers on (default 28, so
+     * none of one layer); layer_types wins */
     cfg = tiny_config();
     json_object_set_new(cfg, "model_type", json_string("qwen2"));
     json_object_set_new(cfg, "use_sliding_window", json_true());
+    json_object_set_new(cfg, "sliding_window", json_integer(32));
     hdr = tiny_header(1, 1, &len);
-    expect_fail(case_dir(tmp, cfg, hdr, len), "qwen2 use_sliding_window",
-                "config.json", "use_sliding_window", NULL);
+    ok(infer_model_open(case_dir(tmp, cfg, hdr, len), &m, err,
+                        sizeof(err)) == 0 && m->cfg.sliding_window == 0,
+       "qwen2 use_sliding_window, 1 layer < max_window_layers 28: none");
+    infer_model_close(m);
+    json_object_set_new(cfg, "max_window_layers", json_integer(0));
+    ok(infer_model_open(case_dir(tmp, cfg, hdr, len), &m, err,
+                        sizeof(err)) == 0
+       && infer_model_window(&m->cfg, 0) == 32,
+       "qwen2 max_window_layers 0: layer 0 windowed");
+    infer_model_close(m);
+    json_object_set_new(cfg, "layer_types", json_pack("[s]", "chunked"));
+    expect_fail(case_dir(tmp, cfg, hdr, len), "layer_types chunked",
+                "config.json", "layer_types[0] 'chunked'", "not supported",
+                NULL);
+    json_object_set_new(cfg, "layer_types", json_pack("[s]",
+                                                      "sliding_attention"));
     json_object_set_new(cfg, "use_sliding_window", json_false());
+    expect_fail(case_dir(tmp, cfg, hdr, len), "sliding layer_types without "
+                "a window", "config.json", "sliding_window is not set",
+                NULL);
+    json_object_del(cfg, "layer_types");
+    json_object_del(cfg, "max_window_layers");
+    json_object_del(cfg, "sliding_window");
     json_decref(hdr);
     hdr = tiny_header(0, 1, &len);
     expect_fail(case_dir(tmp, cfg, hdr, len), "qwen2 without biases",
@@ -1000,6 +1256,7 @@ main(int argc, char **argv)
         test_gen_usage(tmp);
         test_gen_tokenizer(tmp);
         test_sharded(tmp);
+        test_families(tmp);
         test_dtypes(tmp);
     }
     rmrf(tmp);

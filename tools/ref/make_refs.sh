@@ -34,3 +34,26 @@ ref tiny-qwen2-f16    tiny-qwen2   f16  5 "$GPT2_IDS"   97
 "$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
     t/data/ref/stories260K.logits --name stories260K \
     --tokens "$STORIES_IDS" --stride 1 --source "shared models/stories260K"
+
+# The families (t/data/ref/*.ref, tools/ref/hf_family.py): a tiny model of
+# each with every flag of the published config, prompts of 1, 37 and
+# LONG tokens (past every sliding window), two greedy prompts of 64
+# tokens; GREEDY is the first's length (long enough for longrope and
+# dynamic NTK to switch frequencies, or a window to slide, mid-way).
+family() {  # preset seed long greedy
+    "$GEN" "$TMP/$1" --preset "$1" --dtype f32 --seed "$2"
+    "$PY" tools/ref/hf_family.py "$TMP/$1" "t/data/ref/$1.ref" --name "$1" \
+        --source "gen --preset $1 --dtype f32 --seed $2" --seed "$2" \
+        --long "$3" --greedy "$4"
+}
+
+family tiny-llama3        21 1000 37
+family tiny-qwen3         22 1000 37
+family tiny-gemma2        23 1000 100
+family tiny-mistral-v0.1  24 1000 120
+family tiny-phi3          25 1000 220
+family tiny-gpt2          26 1000 37
+family tiny-llama-linear  27 1000 37
+family tiny-llama-dynamic 28 1000 480
+family tiny-qwen3-yarn    29 1000 37
+"$PY" tools/ref/rope_freqs.py t/data/ref/rope.freqs

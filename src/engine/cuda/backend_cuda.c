@@ -42,6 +42,7 @@
 #include "kvcache.h"
 #include "rmsnorm.h"
 #include "rope.h"
+#include "rope_freq.h"
 #include "sample.h"
 #include "swiglu.h"
 
@@ -450,6 +451,19 @@ rank_release(cuda_rank_t *cb)
 static int
 check_config(const infer_model_config_t *c, char *err, size_t errlen)
 {
+    /* what this backend's forward does not compute yet */
+    if (c->norm != INFER_NORM_RMS || c->norm_offset != 0.0f
+        || c->post_norms || c->qk_norm || c->o_bias || c->mlp_bias
+        || c->act != INFER_ACT_SILU || !c->gated_mlp || c->learned_pos
+        || c->embed_scale != 1.0f || c->attn_softcap != 0.0f
+        || c->final_softcap != 0.0f || c->sliding_window != 0
+        || c->rope.type != INFER_ROPE_DEFAULT || c->rope.dim != c->head_dim
+        || infer_model_attn_scale(c, 0) != (float) (1.0 / sqrt(c->head_dim)))
+    {
+        snprintf(err, errlen, "backend=cuda: model_type %s with these "
+                 "features is not supported on the GPU yet", c->model_type);
+        return -1;
+    }
     if (c->num_kv_heads <= 0 || c->num_heads % c->num_kv_heads != 0) {
         snprintf(err, errlen, "backend=cuda: num_attention_heads %d is not "
                  "a multiple of num_key_value_heads %d", c->num_heads,
@@ -522,7 +536,7 @@ alloc_buffers(cuda_rank_t *cb, char *err, size_t errlen)
     CUDA_CHECK(cudaMallocHost((void **) &cb->h_rows,
                               cb->max_logits * sizeof(infer_sample_row_t)));
     CUDA_CHECK(cudaMallocHost((void **) &cb->h_out, cb->max_logits * 4));
-    infer_rope_inv_freq(c->rope_theta, c->head_dim, inv_freq);
+    infer_rope_inv_freq(&c->rope, 1, inv_freq);
     CUDA_CHECK(cudaMemcpy(cb->inv_freq, inv_freq, hd / 2 * 4,
                           cudaMemcpyHostToDevice));
     return 0;
