@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/random.h>
 
 #include <jansson.h>
 #include <pcre2.h>
@@ -125,6 +127,7 @@ typedef struct {
 
 struct infer_tokenizer {
     int                 n_vocab;
+    uint64_t            hash_key[2];        /* of every table, per load */
 
     /* Token strings as stored (NUL-terminated), by id. */
     infer_buf_t         strs;
@@ -134,6 +137,7 @@ struct infer_tokenizer {
     /* Model vocab: open addressing, slot = id + 1, 0 = empty. */
     uint32_t           *vocab_slots;
     uint32_t            vocab_mask;
+    int32_t             one_byte[256];      /* id of each 1-byte string */
 
     /* Merges: (left id << 32 | right id) -> rank, merged id. */
     uint64_t           *merge_keys;
@@ -416,24 +420,103 @@ is_word_byte(unsigned char c)
 
 /* ---- hash maps --------------------------------------------------------- */
 
-static uint64_t
-hash_bytes(const char *s, size_t len)
-{
-    uint64_t  h = 0xcbf29ce484222325ull;
-    size_t    i;
+/*
+ * SipHash-1-3 (the hash of Rust's HashMap) under a key drawn at each
+ * load.  The tables probe linearly, so keys that share a slot make load
+ * and lookups quadratic in their number; with a fixed hash a
+ * tokenizer.json can be made of such keys: 128k of them (a 2 MB file)
+ * took load from 0.15 s to 6-10 s, and a lookup of a key at the end of
+ * their cluster walked all of it (64 kB of such characters encoded in
+ * 3 s, not 2 ms).  A secret key leaves a file nothing to aim at.
+ */
+#define SIP_ROTL(x, b)  (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIP_ROUND(v0, v1, v2, v3)                                           \
+    do {                                                                    \
+        v0 += v1; v1 = SIP_ROTL(v1, 13); v1 ^= v0; v0 = SIP_ROTL(v0, 32);  \
+        v2 += v3; v3 = SIP_ROTL(v3, 16); v3 ^= v2;                          \
+        v0 += v3; v3 = SIP_ROTL(v3, 21); v3 ^= v0;                          \
+        v2 += v1; v1 = SIP_ROTL(v1, 17); v1 ^= v2; v2 = SIP_ROTL(v2, 32);  \
+    } while (0)
 
-    for (i = 0; i < len; i++) {
-        h = (h ^ (unsigned char) s[i]) * 0x100000001b3ull;
+static uint64_t
+siphash13(const uint64_t key[2], const unsigned char *s, size_t len)
+{
+    uint64_t  v0 = key[0] ^ 0x736f6d6570736575ull;
+    uint64_t  v1 = key[1] ^ 0x646f72616e646f6dull;
+    uint64_t  v2 = key[0] ^ 0x6c7967656e657261ull;
+    uint64_t  v3 = key[1] ^ 0x7465646279746573ull;
+    uint64_t  m;
+    size_t    i, k, end = len & ~(size_t) 7;
+
+    for (i = 0; i < end; i += 8) {
+        for (m = 0, k = 0; k < 8; k++) {
+            m |= (uint64_t) s[i + k] << (8 * k);    /* little-endian */
+        }
+        v3 ^= m;
+        SIP_ROUND(v0, v1, v2, v3);
+        v0 ^= m;
     }
-    return h ^ (h >> 29);
+    for (m = (uint64_t) len << 56, k = 0; end + k < len; k++) {
+        m |= (uint64_t) s[end + k] << (8 * k);
+    }
+    v3 ^= m;
+    SIP_ROUND(v0, v1, v2, v3);
+    v0 ^= m;
+    v2 ^= 0xff;
+    SIP_ROUND(v0, v1, v2, v3);
+    SIP_ROUND(v0, v1, v2, v3);
+    SIP_ROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
 }
 
 
 static uint64_t
-hash_pair(uint64_t key)
+hash_bytes(const infer_tokenizer_t *t, const char *s, size_t len)
 {
-    key *= 0x9e3779b97f4a7c15ull;
-    return key ^ (key >> 31);
+    return siphash13(t->hash_key, (const unsigned char *) s, len);
+}
+
+
+/* Murmur3's 64-bit finalizer: every input bit moves every output bit. */
+static uint64_t
+mix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
+}
+
+
+/* An id pair (or trie edge).  Ids follow from the vocab, whose strings
+ * the file chooses, and BPE looks pairs up several times a merge:
+ * SipHash there made encode twice as slow, two keyed rounds of mix64 do
+ * not. */
+static uint64_t
+hash_pair(const infer_tokenizer_t *t, uint64_t key)
+{
+    return mix64(mix64(key ^ t->hash_key[0]) ^ t->hash_key[1]);
+}
+
+
+/* A key no file can know: getrandom(), else the clock and addresses (a
+ * fallback that still differs between loads and processes). */
+static void
+hash_seed(infer_tokenizer_t *t)
+{
+    struct timespec  ts;
+    uint64_t         k[2];
+
+    if (getrandom(k, sizeof(k), GRND_NONBLOCK) != (ssize_t) sizeof(k)) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        k[0] = (uint64_t) ts.tv_nsec * 0x9e3779b97f4a7c15ull
+               ^ (uint64_t) ts.tv_sec ^ (uint64_t) (uintptr_t) t;
+        k[1] = (uint64_t) getpid() << 32 ^ (uint64_t) (uintptr_t) &ts
+               ^ (uint64_t) clock();
+    }
+    t->hash_key[0] = k[0];
+    t->hash_key[1] = k[1];
 }
 
 
@@ -449,11 +532,12 @@ tok_str(const infer_tokenizer_t *t, int32_t id, size_t *len)
 
 
 static int32_t
-vocab_get(const infer_tokenizer_t *t, const char *s, size_t len)
+vocab_find(const infer_tokenizer_t *t, const char *s, size_t len)
 {
     uint32_t  i, id;
 
-    for (i = hash_bytes(s, len) & t->vocab_mask; ; i = (i + 1) & t->vocab_mask)
+    for (i = hash_bytes(t, s, len) & t->vocab_mask; ;
+         i = (i + 1) & t->vocab_mask)
     {
         if (t->vocab_slots[i] == 0) {
             return -1;
@@ -468,6 +552,16 @@ vocab_get(const infer_tokenizer_t *t, const char *s, size_t len)
 }
 
 
+/* One-byte strings, most of what BPE looks up in ASCII text, from a
+ * table: no hash to compute. */
+static int32_t
+vocab_get(const infer_tokenizer_t *t, const char *s, size_t len)
+{
+    return len == 1 ? t->one_byte[(unsigned char) s[0]]
+                    : vocab_find(t, s, len);
+}
+
+
 /* Returns the merge's index in the table, -1 if the pair never merges. */
 static int64_t
 merge_get(const infer_tokenizer_t *t, int32_t a, int32_t b)
@@ -478,7 +572,7 @@ merge_get(const infer_tokenizer_t *t, int32_t a, int32_t b)
     if (t->merge_keys == NULL) {
         return -1;
     }
-    for (i = hash_pair(key) & t->merge_mask; ; i = (i + 1) & t->merge_mask) {
+    for (i = hash_pair(t, key) & t->merge_mask; ; i = (i + 1) & t->merge_mask) {
         if (t->merge_keys[i] == key) {
             return i;
         }
@@ -600,6 +694,7 @@ load_vocab(infer_tokenizer_t *t, json_t *model, json_t *added,
     size_t       len;
     uint32_t     i;
     int32_t      id;
+    char         c;
 
     if (!json_is_object(vocab)) {
         tok_err(err, errlen, "%s: model.vocab: missing or not an object",
@@ -631,11 +726,15 @@ load_vocab(infer_tokenizer_t *t, json_t *model, json_t *added,
         if (set_token_str(t, id, key, len) != 0) {
             goto nomem;
         }
-        for (i = hash_bytes(key, len) & t->vocab_mask;
+        for (i = hash_bytes(t, key, len) & t->vocab_mask;
              t->vocab_slots[i] != 0;
              i = (i + 1) & t->vocab_mask)
         { /* linear probing */ }
         t->vocab_slots[i] = (uint32_t) id + 1;
+    }
+    for (i = 0; i < 256; i++) {
+        c = (char) i;
+        t->one_byte[i] = vocab_find(t, &c, 1);
     }
     return 0;
 
@@ -720,7 +819,7 @@ load_merges(infer_tokenizer_t *t, json_t *model, const char *path,
             goto done;
         }
         key = (uint64_t) (uint32_t) ida << 32 | (uint32_t) idb;
-        for (k = hash_pair(key) & t->merge_mask;
+        for (k = hash_pair(t, key) & t->merge_mask;
              t->merge_keys[k] != UINT64_MAX && t->merge_keys[k] != key;
              k = (k + 1) & t->merge_mask)
         { /* linear probing */ }
@@ -1261,7 +1360,7 @@ trie_get(const infer_tokenizer_t *t, uint32_t node, unsigned char b)
     uint64_t  key = ((uint64_t) node << 8 | b) + 1;
     uint32_t  i;
 
-    for (i = hash_pair(key) & t->trie_mask; ; i = (i + 1) & t->trie_mask) {
+    for (i = hash_pair(t, key) & t->trie_mask; ; i = (i + 1) & t->trie_mask) {
         if (t->trie_keys[i] == key) {
             return t->trie_child[i];
         }
@@ -1309,7 +1408,7 @@ build_trie(infer_tokenizer_t *t)
             if (child < 0) {
                 key = ((uint64_t) node << 8 | (unsigned char) a->match[j])
                       + 1;
-                for (k = hash_pair(key) & t->trie_mask; t->trie_keys[k];
+                for (k = hash_pair(t, key) & t->trie_mask; t->trie_keys[k];
                      k = (k + 1) & t->trie_mask)
                 { /* linear probing */ }
                 t->trie_keys[k] = key;
@@ -1843,6 +1942,7 @@ infer_tokenizer_load(const char *dir, infer_tokenizer_t **out, char *err,
     }
     t->bos_id = -1;
     t->eos_id = -1;
+    hash_seed(t);
     byte_level_tables(t);
     if (load_model(t, root, path, err, errlen) != 0
         || load_normalizer(t, json_object_get(root, "normalizer"), path,

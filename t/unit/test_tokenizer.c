@@ -830,6 +830,136 @@ test_repro(void)
 }
 
 
+/* The vocab's hash before it was keyed: FNV-1a, folded. */
+static uint64_t
+fixed_hash(const char *s, size_t len)
+{
+    uint64_t  h = 0xcbf29ce484222325ull;
+    size_t    i;
+
+    for (i = 0; i < len; i++) {
+        h = (h ^ (unsigned char) s[i]) * 0x100000001b3ull;
+    }
+    return h ^ (h >> 29);
+}
+
+
+/* A character of len (2 or 3) bytes whose slot under the fixed hash is
+ * in the first 1/64 of a table of mask + 1 slots, into out. */
+static void
+low_slot_char(int len, uint64_t mask, char *out)
+{
+    unsigned  cp;
+
+    for (cp = len == 2 ? 0x100 : 0x4e00; ; cp++) {
+        if (len == 2) {
+            out[0] = (char) (0xc0 | cp >> 6);
+            out[1] = (char) (0x80 | (cp & 0x3f));
+        } else {
+            out[0] = (char) (0xe0 | cp >> 12);
+            out[1] = (char) (0x80 | (cp >> 6 & 0x3f));
+            out[2] = (char) (0x80 | (cp & 0x3f));
+        }
+        out[len] = '\0';
+        if ((fixed_hash(out, len) & mask) <= mask / 64) {
+            return;
+        }
+    }
+}
+
+
+/* DIR/tokenizer.json with n vocab keys: "k<hex>" ones, then the two
+ * characters of chars.  With aim, only keys the fixed hash put in the
+ * first 1/64 of the table (2n slots), which it probed linearly: one
+ * cluster of them all, and the characters at its end. */
+static double
+write_vocab(const char *dir, long n, uint64_t mask, int aim,
+    const char chars[2][4])
+{
+    char      path[256], key[32];
+    FILE     *f;
+    long      got = 0;
+    uint64_t  c = 0;
+    int       len;
+    double    t0 = now();
+
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"model\":{\"type\":\"BPE\",\"vocab\":{", f);
+    for (got = 0; got < n - 2; c++) {
+        len = snprintf(key, sizeof(key), "k%llx", (unsigned long long) c);
+        if (aim && (fixed_hash(key, len) & mask) > mask / 64) {
+            continue;
+        }
+        fprintf(f, "\"%s\":%ld,", key, got++);
+    }
+    fprintf(f, "\"%s\":%ld,\"%s\":%ld},\"merges\":[]},"
+            "\"decoder\":{\"type\":\"Fuse\"}}\n", chars[0], n - 2,
+            chars[1], n - 1);
+    fclose(f);
+    return now() - t0;
+}
+
+
+/* Keys that shared slots under the fixed hash made load (so nginx -t)
+ * and encode's lookups quadratic: 128k of them loaded in 10 s, not
+ * 0.15 s, and each lookup of a character at the cluster's end walked it
+ * all.  Under the keyed hash they are keys like any others. */
+static void
+test_hash_collisions(void)
+{
+    char                dir[] = "/tmp/test_tokenizer.XXXXXX", path[256];
+    char                err[512] = "", *text, chars[2][4];
+    double              t_gen, t_load[2], t_enc[2], t0;
+    infer_tokenizer_t  *t;
+    int32_t            *ids;
+    long                n = 131072;
+    uint64_t            mask = 2 * n - 1;   /* the table of n keys */
+    size_t              len = 1 << 16, i;
+    int                 aim, got, rc[2];
+
+    if (mkdtemp(dir) == NULL) {
+        ok(0, "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    /* two- and three-byte lookups, as the one-byte ones take no hash */
+    low_slot_char(2, mask, chars[0]);
+    low_slot_char(3, mask, chars[1]);
+    text = malloc(len);
+    for (i = 0; i + 5 <= len; i += 5) {
+        memcpy(text + i, chars[0], 2);
+        memcpy(text + i + 2, chars[1], 3);
+    }
+    len = i;
+    for (aim = 0; aim < 2; aim++) {
+        t_gen = write_vocab(dir, n, mask, aim, chars);
+        t0 = now();
+        rc[aim] = infer_tokenizer_load(dir, &t, err, sizeof(err));
+        t_load[aim] = now() - t0;
+        t0 = now();
+        if (rc[aim] == 0) {
+            rc[aim] = infer_tokenizer_encode(t, text, len, 0, &ids, &got);
+            rc[aim] |= got != (int) (len / 5 * 2) || ids[0] != n - 2;
+            free(ids);
+            infer_tokenizer_free(t);
+        }
+        t_enc[aim] = now() - t0;
+        diag("%s keys: made in %.3f s, load %.3f s, encode 64 kB %.3f s%s%s",
+             aim ? "colliding" : "plain", t_gen, t_load[aim], t_enc[aim],
+             err[0] ? ": " : "", err);
+    }
+    ok(rc[0] == 0 && rc[1] == 0 && t_load[1] < 3 * t_load[0] + 1
+       && t_enc[1] < 3 * t_enc[0] + 0.5,
+       "128k keys colliding under the fixed hash: load %.3f s (plain "
+       "%.3f s), encode %.3f s (plain %.3f s)", t_load[1], t_load[0],
+       t_enc[1], t_enc[0]);
+    free(text);
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+
 #define GUARD_MODEL                                                         \
     "\"model\": { \"type\": \"BPE\", \"vocab\": { \"a\": 0, \"b\": 1,"       \
     " \"ab\": 2, \"<unk>\": 3, \"y\": 4 }, \"merges\": [\"a b\"],"          \
@@ -987,6 +1117,7 @@ main(void)
     test_errors();
     test_repro();
     test_guards();
+    test_hash_collisions();
     for (i = 0; i < N_TOK; i++) {
         infer_tokenizer_free(tok[i]);
     }
