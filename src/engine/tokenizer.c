@@ -10,7 +10,8 @@
  * characters missing from the vocab fall back to <0xNN> byte tokens.
  * Byte-level (GPT-2, Llama-3, Qwen2): a regex splits the text, then every
  * byte is mapped to a printable code point (GPT-2's bytes_to_unicode) so
- * that BPE never meets an unknown character.
+ * that BPE never meets an unknown character.  Either may normalize the
+ * text first (NFC in Qwen2's files), by utf8proc.
  *
  * Decoding is precomputed per token (the bytes it stands for), so the
  * streaming detokenizer only strips the first token and holds back
@@ -30,6 +31,7 @@
 
 #include <jansson.h>
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include "tokenizer.h"
 
@@ -78,7 +80,8 @@ typedef struct {
 
 typedef enum {
     INFER_NORM_PREPEND,
-    INFER_NORM_REPLACE
+    INFER_NORM_REPLACE,
+    INFER_NORM_UNICODE              /* NFC, NFD, NFKC, NFKD by utf8proc */
 } infer_norm_type_e;
 
 typedef struct {
@@ -87,6 +90,8 @@ typedef struct {
     size_t              from_len;
     char               *to;         /* Prepend: prefix; Replace: content */
     size_t              to_len;
+    int                 form;       /* Unicode: utf8proc_map() options */
+    int                 compat;     /* Unicode: NFKC or NFKD */
 } infer_norm_t;
 
 typedef enum {
@@ -930,6 +935,7 @@ add_norm(infer_tokenizer_t *t, infer_norm_type_e type, const char *from,
     }
     t->norm = nn;
     n = &t->norm[t->n_norm];
+    memset(n, 0, sizeof(*n));
     n->type = type;
     n->from = from ? tok_strndup(from, from_len) : NULL;
     n->from_len = from_len;
@@ -949,9 +955,10 @@ static int
 load_normalizer(infer_tokenizer_t *t, json_t *n, const char *path,
     char *err, size_t errlen)
 {
-    const char  *type = get_type(n);
-    json_t      *v, *pat, *from, *to;
-    size_t       i;
+    const char    *type = get_type(n);
+    json_t        *v, *pat, *from, *to;
+    size_t         i;
+    infer_norm_t  *nn;
 
     if (n == NULL || json_is_null(n)) {
         return 0;
@@ -964,9 +971,20 @@ load_normalizer(infer_tokenizer_t *t, json_t *n, const char *path,
         }
         return 0;
     }
-    if (strcmp(type, "NFC") == 0) {
-        /* Clients send NFC text (browsers, JSON libraries do), and NFC of
-         * NFC text is itself; decomposed input would differ from HF. */
+    if (strcmp(type, "NFC") == 0 || strcmp(type, "NFD") == 0
+        || strcmp(type, "NFKC") == 0 || strcmp(type, "NFKD") == 0)
+    {
+        /* The options of utf8proc_NFC() and its kin, less NULLTERM: text
+         * may hold NUL bytes. */
+        if (add_norm(t, INFER_NORM_UNICODE, NULL, 0, "", 0) != 0) {
+            goto nomem;
+        }
+        nn = &t->norm[t->n_norm - 1];
+        nn->compat = type[2] == 'K';
+        nn->form = UTF8PROC_STABLE
+                   | (type[strlen(type) - 1] == 'C' ? UTF8PROC_COMPOSE
+                                                    : UTF8PROC_DECOMPOSE)
+                   | (nn->compat ? UTF8PROC_COMPAT : 0);
         return 0;
     }
     if (strcmp(type, "Prepend") == 0) {
@@ -1300,6 +1318,31 @@ nomem:
 }
 
 
+/*
+ * NFC and its kin by utf8proc.  HF's tables are Unicode 9.0's, utf8proc's
+ * (2.8) Unicode 15.0's: the two differ on 243 code points assigned since,
+ * new combining marks and compositions of recent scripts (measured over
+ * every code point alone and between marks), where HF leaves the text as
+ * it is; everywhere else they agree.  cur is valid UTF-8 (encode checks
+ * its input, and every stage keeps it so), which utf8proc checks again.
+ */
+static int
+normalize_unicode(const infer_norm_t *n, const infer_buf_t *cur,
+    infer_buf_t *out)
+{
+    utf8proc_uint8_t  *d = NULL;
+    utf8proc_ssize_t   len;
+    int                rc;
+
+    len = utf8proc_map((const utf8proc_uint8_t *) cur->p,
+                       (utf8proc_ssize_t) cur->len, &d,
+                       (utf8proc_option_t) n->form);
+    rc = len >= 0 ? buf_append(out, d, (size_t) len) : -1;
+    free(d);
+    return rc;
+}
+
+
 /* Runs the normalizer over s into out; tmp is scratch. */
 static int
 normalize(const infer_tokenizer_t *t, const char *s, size_t len,
@@ -1324,6 +1367,13 @@ normalize(const infer_tokenizer_t *t, const char *s, size_t len,
             if (buf_append(oth, n->to, n->to_len) != 0
                 || buf_append(oth, cur->p, cur->len) != 0)
             {
+                return -1;
+            }
+        } else if (n->type == INFER_NORM_UNICODE) {
+            if (cur->len == 0) {
+                continue;
+            }
+            if (normalize_unicode(n, cur, oth) != 0) {
                 return -1;
             }
         } else {
@@ -1808,8 +1858,12 @@ check_growth(infer_tokenizer_t *t, const char *path, char *err,
     for (i = 0; i < t->n_norm + t->n_pre; i++) {
         if (i < t->n_norm) {
             n = &t->norm[i];
-            m = n->type == INFER_NORM_PREPEND
-                ? 1 + n->to_len
+            /* Unicode: a character's decomposition is at most 3 (NFC,
+             * NFD: U+1D160) or 11 (NFKC, NFKD: U+FDFA) times its bytes,
+             * as Unicode bounds it; reordering keeps the length and
+             * composing shortens. */
+            m = n->type == INFER_NORM_PREPEND ? 1 + n->to_len
+                : n->type == INFER_NORM_UNICODE ? (n->compat ? 11 : 3)
                 : (n->to_len + n->from_len - 1) / n->from_len;
         } else {
             pre = &t->pre[i - t->n_norm];
@@ -1849,8 +1903,10 @@ check_growth(infer_tokenizer_t *t, const char *path, char *err,
  * token string (the longest in the vocab, added tokens included, or an
  * added token's normalized match) found in the normalized, pre-tokenized
  * text; only a Replace whose content is shorter than its pattern makes
- * that text shorter than the input, by at most from/to per stage, and one
- * with an empty content leaves no bound at all.
+ * that text shorter than the input, by at most from/to per stage (one
+ * with an empty content leaves no bound at all), and a Unicode
+ * normalization, by at most 4.  A chain that could shrink text more than
+ * 2^32 times leaves no bound either (the product would overflow).
  */
 static void
 cover_bound(infer_tokenizer_t *t)
@@ -1861,14 +1917,24 @@ cover_bound(infer_tokenizer_t *t)
 
     for (i = 0; i < t->n_norm; i++) {
         n = &t->norm[i];
-        if (n->type != INFER_NORM_REPLACE || n->to_len >= n->from_len) {
-            continue;
+        if (n->type == INFER_NORM_UNICODE) {
+            /* A character becomes one of a quarter of its bytes at
+             * least (NFKC of U+1D400 is "A"), a composed sequence one
+             * of a third (Hangul L V T, 9 bytes to 3). */
+            shrink *= 4;
+        } else if (n->type == INFER_NORM_REPLACE
+                   && n->to_len < n->from_len)
+        {
+            if (n->to_len == 0) {
+                t->max_cover = 0;
+                return;
+            }
+            shrink *= (n->from_len + n->to_len - 1) / n->to_len;
         }
-        if (n->to_len == 0) {
+        if (shrink > (uint64_t) 1 << 32) {
             t->max_cover = 0;
             return;
         }
-        shrink *= (n->from_len + n->to_len - 1) / n->to_len;
     }
     for (i = 0; i < t->n_vocab; i++) {
         longest = t->str_len[i] > longest ? t->str_len[i] : longest;

@@ -66,14 +66,64 @@ split_lines(char *p, size_t len, char ***lines)
 }
 
 
-/* The corpus escapes: \n \t \r \s (space) \\; in place, returns length. */
+/* A \u{HEX} escape at s (1 to 6 hex digits, as tokenizer_ids.py reads
+ * them): the code point, and in *len the escape's length; -1 if none. */
+static long
+codepoint_escape(const char *s, size_t *len)
+{
+    long    cp = 0;
+    size_t  i;
+    int     d;
+
+    if (strncmp(s, "\\u{", 3) != 0) {
+        return -1;
+    }
+    for (i = 3; i < 9; i++) {
+        d = s[i] >= '0' && s[i] <= '9' ? s[i] - '0'
+            : (s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'f'
+            ? (s[i] | 0x20) - 'a' + 10 : -1;
+        if (d < 0) {
+            break;
+        }
+        cp = cp * 16 + d;
+    }
+    if (i == 3 || s[i] != '}') {
+        return -1;
+    }
+    *len = i + 1;
+    return cp;
+}
+
+
+/* The corpus escapes: \n \t \r \s (space) \\ and \u{HEX} (a code point,
+ * as UTF-8); in place (no escape is shorter than what it stands for),
+ * returns the length (the text may hold NUL bytes). */
 static size_t
 unescape(char *s)
 {
-    char  *r = s, *w = s;
+    char    *r = s, *w = s;
+    long     cp;
+    size_t   n;
 
     while (*r) {
-        if (r[0] == '\\' && r[1] != '\0' && strchr("ntrs\\", r[1])) {
+        if ((cp = codepoint_escape(r, &n)) >= 0) {
+            if (cp < 0x80) {
+                *w++ = (char) cp;
+            } else if (cp < 0x800) {
+                *w++ = (char) (0xc0 | cp >> 6);
+                *w++ = (char) (0x80 | (cp & 0x3f));
+            } else if (cp < 0x10000) {
+                *w++ = (char) (0xe0 | cp >> 12);
+                *w++ = (char) (0x80 | (cp >> 6 & 0x3f));
+                *w++ = (char) (0x80 | (cp & 0x3f));
+            } else {
+                *w++ = (char) (0xf0 | cp >> 18);
+                *w++ = (char) (0x80 | (cp >> 12 & 0x3f));
+                *w++ = (char) (0x80 | (cp >> 6 & 0x3f));
+                *w++ = (char) (0x80 | (cp & 0x3f));
+            }
+            r += n;
+        } else if (r[0] == '\\' && r[1] != '\0' && strchr("ntrs\\", r[1])) {
             *w++ = r[1] == 'n' ? '\n' : r[1] == 't' ? '\t'
                    : r[1] == 'r' ? '\r' : r[1] == 's' ? ' ' : '\\';
             r += 2;
@@ -204,7 +254,7 @@ test_corpus(const infer_tokenizer_t *t, const char *name)
     size_t                    len = 0, dlen;
     int                       n_cases, n_ids, n_dec, i, n, nw, chunks_ok;
     int32_t                  *got, want[4096];
-    int                       id_fail = 0, dec_fail = 0;
+    int                       id_fail = 0, dec_fail = 0, bound_fail = 0;
 
     corpus = tap_read_file(DATA "/corpus.txt", &len);
     n_cases = split_lines(corpus, len, &cases);
@@ -223,6 +273,11 @@ test_corpus(const infer_tokenizer_t *t, const char *name)
         if (infer_tokenizer_encode(t, cases[i], len, 1, &got, &n) != 0) {
             n = -1;
             got = NULL;
+        }
+        if (n >= 0 && infer_tokenizer_min_ids(t, len) > (size_t) n) {
+            diag("%s: case %d: min_ids %zu, %d ids", name, i + 1,
+                 infer_tokenizer_min_ids(t, len), n);
+            bound_fail++;
         }
         if (!ok(n == nw && memcmp(got, want, nw * sizeof(int32_t)) == 0,
                 "%s: case %d ids match HF", name, i + 1))
@@ -248,6 +303,8 @@ test_corpus(const infer_tokenizer_t *t, const char *name)
         }
         free(got_dec);
     }
+    is_int(bound_fail, 0, "%s: min_ids is at most the ids of every case",
+           name);
     diag("%s: %d cases, %d id mismatches, %d decode mismatches", name,
          n_cases, id_fail, dec_fail);
     free(cases);
@@ -260,8 +317,9 @@ test_corpus(const infer_tokenizer_t *t, const char *name)
 
 
 /* The variants of tools/ref/tokenizer_ids.py, built the same way: the
- * base tokenizer.json with fields set, added tokens appended, merges as
- * pairs; written to a temporary directory and loaded from there. */
+ * base tokenizer.json with fields (and model fields) set, added tokens
+ * appended, merges as pairs; written to a temporary directory and loaded
+ * from there. */
 static int
 make_variant(json_t *spec, const char *dir, char *err, size_t errlen)
 {
@@ -281,6 +339,9 @@ make_variant(json_t *spec, const char *dir, char *err, size_t errlen)
     }
     json_object_foreach(json_object_get(spec, "set"), key, v) {
         json_object_set(root, key, v);
+    }
+    json_object_foreach(json_object_get(spec, "set_model"), key, v) {
+        json_object_set(json_object_get(root, "model"), key, v);
     }
     json_array_extend(json_object_get(root, "added_tokens"),
                       json_object_get(spec, "add_tokens"));
@@ -669,6 +730,12 @@ test_errors(void)
             infer_tokenizer_free(t);
         }
     }
+    write_text(tj, "{ \"model\": { \"type\": \"BPE\", \"vocab\": { \"a\": 0 } },"
+               " \"normalizer\": { \"type\": \"Precompiled\","
+               " \"precompiled_charsmap\": \"\" },"
+               " \"decoder\": { \"type\": \"Fuse\" } }");
+    expect_error(dir, tj, ": normalizer: type \"Precompiled\" is not "
+                 "supported", "a normalizer not supported, by name");
     unlink(tj);
     rmdir(dir);
 }
@@ -1062,6 +1129,19 @@ test_guards(void)
     if (t != NULL) {
         free(ids);
     }
+    infer_tokenizer_free(t);
+
+    /* NFKC makes at most 11 bytes of one: three in a row could make
+     * 1331, two 121. */
+    write_text(tj, "{ " GUARD_MODEL ", \"normalizer\": { \"type\":"
+               " \"Sequence\", \"normalizers\": [ { \"type\": \"NFKC\" },"
+               " { \"type\": \"NFKC\" }, { \"type\": \"NFKC\" } ] } }");
+    expect_error(dir, tj, "could make more than 256 bytes of one input "
+                 "byte (at normalizer 2)", "NFKC three times is refused");
+    t = load_text(dir, "{ " GUARD_MODEL ", \"normalizer\": { \"type\":"
+                  " \"Sequence\", \"normalizers\": [ { \"type\":"
+                  " \"NFKC\" }, { \"type\": \"NFKC\" } ] } }");
+    ok(t != NULL, "NFKC twice loads");
     infer_tokenizer_free(t);
 
     /* A normalized added token, found in normalized text past a NUL. */

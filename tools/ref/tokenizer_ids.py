@@ -10,20 +10,27 @@ writes, one line per case:
   t/data/tokenizer/<name>.dec   decode(ids, skip_special_tokens=True),
                                 escaped like the corpus
 
-Variants (t/data/tokenizer/variants.json) are the stories260K tokenizer.json
-with fields replaced ("set"), tokens appended to added_tokens ("add_tokens")
-and merges written as [a, b] pairs ("merges_as_pairs"): they cover the
-Metaspace pre-tokenizer and decoder and the added-token flags, which none of
-the published files use.  The C test builds the same variants the same way.
+Variants (t/data/tokenizer/variants.json) are a tokenizer.json of ../shared
+with top-level fields replaced ("set"), fields of "model" replaced
+("set_model"), tokens appended to added_tokens ("add_tokens") and merges
+written as [a, b] pairs ("merges_as_pairs").  They cover what none of the
+published files in ../shared use: the Metaspace pre-tokenizer and decoder,
+the added-token flags, the Unicode normalizers.  The C test builds the same
+variants the same way.  "qwen2-nfc" is Llama-3's vocab under the
+normalizer, pre-tokenizer, decoder, post-processor and model flags of the
+published Qwen2.5 tokenizer.json (NFC; its regex differs from Llama-3's in
+\\p{N} for \\p{N}{1,3}).
 
 Corpus escapes (so every case is one line): \\n newline, \\t tab, \\r CR,
-\\s space (to make leading/trailing spaces visible), \\\\ backslash.
+\\s space (to make leading/trailing spaces visible), \\\\ backslash,
+\\u{HEX} the code point HEX (decomposed text, NUL and other controls).
 
 Run from the repository root:  python3 tools/ref/tokenizer_ids.py
 """
 
 import json
 import os
+import re
 import sys
 
 from tokenizers import Tokenizer
@@ -42,13 +49,17 @@ TOKENIZERS = {
 
 UNESCAPE = {"n": "\n", "t": "\t", "r": "\r", "s": " ", "\\": "\\"}
 ESCAPE = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
-
+CODEPOINT = re.compile(r"u\{([0-9a-fA-F]{1,6})\}")
 
 def unescape(line):
     out, i = [], 0
     while i < len(line):
         c = line[i]
-        if c == "\\" and i + 1 < len(line) and line[i + 1] in UNESCAPE:
+        m = CODEPOINT.match(line, i + 1) if c == "\\" else None
+        if m:
+            out.append(chr(int(m.group(1), 16)))
+            i = m.end()
+        elif c == "\\" and i + 1 < len(line) and line[i + 1] in UNESCAPE:
             out.append(UNESCAPE[line[i + 1]])
             i += 2
         else:
@@ -58,8 +69,10 @@ def unescape(line):
 
 
 def escape(text):
-    # Leading/trailing spaces become \s so they survive editors.
-    s = "".join(ESCAPE.get(c, c) for c in text)
+    # Leading/trailing spaces become \s so they survive editors; control
+    # characters \u{HEX}.
+    s = "".join(ESCAPE.get(c, c) if ord(c) >= 0x20 and ord(c) != 0x7f
+                or c in ESCAPE else "\\u{%x}" % ord(c) for c in text)
     lead = len(s) - len(s.lstrip(" "))
     s = "\\s" * lead + s[lead:]
     trail = len(s) - len(s.rstrip(" "))
@@ -73,6 +86,7 @@ def variant(spec):
               encoding="utf-8") as f:
         j = json.load(f)
     j.update(spec.get("set", {}))
+    j["model"].update(spec.get("set_model", {}))
     j["added_tokens"] = j.get("added_tokens", []) + spec.get("add_tokens", [])
     if spec.get("merges_as_pairs"):
         j["model"]["merges"] = [m.split(" ") for m in j["model"]["merges"]]
