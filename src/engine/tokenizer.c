@@ -14,8 +14,8 @@
  * text first (NFC in Qwen2's files), by utf8proc.
  *
  * Decoding is precomputed per token (the bytes it stands for), so the
- * streaming detokenizer only strips the first token and holds back
- * unfinished UTF-8 characters.
+ * streaming detokenizer only strips the start of the text and holds back
+ * unfinished UTF-8 characters and runs of byte tokens.
  */
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -1642,6 +1642,9 @@ load_post_processor(infer_tokenizer_t *t, json_t *pp, const char *path,
 }
 
 
+/* The byte a "<0xNN>" token stands for, -1 if none; NN read as HF's
+ * ByteFallback reads it, by Rust's u8::from_str_radix(NN, 16), which also
+ * takes "+F" (a sign, then one digit). */
 static int
 byte_token_value(const char *s, size_t len)
 {
@@ -1650,7 +1653,7 @@ byte_token_value(const char *s, size_t len)
     if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') {
         return -1;
     }
-    for (i = 3; i < 5; i++) {
+    for (i = s[3] == '+' ? 4 : 3; i < 5; i++) {
         c = (unsigned char) s[i];
         if (c >= '0' && c <= '9') {
             v = v * 16 + c - '0';
@@ -1735,8 +1738,12 @@ load_decoded(infer_tokenizer_t *t, const char *path, char *err,
     }
     t->dec_off[t->n_vocab] = (uint32_t) t->dec.len;
     /* Bound on one detok push: every byte of a broken character may turn
-     * into a 3-byte U+FFFD, held-back bytes included (the +8 slack). */
+     * into a 3-byte U+FFFD, held-back bytes included (the +8 slack), and
+     * so may every byte of a held-back run of byte tokens. */
     t->max_token_bytes = 3 * max + 1;
+    if (t->dec_byte_fallback && !t->dec_byte_level) {
+        t->max_token_bytes += 3 * INFER_DETOK_RUN;
+    }
     return 0;
 
 nomem:
@@ -2741,31 +2748,51 @@ infer_detok_init(infer_detok_t *d, const infer_tokenizer_t *t, int at_start)
     memset(d, 0, sizeof(*d));
     d->tok = t;
     d->at_start = at_start;
+    d->strip = at_start ? t->dec_strip : 0;
 }
 
 
+/* Appends s, less the leading spaces the Strip decoder still takes: HF
+ * strips after Fuse, so off the start of the whole decoded text, whatever
+ * tokens made it. */
 static size_t
-put(char *out, size_t cap, size_t n, const void *s, size_t len)
+put(infer_detok_t *d, char *out, size_t cap, size_t n, const void *s,
+    size_t len)
 {
+    const char  *p = s;
+
+    for ( ; d->strip > 0 && len > 0; d->strip--) {
+        if (p[0] != ' ') {
+            d->strip = 0;
+            break;
+        }
+        p++;
+        len--;
+    }
     if (n + len > cap) {
         return n;   /* cannot happen with cap >= max_token_bytes + 8 */
     }
-    memcpy(out + n, s, len);
+    memcpy(out + n, p, len);
     return n + len;
 }
 
 
-/* Held-back bytes that will never complete: U+FFFD, once per byte after
- * SentencePiece's ByteFallback, once per broken sequence otherwise (as
- * String::from_utf8_lossy in the ByteLevel decoder). */
+static size_t
+put_fffd(infer_detok_t *d, char *out, size_t cap, size_t n, int count)
+{
+    for ( ; count > 0; count--) {
+        n = put(d, out, cap, n, "\xef\xbf\xbd", 3);
+    }
+    return n;
+}
+
+
+/* Held-back bytes that will never complete: one U+FFFD per broken
+ * sequence, as String::from_utf8_lossy in the ByteLevel decoder. */
 static size_t
 detok_broken(infer_detok_t *d, char *out, size_t cap, size_t n)
 {
-    int  k, count = d->tok->dec_byte_level ? 1 : d->n_pending;
-
-    for (k = 0; k < count; k++) {
-        n = put(out, cap, n, "\xef\xbf\xbd", 3);
-    }
+    n = put_fffd(d, out, cap, n, 1);
     d->n_pending = 0;
     return n;
 }
@@ -2788,18 +2815,96 @@ detok_bytes(infer_detok_t *d, const unsigned char *s, size_t len,
         if (d->n_pending > 0) {
             d->pending[d->n_pending++] = b;
             if (d->n_pending == utf8_lead_len(d->pending[0])) {
-                n = put(out, cap, n, d->pending, d->n_pending);
+                n = put(d, out, cap, n, d->pending, d->n_pending);
                 d->n_pending = 0;
             }
         } else if (b < 0x80) {
-            n = put(out, cap, n, &b, 1);
+            n = put(d, out, cap, n, &b, 1);
         } else if (utf8_lead_len(b) > 1) {
             d->pending[d->n_pending++] = b;
         } else {
             /* A byte that can start no character. */
-            n = put(out, cap, n, "\xef\xbf\xbd", 3);
+            n = put_fffd(d, out, cap, n, 1);
         }
     }
+    return n;
+}
+
+
+/*
+ * SentencePiece's byte tokens, as HF's ByteFallback decoder takes them: a
+ * run of them (special tokens, skipped before decoding, do not end one)
+ * is its bytes where they are valid UTF-8 as a whole, else one U+FFFD per
+ * byte token, the valid characters in it included.  So a run is held back
+ * while it is valid, until a token of another kind or the flush ends it;
+ * once broken, it and the rest of it come out as U+FFFD at once.  A run
+ * valid for INFER_DETOK_RUN bytes gives out its whole characters then, to
+ * bound the wait: should it break later, only the bytes from there on
+ * become U+FFFD (HF would replace the whole run).
+ */
+/* Bytes still missing from the run's last character (0: it is whole);
+ * *lead is where that character starts.  The run is valid UTF-8 so far. */
+static int
+run_missing(const infer_detok_t *d, int *lead)
+{
+    int  i;
+
+    if (d->n_run == 0) {
+        *lead = 0;
+        return 0;
+    }
+    for (i = d->n_run - 1; i > 0 && (d->run[i] & 0xc0) == 0x80; i--) {
+        /* back to the lead byte */
+    }
+    *lead = i;
+    return utf8_lead_len(d->run[i]) - (d->n_run - i);
+}
+
+
+static size_t
+detok_run_byte(infer_detok_t *d, unsigned char b, char *out, size_t cap)
+{
+    size_t  n;
+    int     lead, valid, count, whole;
+
+    if (d->run_broken) {
+        return put_fffd(d, out, cap, 0, 1);
+    }
+    valid = run_missing(d, &lead) == 0
+            ? utf8_lead_len(b) > 0
+            : utf8_cont_ok(d->run[lead], d->n_run - lead, b);
+    if (!valid) {
+        count = d->n_run + 1;
+        d->n_run = 0;
+        d->run_broken = 1;
+        return put_fffd(d, out, cap, 0, count);
+    }
+    d->run[d->n_run++] = b;
+    if (d->n_run < INFER_DETOK_RUN) {
+        return 0;
+    }
+    /* Full: out with its whole characters; an unfinished one stays. */
+    whole = run_missing(d, &lead) == 0 ? d->n_run : lead;
+    n = put(d, out, cap, 0, d->run, whole);
+    d->n_run -= whole;
+    memmove(d->run, d->run + whole, d->n_run);
+    return n;
+}
+
+
+static size_t
+detok_run_end(infer_detok_t *d, char *out, size_t cap)
+{
+    size_t  n = 0;
+    int     lead;
+
+    if (d->n_run > 0) {
+        n = run_missing(d, &lead) == 0
+            ? put(d, out, cap, 0, d->run, d->n_run)
+            : put_fffd(d, out, cap, 0, d->n_run);
+    }
+    d->n_run = 0;
+    d->run_broken = 0;
     return n;
 }
 
@@ -2810,7 +2915,7 @@ infer_detok_push(infer_detok_t *d, int32_t id, char *out, size_t cap)
     const infer_tokenizer_t  *t = d->tok;
     const unsigned char      *s;
     size_t                    len, n, i;
-    int                       strip;
+    int                       b;
 
     if (id < 0 || id >= t->n_vocab || t->special[id]
         || t->str_off[id] == INFER_TOK_NONE)
@@ -2819,44 +2924,36 @@ infer_detok_push(infer_detok_t *d, int32_t id, char *out, size_t cap)
     }
     s = (const unsigned char *) t->dec.p + t->dec_off[id];
     len = t->dec_off[id + 1] - t->dec_off[id];
-    if (!d->at_start) {
-        return detok_bytes(d, s, len, out, cap);
+    b = t->dec_byte_fallback && !t->dec_byte_level
+        ? byte_token_value(t->strs.p + t->str_off[id], t->str_len[id])
+        : -1;
+    if (b >= 0) {
+        d->at_start = 0;
+        return detok_run_byte(d, (unsigned char) b, out, cap);
     }
+    n = detok_run_end(d, out, cap);
 
-    if (t->dec_metaspace_first) {
+    if (d->at_start && t->dec_metaspace_first) {
         /* HF's Metaspace decoder drops the replacement char (not just the
          * first) in the first token; vocab pieces hold no real spaces. */
         d->at_start = 0;
-        if (byte_token_value(t->strs.p + t->str_off[id],
-                             t->str_len[id]) >= 0)
-        {
-            return detok_bytes(d, s, len, out, cap);
-        }
-        for (i = 0, n = 0; i < len; i++) {
+        for (i = 0; i < len; i++) {
             if (s[i] != ' ') {
                 n += detok_bytes(d, s + i, 1, out + n, cap - n);
             }
         }
         return n;
     }
-
-    if (len > 0) {
-        d->at_start = 0;
-    }
-    for (strip = t->dec_strip; strip > 0 && len > 0 && s[0] == ' '; strip--)
-    {
-        s++;
-        len--;
-    }
-    return detok_bytes(d, s, len, out, cap);
+    d->at_start = 0;
+    return n + detok_bytes(d, s, len, out + n, cap - n);
 }
 
 
 size_t
 infer_detok_flush(infer_detok_t *d, char *out, size_t cap)
 {
-    if (d->n_pending == 0) {
-        return 0;
-    }
-    return detok_broken(d, out, cap, 0);
+    size_t  n;
+
+    n = detok_run_end(d, out, cap);
+    return d->n_pending > 0 ? detok_broken(d, out, cap, n) : n;
 }

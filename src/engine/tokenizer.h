@@ -34,7 +34,9 @@ int32_t infer_tokenizer_token_id(const infer_tokenizer_t *t, const char *s);
 const char *infer_tokenizer_token_str(const infer_tokenizer_t *t, int32_t id);
 /* chat_template string from tokenizer_config.json, or NULL. */
 const char *infer_tokenizer_chat_template(const infer_tokenizer_t *t);
-/* Longest decoded byte length of one token (for sizing buffers). */
+/* What one infer_detok_push() or flush writes is at most this plus 8 (for
+ * sizing buffers): the longest decoded token, with room for U+FFFD in
+ * place of its bytes and of a held-back run's. */
 size_t infer_tokenizer_max_token_bytes(const infer_tokenizer_t *t);
 /* A lower bound on the ids infer_tokenizer_encode() makes of len bytes of
  * text (0 where the tokenizer allows no bound): a prompt whose bound
@@ -45,14 +47,23 @@ size_t infer_tokenizer_min_ids(const infer_tokenizer_t *t, size_t len);
  * Streaming detokenizer: feeds tokens one at a time and emits only whole
  * UTF-8 characters; the bytes of an unfinished character are held back.
  * Special tokens decode to nothing.  The decoder's leading-space strip
- * (SentencePiece "Strip" decoder) applies only to the first token when
- * at_start is set (i.e. generation begins right after <s> or from nothing).
+ * (SentencePiece "Strip" decoder) applies only to the start of the text
+ * when at_start is set (i.e. generation begins right after <s> or from
+ * nothing).  With a ByteFallback decoder a run of byte tokens (<0xNN>) is
+ * held back until it ends, as HF turns every byte token of a run that is
+ * not valid UTF-8 as a whole into U+FFFD, up to INFER_DETOK_RUN bytes.
  */
+#define INFER_DETOK_RUN  32
+
 typedef struct {
     const infer_tokenizer_t *tok;
     unsigned char            pending[8];
     int                      n_pending;
     int                      at_start;
+    unsigned char            run[INFER_DETOK_RUN];  /* byte tokens held */
+    int                      n_run;
+    int                      run_broken;    /* the run is U+FFFD to its end */
+    int                      strip;         /* leading spaces still to drop */
 } infer_detok_t;
 
 void infer_detok_init(infer_detok_t *d, const infer_tokenizer_t *t,

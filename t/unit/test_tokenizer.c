@@ -316,10 +316,69 @@ test_corpus(const infer_tokenizer_t *t, const char *name)
 }
 
 
+/* The tokenizers with reference decodes of chosen ids (tokenizer_ids.py's
+ * DETOK): every one of them must have its file. */
+static const char  *detok_refs[] = {
+    "gpt2", "llama2", "stories260K", "stories260K-bytes"
+};
+
+
+/* DATA/<name>.detok: "ids<TAB>decode" a line, decode as HF's
+ * decode(ids, skip_special_tokens=True); streamed from the start of the
+ * text (at_start), chunk by chunk whole characters. */
+static void
+test_detok_ref(const infer_tokenizer_t *t, const char *name)
+{
+    char      path[512], *txt, **lines, *tab, *got;
+    size_t    len = 0, glen, wlen;
+    int       n, i, nw, chunks_ok, fail = 0, listed = 0;
+    int32_t   ids[4096];
+    unsigned  k;
+
+    for (k = 0; k < sizeof(detok_refs) / sizeof(detok_refs[0]); k++) {
+        listed |= strcmp(detok_refs[k], name) == 0;
+    }
+    if (!listed) {
+        return;
+    }
+    snprintf(path, sizeof(path), DATA "/%s.detok", name);
+    txt = tap_read_file(path, &len);
+    if (!ok(txt != NULL, "%s: %s is readable", name, path)) {
+        return;
+    }
+    n = split_lines(txt, len, &lines);
+    for (i = 0; i < n; i++) {
+        tab = strchr(lines[i], '\t');
+        if (tab == NULL) {
+            fail++;
+            diag("%s: line %d has no tab", path, i + 1);
+            continue;
+        }
+        *tab = '\0';
+        nw = parse_ids(lines[i], ids, 4096);
+        wlen = unescape(tab + 1);
+        got = detok_all(t, ids, nw, 1, &chunks_ok, &glen);
+        if (!chunks_ok || glen != wlen || memcmp(got, tab + 1, wlen) != 0) {
+            if (fail++ < 10) {
+                diag("%s: ids %s", name, lines[i]);
+                diag("got      '%s'%s", got,
+                     chunks_ok ? "" : " (a chunk split a character)");
+                diag("expected '%s'", tab + 1);
+            }
+        }
+        free(got);
+    }
+    ok(n >= 100 && fail == 0, "%s: %d decodes of chosen ids as HF's "
+       "(%d differ)", name, n, fail);
+    free(lines);
+    free(txt);
+}
+
+
 /* The variants of tools/ref/tokenizer_ids.py, built the same way: the
- * base tokenizer.json with fields (and model fields) set, added tokens
- * appended, merges as pairs; written to a temporary directory and loaded
- * from there. */
+ * base tokenizer.json with fields (and model fields) set, vocab entries
+ * and added tokens appended, merges as pairs; written to a temporary
+ * directory and loaded from there. */
 static int
 make_variant(json_t *spec, const char *dir, char *err, size_t errlen)
 {
@@ -342,6 +401,10 @@ make_variant(json_t *spec, const char *dir, char *err, size_t errlen)
     }
     json_object_foreach(json_object_get(spec, "set_model"), key, v) {
         json_object_set(json_object_get(root, "model"), key, v);
+    }
+    json_object_foreach(json_object_get(spec, "add_vocab"), key, v) {
+        json_object_set(json_object_get(json_object_get(root, "model"),
+                                        "vocab"), key, v);
     }
     json_array_extend(json_object_get(root, "added_tokens"),
                       json_object_get(spec, "add_tokens"));
@@ -390,7 +453,10 @@ test_variants(void)
             diag("%s", err);
             continue;
         }
-        test_corpus(t, name);
+        if (!json_is_false(json_object_get(spec, "corpus"))) {
+            test_corpus(t, name);
+        }
+        test_detok_ref(t, name);
         infer_tokenizer_free(t);
     }
     snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
@@ -545,6 +611,121 @@ test_broken(void)
     s = detok_all(tok[1], l_end, 3, 1, &chunks_ok, &len);
     is_str(s, "a" FFFD FFFD, "llama2: flushed at the end, one per byte");
     free(s);
+#undef FFFD
+}
+
+
+/* Pushes the byte tokens of data, one by one, after the tokens of pre;
+ * returns what came out of all the pushes before the flush, and in
+ * *flushed what the flush gave (both malloc'd). */
+static char *
+push_bytes(const infer_tokenizer_t *t, const char *pre, const char *data,
+    size_t len, char **flushed, size_t *max_chunk)
+{
+    infer_detok_t  d;
+    size_t         cap = infer_tokenizer_max_token_bytes(t) + 8, k, n = 0;
+    size_t         i;
+    char           name[8], *all = malloc(4 * len + 64), *chunk = malloc(cap);
+
+    *max_chunk = 0;
+    infer_detok_init(&d, t, 0);
+    if (pre != NULL) {
+        n = infer_detok_push(&d, infer_tokenizer_token_id(t, pre), all, cap);
+    }
+    for (i = 0; i < len; i++) {
+        snprintf(name, sizeof(name), "<0x%02X>", (unsigned char) data[i]);
+        k = infer_detok_push(&d, infer_tokenizer_token_id(t, name), chunk,
+                             cap);
+        *max_chunk = k > *max_chunk ? k : *max_chunk;
+        memcpy(all + n, chunk, k);
+        n += k;
+    }
+    all[n] = '\0';
+    k = infer_detok_flush(&d, chunk, cap);
+    chunk[k] = '\0';
+    *flushed = chunk;
+    return all;
+}
+
+
+/* A run of byte tokens is held back while it is valid UTF-8, until it
+ * ends or reaches INFER_DETOK_RUN bytes; past that, what came out stays
+ * out (HF, which sees the whole run, would make all of it U+FFFD). */
+static void
+test_runs(void)
+{
+    const infer_tokenizer_t  *l2 = tok[1];
+    const char  *emoji = "\xf0\x9f\x99\x82";
+    char         s[64], want[128], *out, *fl;
+    size_t       max, i, cap = infer_tokenizer_max_token_bytes(l2) + 8;
+    int32_t      ids[40];
+    int          chunks_ok;
+
+#define FFFD  "\xef\xbf\xbd"
+    out = push_bytes(l2, NULL, "\xe6\x97\xa5", 3, &fl, &max);
+    ok(out[0] == '\0' && strcmp(fl, "\xe6\x97\xa5") == 0,
+       "llama2: a valid run is held back until it ends ('%s', then '%s')",
+       out, fl);
+    free(out);
+    free(fl);
+
+    out = push_bytes(l2, NULL, "\xe6\x97\xa5\x80x", 5, &fl, &max);
+    ok(strcmp(out, FFFD FFFD FFFD FFFD FFFD) == 0 && fl[0] == '\0',
+       "llama2: broken, it is U+FFFD at once, to its end");
+    free(out);
+    free(fl);
+
+    /* 8 emoji are 32 bytes: out when the run is full, not at its end */
+    for (i = 0; i < 8; i++) {
+        memcpy(s + 4 * i, emoji, 4);
+    }
+    out = push_bytes(l2, NULL, s, 32, &fl, &max);
+    ok(strlen(out) == 32 && memcmp(out, s, 32) == 0 && fl[0] == '\0',
+       "llama2: a run of %d valid bytes comes out when full",
+       INFER_DETOK_RUN);
+    free(out);
+    free(fl);
+
+    /* 7 emoji and a cut one, then a bad byte: the run is 31 bytes when it
+     * breaks, all U+FFFD as HF has it. */
+    memcpy(s + 28, emoji, 3);
+    s[31] = '\xff';
+    out = push_bytes(l2, NULL, s, 32, &fl, &max);
+    for (i = 0, want[0] = '\0'; i < 32; i++) {
+        strcat(want, FFFD);
+    }
+    is_str(out, want, "llama2: broken within %d bytes: all U+FFFD",
+           INFER_DETOK_RUN);
+    ok(max <= cap, "llama2: 32 U+FFFD fit the promised capacity (%zu of "
+       "%zu)", max, cap);
+    free(out);
+    free(fl);
+
+    /* 9 emoji, then a bad byte: the first 8 are out already; the 9th and
+     * the bad byte become U+FFFD (HF: 37 of them). */
+    for (i = 0; i < 9; i++) {
+        memcpy(s + 4 * i, emoji, 4);
+    }
+    s[36] = '\x80';
+    out = push_bytes(l2, NULL, s, 37, &fl, &max);
+    memcpy(want, s, 32);
+    strcpy(want + 32, FFFD FFFD FFFD FFFD FFFD);
+    is_str(out, want, "llama2: broken past %d bytes: U+FFFD from the "
+           "last held bytes on", INFER_DETOK_RUN);
+    free(out);
+    free(fl);
+
+    /* The Strip decoder takes the start of the text, whichever token
+     * gives it: a space byte, but not a U+FFFD. */
+    ids[0] = infer_tokenizer_token_id(l2, "<0x20>");
+    ids[1] = infer_tokenizer_token_id(l2, "<0x41>");
+    out = detok_all(l2, ids, 2, 1, &chunks_ok, &i);
+    is_str(out, "A", "llama2: a leading space byte is stripped");
+    free(out);
+    ids[1] = infer_tokenizer_token_id(l2, "<0xE6>");
+    out = detok_all(l2, ids, 2, 1, &chunks_ok, &i);
+    is_str(out, FFFD FFFD, "llama2: not when its run is broken");
+    free(out);
 #undef FFFD
 }
 
@@ -1188,8 +1369,10 @@ main(void)
     test_specials();
     test_streaming();
     test_broken();
+    test_runs();
     for (i = 0; i < N_TOK; i++) {
         test_corpus(tok[i], tokenizers[i].name);
+        test_detok_ref(tok[i], tokenizers[i].name);
     }
     test_variants();
     test_long();
