@@ -13,7 +13,8 @@ OPT      ?= -O2 -g
 CFLAGS   ?=
 CFLAGS   += $(OPT) -std=gnu11 -Wall -Wextra -Werror -fPIC -pthread -fopenmp-simd \
             -D_GNU_SOURCE -Isrc/engine -Isrc/proto -Ikernels
-LDLIBS   += -ljansson -lpcre2-8 -lutf8proc -lopenblas -lm -lpthread
+LDLIBS   += -ljansson -lpcre2-8 -lutf8proc -lopenblas -lprotobuf-c -lmsgpackc \
+            -lm -lpthread
 
 CUDA_HOME ?= /usr/local/cuda
 NVCC      ?= $(shell command -v nvcc 2>/dev/null || \
@@ -25,6 +26,16 @@ CUDA      ?= $(if $(NVCC),1,0)
 ENGINE_SRC := $(wildcard src/engine/*.c) $(wildcard src/proto/*.c) \
               $(wildcard kernels/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+
+# The KServe v2 / Triton gRPC messages, src/proto/grpc_service.proto,
+# compiled by protoc-c (Debian protobuf-c-compiler) into $(BUILD)/gen at
+# build time, never kept in the repository: the /predict codec's protobuf
+# encoding, and the gRPC front end's.
+PROTOC_C   ?= protoc-c
+GEN_DIR     = $(BUILD)/gen
+PROTO_GEN   = $(GEN_DIR)/grpc_service.pb-c.c $(GEN_DIR)/grpc_service.pb-c.h
+CFLAGS     += -I$(GEN_DIR)
+ENGINE_OBJ += $(GEN_DIR)/grpc_service.pb-c.o
 
 ifeq ($(CUDA),1)
 CUDA_ARCH  ?= -gencode arch=compute_90,code=sm_90 \
@@ -79,6 +90,16 @@ $(BUILD)/%.o: %.cu $(BUILD)/%.d
 
 $(BUILD)/%.d: ;
 .PRECIOUS: $(BUILD)/%.d
+
+$(PROTO_GEN) &: src/proto/grpc_service.proto
+	@mkdir -p $(GEN_DIR)
+	$(PROTOC_C) --proto_path=src/proto --c_out=$(GEN_DIR) $<
+
+$(GEN_DIR)/grpc_service.pb-c.o: $(GEN_DIR)/grpc_service.pb-c.c
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+# A codec may include the generated header: it exists before they build.
+$(filter $(BUILD)/src/proto/%.o,$(ENGINE_OBJ)): | $(PROTO_GEN)
 
 $(LIB): $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
@@ -218,7 +239,7 @@ $(VENV)/ok: t/requirements.txt
 	touch $@
 
 nginx-test: $(MODULE) $(BUILD)/infer-gen-model $(VENV)/ok
-	TEST_PYTHON=$(abspath $(VENV))/bin/python3 \
+	TEST_PYTHON=$(abspath $(VENV))/bin/python3 INFER_ROOT=$(CURDIR) \
 	TEST_NGINX_BINARY=$(NGINX_BIN) \
 	TEST_NGINX_LOAD_MODULES=$(abspath $(MODULE)) \
 	TEST_NGINX_MODEL_DIR=$(abspath $(SHARED_DIR))/models/stories260K \
@@ -241,7 +262,7 @@ asan-nginx:
 	    asan-nginx-test
 
 asan-nginx-test: $(MODULE) $(BUILD)/infer-gen-model $(VENV)/ok
-	TEST_PYTHON=$(abspath $(VENV))/bin/python3 \
+	TEST_PYTHON=$(abspath $(VENV))/bin/python3 INFER_ROOT=$(CURDIR) \
 	NGINX_BIN=$(NGINX_BIN) CC=$(CC) MODULE=$(abspath $(MODULE)) \
 	MODEL_DIR=$(abspath $(SHARED_DIR))/models/stories260K \
 	GEN_MODEL=$(abspath $(BUILD)/infer-gen-model) \

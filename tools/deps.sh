@@ -5,7 +5,8 @@
 set -euo pipefail
 
 packages="build-essential ca-certificates curl nginx-core nginx-dev
-          libjansson-dev libpcre2-dev libopenblas-dev libutf8proc-dev"
+          libjansson-dev libpcre2-dev libopenblas-dev libutf8proc-dev
+          libprotobuf-c-dev protobuf-c-compiler libmsgpack-dev"
 # clang and the libFuzzer and sanitizer runtimes (libclang-rt-14-dev, only
 # a recommendation of clang's, so --no-install-recommends skips it) are for
 # `make fuzz`; python3-venv for the suites' Python clients (make venv).

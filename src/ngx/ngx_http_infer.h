@@ -143,7 +143,8 @@ void ngx_http_infer_ctx_finalize(ngx_http_infer_ctx_t *ctx, ngx_int_t rc);
 /* Protocol-neutral I/O (ngx_http_infer_io.c). */
 ngx_int_t ngx_http_infer_add_header(ngx_http_request_t *r, const char *key,
     const char *value);
-/* Sends a whole response; body is malloc'd (freed here; NULL: 500). */
+/* Sends a whole response; body is malloc'd (the request owns it from
+ * here, sent without a copy; NULL: 500). */
 ngx_int_t ngx_http_infer_send(ngx_http_request_t *r, ngx_uint_t status,
     const char *content_type, char *body, size_t len);
 ngx_int_t ngx_http_infer_send_json(ngx_http_request_t *r, ngx_uint_t status,

@@ -33,25 +33,42 @@ ngx_http_infer_add_header(ngx_http_request_t *r, const char *key,
     return NGX_OK;
 }
 
+static void
+ngx_http_infer_free(void *data)
+{
+    free(data);
+}
+
+/* The buffer points into body, which the request pool frees once the
+ * response is gone: a tensor reply of many megabytes is not copied. */
 ngx_int_t
 ngx_http_infer_send(ngx_http_request_t *r, ngx_uint_t status,
     const char *content_type, char *body, size_t len)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_chain_t          out;
+    ngx_pool_cleanup_t  *cln;
 
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b = ngx_create_temp_buf(r->pool, len ? len : 1);
-    if (b == NULL) {
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
         free(body);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    b->last = ngx_cpymem(b->pos, body, len);
-    free(body);
+    cln->handler = ngx_http_infer_free;
+    cln->data = body;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    b->start = b->pos = (u_char *) body;
+    b->end = b->last = (u_char *) body + len;
+    b->memory = len > 0;        /* an empty one is only the end */
     b->last_buf = (r == r->main);
     b->last_in_chain = 1;
 
