@@ -1012,7 +1012,8 @@ test_reply_checks(void)
     char                 *body, *s;
     float                 f, back;
     uint32_t              bits;
-    int                   i, bad_back = 0;
+    int                   i, bad_back = 0, not_printf = 0, not_half = 0;
+    char                  want[64];
     json_t               *j;
     json_error_t          jerr;
 
@@ -1024,10 +1025,11 @@ test_reply_checks(void)
        "rows that are not what was asked for: 500, nothing read past "
        "them (%s)", err.message);
 
-    /* 9 digits give every float32 back */
+    /* the JSON numbers are printf's %.9g (%.5g for halves), which give
+     * every float back */
     make_request(&req, INFER_PRED_JSON, INFER_PRED_LAST, 0, 0);
     req.n_rows = 1;
-    for (i = 0; i < 20000; i++) {
+    for (i = 0; i < 200000; i++) {
         bits = (uint32_t) i * 2654435761u;
         memcpy(&f, &bits, 4);
         if (!isfinite(f)) {
@@ -1039,10 +1041,33 @@ test_reply_checks(void)
         body = infer_pred_reply(&req, rows, 1, "tiny", &len, &err);
         back = body ? strtof(body + 12, &s) : NAN;
         bad_back += body == NULL || memcmp(&back, &f, 4) != 0;
+        snprintf(want, sizeof(want), "{\"result\":[[%.9g]]}\n", (double) f);
+        not_printf += body == NULL || strcmp(body, want) != 0;
         free(body);
     }
-    is_int(bad_back, 0, "20000 float32 bit patterns printed in JSON read "
-           "back exactly");
+    is_int(bad_back, 0, "200000 float32 bit patterns in JSON read back "
+           "exactly");
+    is_int(not_printf, 0, "and are printed as printf's %%.9g prints them");
+    req.f16 = 1;
+    for (i = 0; i < 65536; i++) {
+        halves0[0][0] = (uint16_t) i;
+        f = infer_half_to_float((uint16_t) i);
+        rows[0].logits = halves0[0];
+        body = infer_pred_reply(&req, rows, 1, "tiny", &len, &err);
+        if (!isfinite(f)) {
+            not_half += body == NULL || strstr(body, "null") == NULL;
+        } else {
+            snprintf(want, sizeof(want), "{\"result\":[[%.5g]]}\n",
+                     (double) f);
+            not_half += body == NULL || strcmp(body, want) != 0;
+            back = strtof(body + 12, NULL);
+            not_half += infer_float_to_half(back) != (uint16_t) i
+                        && !(back == 0 && f == 0);
+        }
+        free(body);
+    }
+    is_int(not_half, 0, "every half is printed as %%.5g, reads back as the "
+           "same half, and infinities and NaNs are null");
 
     infer_pred_set_error(&err, 400, "a \"quoted\" \\ name\x01\xc3\xa9");
     body = infer_pred_error_body(INFER_PRED_JSON, &err, &len);
