@@ -2045,18 +2045,34 @@ pred_pb_lengths(pred_pb_reply_t *r, const infer_pred_request_t *req)
                           req->n_rows * sizeof(int32_t));
 }
 
+/* Writes v as a protobuf varint at p (when not NULL); its length. */
+static size_t
+pred_varint(uint8_t *p, uint64_t v)
+{
+    size_t  n = 0;
+
+    do {
+        if (p != NULL) {
+            p[n] = (uint8_t) (v & 0x7f) | (v > 0x7f ? 0x80 : 0);
+        }
+        n++;
+        v >>= 7;
+    } while (v > 0);
+    return n;
+}
+
 static char *
 pred_reply_protobuf(const infer_pred_request_t *req,
     const infer_pred_row_t *rows, int vocab, const char *model, size_t *len,
     infer_pred_error_t *err)
 {
-    int              i, p, nd, failed = 0;
+    int              i, p, nd, failed = 0, logits = 0;
     char            *body = NULL;
-    size_t           total, pos, n_lp, each, k;
+    size_t           total, pos, n_lp, each = 0, k, head, n_raw;
     int64_t          shape[3];
     int32_t         *ints;
     float           *fl;
-    unsigned char   *data;
+    uint8_t         *p8;
     pred_pb_reply_t  r;
 
     memset(&r, 0, sizeof(r));
@@ -2070,13 +2086,10 @@ pred_reply_protobuf(const infer_pred_request_t *req,
     if (req->output != INFER_PRED_LOGPROBS) {
         each = (size_t) vocab * (req->f16 ? 2 : 4);
         nd = pred_logits_shape(req, vocab, shape, &total);
-        data = malloc(total * each + 1);
-        for (i = 0, pos = 0; data && i < req->n_rows; i++) {
-            memcpy(data + pos, rows[i].logits, rows[i].n_logits * each);
-            pos += rows[i].n_logits * each;
-        }
-        failed |= pred_pb_output(&r, "logits", req->f16 ? "FP16" : "FP32",
-                                 shape, nd, data, total * each);
+        /* the rows themselves are written into the body (below) */
+        (void) pred_pb_output(&r, "logits", req->f16 ? "FP16" : "FP32",
+                              shape, nd, NULL, total * each);
+        logits = 1;
         if (req->output == INFER_PRED_ALL) {
             shape[0] = req->n_rows;
             failed |= pred_pb_lengths(&r, req);
@@ -2130,14 +2143,41 @@ pred_reply_protobuf(const infer_pred_request_t *req,
         failed |= pred_pb_lengths(&r, req);
     }
 
+    /*
+     * The message without its raw contents, then each raw_output_contents
+     * field framed by hand (tag, length, bytes): a parser appends repeated
+     * fields in the order they come, wherever they are, and the logits
+     * rows go from the engine's buffers into the body in one copy.
+     */
+    n_raw = r.rsp.n_raw_output_contents;
+    r.rsp.n_raw_output_contents = 0;
     if (!failed) {
-        *len = inference__model_infer_response__get_packed_size(&r.rsp);
-        body = malloc(*len ? *len : 1);
-        if (body != NULL) {
-            inference__model_infer_response__pack(&r.rsp, (uint8_t *) body);
+        head = inference__model_infer_response__get_packed_size(&r.rsp);
+        *len = head;
+        for (k = 0; k < n_raw; k++) {
+            *len += 1 + pred_varint(NULL, r.raw[k].len) + r.raw[k].len;
+        }
+        body = malloc(*len);
+    }
+    if (body != NULL) {
+        p8 = (uint8_t *) body
+             + inference__model_infer_response__pack(&r.rsp,
+                                                     (uint8_t *) body);
+        for (k = 0; k < n_raw; k++) {
+            *p8++ = 6 << 3 | PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
+            p8 += pred_varint(p8, r.raw[k].len);
+            if (k == 0 && logits) {
+                for (i = 0; i < req->n_rows; i++) {
+                    memcpy(p8, rows[i].logits, rows[i].n_logits * each);
+                    p8 += rows[i].n_logits * each;
+                }
+            } else {
+                memcpy(p8, r.raw[k].data, r.raw[k].len);
+                p8 += r.raw[k].len;
+            }
         }
     }
-    for (k = 0; k < r.rsp.n_raw_output_contents; k++) {
+    for (k = 0; k < n_raw; k++) {
         free(r.raw[k].data);
     }
     if (body == NULL) {
