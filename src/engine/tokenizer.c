@@ -2157,6 +2157,18 @@ infer_tokenizer_token_str(const infer_tokenizer_t *t, int32_t id)
 
 
 const char *
+infer_tokenizer_token_bytes(const infer_tokenizer_t *t, int32_t id,
+    size_t *len)
+{
+    if (id < 0 || id >= t->n_vocab || t->str_off[id] == INFER_TOK_NONE) {
+        return NULL;
+    }
+    *len = t->dec_off[id + 1] - t->dec_off[id];
+    return t->dec.p + t->dec_off[id];
+}
+
+
+const char *
 infer_tokenizer_chat_template(const infer_tokenizer_t *t)
 {
     return t->chat_template;

@@ -32,6 +32,10 @@ int infer_tokenizer_is_special(const infer_tokenizer_t *t, int32_t id);
 int32_t infer_tokenizer_token_id(const infer_tokenizer_t *t, const char *s);
 /* Content string of a token as stored in the vocab (not decoded). */
 const char *infer_tokenizer_token_str(const infer_tokenizer_t *t, int32_t id);
+/* The bytes one token decodes to on its own, as the decoder chain makes
+ * them (maybe part of a UTF-8 character), NULL if id is not a token. */
+const char *infer_tokenizer_token_bytes(const infer_tokenizer_t *t,
+    int32_t id, size_t *len);
 /* chat_template string from tokenizer_config.json, or NULL. */
 const char *infer_tokenizer_chat_template(const infer_tokenizer_t *t);
 /* What one infer_detok_push() or flush writes is at most this plus 8 (for
