@@ -14,6 +14,7 @@
  *     infer_stats;                                               (location)
  *     infer_reject_log_level info|notice|warn|error;   (http, server, location)
  *     infer_unsent_limit SIZE;                         (http, server, location)
+ *     infer_max_n N;                                   (http, server, location)
  */
 #include "ngx_http_infer.h"
 
@@ -49,6 +50,16 @@ static ngx_conf_enum_t  ngx_http_infer_log_levels[] = {
     { ngx_string("warn"), NGX_LOG_WARN },
     { ngx_string("error"), NGX_LOG_ERR },
     { ngx_null_string, 0 }
+};
+
+/* infer_max_n: OpenAI's n.  Each choice is a sequence of its own in the
+ * engine, so the bound is what one request may take of a worker. */
+#define NGX_HTTP_INFER_MAX_N  128
+
+static char *ngx_http_infer_check_max_n(ngx_conf_t *cf, void *post,
+    void *data);
+static ngx_conf_post_t  ngx_http_infer_max_n_post = {
+    ngx_http_infer_check_max_n
 };
 
 static ngx_command_t  ngx_http_infer_commands[] = {
@@ -108,6 +119,13 @@ static ngx_command_t  ngx_http_infer_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_infer_loc_conf_t, reject_log_level),
       &ngx_http_infer_log_levels },
+
+    { ngx_string("infer_max_n"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_infer_loc_conf_t, max_n),
+      &ngx_http_infer_max_n_post },
 
       ngx_null_command
 };
@@ -177,6 +195,7 @@ ngx_http_infer_create_loc_conf(ngx_conf_t *cf)
 
     conf->reject_log_level = NGX_CONF_UNSET_UINT;
     conf->unsent_limit = NGX_CONF_UNSET_SIZE;
+    conf->max_n = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -191,7 +210,22 @@ ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->reject_log_level, NGX_LOG_WARN);
     ngx_conf_merge_size_value(conf->unsent_limit, prev->unsent_limit,
                               64 * 1024);
+    ngx_conf_merge_value(conf->max_n, prev->max_n, 8);
 
+    return NGX_CONF_OK;
+}
+
+static char *
+ngx_http_infer_check_max_n(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_int_t  *np = data;
+
+    if (*np < 1 || *np > NGX_HTTP_INFER_MAX_N) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%i\" of \"infer_max_n\", "
+                           "expected 1 to %d", *np, NGX_HTTP_INFER_MAX_N);
+        return NGX_CONF_ERROR;
+    }
     return NGX_CONF_OK;
 }
 

@@ -61,6 +61,8 @@ typedef struct {
     ngx_uint_t               reject_log_level; /* 503s: overload, no engine */
     size_t                   unsent_limit;     /* output held before the
                                                   generation pauses */
+    ngx_int_t                max_n;            /* OpenAI's n: choices of
+                                                  one request */
 } ngx_http_infer_loc_conf_t;
 
 typedef struct ngx_http_infer_ctx_s  ngx_http_infer_ctx_t;
