@@ -205,9 +205,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (i = 0; i < req.n_rows; i++) {
         if (req.output == INFER_PRED_LOGPROBS) {
             rows[i].n_lp = req.n_ids[i] - 1;
+            rows[i].top = req.top_k;
+            if (rows[i].n_lp == 0) {
+                continue;           /* the engine gives no arrays then */
+            }
             rows[i].lp = logits;
             rows[i].lp_ids = req.ids[i] + 1;
-            rows[i].top = req.top_k;
             rows[i].top_ids = req.ids[0];       /* any ids will do */
             rows[i].top_lp = logits;
             if ((size_t) rows[i].n_lp * req.top_k > (size_t) req.n_ids[0]) {

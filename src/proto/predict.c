@@ -250,7 +250,10 @@ pred_set_text(infer_pred_request_t *req, int i, const char *s, size_t len,
         infer_pred_set_error(err, 500, "out of memory");
         return -1;
     }
-    memcpy(req->texts[i], s, len);
+    if (len > 0) {
+        /* an empty string may have no bytes at all (NULL) */
+        memcpy(req->texts[i], s, len);
+    }
     req->texts[i][len] = '\0';
     req->text_lens[i] = len;
     return 0;
@@ -1496,7 +1499,7 @@ pred_reserve(pred_buf_t *b, size_t more)
 static void
 pred_add(pred_buf_t *b, const char *s, size_t n)
 {
-    if (pred_reserve(b, n) == 0) {
+    if (n > 0 && pred_reserve(b, n) == 0) {
         memcpy(b->p + b->len, s, n);
         b->len += n;
     }
@@ -2115,8 +2118,10 @@ pred_reply_protobuf(const infer_pred_request_t *req,
         shape[0] = (int64_t) n_lp;
         fl = malloc(n_lp ? n_lp * sizeof(float) : 1);
         for (i = 0, pos = 0; fl && i < req->n_rows; i++) {
-            memcpy(fl + pos, rows[i].lp, rows[i].n_lp * sizeof(float));
-            pos += rows[i].n_lp;
+            if (rows[i].n_lp > 0) {     /* a one-token row has none */
+                memcpy(fl + pos, rows[i].lp, rows[i].n_lp * sizeof(float));
+                pos += rows[i].n_lp;
+            }
         }
         failed |= pred_pb_output(&r, "logprobs", "FP32", shape, 1, fl,
                                  n_lp * sizeof(float));

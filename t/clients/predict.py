@@ -148,6 +148,9 @@ def check(url, ref_path, proto):
     ok(n == 21 and vocab == 512, "reference: %d tokens, vocabulary %d"
        % (n, vocab))
 
+    J, M, P = "application/json", "application/msgpack", \
+        "application/x-protobuf"
+
     # -- JSON numbers, all positions --------------------------------------
     st, ct, body = srv.post({"input": [tokens]})
     res = json.loads(body)["result"] if st == 200 else None
@@ -334,6 +337,30 @@ def check(url, ref_path, proto):
        and list(out["lengths"]) == [n],
        "protobuf logprobs: tokens, logprobs, top_ids, top_logprobs, "
        "lengths; within 1e-4")
+    # a row of one token has no logprob: the rows around it keep theirs
+    for fmt in ("json", "msgpack", "protobuf"):
+        rows = [[1], tokens, [1]]
+        if fmt == "protobuf":
+            st, _, body = srv.post(pb_request(rows, params={
+                "output": "logprobs", "top_k": 5}), P)
+            r, out = pb_outputs(body) if st == 200 else (None, {})
+            good = st == 200 and list(out["lengths"]) == [1, n, 1] \
+                and out["top_ids"].shape == (n - 1, 5) \
+                and np.abs(out["logprobs"] - want_lp).max() < 1e-4
+        else:
+            req = {"input": rows, "output": "logprobs", "top_k": 5}
+            if fmt == "json":
+                st, _, body = srv.post(req)
+                res = json.loads(body)["result"] if st == 200 else []
+            else:
+                st, _, body = srv.post(msgpack.packb(req), M)
+                res = msgpack.unpackb(body)["result"] if st == 200 else []
+            good = st == 200 and len(res) == 3 \
+                and res[0]["logprobs"] == [] and res[2]["top_ids"] == [] \
+                and np.abs(np.array(res[1]["logprobs"]) - want_lp).max() \
+                < 1e-4
+        ok(good, "%s logprobs of rows of 1, %d and 1 tokens: none, %d, none"
+           % (fmt, n, n - 1), body[:200])
 
     # -- text is tokenized as completions ----------------------------------
     st, _, body = srv.post({"text": ["Once upon a time"], "encoding":
@@ -385,8 +412,6 @@ def check(url, ref_path, proto):
            "status %d, %s" % (st, data[:200]))
         return ct
 
-    J, M, P = "application/json", "application/msgpack", \
-        "application/x-protobuf"
     bad('{"input": [[1, 2]', J, "malformed JSON", "JSON cut short")
     bad({"input": [[1, 2]], "ouput": "last"}, J, "unknown field \"ouput\"",
         "a misspelt field")
