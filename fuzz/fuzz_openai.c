@@ -3,10 +3,50 @@
  * /v1/chat/completions bodies.  A rejected body must still give the client
  * a JSON error (the module has no other way to answer 400); an accepted
  * one must hold what the engine relies on, and every response piece built
- * from its fields must be JSON that gives the text back unchanged.
+ * from its fields must be JSON that gives the text back unchanged.  The
+ * input's bytes also serve as token ids and logprobs for the logprobs
+ * shapes, with two real tokenizers of ../shared (SentencePiece with byte
+ * fallback, and GPT-2's byte level, whose tokens may hold any part of a
+ * character): every token must come out as a JSON string, its raw bytes
+ * intact, each entry exactly once across a chunk and the body after it.
  */
+#include <math.h>
+
 #include "fuzz.h"
 #include "openai.h"
+#include "tokenizer.h"
+
+#define FUZZ_MAX_N    8
+#define FUZZ_N_TOK    2
+#define FUZZ_MAX_IDS  8
+#define FUZZ_MAX_TOP  5
+
+static const char         *fuzz_tok_dirs[FUZZ_N_TOK] = {
+    "models/stories260K", "tokenizers/gpt2"
+};
+static infer_tokenizer_t  *fuzz_tok[FUZZ_N_TOK];
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    const char  *shared = getenv("INFER_SHARED");
+    char         dir[1024], err[512];
+    int          k;
+
+    (void) argc;
+    (void) argv;
+    if (shared == NULL || shared[0] == '\0') {
+        shared = "../shared";
+    }
+    for (k = 0; k < FUZZ_N_TOK; k++) {
+        snprintf(dir, sizeof(dir), "%s/%s", shared, fuzz_tok_dirs[k]);
+        if (infer_tokenizer_load(dir, &fuzz_tok[k], err, sizeof(err)) != 0) {
+            fprintf(stderr, "fuzz_openai: %s\n", err);
+            abort();
+        }
+    }
+    return 0;
+}
 
 /* The SSE frame "data: {...}\n\n" around one JSON object. */
 static json_t *
@@ -73,6 +113,7 @@ fuzz_check_response(const infer_oai_request_t *req, const char *text,
     size_t tlen)
 {
     infer_oai_response_t   rsp;
+    infer_oai_choice_t     c;
     json_t                *j;
     char                  *s;
     size_t                 len;
@@ -83,7 +124,11 @@ fuzz_check_response(const infer_oai_request_t *req, const char *text,
     rsp.created = 1700000000;
     rsp.model = req->model;
 
-    s = infer_oai_completion_body(&rsp, text, tlen, "stop", 3, 5, &len);
+    c.text = text;
+    c.text_len = tlen;
+    c.finish = "stop";
+    c.logprobs = NULL;
+    s = infer_oai_completion_body(&rsp, &c, 1, 3, 5, &len);
     FUZZ_CHECK(s != NULL, "no completion body");
     j = fuzz_json(s, len);
     FUZZ_CHECK(j != NULL, "completion body is not JSON: %s", s);
@@ -95,8 +140,8 @@ fuzz_check_response(const infer_oai_request_t *req, const char *text,
     json_decref(j);
     free(s);
 
-    s = infer_oai_chunk(&rsp, text, tlen, 0, NULL, req->include_usage,
-                        &len);
+    c.finish = NULL;
+    s = infer_oai_chunk(&rsp, 0, &c, 0, req->include_usage, &len);
     FUZZ_CHECK(s != NULL, "no chunk");
     j = fuzz_sse_json(s, len);
     FUZZ_CHECK(j != NULL, "chunk is not JSON: %s", s);
@@ -105,14 +150,17 @@ fuzz_check_response(const infer_oai_request_t *req, const char *text,
     json_decref(j);
     free(s);
 
-    s = infer_oai_chunk(&rsp, text, tlen, 1, NULL, 0, &len);
+    s = infer_oai_chunk(&rsp, 0, &c, 1, 0, &len);
     FUZZ_CHECK(s != NULL, "no role chunk");
     j = fuzz_sse_json(s, len);
     FUZZ_CHECK(j != NULL, "role chunk is not JSON: %s", s);
     json_decref(j);
     free(s);
 
-    s = infer_oai_chunk(&rsp, NULL, 0, 0, "length", 1, &len);
+    c.text = NULL;
+    c.text_len = 0;
+    c.finish = "length";
+    s = infer_oai_chunk(&rsp, FUZZ_MAX_N - 1, &c, 0, 1, &len);
     FUZZ_CHECK(s != NULL, "no finish chunk");
     j = fuzz_sse_json(s, len);
     FUZZ_CHECK(j != NULL, "finish chunk is not JSON: %s", s);
@@ -134,7 +182,36 @@ fuzz_check_request(const infer_oai_request_t *req)
     int  i;
 
     FUZZ_CHECK(req->model != NULL, "no model");
-    FUZZ_CHECK(req->max_tokens >= 0, "max_tokens %d", req->max_tokens);
+    FUZZ_CHECK(req->max_tokens >= (req->kind == INFER_OAI_CHAT
+                                   && req->has_max_tokens),
+               "max_tokens %d", req->max_tokens);
+    FUZZ_CHECK(req->min_tokens >= 0
+               && (!req->has_max_tokens || req->min_tokens <= req->max_tokens),
+               "min_tokens %d, max_tokens %d", req->min_tokens,
+               req->max_tokens);
+    FUZZ_CHECK(req->n >= 1 && req->n <= FUZZ_MAX_N, "n %d", req->n);
+    FUZZ_CHECK(req->top_logprobs >= 0
+               && req->top_logprobs <= INFER_MAX_TOP_LOGPROBS
+               && (req->top_logprobs == 0 || req->logprobs),
+               "top_logprobs %d, logprobs %d", req->top_logprobs,
+               req->logprobs);
+    FUZZ_CHECK(!req->echo || req->kind == INFER_OAI_COMPLETION,
+               "echo in a chat");
+    FUZZ_CHECK(fabs(req->presence_penalty) <= 2.0
+               && fabs(req->frequency_penalty) <= 2.0
+               && req->repetition_penalty > 0.0
+               && isfinite(req->repetition_penalty),
+               "penalties %g %g %g", req->presence_penalty,
+               req->frequency_penalty, req->repetition_penalty);
+    FUZZ_CHECK(req->n_bias >= 0
+               && (req->n_bias == 0
+                   || (req->bias_ids != NULL && req->bias != NULL)),
+               "n_bias %d without arrays", req->n_bias);
+    for (i = 0; i < req->n_bias; i++) {
+        FUZZ_CHECK(req->bias_ids[i] >= 0 && req->bias[i] >= -100.0f
+                   && req->bias[i] <= 100.0f, "logit_bias %d: %g",
+                   req->bias_ids[i], req->bias[i]);
+    }
     FUZZ_CHECK(req->temperature >= 0.0 && req->temperature <= 2.0,
                "temperature %g", req->temperature);
     FUZZ_CHECK(req->top_p > 0.0 && req->top_p <= 1.0, "top_p %g",
@@ -177,6 +254,195 @@ fuzz_check_request(const infer_oai_request_t *req)
     }
 }
 
+static int
+fuzz_json_string_ok(const char *s, size_t n)
+{
+    json_t  *j = json_stringn(s, n);
+
+    json_decref(j);
+    return j != NULL;
+}
+
+/* A logprobs body or chunk as JSON.  A token of byte 0 is a key "\u0000"
+ * of the legacy alternatives, which is JSON but which jansson's decoder
+ * refuses in a key: the oracle reads it as \u0001 (a "\\u0000" that is
+ * a backslash and text stays valid too). */
+static json_t *
+fuzz_lp_json(const char *s, size_t n, int sse)
+{
+    char    *t, *p;
+    json_t  *j;
+
+    t = malloc(n + 1);
+    FUZZ_CHECK(t != NULL, "out of memory");
+    memcpy(t, s, n);
+    t[n] = '\0';
+    p = t;
+    while ((p = memmem(p, n - (p - t), "\\u0000", 6)) != NULL) {
+        p[5] = '1';
+        p += 6;
+    }
+    j = sse ? fuzz_sse_json(t, n) : fuzz_json(t, n);
+    free(t);
+    return j;
+}
+
+/* The entries of a logprobs object: their count, after checking each. */
+static size_t
+fuzz_check_lp_json(json_t *lp, infer_oai_kind_t kind,
+    const infer_tokenizer_t *tok, const int32_t *ids, size_t from, int top,
+    size_t *last_offset)
+{
+    json_t       *a, *e, *b, *tops;
+    const char   *raw;
+    size_t        n, i, k, len, off;
+
+    if (kind == INFER_OAI_CHAT) {
+        a = json_object_get(lp, "content");
+        FUZZ_CHECK(json_is_array(a), "chat logprobs without content");
+        json_array_foreach(a, i, e) {
+            b = json_object_get(e, "bytes");
+            tops = json_object_get(e, "top_logprobs");
+            FUZZ_CHECK(json_is_string(json_object_get(e, "token"))
+                       && json_is_real(json_object_get(e, "logprob"))
+                       && json_is_array(tops)
+                       && json_array_size(tops) == (size_t) top,
+                       "chat entry %zu malformed", i);
+            if (infer_tokenizer_is_special(tok, ids[from + i])) {
+                FUZZ_CHECK(json_is_null(b), "special token with bytes");
+                continue;
+            }
+            /* the raw bytes, whatever the string shows */
+            raw = infer_tokenizer_token_bytes(tok, ids[from + i], &len);
+            FUZZ_CHECK(json_is_array(b) && json_array_size(b) == len,
+                       "token %d: %zu bytes, not %zu", ids[from + i],
+                       json_array_size(b), len);
+            for (k = 0; k < len; k++) {
+                FUZZ_CHECK(json_integer_value(json_array_get(b, k))
+                           == (unsigned char) raw[k],
+                           "token %d: byte %zu differs", ids[from + i], k);
+            }
+        }
+        return json_array_size(a);
+    }
+
+    a = json_object_get(lp, "tokens");
+    n = json_array_size(a);
+    FUZZ_CHECK(json_is_array(a)
+               && json_array_size(json_object_get(lp, "token_logprobs")) == n
+               && json_array_size(json_object_get(lp, "top_logprobs")) == n
+               && json_array_size(json_object_get(lp, "text_offset")) == n,
+               "legacy logprobs arrays of different lengths");
+    for (i = 0; i < n; i++) {
+        FUZZ_CHECK(json_is_string(json_array_get(a, i)), "token %zu", i);
+        e = json_array_get(json_object_get(lp, "top_logprobs"), i);
+        FUZZ_CHECK(json_is_null(e)
+                   || (json_is_object(e) && json_object_size(e) >= 1
+                       && json_object_size(e) <= (size_t) top + 1),
+                   "top_logprobs %zu holds %zu", i, json_object_size(e));
+        off = (size_t) json_integer_value(
+                  json_array_get(json_object_get(lp, "text_offset"), i));
+        FUZZ_CHECK(off >= *last_offset, "text_offset goes back at %zu", i);
+        *last_offset = off;
+    }
+    return n;
+}
+
+/*
+ * The input as a sequence of token ids and logprobs (two bytes an id, one
+ * a logprob, -inf and NaN among them), scored or generated in the shape of
+ * kind: a chunk takes the first event's entries, the body the rest.
+ */
+static void
+fuzz_check_logprobs(const uint8_t *data, size_t size, infer_oai_kind_t kind,
+    int echo, int top, const infer_tokenizer_t *tok)
+{
+    static const float    special[4] = { -INFINITY, NAN, 0.0f, -1e30f };
+    int32_t               ids[FUZZ_MAX_IDS];
+    int32_t               top_ids[FUZZ_MAX_IDS * FUZZ_MAX_TOP];
+    float                 lp[FUZZ_MAX_IDS];
+    float                 top_lp[FUZZ_MAX_IDS * FUZZ_MAX_TOP];
+    size_t                n, i, k, got, last;
+    int                   vocab, n_prompt, first;
+    infer_oai_response_t  rsp = { kind, "x", 1, "m" };
+    infer_oai_choice_t    c;
+    infer_oai_logprobs_t *l;
+    infer_event_t         ev;
+    json_t               *j, *lpj;
+    char                 *s;
+
+    vocab = infer_tokenizer_vocab_size(tok);
+    n = size / 2 < FUZZ_MAX_IDS ? size / 2 : FUZZ_MAX_IDS;
+    if (n < 2) {
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        ids[i] = (int32_t) ((data[2 * i] | data[2 * i + 1] << 8) % vocab);
+        lp[i] = data[2 * i] < 4 ? special[data[2 * i]]
+                                : -(float) data[2 * i + 1] / 16.0f;
+        for (k = 0; k < (size_t) top; k++) {
+            top_ids[i * top + k] = (int32_t) ((ids[i] + 31 * k) % vocab);
+            top_lp[i * top + k] = lp[i] - (float) k;
+        }
+    }
+    n_prompt = (int) (n / 2);
+
+    /* the echoed text is the prompt decoded, as for a token-id prompt */
+    s = infer_oai_decode(tok, ids, n_prompt, &got);
+    FUZZ_CHECK(s != NULL && fuzz_json_string_ok(s, got),
+               "the decoded prompt is not UTF-8");
+    l = infer_oai_logprobs_create(kind, tok, ids, n_prompt, echo,
+                                  infer_oai_chars(s, got));
+    free(s);
+    FUZZ_CHECK(l != NULL, "no logprobs");
+    /* with echo: the prompt's from index 1, else the generated ones */
+    first = echo ? 1 : n_prompt;
+    ev = (infer_event_t) { .lp_first = first, .n_lp = n_prompt - first + 1,
+                           .lp_ids = ids + first, .lp = lp + first,
+                           .lp_top = top, .lp_top_ids = top_ids + first * top,
+                           .lp_top_lp = top_lp + first * top };
+    FUZZ_CHECK(infer_oai_logprobs_add(l, &ev) == 0, "add failed");
+
+    c.text = "";
+    c.text_len = 0;
+    c.finish = NULL;
+    c.logprobs = l;
+    last = 0;
+    s = infer_oai_chunk(&rsp, 0, &c, 0, 0, &got);
+    FUZZ_CHECK(s != NULL, "no logprobs chunk");
+    j = fuzz_lp_json(s, got, 1);
+    FUZZ_CHECK(j != NULL, "logprobs chunk is not JSON: %s", s);
+    lpj = json_object_get(json_array_get(json_object_get(j, "choices"), 0),
+                          "logprobs");
+    got = fuzz_check_lp_json(lpj, kind, tok, ids, echo ? 0 : n_prompt, top,
+                             &last);
+    FUZZ_CHECK(got == (size_t) (n_prompt + 1 - (echo ? 0 : n_prompt)),
+               "chunk carries %zu entries", got);
+    json_decref(j);
+    free(s);
+
+    ev.lp_first = n_prompt + 1;
+    ev.n_lp = (int) n - n_prompt - 1;
+    ev.lp_ids = ids + n_prompt + 1;
+    ev.lp = lp + n_prompt + 1;
+    ev.lp_top_ids = top_ids + (n_prompt + 1) * top;
+    ev.lp_top_lp = top_lp + (n_prompt + 1) * top;
+    FUZZ_CHECK(infer_oai_logprobs_add(l, &ev) == 0, "add failed");
+    c.finish = "stop";
+    s = infer_oai_completion_body(&rsp, &c, 1, 1, 1, &got);
+    FUZZ_CHECK(s != NULL, "no logprobs body");
+    j = fuzz_lp_json(s, got, 0);
+    FUZZ_CHECK(j != NULL, "logprobs body is not JSON: %s", s);
+    lpj = json_object_get(json_array_get(json_object_get(j, "choices"), 0),
+                          "logprobs");
+    got = fuzz_check_lp_json(lpj, kind, tok, ids, n_prompt + 1, top, &last);
+    FUZZ_CHECK(got == n - n_prompt - 1, "body carries %zu entries of %zu",
+               got, n - n_prompt - 1);
+    json_decref(j);
+    free(s);
+    infer_oai_logprobs_free(l);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -184,9 +450,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     infer_oai_error_t    err;
     int                  kind;
 
+    /* one shape, tokenizer and echo an input, few ids and alternatives:
+     * JSON for all of them would be most of a run's time */
+    fuzz_check_logprobs(data, size, size % 2 ? INFER_OAI_CHAT
+                                             : INFER_OAI_COMPLETION,
+                        size % 4 == 0, size % (FUZZ_MAX_TOP + 1),
+                        fuzz_tok[size / 2 % FUZZ_N_TOK]);
+
     for (kind = INFER_OAI_COMPLETION; kind <= INFER_OAI_CHAT; kind++) {
-        if (infer_oai_parse_request((const char *) data, size, kind, &req,
-                                    &err) != 0)
+        if (infer_oai_parse_request((const char *) data, size, kind,
+                                    FUZZ_MAX_N, &req, &err) != 0)
         {
             fuzz_check_error(&err);
             continue;

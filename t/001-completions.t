@@ -34,6 +34,37 @@ sub sse_text {
 }
 
 our $id = qr/"id":"cmpl-[0-9a-f]{24}","object":"text_completion","created":\d+,"model":"tiny"/;
+our $lp = qr/-\d+(?:\.\d+)?(?:e-\d+)?/;
+
+# A body's choices, checked: the legacy logprobs of each join to its text
+# (with offsets pointing at each token, the leading space of the first
+# real token aside), greedy's token is the best of its alternatives, and
+# usage counts every choice's tokens.  Says what it found.
+sub logprobs_summary {
+    my $r = JSON::PP->new->decode($_[0]);
+    my ($n, $sum) = (0, 0);
+    for my $c (@{ $r->{choices} }) {
+        my $l = $c->{logprobs} or return "choice $c->{index}: no logprobs\n";
+        my @t = @{ $l->{tokens} };
+        $sum += @t;
+        for my $i (0 .. $#t) {
+            my $off = $l->{text_offset}[$i];
+            my $tok = $i == 0 ? substr($t[0], 1) : $t[$i];
+            return "choice $c->{index}: token $i '$t[$i]' not at $off\n"
+                unless substr($c->{text}, $off, length $tok) eq $tok;
+            my $top = $l->{top_logprobs}[$i];
+            my ($best) = sort { $top->{$b} <=> $top->{$a} } keys %$top;
+            return "choice $c->{index}: token $i is not the best\n"
+                unless $best eq $t[$i]
+                       && $top->{$best} == $l->{token_logprobs}[$i];
+        }
+        $n++;
+    }
+    return "usage $r->{usage}{completion_tokens} for $sum tokens\n"
+        unless $r->{usage}{completion_tokens} == $sum;
+    return "$n choices, $sum tokens, all consistent: "
+           . join('|', map { $_->{text} } @{ $r->{choices} }) . "\n";
+}
 
 run_tests();
 
@@ -215,3 +246,155 @@ POST /v1/completions
 \&::sse_text
 --- response_body eval
 "$::greedy\nlength\n"
+
+
+
+=== TEST 13: echo with max_tokens 0 scores the prompt: the legacy shape, <s> without a logprob
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"Once upon a time","max_tokens":0,"echo":true,
+ "logprobs":1}
+--- response_body_like eval
+my $t = qr/\{"[^"]+":$::lp(?:,"[^"]+":$::lp)?\}/;
+qr/^\{$::id,"choices":\[\{"index":0,"text":"Once upon a time","logprobs":\{"tokens":\["<s>"," Once"," upon"," a"," time"\],"token_logprobs":\[null,$::lp,$::lp,$::lp,$::lp\],"top_logprobs":\[null,$t,$t,$t,$t\],"text_offset":\[0,0,4,9,11\]\},"finish_reason":"length"\}\],"usage":\{"prompt_tokens":5,"completion_tokens":0,"total_tokens":5\}\}\n\z/
+
+
+
+=== TEST 14: echo puts the prompt before the greedy continuation
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"Once upon a time","max_tokens":100,
+ "temperature":0,"stop":".","echo":true}
+--- response_body_like eval
+qr/"text":"Once upon a time\Q$::after_once_json\E","logprobs":null,"finish_reason":"stop"\}\],"usage":\{"prompt_tokens":5,/
+
+
+
+=== TEST 15: logprobs 2: offsets point at each token, greedy picks the best
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":14,"temperature":0,"logprobs":2}
+--- response_body_filters eval
+\&::logprobs_summary
+--- response_body
+1 choices, 14 tokens, all consistent: Once upon a time, there was a little girl named Lily
+
+
+
+=== TEST 16: streamed logprobs: each chunk carries its tokens
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":2,"temperature":0,"logprobs":0,
+ "stream":true}
+--- response_body_like eval
+my $c = qr/data: \{$::id,"choices":\[\{"index":0,"text":/;
+qr/^${c}"Once","logprobs":\{"tokens":\[" Once"\],"token_logprobs":\[($::lp)\],"top_logprobs":\[\{" Once":\1\}\],"text_offset":\[0\]\},"finish_reason":null\}\]\}\n\n${c}" upon","logprobs":\{"tokens":\[" upon"\],"token_logprobs":\[($::lp)\],"top_logprobs":\[\{" upon":\2\}\],"text_offset":\[4\]\},"finish_reason":null\}\]\}\n\n${c}"","logprobs":null,"finish_reason":"length"\}\]\}\n\ndata: \[DONE\]\n\n\z/
+
+
+
+=== TEST 17: n 3 at temperature 0: three greedy choices, usage for all
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":4,"temperature":0,"n":3}
+--- response_body_like eval
+qr/^\{$::id,"choices":\[\{"index":0,"text":"Once upon a time","logprobs":null,"finish_reason":"length"\},\{"index":1,"text":"Once upon a time","logprobs":null,"finish_reason":"length"\},\{"index":2,"text":"Once upon a time","logprobs":null,"finish_reason":"length"\}\],"usage":\{"prompt_tokens":1,"completion_tokens":12,"total_tokens":13\}\}\n\z/
+
+
+
+=== TEST 18: n 2 streamed: chunks of both choices, each finished, one [DONE]
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":2,"temperature":0,"n":2,
+ "stream":true,"stream_options":{"include_usage":true}}
+--- response_body_filters eval
+sub {
+    my (%text, %fin, $usage, $done);
+    for my $ev (split /\n\n/, $_[0]) {
+        $ev =~ s/^data: // or return "bad event: $ev\n";
+        if ($ev eq '[DONE]') { $done++; next }
+        my $j = JSON::PP->new->decode($ev);
+        $usage = $j->{usage}{completion_tokens} if $j->{usage};
+        for my $c (@{ $j->{choices} }) {
+            $text{ $c->{index} } .= $c->{text};
+            $fin{ $c->{index} } .= $c->{finish_reason} // '';
+        }
+    }
+    CORE::join('', map { "$_: $text{$_} ($fin{$_})\n" } sort keys %text)
+        . "usage $usage, [DONE] x $done\n";
+}
+--- response_body
+0: Once upon (length)
+1: Once upon (length)
+usage 4, [DONE] x 1
+
+
+
+=== TEST 19: logit_bias +100 on " a" (id 261) makes it every token
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":3,"temperature":0,
+ "logit_bias":{"261":100}}
+--- response_body_like eval
+qr/"text":"a a a","logprobs":null,"finish_reason":"length"/
+
+
+
+=== TEST 20: min_tokens holds </s> back, even when logit_bias pushes it
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":8,"temperature":0,
+ "logit_bias":{"2":100},"min_tokens":3}
+--- response_body_like eval
+qr/"text":"Once upon a","logprobs":null,"finish_reason":"stop"\}\],"usage":\{"prompt_tokens":1,"completion_tokens":4,/
+
+
+
+=== TEST 21: presence and frequency penalties reach the sampler
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":40,"temperature":0,
+ "presence_penalty":2,"frequency_penalty":2}
+--- response_body_filters eval
+sub {
+    my $t = JSON::PP->new->decode($_[0])->{choices}[0]{text};
+    my $g = substr($::greedy, 0, length $t);
+    $t ne $g ? "penalised text differs from greedy\n" : "same as greedy: $t\n";
+}
+--- response_body
+penalised text differs from greedy

@@ -60,6 +60,36 @@ sub compare_with_stream {
 
 our $id = qr/"id":"chatcmpl-[0-9a-f]{24}","object":"chat.completion","created":\d+,"model":"tiny"/;
 our $cid = qr/"id":"chatcmpl-[0-9a-f]{24}","object":"chat.completion.chunk","created":\d+,"model":"tiny"/;
+our $lp = qr/-\d+(?:\.\d+)?(?:e-\d+)?/;
+
+# The chat logprobs of a body or a stream, checked: one entry per token,
+# joining to the content, bytes the token's UTF-8, greedy's token the best
+# of its alternatives.  Says what it found.
+sub chat_logprobs {
+    my ($content, @lp, $tokens) = ('');
+    for my $ev (split /\n\n/, $_[0]) {
+        next if $ev eq 'data: [DONE]';
+        $ev =~ s/^data: //;
+        my $j = JSON::PP->new->decode($ev);
+        $tokens = $j->{usage}{completion_tokens} if $j->{usage};
+        my $c = $j->{choices}[0] or next;
+        $content .= $c->{message}{content} // $c->{delta}{content} // '';
+        push @lp, @{ $c->{logprobs}{content} } if $c->{logprobs};
+    }
+    return "content '$content' from tokens "
+           . CORE::join('|', map { $_->{token} } @lp) . "\n"
+        unless $content eq CORE::join('', map { $_->{token} } @lp);
+    for my $t (@lp) {
+        return "bytes of '$t->{token}'\n"
+            unless CORE::join(',', @{ $t->{bytes} })
+                   eq CORE::join(',', unpack 'C*', $t->{token});
+        return "'$t->{token}' not the best\n"
+            unless $t->{top_logprobs}[0]{token} eq $t->{token}
+                   && $t->{top_logprobs}[0]{logprob} == $t->{logprob};
+    }
+    return scalar(@lp) . " entries ($tokens tokens), "
+           . scalar(@{ $lp[0]{top_logprobs} }) . " alternatives each\n";
+}
 
 run_tests();
 
@@ -205,3 +235,74 @@ POST /v1/chat/completions
 --- error_code: 400
 --- response_body
 {"error":{"message":"'messages' is required","type":"invalid_request_error","param":"messages","code":null}}
+
+
+
+=== TEST 10: logprobs without top_logprobs: the chat shape, no alternatives
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "max_tokens":2,"temperature":0,"logprobs":true}
+--- response_body_like eval
+my $t = qr/\{"token":"[^"]*","logprob":$::lp,"bytes":\[\d+(?:,\d+)*\],"top_logprobs":\[\]\}/;
+qr/^\{$::id,"choices":\[\{"index":0,"message":\{"role":"assistant","content":"[^"]*"\},"logprobs":\{"content":\[$t,$t\],"refusal":null\},"finish_reason":"length"\}\],"usage":\{"prompt_tokens":18,"completion_tokens":2,"total_tokens":20\}\}\n\z/
+
+
+
+=== TEST 11: top_logprobs 3: entries join to the content, greedy's token is the best
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "max_tokens":16,"temperature":0,"logprobs":true,"top_logprobs":3}
+--- response_body_filters eval
+\&::chat_logprobs
+--- response_body
+16 entries (16 tokens), 3 alternatives each
+
+
+
+=== TEST 12: streamed chat logprobs: in the chunks, the same checks
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "max_tokens":16,"temperature":0,"logprobs":true,"top_logprobs":20,
+ "stream":true,"stream_options":{"include_usage":true}}
+--- response_body_filters eval
+\&::chat_logprobs
+--- response_body
+16 entries (16 tokens), 20 alternatives each
+
+
+
+=== TEST 13: n 2: two choices, each the greedy reply
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "max_tokens":6,"temperature":0,"n":2}
+--- response_body_filters eval
+sub {
+    my $r = JSON::PP->new->decode($_[0]);
+    my @c = @{ $r->{choices} };
+    return "choices " . scalar(@c) . ", indices $c[0]{index} $c[1]{index}, "
+           . ($c[0]{message}{content} eq $c[1]{message}{content}
+              ? "same" : "different") . " content, "
+           . "$r->{usage}{completion_tokens} tokens\n";
+}
+--- response_body
+choices 2, indices 0 1, same content, 12 tokens

@@ -80,17 +80,17 @@ POST /v1/completions
 
 
 
-=== TEST 6: n other than 1
+=== TEST 6: n above infer_max_n (default 8)
 --- http_config
     infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
 --- config
     location /v1/ { infer_openai tiny; }
 --- request
 POST /v1/chat/completions
-{"model":"tiny","messages":[{"role":"user","content":"x"}],"n":2}
+{"model":"tiny","messages":[{"role":"user","content":"x"}],"n":9}
 --- error_code: 400
 --- response_body_like chomp
-"param":"n"
+"message":"'n' must be between 1 and 8, got 9","type":"invalid_request_error","param":"n"
 
 
 
@@ -451,3 +451,186 @@ POST /v1/chat/completions
 --- error_code: 400
 --- response_body
 {"error":{"message":"this model's maximum context length is 512 tokens, and a prompt of 1048577 bytes has at least 116508","type":"invalid_request_error","param":"prompt","code":"context_length_exceeded"}}
+
+
+
+=== TEST 31: infer_max_n 2 in the location: n 3 is refused there
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_max_n 2; infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":1,"n":3}
+--- error_code: 400
+--- response_body_like chomp
+"message":"'n' must be between 1 and 2, got 3","type":"invalid_request_error","param":"n"
+
+
+
+=== TEST 32: tools: 400 unsupported_parameter naming the field
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"x"}],
+ "tools":[{"type":"function","function":{"name":"f"}}]}
+--- error_code: 400
+--- response_body
+{"error":{"message":"'tools' is not supported by this server","type":"invalid_request_error","param":"tools","code":"unsupported_parameter"}}
+
+
+
+=== TEST 33: a JSON response_format: 400 naming it
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"x"}],
+ "response_format":{"type":"json_object"}}
+--- error_code: 400
+--- response_body_like chomp
+"param":"response_format","code":"unsupported_parameter"\}\}$
+
+
+
+=== TEST 34: tool_choice other than "none": 400 naming it
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"x"}],
+ "tool_choice":"auto"}
+--- error_code: 400
+--- response_body_like chomp
+"param":"tool_choice","code":"unsupported_parameter"\}\}$
+
+
+
+=== TEST 35: best_of greater than n: 400 naming it
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"x","n":2,"best_of":4}
+--- error_code: 400
+--- response_body
+{"error":{"message":"'best_of' greater than 'n' is not supported by this server","type":"invalid_request_error","param":"best_of","code":"unsupported_parameter"}}
+
+
+
+=== TEST 36: suffix: 400 naming it
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"x","suffix":" and they lived happily"}
+--- error_code: 400
+--- response_body_like chomp
+"param":"suffix","code":"unsupported_parameter"\}\}$
+
+
+
+=== TEST 37: a logit_bias id outside the vocabulary
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"x","logit_bias":{"7":1,"512":-100}}
+--- error_code: 400
+--- response_body
+{"error":{"message":"'logit_bias' token id 512 is outside the vocabulary of 512","type":"invalid_request_error","param":"logit_bias","code":null}}
+
+
+
+=== TEST 38: min_tokens above the default max_tokens of 16
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":"x","min_tokens":17}
+--- error_code: 400
+--- response_body
+{"error":{"message":"'min_tokens' (17) must not exceed the 16 tokens of 'max_tokens'","type":"invalid_request_error","param":"min_tokens","code":null}}
+
+
+
+=== TEST 39: top_logprobs without logprobs
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"x"}],"top_logprobs":2}
+--- error_code: 400
+--- response_body_like chomp
+"param":"top_logprobs"
+
+
+
+=== TEST 40: a chat cannot ask for no tokens
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"x"}],"max_tokens":0}
+--- error_code: 400
+--- response_body_like chomp
+"message":"'max_tokens' must be between 1 and 2147483647, got 0"
+
+
+
+=== TEST 41: GET /v1/models/{id}
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+GET /v1/models/tiny
+--- error_code: 200
+--- response_body_like chomp
+^\{"id":"tiny","object":"model","created":\d+,"owned_by":"nginx"\}\n\z
+
+
+
+=== TEST 42: GET /v1/models/{id} of a model the location does not serve: 404
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+GET /v1/models/gpt-4o
+--- error_code: 404
+--- response_body
+{"error":{"message":"the model 'gpt-4o' does not exist","type":"invalid_request_error","param":"model","code":"model_not_found"}}
+
+
+
+=== TEST 43: POST on /v1/models/{id}: 405 with Allow
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/models/tiny
+{}
+--- error_code: 405
+--- response_headers
+Allow: GET, HEAD

@@ -1,10 +1,11 @@
 /*
  * OpenAI-compatible front end: POST /v1/completions, POST
- * /v1/chat/completions, GET /v1/models, and the health check.
+ * /v1/chat/completions, GET /v1/models and /v1/models/{id}.
  *
  * A request is parsed and tokenized in the worker, submitted to the engine
- * without blocking, and answered from the bridge as events arrive: SSE
- * chunks as text comes when streaming, one JSON body at the end otherwise.
+ * without blocking (one engine request per choice of `n`), and answered
+ * from the bridge as events arrive: SSE chunks as text and logprobs come
+ * when streaming, one JSON body once every choice has ended otherwise.
  */
 #include "ngx_http_infer.h"
 
@@ -12,10 +13,20 @@ typedef enum {
     NGX_HTTP_INFER_ROUTE_NONE = 0,
     NGX_HTTP_INFER_ROUTE_COMPLETIONS,
     NGX_HTTP_INFER_ROUTE_CHAT,
-    NGX_HTTP_INFER_ROUTE_MODELS
+    NGX_HTTP_INFER_ROUTE_MODELS,
+    NGX_HTTP_INFER_ROUTE_MODEL           /* .../models/{id} */
 } ngx_http_infer_route_t;
 
 static const char  ngx_http_infer_sse_done[] = "data: [DONE]\n\n";
+
+/* One choice: the engine request ctx->gens[i]. */
+typedef struct {
+    u_char                     *text;          /* non-streamed output */
+    size_t                      text_len;
+    size_t                      text_cap;
+    infer_oai_logprobs_t       *logprobs;      /* NULL: not asked for */
+    const char                 *finish;        /* once it has ended */
+} ngx_http_infer_oai_choice_t;
 
 /*
  * One OpenAI request from its body to its answer, in r->pool (ctx->data
@@ -36,9 +47,13 @@ typedef struct {
 
     infer_oai_response_t        rsp;
     char                        rsp_id[40];
-    u_char                     *text;          /* non-streamed output */
-    size_t                      text_len;
-    size_t                      text_cap;
+    char                       *echo;          /* the prompt as text, */
+    size_t                      echo_len;      /* when echo asks for it */
+    ngx_http_infer_oai_choice_t *choices;      /* [req.n], r->pool */
+    int                         n_done;
+    int                         prompt_tokens;
+    int                         completion_tokens;
+    ngx_http_infer_ctx_t       *ctx;           /* once created */
 } ngx_http_infer_oai_t;
 
 static void ngx_http_infer_body_handler(ngx_http_request_t *r);
@@ -94,17 +109,28 @@ ngx_http_infer_sse(ngx_http_infer_ctx_t *ctx, char **parts, size_t *lens,
 static ngx_int_t
 ngx_http_infer_sse_start(ngx_http_infer_ctx_t *ctx)
 {
+    int                    i;
     char                  *part;
     size_t                 len;
+    infer_oai_choice_t     c;
     ngx_http_infer_oai_t  *oai = ctx->data;
 
     if (ngx_http_infer_stream_start(ctx, "text/event-stream") != NGX_OK) {
         return NGX_ERROR;
     }
 
-    /* The chat stream opens with the assistant role. */
-    if (oai->kind == INFER_OAI_CHAT) {
-        part = infer_oai_chunk(&oai->rsp, NULL, 0, 1, NULL,
+    /* Each choice of a chat stream opens with the assistant role, of a
+     * completion stream with echo with the prompt. */
+    for (i = 0; i < oai->req.n; i++) {
+        if (oai->kind != INFER_OAI_CHAT && !oai->req.echo) {
+            break;
+        }
+        ngx_memzero(&c, sizeof(c));
+        c.text = oai->echo;
+        c.text_len = oai->echo_len;
+        c.logprobs = oai->choices[i].logprobs;
+        part = infer_oai_chunk(&oai->rsp, i, &c,
+                               oai->kind == INFER_OAI_CHAT,
                                oai->req.include_usage, &len);
         if (ngx_http_infer_sse(ctx, &part, &len, 1, 0) == NGX_ERROR) {
             return NGX_ERROR;
@@ -148,66 +174,124 @@ ngx_http_infer_openai_timeout(ngx_http_infer_ctx_t *ctx)
     ngx_http_infer_fail(ctx, &err);
 }
 
+/* Appends to a buffer that grows (non-streamed text). */
 static ngx_int_t
-ngx_http_infer_text(ngx_http_infer_ctx_t *ctx, const char *text, size_t len)
+ngx_http_infer_append(ngx_http_infer_oai_choice_t *ch, const char *text,
+    size_t len)
 {
-    char                  *part;
-    size_t                 plen, cap;
-    u_char                *p;
-    ngx_http_infer_oai_t  *oai = ctx->data;
+    size_t   cap;
+    u_char  *p;
 
-    if (oai->req.stream) {
-        part = infer_oai_chunk(&oai->rsp, text, len, 0, NULL,
-                               oai->req.include_usage, &plen);
-        return ngx_http_infer_sse(ctx, &part, &plen, 1, 0);
-    }
-
-    if (oai->text_len + len > oai->text_cap) {
-        cap = ngx_max(2 * oai->text_cap, oai->text_len + len + 256);
-        p = realloc(oai->text, cap);
+    if (ch->text_len + len > ch->text_cap) {
+        cap = ngx_max(2 * ch->text_cap, ch->text_len + len + 256);
+        p = realloc(ch->text, cap);
         if (p == NULL) {
             return NGX_ERROR;
         }
-        oai->text = p;
-        oai->text_cap = cap;
+        ch->text = p;
+        ch->text_cap = cap;
     }
-    ngx_memcpy(oai->text + oai->text_len, text, len);
-    oai->text_len += len;
+    ngx_memcpy(ch->text + ch->text_len, text, len);
+    ch->text_len += len;
     return NGX_OK;
 }
 
-static void
-ngx_http_infer_complete(ngx_http_infer_ctx_t *ctx, infer_event_t *ev)
+/* An event's text and logprobs: a chunk when streaming (when it carries
+ * either), else gathered for the body. */
+static ngx_int_t
+ngx_http_infer_text(ngx_http_infer_ctx_t *ctx, int gen, infer_event_t *ev)
 {
-    char                  *parts[2], *body;
-    size_t                 lens[2], len;
-    ngx_int_t              rc;
-    ngx_uint_t             n;
-    const char            *finish;
-    ngx_http_infer_oai_t  *oai = ctx->data;
+    char                         *part;
+    size_t                        plen;
+    infer_oai_choice_t            c;
+    ngx_http_infer_oai_t         *oai = ctx->data;
+    ngx_http_infer_oai_choice_t  *ch = &oai->choices[gen];
 
-    finish = infer_oai_finish_reason(ev->finish);
+    if (ch->logprobs != NULL && ev->n_lp > 0
+        && infer_oai_logprobs_add(ch->logprobs, ev) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!oai->req.stream) {
+        return ev->text_len > 0
+               ? ngx_http_infer_append(ch, ev->text, ev->text_len) : NGX_OK;
+    }
+
+    if (ev->text_len == 0 && infer_oai_logprobs_pending(ch->logprobs) == 0) {
+        return NGX_OK;
+    }
+    ngx_memzero(&c, sizeof(c));
+    c.text = ev->text;
+    c.text_len = ev->text_len;
+    c.logprobs = ch->logprobs;
+    part = infer_oai_chunk(&oai->rsp, gen, &c, 0, oai->req.include_usage,
+                           &plen);
+    return ngx_http_infer_sse(ctx, &part, &plen, 1, 0);
+}
+
+/* Choice gen has ended: its finish chunk when streaming; after the last
+ * one, the usage and [DONE], or the whole body. */
+static void
+ngx_http_infer_complete(ngx_http_infer_ctx_t *ctx, int gen,
+    infer_event_t *ev)
+{
+    int                           i, last;
+    char                         *parts[2], *body;
+    size_t                        lens[2], len;
+    ngx_int_t                     rc;
+    ngx_uint_t                    n;
+    infer_oai_choice_t           *cs, c;
+    ngx_http_infer_oai_t         *oai = ctx->data;
+    ngx_http_infer_oai_choice_t  *ch = &oai->choices[gen];
+
+    ch->finish = infer_oai_finish_reason(ev->finish);
+    oai->prompt_tokens = ev->prompt_tokens;
+    oai->completion_tokens += ev->completion_tokens;
+    last = ++oai->n_done == oai->req.n;
 
     if (oai->req.stream) {
         n = 0;
-        parts[n] = infer_oai_chunk(&oai->rsp, NULL, 0, 0, finish,
+        ngx_memzero(&c, sizeof(c));
+        c.finish = ch->finish;
+        c.logprobs = ch->logprobs;
+        parts[n] = infer_oai_chunk(&oai->rsp, gen, &c, 0,
                                    oai->req.include_usage, &lens[n]);
         n++;
-        if (oai->req.include_usage) {
-            parts[n] = infer_oai_usage_chunk(&oai->rsp, ev->prompt_tokens,
-                                             ev->completion_tokens, &lens[n]);
+        if (last && oai->req.include_usage) {
+            parts[n] = infer_oai_usage_chunk(&oai->rsp, oai->prompt_tokens,
+                                             oai->completion_tokens,
+                                             &lens[n]);
             n++;
         }
-        rc = ngx_http_infer_sse(ctx, parts, lens, n, 1);
-
-    } else {
-        body = infer_oai_completion_body(&oai->rsp, (char *) oai->text,
-                                         oai->text_len, finish,
-                                         ev->prompt_tokens,
-                                         ev->completion_tokens, &len);
-        rc = ngx_http_infer_send_json(ctx->r, NGX_HTTP_OK, body, len);
+        rc = ngx_http_infer_sse(ctx, parts, lens, n, last);
+        if (rc == NGX_ERROR) {
+            ngx_http_infer_ctx_finalize(ctx, NGX_ERROR);
+        } else if (last) {
+            ngx_http_infer_ctx_finalize(ctx, rc);
+        }
+        return;
     }
 
+    if (!last) {
+        return;
+    }
+
+    cs = ngx_pcalloc(ctx->r->pool, oai->req.n * sizeof(infer_oai_choice_t));
+    if (cs == NULL) {
+        ngx_http_infer_ctx_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    for (i = 0; i < oai->req.n; i++) {
+        cs[i].text = (char *) oai->choices[i].text;
+        cs[i].text_len = oai->choices[i].text_len;
+        cs[i].finish = oai->choices[i].finish;
+        cs[i].logprobs = oai->choices[i].logprobs;
+    }
+    body = infer_oai_completion_body(&oai->rsp, cs, oai->req.n,
+                                     oai->prompt_tokens,
+                                     oai->completion_tokens, &len);
+    rc = ngx_http_infer_send_json(ctx->r, NGX_HTTP_OK, body, len);
     ngx_http_infer_ctx_finalize(ctx, rc);
 }
 
@@ -217,8 +301,8 @@ ngx_http_infer_openai_event(ngx_http_infer_ctx_t *ctx, int gen,
 {
     infer_oai_error_t  err;
 
-    if (ev->type != INFER_EVENT_ERROR && ev->text_len > 0
-        && ngx_http_infer_text(ctx, ev->text, ev->text_len) == NGX_ERROR)
+    if (ev->type != INFER_EVENT_ERROR
+        && ngx_http_infer_text(ctx, gen, ev) == NGX_ERROR)
     {
         /* The client is gone or we ran out of memory: stop generating
          * (the cleanup cancels) and drop the connection. */
@@ -234,11 +318,14 @@ ngx_http_infer_openai_event(ngx_http_infer_ctx_t *ctx, int gen,
         && (ev->finish == INFER_FINISH_STOP
             || ev->finish == INFER_FINISH_LENGTH))
     {
-        ngx_http_infer_complete(ctx, ev);
+        ngx_http_infer_complete(ctx, gen, ev);
         return;
     }
 
+    /* Any other end fails the whole response: the other choices are
+     * cancelled with it. */
     if (ev->type == INFER_EVENT_DONE && ev->finish == INFER_FINISH_DEADLINE) {
+        ngx_http_infer_ctx_cancel(ctx);
         ngx_http_infer_openai_timeout(ctx);
         return;
     }
@@ -254,7 +341,27 @@ ngx_http_infer_openai_event(ngx_http_infer_ctx_t *ctx, int gen,
                             "server_error", NULL, NULL, "generation failed: %s",
                             ev->text ? ev->text : "engine error");
     }
+    ngx_http_infer_ctx_cancel(ctx);
     ngx_http_infer_fail(ctx, &err);
+}
+
+/* The {id} of .../models/{id}: what follows the first "/models/" (a
+ * model's name may hold a slash). */
+static ngx_int_t
+ngx_http_infer_model_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    u_char  *p, *end;
+
+    end = r->uri.data + r->uri.len;
+    p = ngx_strnstr(r->uri.data, "/models/", r->uri.len);
+    if (p == NULL || p + sizeof("/models/") - 1 == end) {
+        return NGX_DECLINED;
+    }
+    if (id != NULL) {
+        id->data = p + sizeof("/models/") - 1;
+        id->len = end - id->data;
+    }
+    return NGX_OK;
 }
 
 static ngx_http_infer_route_t
@@ -275,6 +382,9 @@ ngx_http_infer_route(ngx_http_request_t *r)
     }
     if (ngx_http_infer_ends_with("/models")) {
         return NGX_HTTP_INFER_ROUTE_MODELS;
+    }
+    if (ngx_http_infer_model_id(r, NULL) == NGX_OK) {
+        return NGX_HTTP_INFER_ROUTE_MODEL;
     }
     return NGX_HTTP_INFER_ROUTE_NONE;
 
@@ -315,6 +425,40 @@ ngx_http_infer_models(ngx_http_request_t *r)
     return ngx_http_infer_send_json(r, NGX_HTTP_OK, body, len);
 }
 
+/* GET .../models/{id}: one model of the location, or 404 as OpenAI's. */
+static ngx_int_t
+ngx_http_infer_model(ngx_http_request_t *r)
+{
+    char                       *body;
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_str_t                   id;
+    infer_oai_error_t           err;
+    ngx_http_infer_model_t     *m;
+    ngx_http_infer_loc_conf_t  *ilcf;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
+    ngx_str_null(&id);
+    (void) ngx_http_infer_model_id(r, &id);
+    m = ngx_http_infer_find_model(ilcf, (const char *) id.data, id.len);
+    if (m == NULL) {
+        infer_oai_set_error(&err, NGX_HTTP_NOT_FOUND, NGX_HTTP_INFER_INVALID,
+                            "model", "model_not_found",
+                            "the model '%.*s' does not exist",
+                            (int) id.len, id.data);
+        return ngx_http_infer_send_error(r, &err);
+    }
+
+    body = infer_oai_model_body((const char *) m->name.data, m->created,
+                                &len);
+    return ngx_http_infer_send_json(r, NGX_HTTP_OK, body, len);
+}
+
 ngx_int_t
 ngx_http_infer_openai_handler(ngx_http_request_t *r)
 {
@@ -324,7 +468,9 @@ ngx_http_infer_openai_handler(ngx_http_request_t *r)
 
     route = ngx_http_infer_route(r);
 
-    if (route == NGX_HTTP_INFER_ROUTE_MODELS) {
+    if (route == NGX_HTTP_INFER_ROUTE_MODELS
+        || route == NGX_HTTP_INFER_ROUTE_MODEL)
+    {
         if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
             if (ngx_http_infer_add_header(r, "Allow", "GET, HEAD")
                 != NGX_OK)
@@ -339,7 +485,8 @@ ngx_http_infer_openai_handler(ngx_http_request_t *r)
                                 r->method_name.data);
             goto error;
         }
-        return ngx_http_infer_models(r);
+        return route == NGX_HTTP_INFER_ROUTE_MODELS
+               ? ngx_http_infer_models(r) : ngx_http_infer_model(r);
     }
 
     if (route == NGX_HTTP_INFER_ROUTE_NONE) {
@@ -392,9 +539,19 @@ ngx_http_infer_tokenize(ngx_http_infer_oai_t *job)
     ngx_http_infer_model_t  *m = job->model;
 
     job->rc = NGX_ERROR;
+    vocab = infer_engine_vocab_size(m->engine);
+
+    for (i = 0; i < req->n_bias; i++) {
+        if (req->bias_ids[i] >= vocab) {
+            infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
+                                NGX_HTTP_INFER_INVALID, "logit_bias", NULL,
+                                "'logit_bias' token id %d is outside the "
+                                "vocabulary of %d", req->bias_ids[i], vocab);
+            return;
+        }
+    }
 
     if (req->prompt_ids != NULL) {
-        vocab = infer_engine_vocab_size(m->engine);
         for (i = 0; i < req->n_prompt_ids; i++) {
             if (req->prompt_ids[i] >= vocab) {
                 infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
@@ -429,7 +586,8 @@ ngx_http_infer_tokenize(ngx_http_infer_oai_t *job)
     least = infer_tokenizer_min_ids(job->tok, len);
     context = infer_engine_context_length(m->engine);
     if (least >= (size_t) context
-        || (req->max_tokens > 0 && least + req->max_tokens > (size_t) context))
+        || (req->has_max_tokens
+            && least + req->max_tokens > (size_t) context))
     {
         infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
                             NGX_HTTP_INFER_INVALID,
@@ -482,7 +640,9 @@ ngx_http_infer_submit_error(int rc, infer_oai_request_t *req, int n_prompt,
     case INFER_ECONTEXT:
         context = infer_engine_context_length(m->engine);
         param = req->kind == INFER_OAI_CHAT ? "messages" : "prompt";
-        if (n_prompt < context && req->max_tokens > 0) {
+        if (n_prompt < context && req->has_max_tokens
+            && req->max_tokens > 0)
+        {
             infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
                                 NGX_HTTP_INFER_INVALID, "max_tokens",
                                 "context_length_exceeded",
@@ -506,6 +666,17 @@ ngx_http_infer_submit_error(int rc, infer_oai_request_t *req, int n_prompt,
         infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
                             NULL, NULL, "invalid request: %s",
                             infer_strerror(rc));
+        break;
+    case INFER_EOUTPUT:
+        infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
+                            "logprobs", NULL, "the logprobs of %d choices "
+                            "of up to %d tokens would exceed this server's "
+                            "limit of %zu bytes", req->n,
+                            req->has_max_tokens
+                            ? req->max_tokens
+                            : infer_engine_context_length(m->engine)
+                              - n_prompt,
+                            infer_engine_max_output(m->engine));
         break;
     case INFER_EQUEUE_FULL:
     case INFER_ESHUTDOWN:
@@ -539,7 +710,7 @@ ngx_http_infer_prepare(void *data)
     job->rc = NGX_ERROR;
 
     if (infer_oai_parse_request((char *) job->body, job->body_len, job->kind,
-                                req, err)
+                                (int) job->conf->max_n, req, err)
         != 0)
     {
         return;
@@ -566,12 +737,128 @@ ngx_http_infer_prepare(void *data)
     ngx_http_infer_tokenize(job);
 }
 
-/* Submits the tokenized prompt; on success the context waits for the
+/* The engine request of every choice but its seed, or NGX_ERROR with
+ * job->err. */
+static ngx_int_t
+ngx_http_infer_engine_request(ngx_http_infer_oai_t *job, infer_request_t *ir)
+{
+    int                      context;
+    size_t                   bytes;
+    infer_oai_request_t     *req = &job->req;
+    ngx_http_infer_model_t  *m = job->model;
+
+    context = infer_engine_context_length(m->engine);
+
+    ngx_memzero(ir, sizeof(infer_request_t));
+    ir->prompt = job->ids;
+    ir->n_prompt = job->n;
+    if (req->has_max_tokens) {
+        ir->max_tokens = req->max_tokens;
+
+    } else if (req->kind == INFER_OAI_COMPLETION) {
+        /* OpenAI's default for completions is 16, up to the context end */
+        ir->max_tokens = ngx_max(ngx_min(16, context - job->n), 1);
+
+    } else {
+        /* and for chat the context end */
+        ir->max_tokens = INFER_TO_CONTEXT_END;
+    }
+    if (ir->max_tokens >= 0 && req->min_tokens > ir->max_tokens) {
+        infer_oai_set_error(&job->err, NGX_HTTP_BAD_REQUEST,
+                            NGX_HTTP_INFER_INVALID, "min_tokens", NULL,
+                            "'min_tokens' (%d) must not exceed the %d "
+                            "tokens of 'max_tokens'", req->min_tokens,
+                            ir->max_tokens);
+        return NGX_ERROR;
+    }
+    ir->min_tokens = req->min_tokens;
+    ir->temperature = (float) req->temperature;
+    ir->top_p = (float) req->top_p;
+    ir->top_k = req->top_k;
+    ir->presence_penalty = (float) req->presence_penalty;
+    ir->frequency_penalty = (float) req->frequency_penalty;
+    ir->repetition_penalty = (float) req->repetition_penalty;
+    ir->bias_ids = req->bias_ids;
+    ir->bias = req->bias;
+    ir->n_bias = req->n_bias;
+    ir->stop = (const char *const *) req->stop;
+    ir->n_stop = req->n_stop;
+    if (req->kind == INFER_OAI_CHAT && m->end_id >= 0) {
+        ir->stop_ids = &m->end_id;
+        ir->n_stop_ids = 1;
+    }
+    ir->logprobs = req->logprobs;
+    ir->top_logprobs = req->top_logprobs;
+    /* echo shows the prompt's tokens too, the first one without */
+    ir->prompt_logprobs = req->logprobs && req->echo;
+    ir->deadline_ms = infer_now_ms() + (int64_t) m->timeout;
+
+    /* the choices share the cap one engine request has */
+    bytes = infer_engine_output_bytes(m->engine, ir);
+    if (job->n < context
+        && bytes * req->n > infer_engine_max_output(m->engine))
+    {
+        ngx_http_infer_submit_error(INFER_EOUTPUT, req, job->n, m,
+                                    &job->err);
+        return NGX_ERROR;
+    }
+    return NGX_OK;
+}
+
+/* What each choice gathers: its text (the prompt first with echo) and
+ * logprobs. */
+static ngx_int_t
+ngx_http_infer_choices(ngx_http_request_t *r, ngx_http_infer_oai_t *job)
+{
+    int                           i;
+    size_t                        chars;
+    infer_oai_request_t          *req = &job->req;
+    ngx_http_infer_oai_choice_t  *ch;
+
+    job->choices = ngx_pcalloc(r->pool,
+                               req->n * sizeof(ngx_http_infer_oai_choice_t));
+    if (job->choices == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (req->echo && req->prompt != NULL) {
+        job->echo = req->prompt;
+        job->echo_len = req->prompt_len;
+    } else if (req->echo) {
+        job->echo = infer_oai_decode(job->tok, job->ids, job->n,
+                                     &job->echo_len);
+        if (job->echo == NULL) {
+            return NGX_ERROR;
+        }
+    }
+    chars = infer_oai_chars(job->echo, job->echo_len);
+
+    for (i = 0; i < req->n; i++) {
+        ch = &job->choices[i];
+        if (!req->stream && job->echo_len > 0
+            && ngx_http_infer_append(ch, job->echo, job->echo_len)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+        if (req->logprobs) {
+            ch->logprobs = infer_oai_logprobs_create(req->kind, job->tok,
+                                                     job->ids, job->n,
+                                                     req->echo, chars);
+            if (ch->logprobs == NULL) {
+                return NGX_ERROR;
+            }
+        }
+    }
+    return NGX_OK;
+}
+
+/* Submits a generation per choice; on success the context waits for the
  * engine's events. */
 static ngx_int_t
 ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_oai_t *job)
 {
-    int                      rc, n;
+    int                      rc, i;
     const char              *why;
     infer_request_t          ireq;
     infer_oai_kind_t         kind;
@@ -580,7 +867,6 @@ ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_oai_t *job)
     ngx_http_infer_model_t  *m = job->model;
 
     kind = req->kind;
-    n = job->n;
     why = ngx_http_infer_model_unavailable(m);
     if (why != NULL) {
         /* the engine stopped while the prompt was tokenized */
@@ -591,40 +877,24 @@ ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_oai_t *job)
         return NGX_ERROR;
     }
 
-    ngx_memzero(&ireq, sizeof(ireq));
-    ireq.prompt = job->ids;
-    ireq.n_prompt = n;
-    ireq.max_tokens = req->max_tokens;
-    if (ireq.max_tokens == 0 && kind == INFER_OAI_COMPLETION) {
-        /* OpenAI's default for completions is 16, up to the context end */
-        ireq.max_tokens = ngx_min(16, infer_engine_context_length(m->engine)
-                                      - n);
-        ireq.max_tokens = ngx_max(ireq.max_tokens, 1);
-
-    } else if (ireq.max_tokens == 0) {
-        /* and for chat the context end */
-        ireq.max_tokens = INFER_TO_CONTEXT_END;
+    if (ngx_http_infer_engine_request(job, &ireq) != NGX_OK) {
+        return NGX_ERROR;
     }
-    ireq.temperature = (float) req->temperature;
-    ireq.top_p = (float) req->top_p;
-    ireq.top_k = req->top_k;
-    ireq.seed = req->seed;
-    ireq.has_seed = req->has_seed;
-    ireq.stop = (const char *const *) req->stop;
-    ireq.n_stop = req->n_stop;
-    if (kind == INFER_OAI_CHAT && m->end_id >= 0) {
-        ireq.stop_ids = &m->end_id;
-        ireq.n_stop_ids = 1;
+    if (ngx_http_infer_choices(r, job) != NGX_OK) {
+        infer_oai_set_error(&job->err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            "server_error", NULL, NULL, "out of memory");
+        return NGX_ERROR;
     }
-    ireq.deadline_ms = infer_now_ms() + (int64_t) m->timeout;
 
-    ctx = ngx_http_infer_ctx_create(r, m, &ngx_http_infer_openai_frontend, 1);
+    ctx = ngx_http_infer_ctx_create(r, m, &ngx_http_infer_openai_frontend,
+                                    req->n);
     if (ctx == NULL) {
         infer_oai_set_error(&job->err, NGX_HTTP_INTERNAL_SERVER_ERROR,
                             "server_error", NULL, NULL, "out of memory");
         return NGX_ERROR;
     }
     ctx->data = job;
+    job->ctx = ctx;
     ngx_sprintf((u_char *) job->rsp_id, "%s%08xD%08xD%08xD%Z",
                 kind == INFER_OAI_CHAT ? "chatcmpl-" : "cmpl-",
                 (uint32_t) ngx_random(), (uint32_t) ngx_random(),
@@ -636,15 +906,21 @@ ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_oai_t *job)
      * outlives a reload), so the model's own name can be used. */
     job->rsp.model = (const char *) m->name.data;
 
-    rc = ngx_http_infer_ctx_submit(ctx, 0, &ireq);
-    if (rc != INFER_OK) {
-        ngx_http_infer_submit_error(rc, req, n, m, &job->err);
-        return NGX_ERROR;
+    for (i = 0; i < req->n; i++) {
+        /* a seed makes the choices reproducible, not the same */
+        ireq.seed = req->seed + (uint64_t) i;
+        ireq.has_seed = req->has_seed;
+        rc = ngx_http_infer_ctx_submit(ctx, i, &ireq);
+        if (rc != INFER_OK) {
+            ngx_http_infer_submit_error(rc, req, job->n, m, &job->err);
+            return NGX_ERROR;
+        }
     }
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "infer: submitted request %uL, %d prompt tokens, "
-                   "stream %d", ctx->gens[0].id, n, req->stream);
+                   "%d choices, stream %d", ctx->gens[0].id, job->n, req->n,
+                   req->stream);
 
     if (req->stream && ngx_http_infer_sse_start(ctx) != NGX_OK) {
         ngx_http_infer_ctx_finalize(ctx, NGX_ERROR);
@@ -652,7 +928,8 @@ ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_oai_t *job)
     return NGX_OK;
 }
 
-/* Submits a prepared job, or answers with its error. */
+/* Submits a prepared job, or answers with its error (the choices already
+ * submitted are cancelled: their events must not reach the answer). */
 static void
 ngx_http_infer_go(ngx_http_request_t *r, void *data)
 {
@@ -661,17 +938,30 @@ ngx_http_infer_go(ngx_http_request_t *r, void *data)
     if (job->rc == NGX_OK && ngx_http_infer_submit(r, job) == NGX_OK) {
         return;
     }
+    if (job->ctx != NULL) {
+        ngx_http_infer_ctx_cancel(job->ctx);
+        ngx_http_infer_ctx_finalize(job->ctx,
+                                    ngx_http_infer_send_error(r, &job->err));
+        return;
+    }
     ngx_http_finalize_request(r, ngx_http_infer_send_error(r, &job->err));
 }
 
 static void
 ngx_http_infer_job_cleanup(void *data)
 {
+    int                    i;
     ngx_http_infer_oai_t  *job = data;
 
+    for (i = 0; job->choices != NULL && i < job->req.n; i++) {
+        free(job->choices[i].text);
+        infer_oai_logprobs_free(job->choices[i].logprobs);
+    }
+    if (job->echo != job->req.prompt) {
+        free(job->echo);
+    }
     infer_oai_request_free(&job->req);
     free(job->ids);
-    free(job->text);
 }
 
 static void

@@ -1,9 +1,12 @@
 /*
  * OpenAI-compatible JSON codec.  Field rules follow the OpenAI API reference:
  * unknown fields are ignored, null means "not given", wrong types and
- * out-of-range values are 400 invalid_request_error naming the field.
+ * out-of-range values are 400 invalid_request_error naming the field, and
+ * a field asking for what the server does not do is a 400
+ * unsupported_parameter naming it, never silently dropped.
  */
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +17,10 @@
 
 #include "infer.h"
 #include "openai.h"
+#include "tokenizer.h"
 
-#define OAI_INVALID  "invalid_request_error"
+#define OAI_INVALID      "invalid_request_error"
+#define OAI_UNSUPPORTED  "unsupported_parameter"
 
 /*
  * Messages quote what the client sent (a URI, a model name, the JSON
@@ -129,6 +134,22 @@ oai_get_number(json_t *root, const char *name, double *out,
     }
     *out = json_number_value(v);
     return 1;
+}
+
+/* A number in [min, max]. */
+static int
+oai_get_range(json_t *root, const char *name, double min, double max,
+    double *out, infer_oai_error_t *err)
+{
+    int  rc;
+
+    rc = oai_get_number(root, name, out, err);
+    if (rc > 0 && !(*out >= min && *out <= max)) {
+        oai_invalid(err, name, "'%s' must be between %g and %g, got %g",
+                    name, min, max, *out);
+        return -1;
+    }
+    return rc;
 }
 
 static int
@@ -423,12 +444,16 @@ oai_parse_sampling(json_t *root, infer_oai_request_t *req,
     long long  x;
     int        rc;
 
-    rc = oai_get_int(root, "max_tokens", 1, INT_MAX, &x, err);
+    /* A completion may ask for no tokens at all: it scores its prompt
+     * (with echo and logprobs). */
+    rc = oai_get_int(root, "max_tokens", req->kind == INFER_OAI_CHAT,
+                     INT_MAX, &x, err);
     if (rc < 0) {
         return -1;
     }
     if (rc > 0) {
         req->max_tokens = (int) x;
+        req->has_max_tokens = 1;
     }
     if (req->kind == INFER_OAI_CHAT) {
         rc = oai_get_int(root, "max_completion_tokens", 1, INT_MAX, &x, err);
@@ -437,7 +462,21 @@ oai_parse_sampling(json_t *root, infer_oai_request_t *req,
         }
         if (rc > 0) {
             req->max_tokens = (int) x;
+            req->has_max_tokens = 1;
         }
+    }
+
+    rc = oai_get_int(root, "min_tokens", 0, INT_MAX, &x, err);
+    if (rc < 0) {
+        return -1;
+    }
+    if (rc > 0) {
+        req->min_tokens = (int) x;
+    }
+    if (req->has_max_tokens && req->min_tokens > req->max_tokens) {
+        oai_invalid(err, "min_tokens", "'min_tokens' (%d) must not exceed "
+                    "'max_tokens' (%d)", req->min_tokens, req->max_tokens);
+        return -1;
     }
 
     req->temperature = 1.0;
@@ -476,10 +515,259 @@ oai_parse_sampling(json_t *root, infer_oai_request_t *req,
         req->has_seed = 1;
     }
 
-    rc = oai_get_int(root, "n", 1, 1, &x, err);
-    if (rc < 0) {
-        oai_invalid(err, "n", "only 'n': 1 is supported");
+    if (oai_get_range(root, "presence_penalty", -2.0, 2.0,
+                      &req->presence_penalty, err) < 0
+        || oai_get_range(root, "frequency_penalty", -2.0, 2.0,
+                         &req->frequency_penalty, err) < 0)
+    {
         return -1;
+    }
+
+    /* Hugging Face's (and vLLM's): logits of seen tokens divided by it
+     * when positive, multiplied when negative; 1 is off. */
+    req->repetition_penalty = 1.0;
+    if (oai_get_number(root, "repetition_penalty", &req->repetition_penalty,
+                       err) < 0)
+    {
+        return -1;
+    }
+    if (!(req->repetition_penalty > 0.0) || req->repetition_penalty > 1e6) {
+        oai_invalid(err, "repetition_penalty", "'repetition_penalty' must be "
+                    "positive, got %g", req->repetition_penalty);
+        return -1;
+    }
+    return 0;
+}
+
+/* logit_bias: {"token id": bias in [-100, 100], ...}; the ids are checked
+ * against the model's vocabulary once the model is known. */
+static int
+oai_parse_logit_bias(json_t *root, infer_oai_request_t *req,
+    infer_oai_error_t *err)
+{
+    json_t      *o, *v;
+    const char  *key, *p;
+    size_t       n;
+    double       b;
+    long long    id;
+
+    o = oai_field(root, "logit_bias");
+    if (o == NULL) {
+        return 0;
+    }
+    if (!json_is_object(o)) {
+        oai_invalid(err, "logit_bias", "'logit_bias' must be an object of "
+                    "token ids and biases");
+        return -1;
+    }
+    n = json_object_size(o);
+    if (n == 0) {
+        return 0;
+    }
+    req->bias_ids = malloc(n * sizeof(int32_t));
+    req->bias = malloc(n * sizeof(float));
+    if (req->bias_ids == NULL || req->bias == NULL) {
+        return oai_nomem(err);
+    }
+
+    json_object_foreach(o, key, v) {
+        id = 0;
+        for (p = key; *p >= '0' && *p <= '9' && id <= INT32_MAX; p++) {
+            id = id * 10 + (*p - '0');
+        }
+        if (p == key || *p != '\0' || id > INT32_MAX) {
+            oai_invalid(err, "logit_bias", "'logit_bias' keys must be token "
+                        "ids, got \"%s\"", key);
+            return -1;
+        }
+        if (!json_is_number(v)) {
+            oai_invalid(err, "logit_bias", "'logit_bias' values must be "
+                        "numbers (token %lld)", id);
+            return -1;
+        }
+        b = json_number_value(v);
+        if (!(b >= -100.0 && b <= 100.0)) {
+            oai_invalid(err, "logit_bias", "'logit_bias' values must be "
+                        "between -100 and 100, got %g for token %lld", b, id);
+            return -1;
+        }
+        req->bias_ids[req->n_bias] = (int32_t) id;
+        req->bias[req->n_bias] = (float) b;
+        req->n_bias++;
+    }
+    return 0;
+}
+
+/* n, echo and logprobs: how many choices, and what each one shows. */
+static int
+oai_parse_choices(json_t *root, int max_n, infer_oai_request_t *req,
+    infer_oai_error_t *err)
+{
+    long long  x;
+    int        rc, lp;
+
+    req->n = 1;
+    rc = oai_get_int(root, "n", 1, max_n, &x, err);
+    if (rc < 0) {
+        return -1;
+    }
+    if (rc > 0) {
+        req->n = (int) x;
+    }
+
+    if (req->kind == INFER_OAI_COMPLETION) {
+        if (oai_get_bool(root, "echo", &req->echo, err) < 0) {
+            return -1;
+        }
+        /* the legacy API: logprobs is the number of alternatives */
+        rc = oai_get_int(root, "logprobs", 0, INFER_MAX_TOP_LOGPROBS, &x,
+                         err);
+        if (rc < 0) {
+            return -1;
+        }
+        if (rc > 0) {
+            req->logprobs = 1;
+            req->top_logprobs = (int) x;
+        }
+        return 0;
+    }
+
+    lp = 0;
+    if (oai_get_bool(root, "logprobs", &lp, err) < 0) {
+        return -1;
+    }
+    req->logprobs = lp;
+    rc = oai_get_int(root, "top_logprobs", 0, INFER_MAX_TOP_LOGPROBS, &x,
+                     err);
+    if (rc < 0) {
+        return -1;
+    }
+    if (rc > 0 && !lp) {
+        oai_invalid(err, "top_logprobs", "'top_logprobs' needs 'logprobs' "
+                    "set to true");
+        return -1;
+    }
+    if (rc > 0) {
+        req->top_logprobs = (int) x;
+    }
+    return 0;
+}
+
+#define oai_unsupported(err, param, ...)                                     \
+    infer_oai_set_error(err, 400, OAI_INVALID, param, OAI_UNSUPPORTED,       \
+                        __VA_ARGS__)
+
+/* A field that is there and not empty (null, false, "", [] and {} ask
+ * for nothing). */
+static int
+oai_asks(json_t *root, const char *name)
+{
+    json_t  *v;
+
+    v = oai_field(root, name);
+    return v != NULL && !json_is_false(v)
+           && !(json_is_string(v) && json_string_length(v) == 0)
+           && !(json_is_array(v) && json_array_size(v) == 0)
+           && !(json_is_object(v) && json_object_size(v) == 0);
+}
+
+/* Whether v is the string s. */
+static int
+oai_is(json_t *v, const char *s)
+{
+    return json_is_string(v) && strcmp(json_string_value(v), s) == 0;
+}
+
+/*
+ * Fields of the OpenAI API that ask for what this server does not do: a
+ * client that sends one relies on it, so answering without it would be a
+ * wrong answer that looks right.  Each is a 400 naming the field; the
+ * values that ask for nothing ("none", a text response format, ...) pass.
+ */
+static int
+oai_check_unsupported(json_t *root, infer_oai_request_t *req,
+    infer_oai_error_t *err)
+{
+    /* an empty list of tools or functions offers none; any audio or web
+     * search options (even {}: the defaults) ask for them */
+    static const char  *lists[] = { "tools", "functions" };
+    static const char  *options[] = { "audio", "web_search_options" };
+    json_t      *v, *m;
+    size_t       i;
+    long long    x;
+    int          rc;
+
+    if (req->kind == INFER_OAI_COMPLETION) {
+        if (oai_asks(root, "suffix")) {
+            oai_unsupported(err, "suffix", "'suffix' (insertion) is not "
+                            "supported by this server");
+            return -1;
+        }
+        rc = oai_get_int(root, "best_of", 1, INT_MAX, &x, err);
+        if (rc < 0) {
+            return -1;
+        }
+        if (rc > 0 && x < req->n) {
+            oai_invalid(err, "best_of", "'best_of' (%lld) must be at least "
+                        "'n' (%d)", x, req->n);
+            return -1;
+        }
+        if (rc > 0 && x > req->n) {
+            oai_unsupported(err, "best_of", "'best_of' greater than 'n' is "
+                            "not supported by this server");
+            return -1;
+        }
+        return 0;
+    }
+
+    for (i = 0; i < 2; i++) {
+        if (oai_asks(root, lists[i])) {
+            oai_unsupported(err, lists[i], "'%s' is not supported by this "
+                            "server", lists[i]);
+            return -1;
+        }
+        if (oai_field(root, options[i]) != NULL) {
+            oai_unsupported(err, options[i], "'%s' is not supported by this "
+                            "server", options[i]);
+            return -1;
+        }
+    }
+
+    v = oai_field(root, "tool_choice");
+    if (v != NULL && !oai_is(v, "none")) {
+        oai_unsupported(err, "tool_choice", "'tool_choice' is not supported "
+                        "by this server (only \"none\")");
+        return -1;
+    }
+    v = oai_field(root, "function_call");
+    if (v != NULL && !oai_is(v, "none")) {
+        oai_unsupported(err, "function_call", "'function_call' is not "
+                        "supported by this server (only \"none\")");
+        return -1;
+    }
+
+    v = oai_field(root, "response_format");
+    if (v != NULL && !oai_is(json_object_get(v, "type"), "text")) {
+        oai_unsupported(err, "response_format", "'response_format' other "
+                        "than {\"type\": \"text\"} is not supported by this "
+                        "server");
+        return -1;
+    }
+
+    v = oai_field(root, "modalities");
+    if (v != NULL) {
+        if (!json_is_array(v)) {
+            oai_invalid(err, "modalities", "'modalities' must be an array");
+            return -1;
+        }
+        json_array_foreach(v, i, m) {
+            if (!oai_is(m, "text")) {
+                oai_unsupported(err, "modalities", "'modalities' other "
+                                "than \"text\" are not supported by this "
+                                "server");
+                return -1;
+            }
+        }
     }
     return 0;
 }
@@ -516,7 +804,7 @@ oai_parse_stream(json_t *root, infer_oai_request_t *req,
 
 int
 infer_oai_parse_request(const char *body, size_t len, infer_oai_kind_t kind,
-    infer_oai_request_t *req, infer_oai_error_t *err)
+    int max_n, infer_oai_request_t *req, infer_oai_error_t *err)
 {
     json_t        *root, *v;
     json_error_t   jerr;
@@ -564,6 +852,9 @@ infer_oai_parse_request(const char *body, size_t len, infer_oai_kind_t kind,
     }
 
     if (oai_parse_sampling(root, req, err) != 0
+        || oai_parse_logit_bias(root, req, err) != 0
+        || oai_parse_choices(root, max_n, req, err) != 0
+        || oai_check_unsupported(root, req, err) != 0
         || oai_parse_stop(root, req, err) != 0
         || oai_parse_stream(root, req, err) != 0)
     {
@@ -595,6 +886,8 @@ infer_oai_request_free(infer_oai_request_t *req)
     for (i = 0; i < req->n_stop; i++) {
         free(req->stop[i]);
     }
+    free(req->bias_ids);
+    free(req->bias);
     memset(req, 0, sizeof(*req));
 }
 
@@ -670,29 +963,436 @@ oai_envelope(const infer_oai_response_t *rsp, int chunk)
                      "model", rsp->model);
 }
 
+/* ---- logprobs ------------------------------------------------------------ */
+
+struct infer_oai_logprobs_s {
+    infer_oai_kind_t          kind;
+    const infer_tokenizer_t  *tok;
+    int                       n_prompt;
+    int                       gen_at_start;  /* the engine's detokenizer
+                                                strips a leading space */
+    int                       in_gen;        /* detok is the generated
+                                                text's */
+    infer_detok_t             detok;         /* the text so far */
+    size_t                    offset;        /* its characters */
+    size_t                    echo_chars;
+    int                       pending;
+    char                     *buf;           /* one detok push */
+    size_t                    cap;
+    /* legacy completions shape */
+    json_t                   *tokens, *token_logprobs, *top_logprobs;
+    json_t                   *text_offset;
+    /* chat shape */
+    json_t                   *content;
+};
+
+static int
+oai_logprobs_arrays(infer_oai_logprobs_t *l)
+{
+    if (l->kind == INFER_OAI_CHAT) {
+        l->content = json_array();
+        return l->content != NULL ? 0 : -1;
+    }
+    l->tokens = json_array();
+    l->token_logprobs = json_array();
+    l->top_logprobs = json_array();
+    l->text_offset = json_array();
+    return l->tokens && l->token_logprobs && l->top_logprobs
+           && l->text_offset ? 0 : -1;
+}
+
+static void
+oai_logprobs_drop(infer_oai_logprobs_t *l)
+{
+    json_decref(l->tokens);
+    json_decref(l->token_logprobs);
+    json_decref(l->top_logprobs);
+    json_decref(l->text_offset);
+    json_decref(l->content);
+    l->tokens = l->token_logprobs = l->top_logprobs = l->text_offset = NULL;
+    l->content = NULL;
+}
+
+/*
+ * A token as a JSON string: what it decodes to on its own, or a special
+ * token's vocabulary string.  Bytes that are not UTF-8 (a token holding
+ * part of a character) cannot be a JSON string: they are written \xNN
+ * after a "bytes:" prefix, as OpenAI writes them; *bytes (NULL for a
+ * special token, which puts nothing in the text) has the raw ones.
+ */
+static json_t *
+oai_token_string(const infer_tokenizer_t *tok, int32_t id,
+    const char **bytes, size_t *n_bytes)
+{
+    const char        *s;
+    char              *esc;
+    size_t             len, i, o;
+    json_t            *j;
+    utf8proc_int32_t   cp;
+    utf8proc_ssize_t   k;
+
+    *bytes = NULL;
+    *n_bytes = 0;
+    if (infer_tokenizer_is_special(tok, id)) {
+        s = infer_tokenizer_token_str(tok, id);
+        len = s != NULL ? strlen(s) : 0;
+    } else {
+        s = infer_tokenizer_token_bytes(tok, id, &len);
+        *bytes = s;
+        *n_bytes = s != NULL ? len : 0;
+    }
+    if (s == NULL) {
+        return json_string("");
+    }
+
+    j = json_stringn(s, len);
+    if (j != NULL) {
+        return j;
+    }
+
+    esc = malloc(sizeof("bytes:") + 4 * len);
+    if (esc == NULL) {
+        return NULL;
+    }
+    memcpy(esc, "bytes:", 6);
+    o = 6;
+    for (i = 0; i < len; i += k > 0 ? (size_t) k : 1) {
+        k = utf8proc_iterate((const utf8proc_uint8_t *) s + i, len - i, &cp);
+        if (k > 0) {
+            memcpy(esc + o, s + i, k);
+            o += k;
+        } else {
+            o += sprintf(esc + o, "\\x%02x", (unsigned char) s[i]);
+        }
+    }
+    j = json_stringn(esc, o);
+    free(esc);
+    return j;
+}
+
+static json_t *
+oai_byte_array(const char *bytes, size_t n)
+{
+    json_t  *a;
+    size_t   i;
+
+    if (bytes == NULL) {
+        return json_null();
+    }
+    a = json_array();
+    for (i = 0; a != NULL && i < n; i++) {
+        if (json_array_append_new(a,
+                json_integer((unsigned char) bytes[i])) != 0)
+        {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* A logprob as JSON: OpenAI's -9999 stands for a token the model rules
+ * out (JSON has no -inf). */
+static json_t *
+oai_logprob(float lp)
+{
+    return json_real(isfinite(lp) ? (double) lp : -9999.0);
+}
+
+/* {token, logprob, bytes} of the chat shape. */
+static json_t *
+oai_chat_token(const infer_tokenizer_t *tok, int32_t id, float lp)
+{
+    const char  *bytes;
+    size_t       n;
+    json_t      *t;
+
+    t = oai_token_string(tok, id, &bytes, &n);
+    if (t == NULL) {
+        return NULL;
+    }
+    return json_pack("{s:o,s:o,s:o}", "token", t, "logprob", oai_logprob(lp),
+                     "bytes", oai_byte_array(bytes, n));
+}
+
+/* Counts the characters token id adds to the text, for offsets. */
+static void
+oai_logprobs_advance(infer_oai_logprobs_t *l, int32_t id)
+{
+    size_t  n;
+
+    n = infer_detok_push(&l->detok, id, l->buf, l->cap);
+    l->offset += infer_oai_chars(l->buf, n);
+}
+
+/* One entry: the token at sequence index idx, its logprob (none for the
+ * first prompt token) and its n_top best alternatives. */
+static int
+oai_logprobs_entry(infer_oai_logprobs_t *l, int idx, int32_t id,
+    const float *lp, int n_top, const int32_t *top_ids, const float *top_lp)
+{
+    const char  *bytes;
+    size_t       n;
+    json_t      *t, *top, *key;
+    int          k, rc;
+
+    if (idx >= l->n_prompt && !l->in_gen) {
+        /* the generated text begins after the echoed prompt, decoded as
+         * the engine decodes it */
+        l->in_gen = 1;
+        l->offset = l->echo_chars;
+        infer_detok_init(&l->detok, l->tok, l->gen_at_start);
+    }
+
+    if (l->kind == INFER_OAI_CHAT) {
+        t = oai_chat_token(l->tok, id, lp != NULL ? *lp : 0.0f);
+        if (t == NULL
+            || json_object_set_new(t, "top_logprobs", json_array()) != 0)
+        {
+            json_decref(t);
+            return -1;
+        }
+        top = json_object_get(t, "top_logprobs");
+        for (k = 0; k < n_top; k++) {
+            if (json_array_append_new(top,
+                    oai_chat_token(l->tok, top_ids[k], top_lp[k])) != 0)
+            {
+                json_decref(t);
+                return -1;
+            }
+        }
+        rc = json_array_append_new(l->content, t);
+        l->pending++;
+        return rc;
+    }
+
+    /* legacy: a dict of the alternatives, the chosen token among them,
+     * the better logprob kept where two share a string */
+    if (lp != NULL) {
+        top = json_object();
+        for (k = 0; top != NULL && k <= n_top; k++) {
+            key = oai_token_string(l->tok, k < n_top ? top_ids[k] : id,
+                                   &bytes, &n);
+            if (key == NULL) {
+                json_decref(top);
+                return -1;
+            }
+            if (json_object_getn(top, json_string_value(key),
+                                 json_string_length(key)) == NULL
+                && json_object_setn_new(top, json_string_value(key),
+                                        json_string_length(key),
+                                        oai_logprob(k < n_top ? top_lp[k]
+                                                              : *lp))
+                   != 0)
+            {
+                json_decref(key);
+                json_decref(top);
+                return -1;
+            }
+            json_decref(key);
+        }
+    } else {
+        top = json_null();
+    }
+
+    t = oai_token_string(l->tok, id, &bytes, &n);
+    rc = json_array_append_new(l->tokens, t)
+         | json_array_append_new(l->token_logprobs,
+                                 lp != NULL ? oai_logprob(*lp) : json_null())
+         | json_array_append_new(l->top_logprobs, top)
+         | json_array_append_new(l->text_offset,
+                                 json_integer((json_int_t) l->offset));
+    oai_logprobs_advance(l, id);
+    l->pending++;
+    return rc != 0 || t == NULL || top == NULL ? -1 : 0;
+}
+
+infer_oai_logprobs_t *
+infer_oai_logprobs_create(infer_oai_kind_t kind, const infer_tokenizer_t *tok,
+    const int32_t *prompt, int n_prompt, int echo, size_t echo_chars)
+{
+    infer_oai_logprobs_t  *l;
+
+    l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        return NULL;
+    }
+    l->kind = kind;
+    l->tok = tok;
+    l->n_prompt = n_prompt;
+    l->echo_chars = echo ? echo_chars : 0;
+    /* as the engine decides it */
+    l->gen_at_start = n_prompt == 1
+                      && prompt[0] == infer_tokenizer_bos_id(tok);
+    l->cap = infer_tokenizer_max_token_bytes(tok) + 8;
+    l->buf = malloc(l->cap);
+    if (l->buf == NULL || oai_logprobs_arrays(l) != 0) {
+        infer_oai_logprobs_free(l);
+        return NULL;
+    }
+
+    if (echo) {
+        /* the prompt's text starts the choice's: decoded from its start */
+        infer_detok_init(&l->detok, tok, 1);
+        if (oai_logprobs_entry(l, 0, prompt[0], NULL, 0, NULL, NULL) != 0) {
+            infer_oai_logprobs_free(l);
+            return NULL;
+        }
+    } else {
+        l->in_gen = 1;
+        infer_detok_init(&l->detok, tok, l->gen_at_start);
+    }
+    return l;
+}
+
+void
+infer_oai_logprobs_free(infer_oai_logprobs_t *l)
+{
+    if (l == NULL) {
+        return;
+    }
+    oai_logprobs_drop(l);
+    free(l->buf);
+    free(l);
+}
+
+int
+infer_oai_logprobs_add(infer_oai_logprobs_t *l, const infer_event_t *ev)
+{
+    int  i;
+
+    for (i = 0; i < ev->n_lp; i++) {
+        if (oai_logprobs_entry(l, ev->lp_first + i, ev->lp_ids[i],
+                               &ev->lp[i], ev->lp_top,
+                               ev->lp_top_ids + (size_t) i * ev->lp_top,
+                               ev->lp_top_lp + (size_t) i * ev->lp_top)
+            != 0)
+        {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+infer_oai_logprobs_pending(const infer_oai_logprobs_t *l)
+{
+    return l != NULL ? l->pending : 0;
+}
+
+/* The entries gathered since the last take as the response's logprobs
+ * object (null without logprobs), and a fresh start for the next. */
+static json_t *
+oai_logprobs_take(infer_oai_logprobs_t *l)
+{
+    json_t  *o;
+
+    if (l == NULL) {
+        return json_null();
+    }
+    if (l->kind == INFER_OAI_CHAT) {
+        o = json_pack("{s:o,s:n}", "content", l->content, "refusal");
+    } else {
+        o = json_pack("{s:o,s:o,s:o,s:o}", "tokens", l->tokens,
+                      "token_logprobs", l->token_logprobs,
+                      "top_logprobs", l->top_logprobs,
+                      "text_offset", l->text_offset);
+    }
+    /* json_pack's "o" took the arrays, even on failure */
+    l->tokens = l->token_logprobs = l->top_logprobs = l->text_offset = NULL;
+    l->content = NULL;
+    l->pending = 0;
+    if (oai_logprobs_arrays(l) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+size_t
+infer_oai_chars(const char *s, size_t len)
+{
+    size_t  i, n = 0;
+
+    for (i = 0; i < len; i++) {
+        n += ((unsigned char) s[i] & 0xC0) != 0x80;
+    }
+    return n;
+}
+
 char *
-infer_oai_completion_body(const infer_oai_response_t *rsp, const char *text,
-    size_t text_len, const char *finish, int prompt_tokens,
+infer_oai_decode(const infer_tokenizer_t *tok, const int32_t *ids, int n,
+    size_t *len)
+{
+    infer_detok_t   d;
+    char           *out, *p;
+    size_t          cap, used, step;
+    int             i;
+
+    step = infer_tokenizer_max_token_bytes(tok) + 8;
+    cap = step * ((size_t) n + 1) + 1;
+    out = malloc(cap);
+    if (out == NULL) {
+        return NULL;
+    }
+    infer_detok_init(&d, tok, 1);
+    used = 0;
+    for (i = 0; i < n; i++) {
+        used += infer_detok_push(&d, ids[i], out + used, step);
+    }
+    used += infer_detok_flush(&d, out + used, step);
+    out[used] = '\0';
+    p = realloc(out, used + 1);
+    *len = used;
+    return p != NULL ? p : out;
+}
+
+/* ---- response bodies ----------------------------------------------------- */
+
+static json_t *
+oai_choice(const infer_oai_response_t *rsp, int index,
+    const infer_oai_choice_t *c)
+{
+    const char  *text = c->text != NULL ? c->text : "";
+
+    if (rsp->kind == INFER_OAI_CHAT) {
+        return json_pack("{s:i,s:{s:s,s:s%},s:o,s:s?}", "index", index,
+                         "message", "role", "assistant",
+                         "content", text, c->text_len,
+                         "logprobs", oai_logprobs_take(c->logprobs),
+                         "finish_reason", c->finish);
+    }
+    return json_pack("{s:i,s:s%,s:o,s:s?}", "index", index,
+                     "text", text, c->text_len,
+                     "logprobs", oai_logprobs_take(c->logprobs),
+                     "finish_reason", c->finish);
+}
+
+char *
+infer_oai_completion_body(const infer_oai_response_t *rsp,
+    const infer_oai_choice_t *choices, int n, int prompt_tokens,
     int completion_tokens, size_t *len)
 {
-    json_t  *o, *choice;
+    json_t  *o, *a;
+    int      i;
 
     o = oai_envelope(rsp, 0);
-    if (rsp->kind == INFER_OAI_CHAT) {
-        choice = json_pack("{s:i,s:{s:s,s:s%},s:n,s:s}", "index", 0,
-                           "message", "role", "assistant",
-                           "content", text ? text : "", text_len,
-                           "logprobs", "finish_reason", finish);
-    } else {
-        choice = json_pack("{s:i,s:s%,s:n,s:s}", "index", 0,
-                           "text", text ? text : "", text_len,
-                           "logprobs", "finish_reason", finish);
+    a = json_array();
+    if (o == NULL || a == NULL
+        || json_object_set_new(o, "choices", a) != 0)
+    {
+        json_decref(o);
+        return NULL;
     }
-    if (o == NULL || choice == NULL
-        || json_object_set_new(o, "choices", json_pack("[o]", choice)) != 0
-        || json_object_set_new(o, "usage",
-                               oai_usage(prompt_tokens, completion_tokens))
-           != 0)
+    for (i = 0; i < n; i++) {
+        if (json_array_append_new(a, oai_choice(rsp, i, &choices[i])) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    if (json_object_set_new(o, "usage",
+                            oai_usage(prompt_tokens, completion_tokens))
+        != 0)
     {
         json_decref(o);
         return NULL;
@@ -701,29 +1401,31 @@ infer_oai_completion_body(const infer_oai_response_t *rsp, const char *text,
 }
 
 char *
-infer_oai_chunk(const infer_oai_response_t *rsp, const char *text,
-    size_t text_len, int role, const char *finish, int usage_null,
-    size_t *len)
+infer_oai_chunk(const infer_oai_response_t *rsp, int index,
+    const infer_oai_choice_t *c, int role, int usage_null, size_t *len)
 {
-    json_t  *o, *choice, *delta;
+    json_t      *o, *choice, *delta, *lp;
+    const char  *text = c->text != NULL ? c->text : "";
 
     o = oai_envelope(rsp, 1);
+    lp = infer_oai_logprobs_pending(c->logprobs) > 0
+         ? oai_logprobs_take(c->logprobs) : json_null();
     if (rsp->kind == INFER_OAI_CHAT) {
         if (role) {
             delta = json_pack("{s:s,s:s}", "role", "assistant",
                               "content", "");
-        } else if (finish != NULL && text_len == 0) {
+        } else if (c->finish != NULL && c->text_len == 0) {
             delta = json_object();
         } else {
-            delta = json_pack("{s:s%}", "content", text ? text : "",
-                              text_len);
+            delta = json_pack("{s:s%}", "content", text, c->text_len);
         }
-        choice = json_pack("{s:i,s:o,s:n,s:s?}", "index", 0, "delta", delta,
-                           "logprobs", "finish_reason", finish);
+        choice = json_pack("{s:i,s:o,s:o,s:s?}", "index", index,
+                           "delta", delta, "logprobs", lp,
+                           "finish_reason", c->finish);
     } else {
-        choice = json_pack("{s:i,s:s%,s:n,s:s?}", "index", 0,
-                           "text", text ? text : "", text_len,
-                           "logprobs", "finish_reason", finish);
+        choice = json_pack("{s:i,s:s%,s:o,s:s?}", "index", index,
+                           "text", text, c->text_len, "logprobs", lp,
+                           "finish_reason", c->finish);
     }
     if (o == NULL || choice == NULL
         || json_object_set_new(o, "choices", json_pack("[o]", choice)) != 0
@@ -754,6 +1456,13 @@ infer_oai_usage_chunk(const infer_oai_response_t *rsp, int prompt_tokens,
     return oai_dump(o, "data: ", "\n\n", len);
 }
 
+static json_t *
+oai_model(const char *name, int64_t created)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", name, "object", "model",
+                     "created", (json_int_t) created, "owned_by", "nginx");
+}
+
 char *
 infer_oai_models_body(const char *const *names, const int64_t *created,
     int n, size_t *len)
@@ -763,11 +1472,8 @@ infer_oai_models_body(const char *const *names, const int64_t *created,
 
     data = json_array();
     for (i = 0; data != NULL && i < n; i++) {
-        if (json_array_append_new(data,
-                json_pack("{s:s,s:s,s:I,s:s}", "id", names[i],
-                          "object", "model",
-                          "created", (json_int_t) created[i],
-                          "owned_by", "nginx")) != 0)
+        if (json_array_append_new(data, oai_model(names[i], created[i]))
+            != 0)
         {
             json_decref(data);
             return NULL;
@@ -775,6 +1481,12 @@ infer_oai_models_body(const char *const *names, const int64_t *created,
     }
     o = json_pack("{s:s,s:o}", "object", "list", "data", data);
     return oai_dump(o, "", "\n", len);
+}
+
+char *
+infer_oai_model_body(const char *name, int64_t created, size_t *len)
+{
+    return oai_dump(oai_model(name, created), "", "\n", len);
 }
 
 char *

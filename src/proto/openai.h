@@ -11,6 +11,7 @@
 
 #include "chat.h"
 #include "infer.h"
+#include "tokenizer.h"
 
 #define INFER_OAI_MAX_STOP  4
 
@@ -28,14 +29,31 @@ typedef struct {
     int                    n_prompt_ids;
     infer_chat_message_t  *messages;       /* chat only */
     int                    n_messages;
-    int                    max_tokens;     /* 0: not given */
+    int                    max_tokens;     /* when has_max_tokens: 0 (a
+                                              completion that only scores
+                                              its prompt) or more */
+    int                    has_max_tokens;
+    int                    min_tokens;
     double                 temperature;    /* default 1 */
     double                 top_p;          /* default 1 */
     int                    top_k;          /* 0: off */
     uint64_t               seed;
     int                    has_seed;
+    double                 presence_penalty;    /* [-2, 2], default 0 */
+    double                 frequency_penalty;   /* [-2, 2], default 0 */
+    double                 repetition_penalty;  /* > 0, default 1 (off) */
+    int32_t               *bias_ids;       /* logit_bias: ids (not checked
+                                              against a vocabulary yet) */
+    float                 *bias;           /* and their biases */
+    int                    n_bias;
     char                  *stop[INFER_OAI_MAX_STOP];
     int                    n_stop;
+    int                    n;              /* choices, 1 .. max_n */
+    int                    echo;           /* completions: the prompt
+                                              first in the text */
+    int                    logprobs;       /* of each token of the text */
+    int                    top_logprobs;   /* alternatives with each,
+                                              0 .. INFER_MAX_TOP_LOGPROBS */
     int                    stream;
     int                    include_usage;
 } infer_oai_request_t;
@@ -50,9 +68,12 @@ typedef struct {
 } infer_oai_error_t;
 
 /* Parses and validates a request body; on failure fills err (status 400)
- * and leaves nothing to free.  Unknown fields are ignored. */
+ * and leaves nothing to free.  Unknown fields are ignored; a known one that
+ * asks for what the server does not do (tools, a JSON response format,
+ * best_of above n, ...) is refused, naming it.  max_n bounds n. */
 int infer_oai_parse_request(const char *body, size_t len,
-    infer_oai_kind_t kind, infer_oai_request_t *req, infer_oai_error_t *err);
+    infer_oai_kind_t kind, int max_n, infer_oai_request_t *req,
+    infer_oai_error_t *err);
 void infer_oai_request_free(infer_oai_request_t *req);
 
 /* Fills err; message is printf-style. */
@@ -74,16 +95,59 @@ typedef struct {
 /* {"error":{"message","type","param","code"}} */
 char *infer_oai_error_body(const infer_oai_error_t *err, size_t *len);
 
-/* Whole non-streaming response with usage. */
-char *infer_oai_completion_body(const infer_oai_response_t *rsp,
-    const char *text, size_t text_len, const char *finish,
-    int prompt_tokens, int completion_tokens, size_t *len);
+/*
+ * The logprobs of one choice in the response shape of its kind: for
+ * completions OpenAI's legacy object (tokens, token_logprobs, top_logprobs
+ * with the chosen token among the alternatives, text_offset in characters
+ * of the choice's text), for chat {"content":[{token, logprob, bytes,
+ * top_logprobs}]}.  Entries come from engine events in sequence order; each
+ * builder below takes the entries gathered since the previous one, so a
+ * stream sends every token once.  Token strings are what a token decodes
+ * to on its own; bytes that are not UTF-8 are written \xNN after a
+ * "bytes:" prefix (the raw bytes are in "bytes"), special tokens are their
+ * vocabulary string with "bytes" null.
+ */
+typedef struct infer_oai_logprobs_s  infer_oai_logprobs_t;
 
-/* One SSE event "data: {...}\n\n" carrying text (or the chat role when
- * role is set), finish reason or null, and "usage":null when usage_null. */
-char *infer_oai_chunk(const infer_oai_response_t *rsp, const char *text,
-    size_t text_len, int role, const char *finish, int usage_null,
-    size_t *len);
+/* prompt: the sequence's first tokens; echo: the prompt's tokens come
+ * first (the first without a logprob: nothing predicts it) and its text
+ * of echo_chars characters begins the choice's text. */
+infer_oai_logprobs_t *infer_oai_logprobs_create(infer_oai_kind_t kind,
+    const infer_tokenizer_t *tok, const int32_t *prompt, int n_prompt,
+    int echo, size_t echo_chars);
+void infer_oai_logprobs_free(infer_oai_logprobs_t *l);
+/* Adds an event's logprobs (lp_first, n_lp, lp_top and their arrays).
+ * -1 when out of memory. */
+int infer_oai_logprobs_add(infer_oai_logprobs_t *l, const infer_event_t *ev);
+/* Entries gathered and not yet taken by a builder. */
+int infer_oai_logprobs_pending(const infer_oai_logprobs_t *l);
+
+/* The text a token-id prompt decodes to (what echo shows of it), and its
+ * length in characters; malloc'd. */
+char *infer_oai_decode(const infer_tokenizer_t *tok, const int32_t *ids,
+    int n, size_t *len);
+/* Unicode characters in UTF-8 text. */
+size_t infer_oai_chars(const char *s, size_t len);
+
+/* One choice of a response, or of a stream chunk. */
+typedef struct {
+    const char            *text;       /* NULL: "" */
+    size_t                 text_len;
+    const char            *finish;     /* "stop"/"length"; NULL: null */
+    infer_oai_logprobs_t  *logprobs;   /* NULL: "logprobs": null */
+} infer_oai_choice_t;
+
+/* Whole non-streaming response with its n choices and usage. */
+char *infer_oai_completion_body(const infer_oai_response_t *rsp,
+    const infer_oai_choice_t *choices, int n, int prompt_tokens,
+    int completion_tokens, size_t *len);
+
+/* One SSE event "data: {...}\n\n" for choice index: its text (or the chat
+ * role when role is set), logprobs, finish reason or null, and
+ * "usage":null when usage_null.  A chunk's logprobs are null when it
+ * carries none. */
+char *infer_oai_chunk(const infer_oai_response_t *rsp, int index,
+    const infer_oai_choice_t *choice, int role, int usage_null, size_t *len);
 
 /* The final usage event of stream_options.include_usage. */
 char *infer_oai_usage_chunk(const infer_oai_response_t *rsp,
@@ -95,6 +159,8 @@ char *infer_oai_error_chunk(const infer_oai_error_t *err, size_t *len);
 /* GET /v1/models: each model with the unix time it was loaded. */
 char *infer_oai_models_body(const char *const *names, const int64_t *created,
     int n, size_t *len);
+/* GET /v1/models/{id}: one model. */
+char *infer_oai_model_body(const char *name, int64_t created, size_t *len);
 
 /* infer_stats: one engine snapshot per model of this worker. */
 char *infer_stats_body(const char *const *names, const infer_stats_t *st,

@@ -9,16 +9,31 @@
  * reference for completions, chat completions and their stream chunks.
  */
 #include <jansson.h>
+#include <math.h>
 
 #include "tap.h"
 #include "infer.h"
 #include "openai.h"
+#include "tokenizer.h"
 
 static int
 parse(const char *body, infer_oai_kind_t kind, infer_oai_request_t *req,
     infer_oai_error_t *err)
 {
-    return infer_oai_parse_request(body, strlen(body), kind, req, err);
+    return infer_oai_parse_request(body, strlen(body), kind, 8, req, err);
+}
+
+/* One choice without logprobs, for the builders. */
+static const infer_oai_choice_t *
+choice(const char *text, size_t len, const char *finish)
+{
+    static infer_oai_choice_t  c;
+
+    c.text = text;
+    c.text_len = len;
+    c.finish = finish;
+    c.logprobs = NULL;
+    return &c;
 }
 
 /* A request that must fail with 400 on the given param. */
@@ -98,7 +113,7 @@ test_error_utf8(void)
              shared_dir());
     body = tap_read_file(path, &len);
     if (ok(body != NULL, "read %s", path)) {
-        ok(infer_oai_parse_request(body, len, INFER_OAI_COMPLETION, &req,
+        ok(infer_oai_parse_request(body, len, INFER_OAI_COMPLETION, 8, &req,
                                    &err) == -1 && err.status == 400,
            "the bad escape is a 400: %s", err.message);
         check_error_encodes(&err, "repro openai-body-bad-escape.json");
@@ -108,13 +123,14 @@ test_error_utf8(void)
     /* a completion with no text at all still has a body */
     {
         infer_oai_response_t rsp = { INFER_OAI_COMPLETION, "cmpl-1", 5, "m" };
+        infer_oai_choice_t   none = { NULL, 0, "stop", NULL };
 
-        body = infer_oai_completion_body(&rsp, NULL, 0, "stop", 3, 1, &len);
+        body = infer_oai_completion_body(&rsp, &none, 1, 3, 1, &len);
         ok(body != NULL && strstr(body, "\"text\":\"\"") != NULL,
            "empty completion text encodes as \"\"");
         free(body);
         rsp.kind = INFER_OAI_CHAT;
-        body = infer_oai_completion_body(&rsp, NULL, 0, "stop", 3, 1, &len);
+        body = infer_oai_completion_body(&rsp, &none, 1, 3, 1, &len);
         ok(body != NULL && strstr(body, "\"content\":\"\"") != NULL,
            "empty chat content encodes as \"\"");
         free(body);
@@ -245,8 +261,11 @@ test_invalid(void)
     bad("{\"prompt\":\"x\"}", INFER_OAI_COMPLETION, "model", "no model");
     bad("{\"model\":7,\"prompt\":\"x\"}", INFER_OAI_COMPLETION, "model",
         "model as a number");
-    bad("{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":0}",
-        INFER_OAI_COMPLETION, "max_tokens", "max_tokens 0");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":-1}",
+        INFER_OAI_COMPLETION, "max_tokens", "max_tokens -1");
+    bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],"
+        "\"max_tokens\":0}", INFER_OAI_CHAT, "max_tokens",
+        "max_tokens 0 in a chat");
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":\"16\"}",
         INFER_OAI_COMPLETION, "max_tokens", "max_tokens as a string");
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":4294967296}",
@@ -263,8 +282,10 @@ test_invalid(void)
         INFER_OAI_COMPLETION, "top_k", "top_k -2");
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"seed\":1.5}",
         INFER_OAI_COMPLETION, "seed", "fractional seed");
-    bad("{\"model\":\"m\",\"prompt\":\"x\",\"n\":2}",
-        INFER_OAI_COMPLETION, "n", "n 2");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"n\":9}",
+        INFER_OAI_COMPLETION, "n", "n above the maximum of 8");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"n\":0}",
+        INFER_OAI_COMPLETION, "n", "n 0");
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\","
         "\"e\"]}", INFER_OAI_COMPLETION, "stop", "five stop strings");
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":[\"\"]}",
@@ -331,7 +352,9 @@ test_bodies(void)
     char                 *s;
     size_t                len;
 
-    s = infer_oai_completion_body(&cmpl, "Lily\"\n", 6, "length", 3, 2, &len);
+    s = infer_oai_completion_body(&cmpl,
+                                  choice("Lily\"\n", 6, "length"), 1, 3, 2,
+                                  &len);
     is_str(s, "{\"id\":\"cmpl-1\",\"object\":\"text_completion\","
            "\"created\":1700000000,\"model\":\"tiny\",\"choices\":[{"
            "\"index\":0,\"text\":\"Lily\\\"\\n\",\"logprobs\":null,"
@@ -341,7 +364,8 @@ test_bodies(void)
     ok(s && len == strlen(s), "length matches");
     free(s);
 
-    s = infer_oai_completion_body(&chat, "Hi", 2, "stop", 10, 1, &len);
+    s = infer_oai_completion_body(&chat, choice("Hi", 2, "stop"), 1, 10, 1,
+                                  &len);
     is_str(s, "{\"id\":\"chatcmpl-2\",\"object\":\"chat.completion\","
            "\"created\":1700000001,\"model\":\"tiny\",\"choices\":[{"
            "\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
@@ -350,14 +374,14 @@ test_bodies(void)
            "\"total_tokens\":11}}\n", "chat completion body");
     free(s);
 
-    s = infer_oai_chunk(&cmpl, " upon", 5, 0, NULL, 0, &len);
+    s = infer_oai_chunk(&cmpl, 0, choice(" upon", 5, NULL), 0, 0, &len);
     is_str(s, "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\","
            "\"created\":1700000000,\"model\":\"tiny\",\"choices\":[{"
            "\"index\":0,\"text\":\" upon\",\"logprobs\":null,"
            "\"finish_reason\":null}]}\n\n", "completion chunk");
     free(s);
 
-    s = infer_oai_chunk(&chat, NULL, 0, 1, NULL, 1, &len);
+    s = infer_oai_chunk(&chat, 0, choice(NULL, 0, NULL), 1, 1, &len);
     is_str(s, "data: {\"id\":\"chatcmpl-2\",\"object\":"
            "\"chat.completion.chunk\",\"created\":1700000001,\"model\":"
            "\"tiny\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
@@ -366,7 +390,8 @@ test_bodies(void)
            "first chat chunk carries the role (and usage null)");
     free(s);
 
-    s = infer_oai_chunk(&chat, "é", strlen("é"), 0, NULL, 0, &len);
+    s = infer_oai_chunk(&chat, 0, choice("é", strlen("é"), NULL), 0, 0,
+                        &len);
     is_str(s, "data: {\"id\":\"chatcmpl-2\",\"object\":"
            "\"chat.completion.chunk\",\"created\":1700000001,\"model\":"
            "\"tiny\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
@@ -374,7 +399,7 @@ test_bodies(void)
            "chat content chunk");
     free(s);
 
-    s = infer_oai_chunk(&chat, "", 0, 0, "stop", 0, &len);
+    s = infer_oai_chunk(&chat, 0, choice("", 0, "stop"), 0, 0, &len);
     is_str(s, "data: {\"id\":\"chatcmpl-2\",\"object\":"
            "\"chat.completion.chunk\",\"created\":1700000001,\"model\":"
            "\"tiny\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,"
@@ -414,6 +439,360 @@ test_bodies(void)
 
     is_str(infer_oai_finish_reason(INFER_FINISH_STOP), "stop", "stop");
     is_str(infer_oai_finish_reason(INFER_FINISH_LENGTH), "length", "length");
+}
+
+
+/* The fields of issue 11: n, echo, logprobs, penalties, logit_bias. */
+static void
+test_scoring_fields(void)
+{
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+    int                  rc;
+
+    rc = parse("{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":0,"
+               "\"echo\":true,\"logprobs\":5,\"n\":3,\"best_of\":3,"
+               "\"presence_penalty\":0.5,\"frequency_penalty\":-2,"
+               "\"repetition_penalty\":1.3,\"min_tokens\":0,"
+               "\"logit_bias\":{\"12\":-100,\"007\":5.5},\"suffix\":null}",
+               INFER_OAI_COMPLETION, &req, &err);
+    is_int(rc, 0, "a scoring request parses: %s", rc ? err.message : "");
+    ok(req.has_max_tokens && req.max_tokens == 0,
+       "max_tokens 0 is given, not the default");
+    ok(req.echo && req.logprobs && req.top_logprobs == 5 && req.n == 3,
+       "echo, logprobs 5 (alternatives), n 3");
+    ok(req.presence_penalty == 0.5 && req.frequency_penalty == -2.0
+       && req.repetition_penalty == 1.3, "the penalties");
+    ok(req.n_bias == 2 && req.bias_ids[0] == 12 && req.bias[0] == -100.0f
+       && req.bias_ids[1] == 7 && req.bias[1] == 5.5f,
+       "logit_bias in the body's order, decimal keys");
+    infer_oai_request_free(&req);
+
+    rc = parse("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":0}",
+               INFER_OAI_COMPLETION, &req, &err);
+    ok(rc == 0 && req.logprobs && req.top_logprobs == 0 && !req.echo
+       && req.n == 1 && req.repetition_penalty == 1.0 && !req.has_max_tokens,
+       "logprobs 0: the chosen token's only; defaults elsewhere");
+    infer_oai_request_free(&req);
+
+    rc = parse("{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":4,"
+               "\"min_tokens\":4}", INFER_OAI_COMPLETION, &req, &err);
+    ok(rc == 0 && req.min_tokens == 4, "min_tokens up to max_tokens");
+    infer_oai_request_free(&req);
+
+    rc = parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+               "\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":20,"
+               "\"n\":8,\"echo\":\"ignored in chat\"}", INFER_OAI_CHAT, &req,
+               &err);
+    ok(rc == 0 && req.logprobs && req.top_logprobs == 20 && req.n == 8
+       && !req.echo, "chat: logprobs true, top_logprobs 20, n 8");
+    infer_oai_request_free(&req);
+
+    rc = parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+               "\"content\":\"x\"}],\"logprobs\":false,\"top_logprobs\":null}",
+               INFER_OAI_CHAT, &req, &err);
+    ok(rc == 0 && !req.logprobs, "chat: logprobs false");
+    infer_oai_request_free(&req);
+
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":21}",
+        INFER_OAI_COMPLETION, "logprobs", "logprobs 21");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":true}",
+        INFER_OAI_COMPLETION, "logprobs", "completion logprobs as a boolean");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"echo\":1}",
+        INFER_OAI_COMPLETION, "echo", "echo as a number");
+    bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],"
+        "\"logprobs\":3}", INFER_OAI_CHAT, "logprobs",
+        "chat logprobs as a number");
+    bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],"
+        "\"top_logprobs\":2}", INFER_OAI_CHAT, "top_logprobs",
+        "top_logprobs without logprobs");
+    bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],"
+        "\"logprobs\":true,\"top_logprobs\":21}", INFER_OAI_CHAT,
+        "top_logprobs", "top_logprobs 21");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"presence_penalty\":2.5}",
+        INFER_OAI_COMPLETION, "presence_penalty", "presence_penalty 2.5");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"frequency_penalty\":-3}",
+        INFER_OAI_COMPLETION, "frequency_penalty", "frequency_penalty -3");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"frequency_penalty\":\"0\"}",
+        INFER_OAI_COMPLETION, "frequency_penalty",
+        "frequency_penalty as a string");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"repetition_penalty\":0}",
+        INFER_OAI_COMPLETION, "repetition_penalty", "repetition_penalty 0");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"repetition_penalty\":-1.2}",
+        INFER_OAI_COMPLETION, "repetition_penalty",
+        "negative repetition_penalty");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"min_tokens\":-1}",
+        INFER_OAI_COMPLETION, "min_tokens", "min_tokens -1");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":3,"
+        "\"min_tokens\":4}", INFER_OAI_COMPLETION, "min_tokens",
+        "min_tokens above max_tokens");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":[1]}",
+        INFER_OAI_COMPLETION, "logit_bias", "logit_bias as an array");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"a\":1}}",
+        INFER_OAI_COMPLETION, "logit_bias", "logit_bias key not an id");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"-1\":1}}",
+        INFER_OAI_COMPLETION, "logit_bias", "negative logit_bias id");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"1.5\":1}}",
+        INFER_OAI_COMPLETION, "logit_bias", "fractional logit_bias id");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"\":1}}",
+        INFER_OAI_COMPLETION, "logit_bias", "empty logit_bias key");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":"
+        "{\"99999999999\":1}}", INFER_OAI_COMPLETION, "logit_bias",
+        "logit_bias id past int32");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"5\":101}}",
+        INFER_OAI_COMPLETION, "logit_bias", "logit_bias value 101");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"5\":\"1\"}}",
+        INFER_OAI_COMPLETION, "logit_bias", "logit_bias value a string");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"n\":2,\"best_of\":1}",
+        INFER_OAI_COMPLETION, "best_of", "best_of below n");
+}
+
+/* A minimal request of kind with more fields. */
+static int
+parse_with(const char *fields, infer_oai_kind_t kind,
+    infer_oai_request_t *req, infer_oai_error_t *err)
+{
+    char  body[512];
+
+    snprintf(body, sizeof(body), "{\"model\":\"m\",%s,%s}",
+             kind == INFER_OAI_CHAT
+             ? "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+             : "\"prompt\":\"x\"", fields);
+    return parse(body, kind, req, err);
+}
+
+/* A field the server does not implement is a 400 naming it, with
+ * OpenAI's unsupported_parameter code; its "asks for nothing" values and
+ * unknown fields pass. */
+static void
+unsupported(const char *fields, infer_oai_kind_t kind, const char *param)
+{
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+    int                  rc;
+
+    rc = parse_with(fields, kind, &req, &err);
+    ok(rc == -1 && err.status == 400 && err.param != NULL
+       && strcmp(err.param, param) == 0 && err.code != NULL
+       && strcmp(err.code, "unsupported_parameter") == 0
+       && strstr(err.message, param) != NULL,
+       "%s: 400 unsupported_parameter naming %s (%s)", fields, param,
+       rc ? err.message : "accepted");
+    if (rc == 0) {
+        infer_oai_request_free(&req);
+    }
+}
+
+static void
+supported(const char *fields, infer_oai_kind_t kind)
+{
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+    int                  rc;
+
+    rc = parse_with(fields, kind, &req, &err);
+    ok(rc == 0, "%s: accepted (%s)", fields, rc ? err.message : "");
+    if (rc == 0) {
+        infer_oai_request_free(&req);
+    }
+}
+
+static void
+test_unsupported(void)
+{
+    infer_oai_kind_t  chat = INFER_OAI_CHAT, cmpl = INFER_OAI_COMPLETION;
+
+    unsupported("\"tools\":[{\"type\":\"function\",\"function\":"
+                "{\"name\":\"f\"}}]", chat, "tools");
+    unsupported("\"tool_choice\":\"auto\"", chat, "tool_choice");
+    unsupported("\"tool_choice\":{\"type\":\"function\"}", chat,
+                "tool_choice");
+    unsupported("\"functions\":[{\"name\":\"f\"}]", chat, "functions");
+    unsupported("\"function_call\":\"auto\"", chat, "function_call");
+    unsupported("\"response_format\":{\"type\":\"json_object\"}", chat,
+                "response_format");
+    unsupported("\"response_format\":{\"type\":\"json_schema\","
+                "\"json_schema\":{\"name\":\"x\"}}", chat, "response_format");
+    unsupported("\"response_format\":\"text\"", chat, "response_format");
+    unsupported("\"audio\":{\"voice\":\"alloy\",\"format\":\"wav\"}", chat,
+                "audio");
+    unsupported("\"modalities\":[\"text\",\"audio\"]", chat, "modalities");
+    unsupported("\"web_search_options\":{\"search_context_size\":\"low\"}",
+                chat, "web_search_options");
+    unsupported("\"web_search_options\":{}", chat, "web_search_options");
+    unsupported("\"audio\":{}", chat, "audio");
+    unsupported("\"suffix\":\" the end\"", cmpl, "suffix");
+    unsupported("\"best_of\":3", cmpl, "best_of");
+    unsupported("\"n\":2,\"best_of\":3", cmpl, "best_of");
+
+    supported("\"tools\":[],\"tool_choice\":\"none\",\"functions\":null,"
+              "\"function_call\":\"none\",\"parallel_tool_calls\":true,"
+              "\"response_format\":{\"type\":\"text\"},\"audio\":null,"
+              "\"modalities\":[\"text\"],\"web_search_options\":null,"
+              "\"prediction\":{\"type\":\"content\",\"content\":\"x\"},"
+              "\"store\":false,\"metadata\":{\"a\":\"b\"},"
+              "\"service_tier\":\"auto\",\"made_up_field\":[1,2]", chat);
+    supported("\"suffix\":\"\",\"best_of\":1,\"made_up_field\":{}", cmpl);
+    supported("\"n\":2,\"best_of\":2,\"tools\":[{\"type\":\"function\"}]",
+              cmpl);
+}
+
+/*
+ * The logprobs shapes, with stories260K's tokenizer (SentencePiece with
+ * byte fallback): ids 1 <s>, 2 </s>, 403 "▁Once", 407 "▁upon", 261 "▁a",
+ * 229 <0xE2> (a byte that is not UTF-8 alone), from its tokenizer.json.
+ */
+static infer_event_t
+lp_event(int first, int n, int32_t *ids, float *lp, int top,
+    int32_t *top_ids, float *top_lp)
+{
+    infer_event_t  ev;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = INFER_EVENT_TOKEN;
+    ev.lp_first = first;
+    ev.n_lp = n;
+    ev.lp_ids = ids;
+    ev.lp = lp;
+    ev.lp_top = top;
+    ev.lp_top_ids = top_ids;
+    ev.lp_top_lp = top_lp;
+    return ev;
+}
+
+static void
+test_logprobs(void)
+{
+    infer_oai_response_t   cmpl = { INFER_OAI_COMPLETION, "cmpl-1", 7, "m" };
+    infer_oai_response_t   chat = { INFER_OAI_CHAT, "chatcmpl-1", 7, "m" };
+    infer_tokenizer_t     *tok;
+    infer_oai_logprobs_t  *l;
+    infer_oai_choice_t     c;
+    infer_event_t          ev;
+    char                   dir[600], msg[256], *s, *echo;
+    size_t                 len, echo_len;
+    int32_t                prompt[3] = { 1, 403, 407 };
+    int32_t                ids[2] = { 403, 407 }, gen[2] = { 261, 229 };
+    int32_t                top[4] = { 403, 261, 261, 2 };
+    float                  lp[2] = { -0.5f, -0.25f }, glp[2] = { -1.0f,
+                                                                 -INFINITY };
+    float                  tlp[4] = { -0.5f, -1.5f, -1.0f, -2.0f };
+
+    snprintf(dir, sizeof(dir), "%s/models/stories260K", shared_dir());
+    if (!ok(infer_tokenizer_load(dir, &tok, msg, sizeof(msg)) == 0,
+            "load %s: %s", dir, msg))
+    {
+        return;
+    }
+
+    echo = infer_oai_decode(tok, prompt, 3, &echo_len);
+    is_str(echo, "Once upon", "a token-id prompt decodes as echo shows it");
+    is_int(infer_oai_chars("é\xe2\x80\x99x", 6), 3, "characters of UTF-8");
+
+    /* echo: <s> without a logprob, the prompt's, then generated ones */
+    l = infer_oai_logprobs_create(INFER_OAI_COMPLETION, tok, prompt, 3, 1,
+                                  infer_oai_chars(echo, echo_len));
+    ok(l != NULL && infer_oai_logprobs_pending(l) == 1,
+       "echo starts with the first prompt token");
+    ev = lp_event(1, 2, ids, lp, 1, top, tlp);
+    ok(infer_oai_logprobs_add(l, &ev) == 0, "prompt logprobs added");
+    c.text = echo;
+    c.text_len = echo_len;
+    c.finish = NULL;
+    c.logprobs = l;
+    s = infer_oai_chunk(&cmpl, 2, &c, 0, 0, &len);
+    is_str(s, "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\","
+           "\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":2,"
+           "\"text\":\"Once upon\",\"logprobs\":{\"tokens\":[\"<s>\","
+           "\" Once\",\" upon\"],\"token_logprobs\":[null,-0.5,-0.25],"
+           "\"top_logprobs\":[null,{\" Once\":-0.5},{\" a\":-1.5,"
+           "\" upon\":-0.25}],\"text_offset\":[0,0,4]},"
+           "\"finish_reason\":null}]}\n\n",
+           "legacy chunk: <s> null, offsets in the echoed text, the chosen "
+           "token among the alternatives");
+    free(s);
+    ok(infer_oai_logprobs_pending(l) == 0, "a chunk takes what it sends");
+
+    ev = lp_event(3, 2, gen, glp, 1, top + 2, tlp + 2);
+    ok(infer_oai_logprobs_add(l, &ev) == 0, "generated logprobs added");
+    c.text = " a";
+    c.text_len = 2;
+    c.finish = "length";
+    s = infer_oai_completion_body(&cmpl, &c, 1, 3, 2, &len);
+    is_str(s, "{\"id\":\"cmpl-1\",\"object\":\"text_completion\","
+           "\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
+           "\"text\":\" a\",\"logprobs\":{\"tokens\":[\" a\","
+           "\"bytes:\\\\xe2\"],\"token_logprobs\":[-1.0,-9999.0],"
+           "\"top_logprobs\":[{\" a\":-1.0},{\"</s>\":-2.0,"
+           "\"bytes:\\\\xe2\":-9999.0}],\"text_offset\":[9,11]},"
+           "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":3,"
+           "\"completion_tokens\":2,\"total_tokens\":5}}\n",
+           "generated offsets after the echo's 9 characters; a lone byte "
+           "as bytes:\\xe2; -inf as -9999");
+    free(s);
+    infer_oai_logprobs_free(l);
+
+    /* chat: token, logprob, bytes (null for a special token), the
+     * alternatives */
+    l = infer_oai_logprobs_create(INFER_OAI_CHAT, tok, prompt, 3, 0, 0);
+    ev = lp_event(3, 2, gen, glp, 2, top, tlp);
+    ok(l != NULL && infer_oai_logprobs_add(l, &ev) == 0,
+       "chat logprobs added");
+    c.text = " a";
+    c.text_len = 2;
+    c.finish = NULL;
+    c.logprobs = l;
+    s = infer_oai_chunk(&chat, 0, &c, 0, 0, &len);
+    is_str(s, "data: {\"id\":\"chatcmpl-1\",\"object\":"
+           "\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
+           "\"choices\":[{\"index\":0,\"delta\":{\"content\":\" a\"},"
+           "\"logprobs\":{\"content\":[{\"token\":\" a\",\"logprob\":-1.0,"
+           "\"bytes\":[32,97],\"top_logprobs\":[{\"token\":\" Once\","
+           "\"logprob\":-0.5,\"bytes\":[32,79,110,99,101]},{\"token\":\" a\","
+           "\"logprob\":-1.5,\"bytes\":[32,97]}]},{\"token\":\"bytes:\\\\xe2\","
+           "\"logprob\":-9999.0,\"bytes\":[226],\"top_logprobs\":[{\"token\":"
+           "\" a\",\"logprob\":-1.0,\"bytes\":[32,97]},{\"token\":\"</s>\","
+           "\"logprob\":-2.0,\"bytes\":null}]}],\"refusal\":null},"
+           "\"finish_reason\":null}]}\n\n", "chat chunk with logprobs");
+    free(s);
+    c.text = NULL;
+    c.text_len = 0;
+    c.finish = "stop";
+    s = infer_oai_chunk(&chat, 0, &c, 0, 0, &len);
+    ok(s != NULL && strstr(s, "\"logprobs\":null") != NULL,
+       "a chunk without new entries has logprobs null");
+    free(s);
+    s = infer_oai_completion_body(&chat, &c, 1, 3, 0, &len);
+    ok(s != NULL && strstr(s, "\"logprobs\":{\"content\":[],"
+                              "\"refusal\":null}") != NULL,
+       "a body asked for logprobs always has the object");
+    free(s);
+    infer_oai_logprobs_free(l);
+
+    /* several choices, each with its index */
+    {
+        infer_oai_choice_t  cs[2] = { { "A", 1, "stop", NULL },
+                                      { "B", 1, "length", NULL } };
+
+        s = infer_oai_completion_body(&chat, cs, 2, 4, 6, &len);
+        is_str(s, "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\","
+               "\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
+               "\"message\":{\"role\":\"assistant\",\"content\":\"A\"},"
+               "\"logprobs\":null,\"finish_reason\":\"stop\"},{\"index\":1,"
+               "\"message\":{\"role\":\"assistant\",\"content\":\"B\"},"
+               "\"logprobs\":null,\"finish_reason\":\"length\"}],\"usage\":"
+               "{\"prompt_tokens\":4,\"completion_tokens\":6,"
+               "\"total_tokens\":10}}\n", "n = 2: two choices");
+        free(s);
+    }
+
+    s = infer_oai_model_body("tiny", 5, &len);
+    is_str(s, "{\"id\":\"tiny\",\"object\":\"model\",\"created\":5,"
+           "\"owned_by\":\"nginx\"}\n", "GET /v1/models/{id} body");
+    free(s);
+
+    free(echo);
+    infer_tokenizer_free(tok);
 }
 
 static const infer_chat_message_t conv[] = {
@@ -528,7 +907,10 @@ main(void)
     test_prompt_forms();
     test_invalid();
     test_chat_request();
+    test_scoring_fields();
+    test_unsupported();
     test_bodies();
+    test_logprobs();
     test_chat_templates();
     test_error_utf8();
     test_nul();
