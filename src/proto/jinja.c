@@ -20,8 +20,9 @@
 /* Nesting of evaluation (and of JSON input): what bounds the C stack. */
 #define JJ_DEPTH_MAX    1000
 
-/* What the parse of a template may hold, per byte of template. */
-#define JJ_PARSE_MEMORY_PER_BYTE  128
+/* What the parse of a template may hold (and its tokens, apart), per
+ * byte of template: published ones need up to 60, and 150 when small. */
+#define JJ_PARSE_MEMORY_PER_BYTE  256
 
 struct jj_chunk_s {
     jj_chunk_t  *next;
@@ -38,9 +39,9 @@ jj_round(size_t n)
 }
 
 void *
-jj_alloc(jj_ctx_t *c, size_t n)
+jj_arena_alloc(jj_ctx_t *c, jj_arena_t *a, size_t n)
 {
-    jj_chunk_t  *ch = c->arena.head;
+    jj_chunk_t  *ch = a->head;
     size_t       size;
     void        *p;
 
@@ -53,28 +54,25 @@ jj_alloc(jj_ctx_t *c, size_t n)
         if (size < n) {
             size = n;
         }
-        if (n > c->arena.limit
-            || c->arena.total + size + sizeof(jj_chunk_t) > c->arena.limit)
-        {
+        if (n > a->limit || a->total + size + sizeof(jj_chunk_t) > a->limit) {
             /* the last chunk may be smaller than the doubling wants */
             size = n;
-            if (c->arena.total + size + sizeof(jj_chunk_t) > c->arena.limit)
-            {
+            if (a->total + size + sizeof(jj_chunk_t) > a->limit) {
                 jj_fail(c, "LimitError", 0, 0,
                         "the template needs more than %zu bytes of memory",
-                        c->arena.limit);
+                        a->limit);
             }
         }
         ch = malloc(sizeof(jj_chunk_t) + size);
         if (ch == NULL) {
             jj_fail(c, "MemoryError", 0, 0, "out of memory");
         }
-        ch->next = c->arena.head;
+        ch->next = a->head;
         ch->size = size;
         ch->used = 0;
         ch->last = 0;
-        c->arena.head = ch;
-        c->arena.total += size + sizeof(jj_chunk_t);
+        a->head = ch;
+        a->total += size + sizeof(jj_chunk_t);
     }
     p = ch->data + ch->used;
     ch->last = ch->used;
@@ -85,9 +83,9 @@ jj_alloc(jj_ctx_t *c, size_t n)
 /* Grows the latest allocation in place when it can: a buffer being
  * appended to costs no copies while nothing else is allocated. */
 void *
-jj_grow(jj_ctx_t *c, void *p, size_t old, size_t n)
+jj_arena_grow(jj_ctx_t *c, jj_arena_t *a, void *p, size_t old, size_t n)
 {
-    jj_chunk_t  *ch = c->arena.head;
+    jj_chunk_t  *ch = a->head;
     void        *q;
 
     if (p != NULL && ch != NULL && (unsigned char *) p == ch->data + ch->last
@@ -96,7 +94,7 @@ jj_grow(jj_ctx_t *c, void *p, size_t old, size_t n)
         ch->used = ch->last + jj_round(n);
         return p;
     }
-    q = jj_alloc(c, n);
+    q = jj_arena_alloc(c, a, n);
     if (old > 0) {
         memcpy(q, p, old < n ? old : n);
     }
@@ -208,6 +206,7 @@ infer_jinja_parse(const char *src, size_t len, infer_jinja_error_t *err)
 {
     infer_jinja_tmpl_t  *t;
     jj_ctx_t             c;
+    int                  rc;
 
     jj_err_clear(err);
     if (len > INFER_JINJA_TEMPLATE) {
@@ -225,9 +224,12 @@ infer_jinja_parse(const char *src, size_t len, infer_jinja_error_t *err)
     }
     memset(&c, 0, sizeof(c));
     c.arena.limit = (len + 1024) * JJ_PARSE_MEMORY_PER_BYTE;
+    c.scratch.limit = c.arena.limit;
     c.err = err;
     c.depth_max = JJ_DEPTH_MAX;
-    if (jj_parse_guarded(&c, t, src, len) != 0) {
+    rc = jj_parse_guarded(&c, t, src, len);
+    jj_arena_free(&c.scratch);
+    if (rc != 0) {
         jj_arena_free(&c.arena);
         free(t);
         return NULL;

@@ -24,11 +24,16 @@
 
 #include <jansson.h>
 
-/* The defaults of infer_jinja_limits_t; each can be raised or lowered. */
-#define INFER_JINJA_MEMORY      (256u << 20)    /* arena bytes per render */
+/*
+ * The defaults of infer_jinja_limits_t; each can be raised or lowered.  A
+ * published template renders a chat in well under 10,000 steps and 1 MiB;
+ * the budget lets a large prompt be read and copied dozens of times and
+ * stops a template that loops without end within seconds.
+ */
+#define INFER_JINJA_MEMORY      (128u << 20)    /* arena bytes per render */
 #define INFER_JINJA_OUTPUT      (64u << 20)     /* bytes of rendered text */
-#define INFER_JINJA_STEPS       200000000ull    /* evaluation steps */
-#define INFER_JINJA_TEMPLATE    (4u << 20)      /* bytes of template text */
+#define INFER_JINJA_STEPS       50000000ull     /* evaluation steps */
+#define INFER_JINJA_TEMPLATE    (1u << 20)      /* bytes of template text */
 
 typedef struct infer_jinja_tmpl_s  infer_jinja_tmpl_t;
 
@@ -53,7 +58,7 @@ typedef struct {
     size_t            memory;   /* bytes the render's arena may hold */
     size_t            output;   /* bytes of output (and of any capture) */
     uint64_t          steps;    /* evaluation steps, about one per node
-                                   and per 32 bytes a string operation
+                                   and per 8 bytes a string operation
                                    reads or writes */
     const struct tm  *now;      /* what strftime_now() reads (local time);
                                    NULL: the machine's clock */

@@ -37,17 +37,22 @@ typedef struct {
     size_t       limit;
 } jj_arena_t;
 
-/* Shared by parse and render: where errors go and how to unwind. */
+/* Shared by parse and render: where errors go and how to unwind.  The
+ * scratch arena holds what the parse needs only while it runs (tokens). */
 typedef struct {
     jj_arena_t            arena;
+    jj_arena_t            scratch;
     jmp_buf               jmp;
     infer_jinja_error_t  *err;
     unsigned              depth;        /* C recursion in progress */
     unsigned              depth_max;
 } jj_ctx_t;
 
-void *jj_alloc(jj_ctx_t *c, size_t n);
-void *jj_grow(jj_ctx_t *c, void *p, size_t old, size_t n);
+void *jj_arena_alloc(jj_ctx_t *c, jj_arena_t *a, size_t n);
+void *jj_arena_grow(jj_ctx_t *c, jj_arena_t *a, void *p, size_t old,
+    size_t n);
+#define jj_alloc(c, n)  jj_arena_alloc((c), &(c)->arena, (n))
+#define jj_grow(c, p, old, n)  jj_arena_grow((c), &(c)->arena, (p), (old), (n))
 char *jj_strdup(jj_ctx_t *c, const char *s, size_t n);
 void jj_arena_free(jj_arena_t *a);
 
@@ -321,8 +326,9 @@ typedef struct {
 void jj_raise(jj_render_t *r, const char *type, const char *fmt, ...)
     JJ_NORETURN JJ_PRINTF(3, 4);
 void jj_step(jj_render_t *r, uint64_t n);
-/* Charges for work over n bytes or elements. */
-#define jj_charge(r, n)  jj_step((r), 1 + ((uint64_t) (n) >> 5))
+/* Charges for work over n bytes or elements: a step is about what
+ * evaluating a node costs, some 50 ns, and scanning 8 bytes as much. */
+#define jj_charge(r, n)  jj_step((r), 1 + ((uint64_t) (n) >> 3))
 
 void jj_buf_add(jj_render_t *r, jj_buf_t *b, const char *s, size_t n);
 void jj_buf_addc(jj_render_t *r, jj_buf_t *b, char ch);

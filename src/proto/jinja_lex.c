@@ -78,8 +78,9 @@ jj_lex_emit(jj_lexer_t *L, int type, size_t pos)
 
     if (L->nt == L->cap) {
         L->cap = L->cap ? L->cap * 2 : 256;
-        L->v = jj_grow(L->c, L->v, L->nt * sizeof(jj_token_t),
-                       L->cap * sizeof(jj_token_t));
+        L->v = jj_arena_grow(L->c, &L->c->scratch, L->v,
+                             L->nt * sizeof(jj_token_t),
+                             L->cap * sizeof(jj_token_t));
     }
     t = &L->v[L->nt++];
     memset(t, 0, sizeof(*t));

@@ -357,7 +357,10 @@ jj_parse_subscript(jj_parser_t *P, jj_node_t *node)
     if (jj_is_op(t, JJ_OP_DOT)) {
         attr = jj_next(P);
         if (attr->type == JJ_T_NAME) {
+            /* errors point at the object: "x.y" at x */
             n = jj_mk(P, JJ_N_GETATTR, t);
+            n->line = node->line;
+            n->col = node->col;
             n->a = node;
             jj_set_name(n, attr);
             return n;
@@ -379,6 +382,8 @@ jj_parse_subscript(jj_parser_t *P, jj_node_t *node)
     }
     jj_expect_op(P, JJ_OP_RBRACKET, "]");
     n = jj_mk(P, JJ_N_GETITEM, t);
+    n->line = node->line;
+    n->col = node->col;
     n->a = node;
     if (args.n == 1) {
         n->b = args.v[0];

@@ -14,6 +14,7 @@
  * JINJA_DIFF=1 prints where each mismatch starts.
  */
 #include <jansson.h>
+#include <pthread.h>
 #include <time.h>
 
 #include "tap.h"
@@ -282,25 +283,270 @@ test_snippets(void)
         if (want_out != NULL) {
             good = out != NULL && len == json_string_length(want_out)
                    && memcmp(out, json_string_value(want_out), len) == 0;
-            ok(good, "%s", name);
-            if (!good) {
-                diag("got:  %s", out ? out : infer_jinja_strerror(&err, buf,
-                                                                  sizeof(buf)));
-                diag("want: %s", json_string_value(want_out));
-            }
         } else {
             good = out == NULL && same_error(&err,
                                              json_string_value(want_err));
-            ok(good, "%s: %s", name, json_string_value(want_err));
-            if (!good) {
-                diag("got: %s", out ? out : infer_jinja_strerror(&err, buf,
-                                                                 sizeof(buf)));
-            }
+        }
+        ok(good, "%s", name);
+        if (!good) {
+            diag("got:  %s", out ? out : infer_jinja_strerror(&err, buf,
+                                                              sizeof(buf)));
+            diag("want: %s", json_string_value(want_out ? want_out
+                                                        : want_err));
         }
         free(out);
         infer_jinja_free(t);
     }
     json_decref(ref);
+}
+
+/* Renders src with vars (JSON text or NULL) under lim; the text, or NULL
+ * with err. */
+static char *
+render_text(const char *src, const char *vars, infer_jinja_limits_t *lim,
+    infer_jinja_error_t *err)
+{
+    infer_jinja_tmpl_t  *t;
+    json_error_t         jerr;
+    json_t              *v = vars ? json_loads(vars, 0, &jerr) : NULL;
+    char                *out;
+    size_t               len;
+
+    t = infer_jinja_parse(src, strlen(src), err);
+    if (t == NULL) {
+        json_decref(v);
+        return NULL;
+    }
+    out = infer_jinja_render(t, v, lim, &len, err);
+    infer_jinja_free(t);
+    json_decref(v);
+    return out;
+}
+
+static void
+expect_error(const char *what, const char *src, infer_jinja_limits_t *lim,
+    const char *type, const char *words)
+{
+    infer_jinja_error_t  err;
+    char                *out = render_text(src, NULL, lim, &err);
+
+    ok(out == NULL && strcmp(err.type, type) == 0
+       && strstr(err.message, words) != NULL, "%s: %s: %s", what, err.type,
+       out ? "(rendered)" : err.message);
+    free(out);
+}
+
+static char *
+repeat(const char *head, const char *unit, int n, const char *tail)
+{
+    size_t  hl = strlen(head), ul = strlen(unit), tl = strlen(tail);
+    char   *s = malloc(hl + ul * n + tl + 1), *p = s;
+    int     i;
+
+    memcpy(p, head, hl);
+    p += hl;
+    for (i = 0; i < n; i++) {
+        memcpy(p, unit, ul);
+        p += ul;
+    }
+    memcpy(p, tail, tl + 1);
+    return s;
+}
+
+static const struct {
+    const char  *what;
+    const char  *head;
+    const char  *unit;
+    int          n;
+    const char  *tail;
+} deep_srcs[] = {
+    { "300 parentheses", "{{ ", "(", 300, "1 }}" },
+    { "300 unary minus", "{{ ", "-", 300, "1 }}" },
+    { "a sum of 20000 terms", "{{ 1", "+1", 20000, " }}" },
+    { "20000 filters in a row", "{{ x", "|trim", 20000, " }}" },
+    { "300 nested ifs", "", "{% if 1 %}", 300, "" }
+};
+
+/* Every bound holds, and says which it was. */
+static void
+test_limits(void)
+{
+    infer_jinja_limits_t  lim;
+    infer_jinja_error_t   err;
+    infer_jinja_tmpl_t   *t;
+    struct timespec       t0, t1;
+    json_t               *deep, *vars;
+    char                 *src, *big;
+    size_t                len;
+    int                   i;
+    double                secs;
+
+    memset(&lim, 0, sizeof(lim));
+    lim.steps = 100000;
+    expect_error("steps", "{% for i in range(100000) %}{% for j in "
+                 "range(100000) %}{% endfor %}{% endfor %}", &lim,
+                 "LimitError", "budget of 100000 steps");
+    lim.steps = 0;
+    lim.output = 100;
+    expect_error("output", "{% for i in range(100) %}xx{% endfor %}", &lim,
+                 "LimitError", "writes more than 100 bytes");
+    expect_error("output of a repetition", "{{ 'ab' * 1000 }}", &lim,
+                 "LimitError", "repetition");
+    lim.output = 0;
+    lim.memory = 1 << 20;
+    expect_error("memory", "{% set ns = namespace(s='x') %}{% for i in "
+                 "range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+                 &lim, "LimitError", "more than 1048576 bytes of memory");
+    lim.memory = 0;
+    expect_error("recursion", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}"
+                 "{{ f(0) }}", &lim, "RecursionError",
+                 "maximum recursion depth exceeded");
+    expect_error("range", "{{ range(100001)|length }}", &lim,
+                 "OverflowError", "MAX_RANGE (100000)");
+
+    /* the default budget stops an endless template within seconds */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    expect_error("default budget", "{% set r = range(100000) %}{% for i in "
+                 "r %}{% for j in r %}{{ '' }}{% endfor %}{% endfor %}", NULL,
+                 "LimitError", "budget of");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    secs = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    ok(secs < 20, "the default budget ran out in %.2f s", secs);
+
+    /* nesting is refused while parsing, whatever builds it */
+    for (i = 0; i < (int) (sizeof(deep_srcs) / sizeof(deep_srcs[0])); i++) {
+        src = repeat(deep_srcs[i].head, deep_srcs[i].unit, deep_srcs[i].n,
+                     deep_srcs[i].tail);
+        t = infer_jinja_parse(src, strlen(src), &err);
+        ok(t == NULL && err.line == 1, "%s: %s", deep_srcs[i].what,
+           err.message);
+        free(src);
+    }
+    big = malloc(INFER_JINJA_TEMPLATE + 2);
+    memset(big, 'x', INFER_JINJA_TEMPLATE + 1);
+    big[INFER_JINJA_TEMPLATE + 1] = '\0';
+    t = infer_jinja_parse(big, INFER_JINJA_TEMPLATE + 1, &err);
+    ok(t == NULL,
+       "a template over %u bytes: %s", INFER_JINJA_TEMPLATE, err.message);
+    free(big);
+    t = infer_jinja_parse("a\n\xff{{ 1 }}", 10, &err);
+    ok(t == NULL && err.line == 2
+       && err.column == 1, "bytes that are not UTF-8: %d:%d %s", err.line,
+       err.column, err.message);
+
+    /* input that nests deeper than the bound */
+    deep = json_array();
+    for (i = 0; i < 3000; i++) {
+        deep = json_pack("[o]", deep);
+    }
+    vars = json_pack("{so}", "x", deep);
+    t = infer_jinja_parse("{{ x|length }}", 14, &err);
+    src = infer_jinja_render(t, vars, NULL, &len, &err);
+    ok(src == NULL && strcmp(err.type, "LimitError") == 0,
+       "input nested 3000 deep: %s", err.message);
+    infer_jinja_free(t);
+    json_decref(vars);
+}
+
+static const char *const  thread_src =
+    "{% for m in messages %}<{{ m.role }}>{{ m.content|trim }}"
+    "{% endfor %}{{ strftime_now('%Y') }}";
+
+static void *
+render_thread(void *arg)
+{
+    infer_jinja_tmpl_t   *t = arg;
+    infer_jinja_error_t   err;
+    json_error_t          jerr;
+    json_t               *v;
+    char                 *out;
+    size_t                len;
+    int                   i, same = 1;
+
+    v = json_loads("{\"messages\": [{\"role\": \"user\", \"content\": "
+                   "\" hi \"}]}", 0, &jerr);
+    for (i = 0; i < 2000 && same; i++) {
+        infer_jinja_limits_t  lim;
+
+        memset(&lim, 0, sizeof(lim));
+        lim.now = &clock_tm;
+        out = infer_jinja_render(t, v, &lim, &len, &err);
+        same = out != NULL && strcmp(out, "<user>hi2026") == 0;
+        free(out);
+    }
+    json_decref(v);
+    return same ? arg : NULL;
+}
+
+/* The entry points' contracts. */
+static void
+test_api(void)
+{
+    infer_jinja_limits_t   lim;
+    infer_jinja_error_t    err;
+    infer_jinja_chat_t     chat;
+    infer_jinja_tmpl_t    *t;
+    json_error_t           jerr;
+    json_t                *msgs, *extra;
+    pthread_t              th[2];
+    void                  *res[2];
+    char                  *out, *before, *after, buf[600];
+    size_t                 len;
+
+    memset(&lim, 0, sizeof(lim));
+    lim.now = &clock_tm;
+    out = render_text("a{{ x }}b", NULL, &lim, &err);
+    is_str(out, "ab", "no variables: an undefined prints nothing");
+    free(out);
+
+    out = render_text("line 1\nline 2 {{ 1 }}\n  {{ x.y }}", NULL, &lim,
+                      &err);
+    ok(out == NULL && err.line == 3 && err.column == 6,
+       "a render error says where: %d:%d", err.line, err.column);
+    is_str(infer_jinja_strerror(&err, buf, sizeof(buf)),
+           "UndefinedError: 'x' is undefined", "strerror is Python's");
+
+    out = "{% for m in messages %}{{ m.content }}|{% endfor %}";
+    t = infer_jinja_parse(out, strlen(out), &err);
+    msgs = json_loads("[{\"role\": \"user\", \"content\": \"Hi\"}, "
+                      "{\"role\": \"assistant\", \"content\": \"Hel\", "
+                      "\"x\": null}]", 0, &jerr);
+    before = json_dumps(msgs, JSON_COMPACT);
+    memset(&chat, 0, sizeof(chat));
+    chat.messages = msgs;
+    chat.continue_final_message = 1;
+    out = infer_jinja_render_chat(t, &chat, &lim, &len, &err);
+    after = json_dumps(msgs, JSON_COMPACT);
+    is_str(out, "Hi|Hel", "continue_final_message cuts after the message");
+    is_str(after, before, "and leaves the input as it came");
+    free(out);
+    free(before);
+    free(after);
+
+    chat.continue_final_message = 0;
+    extra = json_loads("{\"tools\": []}", 0, &jerr);
+    chat.extra = extra;
+    out = infer_jinja_render_chat(t, &chat, &lim, &len, &err);
+    ok(out == NULL && strcmp(err.type, "TypeError") == 0,
+       "an extra variable named tools: %s", err.message);
+    json_decref(extra);
+    chat.extra = NULL;
+
+    json_array_clear(msgs);
+    out = infer_jinja_render_chat(t, &chat, &lim, &len, &err);
+    ok(out == NULL && strcmp(err.type, "ValueError") == 0,
+       "no messages: %s", err.message);
+    json_decref(msgs);
+    infer_jinja_free(t);
+
+    /* one parsed template, renders in parallel */
+    t = infer_jinja_parse(thread_src, strlen(thread_src), &err);
+    pthread_create(&th[0], NULL, render_thread, t);
+    pthread_create(&th[1], NULL, render_thread, t);
+    pthread_join(th[0], &res[0]);
+    pthread_join(th[1], &res[1]);
+    ok(res[0] == t && res[1] == t, "two threads render one template");
+    infer_jinja_free(t);
 }
 
 int
@@ -319,5 +565,7 @@ main(void)
     fclose(f);
     test_corpus();
     test_snippets();
+    test_limits();
+    test_api();
     return done_testing();
 }
