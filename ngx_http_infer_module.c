@@ -6,6 +6,7 @@
  *     infer_model NAME DIR [backend=cpu|cuda] [threads=N]
  *                 [max_batch_tokens=N] [max_seqs=N] [kv_cache=SIZE]
  *                 [max_queue=N] [timeout=TIME] [tp=N] [devices=LIST]
+ *                 [max_output=SIZE]
  *                 [chat_template=auto|llama2|llama3|chatml|plain];  (http)
  *     infer_openai NAME ...;                                     (location)
  *     infer_predict NAME ...;                                    (location)
@@ -319,13 +320,17 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
         return NULL;
     }
 
-    if (ngx_http_infer_key("kv_cache")) {
+    if (ngx_http_infer_key("kv_cache") || ngx_http_infer_key("max_output")) {
         /* ngx_parse_offset: sizes in g too, which KV caches need. */
         size = ngx_parse_offset(v);
         if (size <= 0) {
             return "a size such as 64m or 2g";
         }
-        m->ecfg.kv_cache_bytes = (size_t) size;
+        if (ngx_http_infer_key("kv_cache")) {
+            m->ecfg.kv_cache_bytes = (size_t) size;
+        } else {
+            m->ecfg.max_output_bytes = (size_t) size;
+        }
         return NULL;
     }
 
