@@ -634,3 +634,48 @@ POST /v1/models/tiny
 --- error_code: 405
 --- response_headers
 Allow: GET, HEAD
+
+
+
+=== TEST 44: the choices share one request's output cap: 5 x 768 bytes of logprobs fit in 4k
+(16 tokens x (1 + 5 alternatives) x 8 bytes each, as infer_engine_output_bytes counts)
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 max_output=4k;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":16,"logprobs":5,"n":5}
+--- error_code: 200
+--- response_body_like chomp
+"index":4,
+
+
+
+=== TEST 45: six of them do not
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 max_output=4k;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":16,"logprobs":5,"n":6}
+--- error_code: 400
+--- response_body
+{"error":{"message":"the logprobs of 6 choices of up to 16 tokens would exceed this server's limit of 4096 bytes","type":"invalid_request_error","param":"logprobs","code":null}}
+
+
+
+=== TEST 46: a chat with logprobs to the context end may not fit either
+(up to 494 tokens after the 18 of the prompt, x 21 x 8 bytes)
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 max_output=64k;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "logprobs":true,"top_logprobs":20}
+--- error_code: 400
+--- response_body
+{"error":{"message":"the logprobs of 1 choice of up to 494 tokens would exceed this server's limit of 65536 bytes","type":"invalid_request_error","param":"logprobs","code":null}}

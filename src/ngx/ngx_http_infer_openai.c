@@ -669,9 +669,10 @@ ngx_http_infer_submit_error(int rc, infer_oai_request_t *req, int n_prompt,
         break;
     case INFER_EOUTPUT:
         infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
-                            "logprobs", NULL, "the logprobs of %d choices "
+                            "logprobs", NULL, "the logprobs of %d choice%s "
                             "of up to %d tokens would exceed this server's "
                             "limit of %zu bytes", req->n,
+                            req->n > 1 ? "s" : "",
                             req->has_max_tokens
                             ? req->max_tokens
                             : infer_engine_context_length(m->engine)
