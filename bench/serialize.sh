@@ -8,7 +8,7 @@
 # --preset tiny-llama: vocabulary 32000, 2 layers of width 64), so the
 # forward pass is small next to the tensors.  One nginx worker, one client
 # (bench/serialize/client.py, the venv of t/requirements.txt), one run,
-# every encoding in turn; loopback only, about a minute.
+# every encoding in turn; loopback only, about two minutes.
 #   bench/serialize.sh            (after make and make venv)
 # Writes bench/results/serialize.{md,json,dat,png}.
 set -euo pipefail
@@ -61,6 +61,8 @@ fi
         /proc/cpuinfo | head -1)), $(free -g | awk '/Mem:/{print $2}') GiB"
     echo "nginx: $(/usr/sbin/nginx -v 2>&1 | sed 's/.*\///'), one worker," \
          "threads=1; client: $($python --version), one connection"
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" \
+         "(a machine shared with other builds: the ratios are the result)"
     echo "command: bench/serialize.sh"
 } | tee "$out/serialize-env.txt"
 

@@ -159,8 +159,8 @@ def main():
     ap.add_argument("proto")
     ap.add_argument("out")
     ap.add_argument("--kserve", action="store_true")
-    ap.add_argument("--runs-last", type=int, default=30)
-    ap.add_argument("--runs-all", type=int, default=8)
+    ap.add_argument("--runs-last", type=int, default=40)
+    ap.add_argument("--runs-all", type=int, default=12)
     ap.add_argument("--tokens", type=int, default=128)
     a = ap.parse_args()
 
