@@ -522,9 +522,34 @@ jj_kw_index(const jj_args_t *a, const char *name, size_t len)
     return -1;
 }
 
-/* jinja2's Macro.__call__: positional, then keyword, then default
- * arguments; what is left goes to varargs and kwargs where the body reads
- * them, else it is a TypeError. */
+static int
+jj_has_param(const jj_node_t *m, const char *name, size_t len)
+{
+    uint32_t  i;
+
+    for (i = 0; i < m->list.n; i++) {
+        if (m->list.v[i]->nlen == len
+            && memcmp(m->list.v[i]->name, name, len) == 0)
+        {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+jj_is_caller(const jj_node_t *kw)
+{
+    return kw->nlen == 6 && memcmp(kw->name, "caller", 6) == 0;
+}
+
+/*
+ * jinja2's Macro.__call__: the positional arguments, then keywords for
+ * the parameters left, then their defaults (evaluated in the macro's
+ * scope, in order, after all given ones are bound); caller for a body
+ * that reads it; what is left goes to kwargs and varargs where the body
+ * reads them, else it is jinja2's TypeError.
+ */
 jj_value_t
 jj_call_macro(jj_render_t *r, const jj_func_t *f, jj_args_t *a)
 {
@@ -532,61 +557,73 @@ jj_call_macro(jj_render_t *r, const jj_func_t *f, jj_args_t *a)
     jj_scope_t       *ms = jj_scope_new(r, f->closure);
     jj_value_t        v, extra, kwargs;
     jj_buf_t          out;
-    uint32_t          i, used = 0;
-    int               k;
+    uint32_t          i, npos = a->npos < m->list.n ? a->npos : m->list.n;
+    uint8_t          *used, *given;
+    int               k, caller, first;
 
-    if (a->npos > m->list.n && !(m->op & JJ_MACRO_VARARGS)) {
-        jj_raise(r, "TypeError", "macro '%s' takes not more than %u "
-                 "argument(s)", f->name, m->list.n);
-    }
+    used = jj_alloc(&r->c, a->nkw + 1);
+    given = jj_alloc(&r->c, m->list.n + 1);
+    memset(used, 0, a->nkw + 1);
     for (i = 0; i < m->list.n; i++) {
         p = m->list.v[i];
-        k = jj_kw_index(a, p->name, p->nlen);
-        if (i < a->npos) {
-            if (k >= 0) {
-                jj_raise(r, "TypeError", "macro '%s' got multiple values for "
-                         "the argument '%.*s'", f->name, (int) p->nlen,
-                         p->name);
-            }
+        given[i] = 1;
+        if (i < npos) {
             v = a->pos[i];
-        } else if (k >= 0) {
+        } else if ((k = jj_kw_index(a, p->name, p->nlen)) >= 0) {
             v = a->kw[k];
-            used++;
-        } else if (p->a != NULL) {
-            v = jj_eval(r, ms, p->a);
+            used[k] = 1;
         } else {
+            given[i] = 0;
             v = jj_undef_hint(r, NULL, "parameter '%.*s' was not provided",
                               (int) p->nlen, p->name);
         }
         jj_scope_set(r, ms, p->name, p->nlen, v);
     }
-    if (used < a->nkw) {
-        kwargs = jj_dict_new(r, a->nkw);
+    for (i = 0; i < m->list.n; i++) {
+        p = m->list.v[i];
+        if (!given[i] && p->a != NULL) {
+            jj_scope_set(r, ms, p->name, p->nlen, jj_eval(r, ms, p->a));
+        }
+    }
+    r->at = m;
+    if ((m->op & JJ_MACRO_CALLER) && !jj_has_param(m, "caller", 6)) {
+        k = jj_kw_index(a, "caller", 6);
+        if (k >= 0) {
+            used[k] = 1;
+        }
+        jj_scope_set(r, ms, "caller", 6,
+                     k >= 0 ? a->kw[k]
+                            : jj_undef_hint(r, NULL, "No caller defined"));
+    }
+    if (m->op & JJ_MACRO_KWARGS) {
+        kwargs = jj_dict_new(r, 0);
         for (i = 0; i < a->nkw; i++) {
-            const jj_node_t  *kn = a->kwname[i];
-            uint32_t          j;
-
-            for (j = 0; j < m->list.n; j++) {
-                p = m->list.v[j];
-                if (p->nlen == kn->nlen
-                    && memcmp(p->name, kn->name, kn->nlen) == 0)
-                {
-                    break;
-                }
-            }
-            if (j == m->list.n) {
-                if (!(m->op & JJ_MACRO_KWARGS)) {
-                    jj_raise(r, "TypeError", "macro '%s' takes no keyword "
-                             "argument '%.*s'", f->name, (int) kn->nlen,
-                             kn->name);
-                }
-                jj_dict_set(r, &kwargs, jj_str(r, kn->name, kn->nlen),
+            if (!used[i]) {
+                jj_dict_set(r, &kwargs, jj_str(r, a->kwname[i]->name,
+                                               a->kwname[i]->nlen),
                             a->kw[i]);
             }
         }
         jj_scope_set(r, ms, "kwargs", 6, kwargs);
-    } else if (m->op & JJ_MACRO_KWARGS) {
-        jj_scope_set(r, ms, "kwargs", 6, jj_dict_new(r, 0));
+    } else {
+        first = -1;
+        caller = 0;
+        for (i = 0; i < a->nkw; i++) {
+            if (!used[i]) {
+                first = first < 0 ? (int) i : first;
+                caller |= jj_is_caller(a->kwname[i]);
+            }
+        }
+        if (caller) {
+            jj_raise(r, "TypeError", "macro '%s' was invoked with two values "
+                     "for the special caller argument. This is most likely "
+                     "a bug.", f->name);
+        }
+        if (first >= 0) {
+            jj_raise(r, "TypeError", "macro '%s' takes no keyword argument "
+                     "'%.*s'", f->name, (int) a->kwname[first]->nlen,
+                     a->kwname[first]->name);
+        }
     }
     if (m->op & JJ_MACRO_VARARGS) {
         extra = jj_list_new(r, 0, JJ_F_TUPLE);
@@ -594,6 +631,9 @@ jj_call_macro(jj_render_t *r, const jj_func_t *f, jj_args_t *a)
             jj_list_push(r, &extra, a->pos[i]);
         }
         jj_scope_set(r, ms, "varargs", 7, extra);
+    } else if (a->npos > m->list.n) {
+        jj_raise(r, "TypeError", "macro '%s' takes not more than %u "
+                 "argument(s)", f->name, m->list.n);
     }
     memset(&out, 0, sizeof(out));
     jj_enter(r);
@@ -720,6 +760,33 @@ jj_exec_with(jj_render_t *r, jj_scope_t *sc, const jj_node_t *n,
     return jj_exec_body(r, inner, &n->list2, out);
 }
 
+/* The call of a call block, with its body as the caller keyword. */
+static jj_value_t
+jj_exec_call_block(jj_render_t *r, jj_scope_t *sc, const jj_node_t *n)
+{
+    const jj_node_t  *call = n->a;
+    const jj_node_t **names;
+    jj_value_t        fn, caller, *kw;
+    jj_args_t         a;
+
+    caller = jj_func_new(r, JJ_FN_MACRO, 0, "caller", jj_none());
+    caller.u.func->macro = n;
+    caller.u.func->closure = sc;
+    fn = jj_eval(r, sc, call->a);
+    jj_eval_args(r, sc, call, &a);
+    names = jj_alloc(&r->c, (a.nkw + 1) * sizeof(jj_node_t *));
+    kw = jj_alloc(&r->c, (a.nkw + 1) * sizeof(jj_value_t));
+    memcpy(names, a.kwname, a.nkw * sizeof(jj_node_t *));
+    memcpy(kw, a.kw, a.nkw * sizeof(jj_value_t));
+    names[a.nkw] = n->b;
+    kw[a.nkw] = caller;
+    a.kwname = names;
+    a.kw = kw;
+    a.nkw++;
+    r->at = call;
+    return jj_call(r, fn, &a);
+}
+
 static int
 jj_exec(jj_render_t *r, jj_scope_t *sc, const jj_node_t *n, jj_buf_t *out)
 {
@@ -770,6 +837,9 @@ jj_exec(jj_render_t *r, jj_scope_t *sc, const jj_node_t *n, jj_buf_t *out)
         break;
     case JJ_N_WITH:
         rc = jj_exec_with(r, sc, n, out);
+        break;
+    case JJ_N_CALLBLOCK:
+        jj_write_str(r, out, jj_exec_call_block(r, sc, n));
         break;
     case JJ_N_BREAK:
         rc = JJ_BREAK;

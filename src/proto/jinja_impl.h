@@ -192,6 +192,8 @@ typedef enum {
     JJ_N_FILTERBLOCK,   /* list rendered through filter chain b */
     JJ_N_GENERATION,    /* list */
     JJ_N_WITH,          /* list of SET, list2 body */
+    JJ_N_CALLBLOCK,     /* a: a CALL given caller = a macro of params
+                           list and body list2; b: its caller KEYWORD */
     JJ_N_BREAK,
     JJ_N_CONTINUE
 } jj_kind_t;
@@ -213,6 +215,7 @@ typedef struct {
  * signature. */
 #define JJ_MACRO_VARARGS  0x01
 #define JJ_MACRO_KWARGS   0x02
+#define JJ_MACRO_CALLER   0x04
 
 struct jj_node_s {
     uint8_t      kind;

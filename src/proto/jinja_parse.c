@@ -544,6 +544,9 @@ jj_parse_primary(jj_parser_t *P)
             if (P->macro != NULL && jj_is_name(t, "kwargs")) {
                 P->macro->op |= JJ_MACRO_KWARGS;
             }
+            if (P->macro != NULL && jj_is_name(t, "caller")) {
+                P->macro->op |= JJ_MACRO_CALLER;
+            }
         }
         return n;
     case JJ_T_STRING:
@@ -967,16 +970,14 @@ jj_parse_set(jj_parser_t *P, const jj_token_t *at)
     return n;
 }
 
-static jj_node_t *
-jj_parse_macro(jj_parser_t *P, const jj_token_t *at)
+/* (a, b=default, ...) into n->list as PARAM nodes. */
+static void
+jj_parse_signature(jj_parser_t *P, jj_node_t *n)
 {
-    static const char *const  ends[] = { "endmacro", NULL };
-    jj_node_t                *n = jj_mk(P, JJ_N_MACRO, at), *param;
-    jj_node_t                *saved_macro = P->macro;
-    const jj_token_t         *t;
-    int                       saved_loops = P->loops, defaults = 0;
+    const jj_token_t  *t;
+    jj_node_t         *param;
+    int                defaults = 0;
 
-    jj_set_name(n, jj_expect(P, JJ_T_NAME, "name"));
     jj_expect_op(P, JJ_OP_LPAREN, "(");
     while (!jj_is_op(jj_cur(P), JJ_OP_RPAREN)) {
         if (n->list.n > 0) {
@@ -996,11 +997,55 @@ jj_parse_macro(jj_parser_t *P, const jj_token_t *at)
         jj_push(P, &n->list, param);
     }
     jj_next(P);
+}
+
+/* A macro's body (or a call block's) in list2: loops around it do not
+ * count, and what it reads sets its flags. */
+static void
+jj_parse_macro_body(jj_parser_t *P, jj_node_t *n, const char *end)
+{
+    const char  *ends[] = { end, NULL };
+    jj_node_t   *saved_macro = P->macro;
+    int          saved_loops = P->loops;
+
     P->macro = n;
     P->loops = 0;
     n->list2 = jj_parse_statements(P, ends, 1);
     P->macro = saved_macro;
     P->loops = saved_loops;
+}
+
+static jj_node_t *
+jj_parse_macro(jj_parser_t *P, const jj_token_t *at)
+{
+    jj_node_t  *n = jj_mk(P, JJ_N_MACRO, at);
+
+    jj_set_name(n, jj_expect(P, JJ_T_NAME, "name"));
+    jj_parse_signature(P, n);
+    jj_parse_macro_body(P, n, "endmacro");
+    return n;
+}
+
+/* {% call(params) macro(args) %}body{% endcall %}: the macro gets the
+ * body as caller. */
+static jj_node_t *
+jj_parse_call_block(jj_parser_t *P, const jj_token_t *at)
+{
+    jj_node_t  *n = jj_mk(P, JJ_N_CALLBLOCK, at);
+
+    n->name = "caller";
+    n->nlen = 6;
+    if (jj_is_op(jj_cur(P), JJ_OP_LPAREN)) {
+        jj_parse_signature(P, n);
+    }
+    n->a = jj_parse_expression(P, 1);
+    if (n->a->kind != JJ_N_CALL) {
+        jj_parse_fail(P, at, "expected call");
+    }
+    n->b = jj_mk(P, JJ_N_KEYWORD, at);
+    n->b->name = "caller";
+    n->b->nlen = 6;
+    jj_parse_macro_body(P, n, "endcall");
     return n;
 }
 
@@ -1030,8 +1075,7 @@ jj_parse_statement(jj_parser_t *P)
     static const char *const  endfilter[] = { "endfilter", NULL };
     static const char *const  endgen[] = { "endgeneration", NULL };
     static const char *const  unsupported[] = {
-        "block", "extends", "include", "import", "from", "call",
-        "autoescape", NULL
+        "block", "extends", "include", "import", "from", "autoescape", NULL
     };
     const jj_token_t         *t = jj_cur(P);
     const char *const        *u;
@@ -1052,6 +1096,8 @@ jj_parse_statement(jj_parser_t *P)
         n = jj_parse_macro(P, t);
     } else if (jj_is_name(t, "with")) {
         n = jj_parse_with(P, t);
+    } else if (jj_is_name(t, "call")) {
+        n = jj_parse_call_block(P, t);
     } else if (jj_is_name(t, "print")) {
         n = jj_mk(P, JJ_N_OUTPUT, t);
         n->a = jj_parse_tuple(P, 0, 1, NULL, 0);
@@ -1221,6 +1267,7 @@ jj_check(jj_parser_t *P, const jj_node_t *n, int soft)
         P->depth--;
         return;
     case JJ_N_MACRO:
+    case JJ_N_CALLBLOCK:
     case JJ_N_SETBLOCK:
     case JJ_N_FILTERBLOCK:
     case JJ_N_GENERATION:

@@ -1156,9 +1156,11 @@ jj_check_hashable(jj_render_t *r, jj_value_t v)
         jj_raise(r, "TypeError", "unhashable type: '%s'", jj_type_name(v));
     }
     if (v.type == JJ_LIST && (v.flags & JJ_F_TUPLE)) {
+        jj_enter_value(r);
         for (i = 0; i < v.u.list->n; i++) {
             jj_check_hashable(r, v.u.list->v[i]);
         }
+        r->c.depth--;
     }
 }
 

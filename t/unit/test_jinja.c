@@ -401,6 +401,14 @@ test_limits(void)
     expect_error("recursion", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}"
                  "{{ f(0) }}", &lim, "RecursionError",
                  "maximum recursion depth exceeded");
+    expect_error("a tuple nested 5000 deep", "{% set ns = namespace(t=()) %}"
+                 "{% for i in range(5000) %}{% set ns.t = (ns.t,) %}"
+                 "{% endfor %}{{ ns.t in {} }}", &lim, "LimitError",
+                 "nests deeper");
+    expect_error("a list nested 5000 deep", "{% set ns = namespace(t=[]) %}"
+                 "{% for i in range(5000) %}{% set ns.t = [ns.t] %}"
+                 "{% endfor %}{{ ns.t == ns.t }}{{ ns.t|tojson }}", &lim,
+                 "LimitError", "nests deeper");
     expect_error("range", "{{ range(100001)|length }}", &lim,
                  "OverflowError", "MAX_RANGE (100000)");
 

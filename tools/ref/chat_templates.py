@@ -350,6 +350,15 @@ SNIPPETS = [
     ("scope_macro_recursion", "{% macro f(n) %}{% if n > 0 %}{{ n }}"
                               "{{ f(n - 1) }}{% endif %}{% endmacro %}"
                               "{{ f(5) }}"),
+    ("scope_call_block", "{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</"
+                         "{{ tag }}>{% endmacro %}{% call wrap('b') %}bold "
+                         "{{ 1 }}{% endcall %}"),
+    ("scope_call_args", "{% macro each(xs) %}{% for x in xs %}"
+                        "{{ caller(x, loop.index) }}{% endfor %}{% endmacro %}"
+                        "{% call(item, i) each(['a', 'b']) %}[{{ i }}:"
+                        "{{ item }}]{% endcall %}"),
+    ("scope_caller_undefined", "{% macro m() %}[{{ caller is defined }}]"
+                               "{% endmacro %}{{ m() }}"),
     ("scope_setblock_filter", "{% set x | upper | trim %}  abc  {% endset %}"
                               "[{{ x }}]"),
     ("scope_filterblock", "{% filter upper %}a{{ 'b' }}{% endfilter %}"),
@@ -533,6 +542,11 @@ SNIPPETS = [
     ("err_filter_runtime", "{% if t %}{{ 1|nosuchfilter }}{% endif %}"),
     ("err_range", "{{ range(1000000)|list|length }}"),
     ("err_macro_args", "{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}"),
+    ("err_macro_kw_positional", "{% macro m(a) %}{% endmacro %}"
+                                "{{ m(1, a=2) }}"),
+    ("err_macro_order", "{% macro m(a) %}{% endmacro %}{{ m(1, 2, b=3) }}"),
+    ("err_call_no_caller", "{% macro m() %}x{% endmacro %}{% call m() %}y"
+                           "{% endcall %}"),
     ("err_macro_kwarg", "{% macro m(a) %}{% endmacro %}{{ m(b=2) }}"),
     ("err_items", "{{ xs|items|list }}"),
     ("err_tojson_undefined", "{{ undefined_var|tojson }}"),
