@@ -33,6 +33,7 @@
 #include <pcre2.h>
 #include <utf8proc.h>
 
+#include "buf.h"
 #include "tokenizer.h"
 
 #define INFER_TOK_NONE       UINT32_MAX
@@ -71,12 +72,6 @@
 #define INFER_GPT2_PATTERN                                                  \
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+"     \
     "|\\s+(?!\\S)|\\s+"
-
-typedef struct {
-    char    *p;
-    size_t   len;
-    size_t   cap;
-} infer_buf_t;
 
 typedef enum {
     INFER_NORM_PREPEND,
@@ -286,22 +281,6 @@ grow(void **p, size_t *cap, size_t need, size_t size)
     }
     *p = np;
     *cap = ncap;
-    return 0;
-}
-
-
-static int
-buf_append(infer_buf_t *b, const void *s, size_t len)
-{
-    /* One spare byte keeps the buffer NUL-terminable. */
-    if (grow((void **) &b->p, &b->cap, b->len + len + 1, 1) != 0) {
-        return -1;
-    }
-    if (len) {
-        memcpy(b->p + b->len, s, len);
-    }
-    b->len += len;
-    b->p[b->len] = '\0';
     return 0;
 }
 
@@ -642,7 +621,7 @@ set_token_str(infer_tokenizer_t *t, int32_t id, const char *s, size_t len)
     t->str_off[id] = (uint32_t) t->strs.len;
     t->str_len[id] = (uint32_t) len;
     /* The terminating NUL is stored so that token_str can return it. */
-    if (buf_append(&t->strs, s, len) != 0 || buf_append(&t->strs, "", 1)) {
+    if (infer_buf_add(&t->strs, s, len) != 0 || infer_buf_add(&t->strs, "", 1)) {
         return -1;
     }
     return 0;
@@ -808,7 +787,7 @@ load_merges(infer_tokenizer_t *t, json_t *model, const char *path,
         }
         blen = strlen(b);
         cat.len = 0;
-        if (buf_append(&cat, a, alen) != 0 || buf_append(&cat, b, blen)) {
+        if (infer_buf_add(&cat, a, alen) != 0 || infer_buf_add(&cat, b, blen)) {
             tok_err(err, errlen, "%s: out of memory", path);
             goto done;
         }
@@ -1337,7 +1316,7 @@ normalize_unicode(const infer_norm_t *n, const infer_buf_t *cur,
     len = utf8proc_map((const utf8proc_uint8_t *) cur->p,
                        (utf8proc_ssize_t) cur->len, &d,
                        (utf8proc_option_t) n->form);
-    rc = len >= 0 ? buf_append(out, d, (size_t) len) : -1;
+    rc = len >= 0 ? infer_buf_add(out, d, (size_t) len) : -1;
     free(d);
     return rc;
 }
@@ -1354,7 +1333,7 @@ normalize(const infer_tokenizer_t *t, const char *s, size_t len,
     int                  i;
 
     out->len = 0;
-    if (buf_append(out, s, len) != 0) {
+    if (infer_buf_add(out, s, len) != 0) {
         return -1;
     }
     for (i = 0; i < t->n_norm; i++) {
@@ -1364,8 +1343,8 @@ normalize(const infer_tokenizer_t *t, const char *s, size_t len,
             if (cur->len == 0) {
                 continue;
             }
-            if (buf_append(oth, n->to, n->to_len) != 0
-                || buf_append(oth, cur->p, cur->len) != 0)
+            if (infer_buf_add(oth, n->to, n->to_len) != 0
+                || infer_buf_add(oth, cur->p, cur->len) != 0)
             {
                 return -1;
             }
@@ -1380,14 +1359,14 @@ normalize(const infer_tokenizer_t *t, const char *s, size_t len,
             p = cur->p;
             end = cur->p + cur->len;
             while ((q = memmem(p, end - p, n->from, n->from_len)) != NULL) {
-                if (buf_append(oth, p, q - p) != 0
-                    || buf_append(oth, n->to, n->to_len) != 0)
+                if (infer_buf_add(oth, p, q - p) != 0
+                    || infer_buf_add(oth, n->to, n->to_len) != 0)
                 {
                     return -1;
                 }
                 p = q + n->from_len;
             }
-            if (buf_append(oth, p, end - p) != 0) {
+            if (infer_buf_add(oth, p, end - p) != 0) {
                 return -1;
             }
         }
@@ -1685,10 +1664,10 @@ decode_token(const infer_tokenizer_t *t, const char *s, size_t len,
                 /* Like HF: a token with an unmapped character is taken
                  * as it is written. */
                 out->len = start;
-                return buf_append(out, s, len);
+                return infer_buf_add(out, s, len);
             }
             c = (char) t->cp_to_byte[cp];
-            if (buf_append(out, &c, 1) != 0) {
+            if (infer_buf_add(out, &c, 1) != 0) {
                 return -1;
             }
         }
@@ -1696,22 +1675,22 @@ decode_token(const infer_tokenizer_t *t, const char *s, size_t len,
     }
     if (t->dec_byte_fallback && (b = byte_token_value(s, len)) >= 0) {
         c = (char) b;
-        return buf_append(out, &c, 1);
+        return infer_buf_add(out, &c, 1);
     }
     if (t->dec_from == NULL) {
-        return buf_append(out, s, len);
+        return infer_buf_add(out, s, len);
     }
     p = s;
     end = s + len;
     while ((q = memmem(p, end - p, t->dec_from, t->dec_from_len)) != NULL) {
-        if (buf_append(out, p, q - p) != 0
-            || buf_append(out, t->dec_to, t->dec_to_len) != 0)
+        if (infer_buf_add(out, p, q - p) != 0
+            || infer_buf_add(out, t->dec_to, t->dec_to_len) != 0)
         {
             return -1;
         }
         p = q + t->dec_from_len;
     }
-    return buf_append(out, p, end - p);
+    return infer_buf_add(out, p, end - p);
 }
 
 
@@ -2222,12 +2201,12 @@ pieces_add(const infer_tokenizer_t *t, infer_pieces_t *p, const char *s,
         return -1;
     }
     if (!byte_map) {
-        if (buf_append(&p->buf, s, len) != 0) {
+        if (infer_buf_add(&p->buf, s, len) != 0) {
             return -1;
         }
     } else {
         for (i = 0; i < len; i++) {
-            if (buf_append(&p->buf, cp,
+            if (infer_buf_add(&p->buf, cp,
                            utf8_put(cp, t->byte_to_cp[(unsigned char) s[i]]))
                 != 0)
             {
@@ -2319,13 +2298,13 @@ metaspace(infer_enc_t *e, const infer_pre_t *pre, const char *s,
          || (pre->prepend == INFER_PREPEND_FIRST && at_origin))
         && s[0] != ' '
         && !(len >= pre->repl_len && memcmp(s, pre->repl, pre->repl_len) == 0)
-        && buf_append(b, pre->repl, pre->repl_len) != 0)
+        && infer_buf_add(b, pre->repl, pre->repl_len) != 0)
     {
         return -1;
     }
     for (i = 0; i < len; i++) {
-        if (s[i] == ' ' ? buf_append(b, pre->repl, pre->repl_len)
-                        : buf_append(b, s + i, 1))
+        if (s[i] == ' ' ? infer_buf_add(b, pre->repl, pre->repl_len)
+                        : infer_buf_add(b, s + i, 1))
         {
             return -1;
         }
@@ -2360,7 +2339,7 @@ pre_tokenize_one(infer_enc_t *e, const infer_pre_t *pre, const char *s,
     case INFER_PRE_BYTE_LEVEL:
         if (pre->add_prefix_space && s[0] != ' ') {
             b->len = 0;
-            if (buf_append(b, " ", 1) != 0 || buf_append(b, s, len) != 0) {
+            if (infer_buf_add(b, " ", 1) != 0 || infer_buf_add(b, s, len) != 0) {
                 return -1;
             }
             s = b->p;

@@ -8,53 +8,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
 #include "chat.h"
-
-typedef struct {
-    char    *data;
-    size_t   len;
-    size_t   cap;
-    int      failed;
-} chat_buf_t;
 
 static const char *chat_format_names[] = {
     "auto", "plain", "llama2", "llama3", "chatml"
 };
-
-static void
-chat_append(chat_buf_t *b, const char *s, size_t n)
-{
-    char    *p;
-    size_t   cap;
-
-    if (b->failed) {
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) {
-            cap *= 2;
-        }
-        p = realloc(b->data, cap);
-        if (p == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->data = p;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void
-chat_puts(chat_buf_t *b, const char *s)
-{
-    if (s != NULL) {
-        chat_append(b, s, strlen(s));
-    }
-}
 
 /* Python's str.strip() / Jinja's trim for the ASCII whitespace set. */
 static int
@@ -65,7 +24,7 @@ chat_is_space(char c)
 }
 
 static void
-chat_put_stripped(chat_buf_t *b, const char *s, size_t n)
+chat_put_stripped(infer_buf_t *b, const char *s, size_t n)
 {
     while (n > 0 && chat_is_space(*s)) {
         s++;
@@ -74,7 +33,7 @@ chat_put_stripped(chat_buf_t *b, const char *s, size_t n)
     while (n > 0 && chat_is_space(s[n - 1])) {
         n--;
     }
-    chat_append(b, s, n);
+    infer_buf_add(b, s, n);
 }
 
 int
@@ -137,11 +96,11 @@ infer_chat_end_token(infer_chat_format_t f)
  * is not).
  */
 static int
-chat_render_llama2(chat_buf_t *b, const infer_chat_message_t *msg, int n,
+chat_render_llama2(infer_buf_t *b, const infer_chat_message_t *msg, int n,
     const char *bos, const char *eos, char *err, size_t errlen)
 {
     const char  *sys, *want;
-    chat_buf_t   turn;
+    infer_buf_t   turn;
     int          i, user, first;
 
     sys = NULL;
@@ -175,79 +134,79 @@ chat_render_llama2(chat_buf_t *b, const infer_chat_message_t *msg, int n,
 
         memset(&turn, 0, sizeof(turn));
         if (i == 0 && sys != NULL) {
-            chat_puts(&turn, "<<SYS>>\n");
-            chat_puts(&turn, sys);
-            chat_puts(&turn, "\n<</SYS>>\n\n");
+            infer_buf_puts(&turn, "<<SYS>>\n");
+            infer_buf_puts(&turn, sys);
+            infer_buf_puts(&turn, "\n<</SYS>>\n\n");
         }
-        chat_puts(&turn, msg[i].content);
+        infer_buf_puts(&turn, msg[i].content);
         if (turn.failed) {
-            free(turn.data);
+            free(turn.p);
             snprintf(err, errlen, "out of memory rendering the chat template");
             return -1;
         }
 
         if (user) {
-            chat_puts(b, bos);
-            chat_puts(b, "[INST] ");
-            chat_put_stripped(b, turn.data, turn.len);
-            chat_puts(b, " [/INST]");
+            infer_buf_puts(b, bos);
+            infer_buf_puts(b, "[INST] ");
+            chat_put_stripped(b, turn.p, turn.len);
+            infer_buf_puts(b, " [/INST]");
         } else {
-            chat_puts(b, " ");
-            chat_put_stripped(b, turn.data, turn.len);
-            chat_puts(b, " ");
-            chat_puts(b, eos);
+            infer_buf_puts(b, " ");
+            chat_put_stripped(b, turn.p, turn.len);
+            infer_buf_puts(b, " ");
+            infer_buf_puts(b, eos);
         }
-        free(turn.data);
+        free(turn.p);
     }
     return 0;
 }
 
 static void
-chat_render_llama3(chat_buf_t *b, const infer_chat_message_t *msg, int n,
+chat_render_llama3(infer_buf_t *b, const infer_chat_message_t *msg, int n,
     const char *bos)
 {
     int  i;
 
-    chat_puts(b, bos);
+    infer_buf_puts(b, bos);
     for (i = 0; i < n; i++) {
-        chat_puts(b, "<|start_header_id|>");
-        chat_puts(b, msg[i].role);
-        chat_puts(b, "<|end_header_id|>\n\n");
+        infer_buf_puts(b, "<|start_header_id|>");
+        infer_buf_puts(b, msg[i].role);
+        infer_buf_puts(b, "<|end_header_id|>\n\n");
         chat_put_stripped(b, msg[i].content, strlen(msg[i].content));
-        chat_puts(b, "<|eot_id|>");
+        infer_buf_puts(b, "<|eot_id|>");
     }
-    chat_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    infer_buf_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
 static void
-chat_render_chatml(chat_buf_t *b, const infer_chat_message_t *msg, int n)
+chat_render_chatml(infer_buf_t *b, const infer_chat_message_t *msg, int n)
 {
     int  i;
 
     for (i = 0; i < n; i++) {
-        chat_puts(b, "<|im_start|>");
-        chat_puts(b, msg[i].role);
-        chat_puts(b, "\n");
-        chat_puts(b, msg[i].content);
-        chat_puts(b, "<|im_end|>\n");
+        infer_buf_puts(b, "<|im_start|>");
+        infer_buf_puts(b, msg[i].role);
+        infer_buf_puts(b, "\n");
+        infer_buf_puts(b, msg[i].content);
+        infer_buf_puts(b, "<|im_end|>\n");
     }
-    chat_puts(b, "<|im_start|>assistant\n");
+    infer_buf_puts(b, "<|im_start|>assistant\n");
 }
 
 static void
-chat_render_plain(chat_buf_t *b, const infer_chat_message_t *msg, int n,
+chat_render_plain(infer_buf_t *b, const infer_chat_message_t *msg, int n,
     const char *bos)
 {
     int  i;
 
-    chat_puts(b, bos);
+    infer_buf_puts(b, bos);
     for (i = 0; i < n; i++) {
-        chat_puts(b, msg[i].role);
-        chat_puts(b, ": ");
-        chat_puts(b, msg[i].content);
-        chat_puts(b, "\n");
+        infer_buf_puts(b, msg[i].role);
+        infer_buf_puts(b, ": ");
+        infer_buf_puts(b, msg[i].content);
+        infer_buf_puts(b, "\n");
     }
-    chat_puts(b, "assistant:");
+    infer_buf_puts(b, "assistant:");
 }
 
 char *
@@ -255,7 +214,7 @@ infer_chat_render(infer_chat_format_t f, const infer_chat_message_t *msg,
     int n, const char *bos, const char *eos, size_t *len, char *err,
     size_t errlen)
 {
-    chat_buf_t  b;
+    infer_buf_t  b;
 
     memset(&b, 0, sizeof(b));
     bos = bos ? bos : "";
@@ -264,7 +223,7 @@ infer_chat_render(infer_chat_format_t f, const infer_chat_message_t *msg,
     switch (f) {
     case INFER_CHAT_LLAMA2:
         if (chat_render_llama2(&b, msg, n, bos, eos, err, errlen) != 0) {
-            free(b.data);
+            free(b.p);
             return NULL;
         }
         break;
@@ -279,11 +238,11 @@ infer_chat_render(infer_chat_format_t f, const infer_chat_message_t *msg,
         break;
     }
 
-    if (b.failed || b.data == NULL) {
-        free(b.data);
+    if (b.failed || b.p == NULL) {
+        free(b.p);
         snprintf(err, errlen, "out of memory rendering the chat template");
         return NULL;
     }
     *len = b.len;
-    return b.data;
+    return b.p;
 }

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <utf8proc.h>
 
+#include "buf.h"
 #include "infer.h"
 #include "kserve.h"
 
@@ -114,76 +115,6 @@ ks_shape_str(const int64_t *dims, int n, char *buf, size_t cap)
 
 /* ---- output buffer ------------------------------------------------------- */
 
-typedef struct {
-    char    *p;
-    size_t   len;
-    size_t   cap;
-    int      nomem;
-} ks_buf_t;
-
-static int
-ks_reserve(ks_buf_t *b, size_t n)
-{
-    char    *p;
-    size_t   cap;
-
-    if (b->nomem) {
-        return -1;
-    }
-    if (n < SIZE_MAX / 4 && b->len + n + 1 <= b->cap) {
-        return 0;
-    }
-    cap = b->cap ? b->cap : 256;
-    while (cap < b->len + n + 1) {
-        if (cap > SIZE_MAX / 4 || n > SIZE_MAX / 4) {
-            b->nomem = 1;
-            return -1;
-        }
-        cap *= 2;
-    }
-    p = realloc(b->p, cap);
-    if (p == NULL) {
-        b->nomem = 1;
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static void
-ks_put(ks_buf_t *b, const void *s, size_t n)
-{
-    if (ks_reserve(b, n) == 0) {
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-        b->p[b->len] = '\0';
-    }
-}
-
-static void
-ks_puts(ks_buf_t *b, const char *s)
-{
-    ks_put(b, s, strlen(s));
-}
-
-static void __attribute__((format(printf, 2, 3)))
-ks_printf(ks_buf_t *b, const char *fmt, ...)
-{
-    char     tmp[64];
-    int      n;
-    va_list  ap;
-
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n >= 0 && (size_t) n < sizeof(tmp)) {
-        ks_put(b, tmp, (size_t) n);
-    } else {
-        b->nomem = 1;           /* only short numbers are printed */
-    }
-}
-
 static int
 ks_plain(unsigned char c)
 {
@@ -197,7 +128,7 @@ ks_plain(unsigned char c)
  * document is valid JSON whatever was sent.
  */
 static void
-ks_put_str(ks_buf_t *b, const char *s, size_t n)
+ks_put_str(infer_buf_t *b, const char *s, size_t n)
 {
     char              esc[8];
     size_t            i, k;
@@ -205,7 +136,7 @@ ks_put_str(ks_buf_t *b, const char *s, size_t n)
     utf8proc_int32_t  cp;
     utf8proc_ssize_t  r;
 
-    ks_put(b, "\"", 1);
+    infer_buf_add(b, "\"", 1);
     for (i = 0; i < n; i += k) {
         c = (unsigned char) s[i];
         if (ks_plain(c)) {
@@ -214,20 +145,20 @@ ks_put_str(ks_buf_t *b, const char *s, size_t n)
             {
                 /* a run of plain ASCII in one copy */
             }
-            ks_put(b, s + i, k);
+            infer_buf_add(b, s + i, k);
             continue;
         }
         k = 1;
         if (c < 0x80) {
             switch (c) {
-            case '"':  ks_put(b, "\\\"", 2); break;
-            case '\\': ks_put(b, "\\\\", 2); break;
-            case '\n': ks_put(b, "\\n", 2); break;
-            case '\r': ks_put(b, "\\r", 2); break;
-            case '\t': ks_put(b, "\\t", 2); break;
+            case '"':  infer_buf_add(b, "\\\"", 2); break;
+            case '\\': infer_buf_add(b, "\\\\", 2); break;
+            case '\n': infer_buf_add(b, "\\n", 2); break;
+            case '\r': infer_buf_add(b, "\\r", 2); break;
+            case '\t': infer_buf_add(b, "\\t", 2); break;
             default:
                 snprintf(esc, sizeof(esc), "\\u%04x", c);
-                ks_put(b, esc, 6);
+                infer_buf_add(b, esc, 6);
             }
             continue;
         }
@@ -235,39 +166,24 @@ ks_put_str(ks_buf_t *b, const char *s, size_t n)
                              (utf8proc_ssize_t) (n - i), &cp);
         if (r > 0) {
             k = (size_t) r;
-            ks_put(b, s + i, k);
+            infer_buf_add(b, s + i, k);
         } else {
-            ks_put(b, "\xEF\xBF\xBD", 3);
+            infer_buf_add(b, "\xEF\xBF\xBD", 3);
         }
     }
-    ks_put(b, "\"", 1);
+    infer_buf_add(b, "\"", 1);
 }
 
 static void
-ks_put_cstr(ks_buf_t *b, const char *s)
+ks_put_cstr(infer_buf_t *b, const char *s)
 {
     ks_put_str(b, s, strlen(s));
 }
 
-/* %.9g gives a float32 back exactly; JSON has no NaN or infinity. */
-static void
-ks_put_float(ks_buf_t *b, float f)
-{
-    char  num[32];
-    int   n;
-
-    if (!isfinite(f)) {
-        ks_put(b, "null", 4);
-        return;
-    }
-    n = snprintf(num, sizeof(num), "%.9g", (double) f);
-    ks_put(b, num, (size_t) n);
-}
-
 static char *
-ks_done(ks_buf_t *b, size_t *len)
+ks_done(infer_buf_t *b, size_t *len)
 {
-    if (b->nomem || b->p == NULL) {
+    if (b->failed || b->p == NULL) {
         free(b->p);
         return NULL;
     }
@@ -1776,15 +1692,15 @@ failed:
 /* ---- responses ----------------------------------------------------------- */
 
 static void
-ks_put_shape(ks_buf_t *b, const int64_t *dims, int n)
+ks_put_shape(infer_buf_t *b, const int64_t *dims, int n)
 {
     int  i;
 
-    ks_put(b, "[", 1);
+    infer_buf_add(b, "[", 1);
     for (i = 0; i < n; i++) {
-        ks_printf(b, "%s%lld", i ? "," : "", (long long) dims[i]);
+        infer_buf_printf(b, "%s%lld", i ? "," : "", (long long) dims[i]);
     }
-    ks_put(b, "]", 1);
+    infer_buf_add(b, "]", 1);
 }
 
 static size_t
@@ -1801,38 +1717,38 @@ ks_output_bytes(const infer_ks_output_t *o)
 }
 
 static void
-ks_put_json_data(ks_buf_t *b, const infer_ks_output_t *o)
+ks_put_json_data(infer_buf_t *b, const infer_ks_output_t *o)
 {
     int                   i, first;
     float                 f;
     size_t                j;
     const unsigned char  *p;
 
-    ks_put(b, "[", 1);
+    infer_buf_add(b, "[", 1);
     first = 1;
     for (i = 0; i < o->n_pieces; i++) {
         p = o->pieces[i].p;
         if (o->dtype == INFER_KS_BYTES) {
             if (!first) {
-                ks_put(b, ",", 1);
+                infer_buf_add(b, ",", 1);
             }
             ks_put_str(b, (const char *) p, o->pieces[i].len);
             first = 0;
             continue;
         }
-        if (ks_reserve(b, o->pieces[i].len / 4 * 17) != 0) {
+        if (infer_buf_reserve(b, o->pieces[i].len / 4 * 17) != 0) {
             return;
         }
         for (j = 0; j + 4 <= o->pieces[i].len; j += 4) {
             if (!first) {
-                ks_put(b, ",", 1);
+                infer_buf_add(b, ",", 1);
             }
             memcpy(&f, p + j, 4);
-            ks_put_float(b, f);
+            infer_buf_json_float(b, f, 9);
             first = 0;
         }
     }
-    ks_put(b, "]", 1);
+    infer_buf_add(b, "]", 1);
 }
 
 char *
@@ -1841,40 +1757,40 @@ infer_ks_infer_body(const char *model, const char *version,
     size_t *header_len)
 {
     int                      i, k, binary;
-    ks_buf_t                 b;
+    infer_buf_t                 b;
     unsigned char            pre[4];
     const infer_ks_output_t *o;
 
     memset(&b, 0, sizeof(b));
-    ks_puts(&b, "{\"model_name\":");
+    infer_buf_puts(&b, "{\"model_name\":");
     ks_put_cstr(&b, model);
-    ks_puts(&b, ",\"model_version\":");
+    infer_buf_puts(&b, ",\"model_version\":");
     ks_put_cstr(&b, version);
     if (id != NULL) {
-        ks_puts(&b, ",\"id\":");
+        infer_buf_puts(&b, ",\"id\":");
         ks_put_cstr(&b, id);
     }
-    ks_puts(&b, ",\"outputs\":[");
+    infer_buf_puts(&b, ",\"outputs\":[");
     binary = 0;
     for (i = 0; i < n; i++) {
         o = &outs[i];
-        ks_puts(&b, i ? ",{\"name\":" : "{\"name\":");
+        infer_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
         ks_put_cstr(&b, o->name);
-        ks_puts(&b, ",\"datatype\":");
+        infer_buf_puts(&b, ",\"datatype\":");
         ks_put_cstr(&b, ks_dtypes[o->dtype].name);
-        ks_puts(&b, ",\"shape\":");
+        infer_buf_puts(&b, ",\"shape\":");
         ks_put_shape(&b, o->dims, o->n_dims);
         if (o->binary) {
             binary = 1;
-            ks_printf(&b, ",\"parameters\":{\"binary_data_size\":%zu}}",
+            infer_buf_printf(&b, ",\"parameters\":{\"binary_data_size\":%zu}}",
                       ks_output_bytes(o));
         } else {
-            ks_puts(&b, ",\"data\":");
+            infer_buf_puts(&b, ",\"data\":");
             ks_put_json_data(&b, o);
-            ks_puts(&b, "}");
+            infer_buf_puts(&b, "}");
         }
     }
-    ks_puts(&b, "]}");
+    infer_buf_puts(&b, "]}");
 
     *header_len = binary ? b.len : 0;
     for (i = 0; i < n; i++) {
@@ -1882,36 +1798,36 @@ infer_ks_infer_body(const char *model, const char *version,
         for (k = 0; o->binary && k < o->n_pieces; k++) {
             if (o->dtype == INFER_KS_BYTES) {
                 ks_put_le(pre, o->pieces[k].len, 4);
-                ks_put(&b, pre, 4);
+                infer_buf_add(&b, pre, 4);
             }
-            ks_put(&b, o->pieces[k].p, o->pieces[k].len);
+            infer_buf_add(&b, o->pieces[k].p, o->pieces[k].len);
         }
     }
     return ks_done(&b, len);
 }
 
 static void
-ks_generate_object(ks_buf_t *b, const char *model, const char *version,
+ks_generate_object(infer_buf_t *b, const char *model, const char *version,
     const char *text, size_t text_len, const char *finish)
 {
-    ks_puts(b, "{\"model_name\":");
+    infer_buf_puts(b, "{\"model_name\":");
     ks_put_cstr(b, model);
-    ks_puts(b, ",\"model_version\":");
+    infer_buf_puts(b, ",\"model_version\":");
     ks_put_cstr(b, version);
-    ks_puts(b, ",\"text_output\":");
+    infer_buf_puts(b, ",\"text_output\":");
     ks_put_str(b, text, text_len);
     if (finish != NULL) {
-        ks_puts(b, ",\"finish_reason\":");
+        infer_buf_puts(b, ",\"finish_reason\":");
         ks_put_cstr(b, finish);
     }
-    ks_puts(b, "}");
+    infer_buf_puts(b, "}");
 }
 
 char *
 infer_ks_generate_body(const char *model, const char *version,
     const char *text, size_t text_len, const char *finish, size_t *len)
 {
-    ks_buf_t  b;
+    infer_buf_t  b;
 
     memset(&b, 0, sizeof(b));
     ks_generate_object(&b, model, version, text, text_len, finish);
@@ -1922,25 +1838,25 @@ char *
 infer_ks_generate_event(const char *model, const char *version,
     const char *text, size_t text_len, const char *finish, size_t *len)
 {
-    ks_buf_t  b;
+    infer_buf_t  b;
 
     memset(&b, 0, sizeof(b));
-    ks_puts(&b, "data: ");
+    infer_buf_puts(&b, "data: ");
     ks_generate_object(&b, model, version, text, text_len, finish);
-    ks_puts(&b, "\n\n");
+    infer_buf_puts(&b, "\n\n");
     return ks_done(&b, len);
 }
 
 static char *
 ks_error(const infer_ks_error_t *err, int event, size_t *len)
 {
-    ks_buf_t  b;
+    infer_buf_t  b;
 
     memset(&b, 0, sizeof(b));
-    ks_puts(&b, event ? "data: {\"error\":" : "{\"error\":");
+    infer_buf_puts(&b, event ? "data: {\"error\":" : "{\"error\":");
     ks_put_str(&b, err->message, strnlen(err->message,
                                          sizeof(err->message)));
-    ks_puts(&b, event ? "}\n\n" : "}");
+    infer_buf_puts(&b, event ? "}\n\n" : "}");
     return ks_done(&b, len);
 }
 
@@ -1959,12 +1875,12 @@ infer_ks_error_event(const infer_ks_error_t *err, size_t *len)
 char *
 infer_ks_server_metadata(const char *version, size_t *len)
 {
-    ks_buf_t  b;
+    infer_buf_t  b;
 
     memset(&b, 0, sizeof(b));
-    ks_puts(&b, "{\"name\":\"ngx_http_infer_module\",\"version\":");
+    infer_buf_puts(&b, "{\"name\":\"ngx_http_infer_module\",\"version\":");
     ks_put_cstr(&b, version);
-    ks_puts(&b, ",\"extensions\":[\"binary_tensor_data\",\"parameters\","
+    infer_buf_puts(&b, ",\"extensions\":[\"binary_tensor_data\",\"parameters\","
             "\"generate\"]}");
     return ks_done(&b, len);
 }
@@ -1974,27 +1890,27 @@ infer_ks_model_metadata(const char *model, const char *version, int vocab,
     size_t *len)
 {
     int       i;
-    ks_buf_t  b;
+    infer_buf_t  b;
 
     memset(&b, 0, sizeof(b));
-    ks_puts(&b, "{\"name\":");
+    infer_buf_puts(&b, "{\"name\":");
     ks_put_cstr(&b, model);
-    ks_puts(&b, ",\"versions\":[");
+    infer_buf_puts(&b, ",\"versions\":[");
     ks_put_cstr(&b, version);
-    ks_puts(&b, "],\"platform\":\"ngx_http_infer\",\"inputs\":[");
+    infer_buf_puts(&b, "],\"platform\":\"ngx_http_infer\",\"inputs\":[");
     for (i = 0; i < KS_N_INPUTS; i++) {
-        ks_puts(&b, i ? ",{\"name\":" : "{\"name\":");
+        infer_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
         ks_put_cstr(&b, ks_inputs[i].name);
-        ks_puts(&b, ",\"datatype\":");
+        infer_buf_puts(&b, ",\"datatype\":");
         ks_put_cstr(&b, ks_dtypes[ks_inputs[i].dtype].name);
-        ks_puts(&b, ",\"shape\":");
-        ks_puts(&b, ks_inputs[i].shape);
-        ks_puts(&b, "}");
+        infer_buf_puts(&b, ",\"shape\":");
+        infer_buf_puts(&b, ks_inputs[i].shape);
+        infer_buf_puts(&b, "}");
     }
-    ks_puts(&b, "],\"outputs\":[{\"name\":\"logits\",\"datatype\":\"FP32\","
+    infer_buf_puts(&b, "],\"outputs\":[{\"name\":\"logits\",\"datatype\":\"FP32\","
             "\"shape\":[-1,-1,");
-    ks_printf(&b, "%d]},", vocab);
-    ks_puts(&b, "{\"name\":\"text_output\",\"datatype\":\"BYTES\","
+    infer_buf_printf(&b, "%d]},", vocab);
+    infer_buf_puts(&b, "{\"name\":\"text_output\",\"datatype\":\"BYTES\","
             "\"shape\":[-1,1]}]}");
     return ks_done(&b, len);
 }

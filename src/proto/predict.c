@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <msgpack.h>
 
+#include "buf.h"
 #include "grpc_service.pb-c.h"
 #include "infer.h"
 #include "model.h"
@@ -1463,183 +1464,12 @@ infer_pred_output_bytes(const infer_pred_request_t *req, int vocab)
 
 /* ---- replies ----------------------------------------------------------- */
 
-typedef struct {
-    char    *p;
-    size_t   len;
-    size_t   cap;
-    int      oom;
-} pred_buf_t;
-
-static int
-pred_reserve(pred_buf_t *b, size_t more)
-{
-    char    *p;
-    size_t   cap;
-
-    if (b->oom) {
-        return -1;
-    }
-    if (b->cap - b->len >= more) {
-        return 0;
-    }
-    cap = b->cap ? b->cap : 4096;
-    while (cap - b->len < more) {
-        cap *= 2;
-    }
-    p = realloc(b->p, cap);
-    if (p == NULL) {
-        b->oom = 1;
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
 static void
-pred_add(pred_buf_t *b, const char *s, size_t n)
+pred_int(infer_buf_t *b, long long v)
 {
-    if (n > 0 && pred_reserve(b, n) == 0) {
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-    }
-}
-
-#define pred_lit(b, s)  pred_add(b, s, sizeof(s) - 1)
-
-static void
-pred_int(pred_buf_t *b, long long v)
-{
-    if (pred_reserve(b, 24) == 0) {
+    if (infer_buf_reserve(b, 24) == 0) {
         b->len += snprintf(b->p + b->len, 24, "%lld", v);
     }
-}
-
-/* Powers of ten as doubles: exact up to 1e22, then within half an ulp. */
-static const double  pred_pow10[] = {
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
-    1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24,
-    1e25, 1e26, 1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36,
-    1e37, 1e38, 1e39, 1e40, 1e41, 1e42, 1e43, 1e44, 1e45, 1e46, 1e47, 1e48,
-    1e49, 1e50, 1e51, 1e52, 1e53, 1e54
-};
-
-static double
-pred_scale10(double v, int k)
-{
-    return k >= 0 ? v * pred_pow10[k] : v / pred_pow10[-k];
-}
-
-/*
- * A finite float (or half) in printf's %.<digits>g form, some ten times
- * faster than printf (a logits reply has millions of them).  The float is
- * scaled in double to <digits> significant digits: its error, some 1e-16
- * of the value, is far below the half unit of the last digit that makes
- * the rounding, and 9 digits (5 for a half) are finer than half the
- * float's own step, so the text reads back as the same float whichever
- * way a rare near-tie is rounded (exact ties go to even, as in printf).
- * Returns the length written.
- */
-static size_t
-pred_format_float(char *out, float f, int digits)
-{
-    char      d[12], *o = out;
-    int       e, e2, nd, i;
-    double    v = f, scaled, lo, hi;
-    uint64_t  n;
-
-    if (signbit(v)) {
-        *o++ = '-';
-        v = -v;
-    }
-    if (v == 0) {
-        *o++ = '0';
-        return o - out;
-    }
-
-    /* the decimal exponent: from the binary one, then corrected */
-    (void) frexp(v, &e2);
-    e = (int) floor((e2 - 1) * 0.30102999566398120);
-    lo = pred_pow10[digits - 1] - 0.5;
-    hi = pred_pow10[digits] - 0.5;
-    scaled = pred_scale10(v, digits - 1 - e);
-    if (scaled >= hi) {
-        e++;
-        scaled = pred_scale10(v, digits - 1 - e);
-    } else if (scaled < lo) {
-        e--;
-        scaled = pred_scale10(v, digits - 1 - e);
-    }
-    /* to nearest, a tie to even, as printf rounds (ties are exact) */
-    n = (uint64_t) scaled;
-    scaled -= (double) n;
-    n += scaled > 0.5 || (scaled == 0.5 && (n & 1));
-    if (n >= (uint64_t) pred_pow10[digits]) {
-        n /= 10;
-        e++;
-    }
-
-    for (i = digits - 1; i >= 0; i--) {
-        d[i] = (char) ('0' + n % 10);
-        n /= 10;
-    }
-    for (nd = digits; nd > 1 && d[nd - 1] == '0'; nd--) {
-        /* %g drops trailing zeros */
-    }
-
-    if (e < -4 || e >= digits) {
-        *o++ = d[0];
-        if (nd > 1) {
-            *o++ = '.';
-            memcpy(o, d + 1, nd - 1);
-            o += nd - 1;
-        }
-        *o++ = 'e';
-        *o++ = e < 0 ? '-' : '+';
-        e = e < 0 ? -e : e;
-        if (e >= 10) {
-            *o++ = (char) ('0' + e / 10);
-        } else {
-            *o++ = '0';
-        }
-        *o++ = (char) ('0' + e % 10);
-
-    } else if (e >= 0) {
-        for (i = 0; i <= e; i++) {
-            *o++ = i < nd ? d[i] : '0';
-        }
-        if (nd > e + 1) {
-            *o++ = '.';
-            memcpy(o, d + e + 1, nd - e - 1);
-            o += nd - e - 1;
-        }
-
-    } else {
-        *o++ = '0';
-        *o++ = '.';
-        for (i = -1; i > e; i--) {
-            *o++ = '0';
-        }
-        memcpy(o, d, nd);
-        o += nd;
-    }
-    return o - out;
-}
-
-/* A float as JSON: 9 significant digits give back the same float32 (and
- * 5 the same half); JSON has no NaN or infinity, so those are null. */
-static void
-pred_float(pred_buf_t *b, float v, int digits)
-{
-    if (pred_reserve(b, 32) != 0) {
-        return;
-    }
-    if (!isfinite(v)) {
-        memcpy(b->p + b->len, "null", 4);
-        b->len += 4;
-        return;
-    }
-    b->len += pred_format_float(b->p + b->len, v, digits);
 }
 
 /* Logit k of a row, whichever its type. */
@@ -1651,107 +1481,107 @@ pred_logit(const infer_pred_request_t *req, const void *row, size_t k)
 }
 
 static void
-pred_json_row(pred_buf_t *b, const infer_pred_request_t *req, const void *row,
+pred_json_row(infer_buf_t *b, const infer_pred_request_t *req, const void *row,
     int vocab)
 {
     int  k, digits = req->f16 ? 5 : 9;
 
-    pred_lit(b, "[");
+    infer_buf_lit(b, "[");
     for (k = 0; k < vocab; k++) {
         if (k > 0) {
-            pred_lit(b, ",");
+            infer_buf_lit(b, ",");
         }
-        pred_float(b, pred_logit(req, row, k), digits);
+        infer_buf_json_float(b, pred_logit(req, row, k), digits);
     }
-    pred_lit(b, "]");
+    infer_buf_lit(b, "]");
 }
 
 static void
-pred_json_ints(pred_buf_t *b, const int32_t *v, int n)
+pred_json_ints(infer_buf_t *b, const int32_t *v, int n)
 {
     int  i;
 
-    pred_lit(b, "[");
+    infer_buf_lit(b, "[");
     for (i = 0; i < n; i++) {
         if (i > 0) {
-            pred_lit(b, ",");
+            infer_buf_lit(b, ",");
         }
         pred_int(b, v[i]);
     }
-    pred_lit(b, "]");
+    infer_buf_lit(b, "]");
 }
 
 static void
-pred_json_floats(pred_buf_t *b, const float *v, int n)
+pred_json_floats(infer_buf_t *b, const float *v, int n)
 {
     int  i;
 
-    pred_lit(b, "[");
+    infer_buf_lit(b, "[");
     for (i = 0; i < n; i++) {
         if (i > 0) {
-            pred_lit(b, ",");
+            infer_buf_lit(b, ",");
         }
-        pred_float(b, v[i], 9);
+        infer_buf_json_float(b, v[i], 9);
     }
-    pred_lit(b, "]");
+    infer_buf_lit(b, "]");
 }
 
 /* The logprobs form of one row, in JSON. */
 static void
-pred_json_logprobs(pred_buf_t *b, const infer_pred_request_t *req, int i,
+pred_json_logprobs(infer_buf_t *b, const infer_pred_request_t *req, int i,
     const infer_pred_row_t *row)
 {
     int  p;
 
-    pred_lit(b, "{\"tokens\":");
+    infer_buf_lit(b, "{\"tokens\":");
     pred_json_ints(b, req->ids[i], req->n_ids[i]);
-    pred_lit(b, ",\"logprobs\":");
+    infer_buf_lit(b, ",\"logprobs\":");
     pred_json_floats(b, row->lp, row->n_lp);
     if (req->top_k > 0) {
-        pred_lit(b, ",\"top_ids\":[");
+        infer_buf_lit(b, ",\"top_ids\":[");
         for (p = 0; p < row->n_lp; p++) {
             if (p > 0) {
-                pred_lit(b, ",");
+                infer_buf_lit(b, ",");
             }
             pred_json_ints(b, row->top_ids + (size_t) p * row->top, row->top);
         }
-        pred_lit(b, "],\"top_logprobs\":[");
+        infer_buf_lit(b, "],\"top_logprobs\":[");
         for (p = 0; p < row->n_lp; p++) {
             if (p > 0) {
-                pred_lit(b, ",");
+                infer_buf_lit(b, ",");
             }
             pred_json_floats(b, row->top_lp + (size_t) p * row->top,
                              row->top);
         }
-        pred_lit(b, "]");
+        infer_buf_lit(b, "]");
     }
-    pred_lit(b, "}");
+    infer_buf_lit(b, "}");
 }
 
 static void
-pred_reply_numbers(pred_buf_t *b, const infer_pred_request_t *req,
+pred_reply_numbers(infer_buf_t *b, const infer_pred_request_t *req,
     const infer_pred_row_t *rows, int vocab)
 {
     int     i, p;
     size_t  each = (size_t) vocab * (req->f16 ? 2 : 4);
 
-    pred_lit(b, "{\"result\":[");
+    infer_buf_lit(b, "{\"result\":[");
     for (i = 0; i < req->n_rows; i++) {
         if (i > 0) {
-            pred_lit(b, ",");
+            infer_buf_lit(b, ",");
         }
         switch (req->output) {
         case INFER_PRED_ALL:
-            pred_lit(b, "[");
+            infer_buf_lit(b, "[");
             for (p = 0; p < rows[i].n_logits; p++) {
                 if (p > 0) {
-                    pred_lit(b, ",");
+                    infer_buf_lit(b, ",");
                 }
                 pred_json_row(b, req,
                               (const char *) rows[i].logits + p * each,
                               vocab);
             }
-            pred_lit(b, "]");
+            infer_buf_lit(b, "]");
             break;
         case INFER_PRED_LAST:
             pred_json_row(b, req, rows[i].logits, vocab);
@@ -1760,7 +1590,7 @@ pred_reply_numbers(pred_buf_t *b, const infer_pred_request_t *req,
             pred_json_logprobs(b, req, i, &rows[i]);
         }
     }
-    pred_lit(b, "]}\n");
+    infer_buf_lit(b, "]}\n");
 }
 
 /* The shape of the logits tensor: [batch, positions, vocab] when every
@@ -1799,7 +1629,7 @@ static const char  pred_b64[] =
 /* Base64 over several pieces of one tensor: what does not make a whole
  * group of three bytes waits for the next piece. */
 typedef struct {
-    pred_buf_t     *b;
+    infer_buf_t     *b;
     unsigned char   carry[3];
     int             n_carry;
 } pred_b64_t;
@@ -1823,7 +1653,7 @@ pred_b64_add(pred_b64_t *s, const void *data, size_t n)
     const unsigned char  *p = data;
     char                 *o;
 
-    if (pred_reserve(s->b, (n + 3) / 3 * 4 + 4) != 0) {
+    if (infer_buf_reserve(s->b, (n + 3) / 3 * 4 + 4) != 0) {
         return;
     }
     o = s->b->p + s->b->len;
@@ -1849,14 +1679,14 @@ pred_b64_add(pred_b64_t *s, const void *data, size_t n)
 static void
 pred_b64_end(pred_b64_t *s)
 {
-    if (s->n_carry > 0 && pred_reserve(s->b, 4) == 0) {
+    if (s->n_carry > 0 && infer_buf_reserve(s->b, 4) == 0) {
         pred_b64_group(s->b->p + s->b->len, s->carry, s->n_carry);
         s->b->len += 4;
     }
 }
 
 static void
-pred_reply_base64(pred_buf_t *b, const infer_pred_request_t *req,
+pred_reply_base64(infer_buf_t *b, const infer_pred_request_t *req,
     const infer_pred_row_t *rows, int vocab)
 {
     int         i, nd;
@@ -1865,42 +1695,42 @@ pred_reply_base64(pred_buf_t *b, const infer_pred_request_t *req,
     pred_b64_t  s;
 
     nd = pred_logits_shape(req, vocab, shape, &total);
-    pred_lit(b, "{\"result\":{\"dtype\":");
+    infer_buf_lit(b, "{\"result\":{\"dtype\":");
     if (req->f16) {
-        pred_lit(b, "\"float16\"");
+        infer_buf_lit(b, "\"float16\"");
     } else {
-        pred_lit(b, "\"float32\"");
+        infer_buf_lit(b, "\"float32\"");
     }
-    pred_lit(b, ",\"shape\":[");
+    infer_buf_lit(b, ",\"shape\":[");
     for (i = 0; i < nd; i++) {
         if (i > 0) {
-            pred_lit(b, ",");
+            infer_buf_lit(b, ",");
         }
         pred_int(b, shape[i]);
     }
-    pred_lit(b, "]");
+    infer_buf_lit(b, "]");
     if (req->output == INFER_PRED_ALL) {
-        pred_lit(b, ",\"lengths\":");
+        infer_buf_lit(b, ",\"lengths\":");
         pred_json_ints(b, req->n_ids, req->n_rows);
     }
-    pred_lit(b, ",\"data\":\"");
+    infer_buf_lit(b, ",\"data\":\"");
     memset(&s, 0, sizeof(s));
     s.b = b;
     for (i = 0; i < req->n_rows; i++) {
         pred_b64_add(&s, rows[i].logits, rows[i].n_logits * each);
     }
     pred_b64_end(&s);
-    pred_lit(b, "\"}}\n");
+    infer_buf_lit(b, "\"}}\n");
 }
 
 /* msgpack-c writes through this callback into our buffer. */
 static int
 pred_mp_write(void *data, const char *s, size_t n)
 {
-    pred_buf_t  *b = data;
+    infer_buf_t  *b = data;
 
-    pred_add(b, s, n);
-    return b->oom ? -1 : 0;
+    infer_buf_add(b, s, n);
+    return b->failed ? -1 : 0;
 }
 
 static void
@@ -1935,7 +1765,7 @@ pred_mp_floats(msgpack_packer *pk, const float *v, int n)
 }
 
 static void
-pred_reply_msgpack(pred_buf_t *b, const infer_pred_request_t *req,
+pred_reply_msgpack(infer_buf_t *b, const infer_pred_request_t *req,
     const infer_pred_row_t *rows, int vocab)
 {
     int             i, p, nd;
@@ -2227,7 +2057,7 @@ infer_pred_reply(const infer_pred_request_t *req,
     const infer_pred_row_t *rows, int vocab, const char *model, size_t *len,
     infer_pred_error_t *err)
 {
-    pred_buf_t  b;
+    infer_buf_t  b;
 
     if (pred_check_rows(req, rows, err) != 0) {
         return NULL;
@@ -2245,8 +2075,8 @@ infer_pred_reply(const infer_pred_request_t *req,
         pred_reply_numbers(&b, req, rows, vocab);
     }
     /* a NUL after the end, not counted: the text replies are strings */
-    pred_add(&b, "", 1);
-    if (b.oom) {
+    infer_buf_add(&b, "", 1);
+    if (b.failed) {
         free(b.p);
         infer_pred_set_error(err, 500, "out of memory");
         return NULL;
@@ -2266,7 +2096,7 @@ infer_pred_error_body(infer_pred_format_t reply, const infer_pred_error_t *err,
     size_t *len)
 {
     const char      *s;
-    pred_buf_t       b;
+    infer_buf_t       b;
     msgpack_packer   pk;
 
     memset(&b, 0, sizeof(b));
@@ -2279,17 +2109,17 @@ infer_pred_error_body(infer_pred_format_t reply, const infer_pred_error_t *err,
     } else {
         /* messages quote clients' bytes as printable ASCII (pred_quote);
          * whatever else slipped in becomes '?', so the body is JSON */
-        pred_lit(&b, "{\"error\":\"");
+        infer_buf_lit(&b, "{\"error\":\"");
         for (s = err->message; *s; s++) {
             if (*s == '"' || *s == '\\') {
-                pred_lit(&b, "\\");
+                infer_buf_lit(&b, "\\");
             }
-            pred_add(&b, *s >= 0x20 && *s < 0x7f ? s : "?", 1);
+            infer_buf_add(&b, *s >= 0x20 && *s < 0x7f ? s : "?", 1);
         }
-        pred_lit(&b, "\"}\n");
+        infer_buf_lit(&b, "\"}\n");
     }
-    pred_add(&b, "", 1);
-    if (b.oom) {
+    infer_buf_add(&b, "", 1);
+    if (b.failed) {
         free(b.p);
         return NULL;
     }
