@@ -106,7 +106,9 @@ jj_strdup(jj_ctx_t *c, const char *s, size_t n)
 {
     char  *p = jj_alloc(c, n + 1);
 
-    memcpy(p, s, n);
+    if (n > 0) {
+        memcpy(p, s, n);
+    }
     p[n] = '\0';
     return p;
 }

@@ -776,8 +776,10 @@ jj_exec_call_block(jj_render_t *r, jj_scope_t *sc, const jj_node_t *n)
     jj_eval_args(r, sc, call, &a);
     names = jj_alloc(&r->c, (a.nkw + 1) * sizeof(jj_node_t *));
     kw = jj_alloc(&r->c, (a.nkw + 1) * sizeof(jj_value_t));
-    memcpy(names, a.kwname, a.nkw * sizeof(jj_node_t *));
-    memcpy(kw, a.kw, a.nkw * sizeof(jj_value_t));
+    if (a.nkw > 0) {
+        memcpy(names, a.kwname, a.nkw * sizeof(jj_node_t *));
+        memcpy(kw, a.kw, a.nkw * sizeof(jj_value_t));
+    }
     names[a.nkw] = n->b;
     kw[a.nkw] = caller;
     a.kwname = names;
