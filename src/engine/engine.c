@@ -1208,8 +1208,10 @@ validate(const infer_engine_t *e, const infer_request_t *r)
         }
     }
     /* what was asked for must fit: clamping would answer a different
-     * request than the one sent */
-    if (r->n_prompt >= e->context
+     * request than the one sent; a prompt that is only scored may take
+     * every position, one to be continued leaves room for a token */
+    if (r->n_prompt > e->context
+        || (r->n_prompt == e->context && r->max_tokens != 0)
         || (long) r->n_prompt + r->max_tokens > e->context)
     {
         return INFER_ECONTEXT;

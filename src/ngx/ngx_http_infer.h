@@ -151,6 +151,10 @@ ngx_int_t ngx_http_infer_send(ngx_http_request_t *r, ngx_uint_t status,
     const char *content_type, char *body, size_t len);
 ngx_int_t ngx_http_infer_send_json(ngx_http_request_t *r, ngx_uint_t status,
     char *body, size_t len);
+/* Answers with an error body a front end made (malloc'd): its status,
+ * Retry-After on a 503, and the log line of ngx_http_infer_log_reject. */
+ngx_int_t ngx_http_infer_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *message, const char *content_type, char *body, size_t len);
 /* Logs a rejection: 503s at infer_reject_log_level, other 5xx at error,
  * the rest at info. */
 void ngx_http_infer_log_reject(ngx_http_request_t *r, ngx_uint_t status,

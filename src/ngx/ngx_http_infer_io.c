@@ -95,6 +95,20 @@ ngx_http_infer_send_json(ngx_http_request_t *r, ngx_uint_t status,
     return ngx_http_infer_send(r, status, "application/json", body, len);
 }
 
+ngx_int_t
+ngx_http_infer_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *message, const char *content_type, char *body, size_t len)
+{
+    if (status == NGX_HTTP_SERVICE_UNAVAILABLE
+        && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK)
+    {
+        free(body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ngx_http_infer_log_reject(r, status, message);
+    return ngx_http_infer_send(r, status, content_type, body, len);
+}
+
 void
 ngx_http_infer_log_reject(ngx_http_request_t *r, ngx_uint_t status,
     const char *message)

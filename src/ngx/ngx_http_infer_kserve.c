@@ -64,17 +64,11 @@ static ngx_int_t
 ngx_http_infer_ks_send_error(ngx_http_request_t *r, infer_ks_error_t *err)
 {
     char    *body;
-    size_t   len;
-
-    if (err->status == NGX_HTTP_SERVICE_UNAVAILABLE
-        && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    ngx_http_infer_log_reject(r, err->status, err->message);
+    size_t   len = 0;
 
     body = infer_ks_error_body(err, &len);
-    return ngx_http_infer_send_json(r, err->status, body, len);
+    return ngx_http_infer_send_error(r, err->status, err->message,
+                                     "application/json", body, len);
 }
 
 static ngx_table_elt_t *

@@ -68,20 +68,14 @@ static const ngx_http_infer_frontend_t  ngx_http_infer_openai_frontend = {
 };
 
 static ngx_int_t
-ngx_http_infer_send_error(ngx_http_request_t *r, infer_oai_error_t *err)
+ngx_http_infer_oai_error(ngx_http_request_t *r, infer_oai_error_t *err)
 {
     char    *body;
-    size_t   len;
-
-    if (err->status == NGX_HTTP_SERVICE_UNAVAILABLE
-        && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    ngx_http_infer_log_reject(r, err->status, err->message);
+    size_t   len = 0;
 
     body = infer_oai_error_body(err, &len);
-    return ngx_http_infer_send_json(r, err->status, body, len);
+    return ngx_http_infer_send_error(r, err->status, err->message,
+                                     "application/json", body, len);
 }
 
 /* Sends SSE events (the codec's malloc'd strings), then [DONE] when
@@ -155,7 +149,7 @@ ngx_http_infer_fail(ngx_http_infer_ctx_t *ctx, infer_oai_error_t *err)
         part = infer_oai_error_chunk(err, &len);
         rc = ngx_http_infer_sse(ctx, &part, &len, 1, 1);
     } else {
-        rc = ngx_http_infer_send_error(r, err);
+        rc = ngx_http_infer_oai_error(r, err);
     }
     ngx_http_infer_ctx_finalize(ctx, rc);
 }
@@ -451,7 +445,7 @@ ngx_http_infer_model(ngx_http_request_t *r)
                             "model", "model_not_found",
                             "the model '%.*s' does not exist",
                             (int) id.len, id.data);
-        return ngx_http_infer_send_error(r, &err);
+        return ngx_http_infer_oai_error(r, &err);
     }
 
     body = infer_oai_model_body((const char *) m->name.data, m->created,
@@ -519,7 +513,7 @@ error:
     if (rc != NGX_OK) {
         return rc;
     }
-    return ngx_http_infer_send_error(r, &err);
+    return ngx_http_infer_oai_error(r, &err);
 }
 
 /*
@@ -942,10 +936,10 @@ ngx_http_infer_go(ngx_http_request_t *r, void *data)
     if (job->ctx != NULL) {
         ngx_http_infer_ctx_cancel(job->ctx);
         ngx_http_infer_ctx_finalize(job->ctx,
-                                    ngx_http_infer_send_error(r, &job->err));
+                                    ngx_http_infer_oai_error(r, &job->err));
         return;
     }
-    ngx_http_finalize_request(r, ngx_http_infer_send_error(r, &job->err));
+    ngx_http_finalize_request(r, ngx_http_infer_oai_error(r, &job->err));
 }
 
 static void
@@ -991,7 +985,7 @@ ngx_http_infer_body_handler(ngx_http_request_t *r)
         infer_oai_set_error(&job->err, NGX_HTTP_INTERNAL_SERVER_ERROR,
                             "server_error", NULL, NULL,
                             "cannot read the request body");
-        ngx_http_finalize_request(r, ngx_http_infer_send_error(r, &job->err));
+        ngx_http_finalize_request(r, ngx_http_infer_oai_error(r, &job->err));
         return;
     }
 

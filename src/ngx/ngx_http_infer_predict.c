@@ -116,17 +116,10 @@ ngx_http_infer_pred_error(ngx_http_request_t *r, infer_pred_format_t reply,
     infer_pred_error_t *err)
 {
     char    *body;
-    size_t   len;
-
-    if (err->status == NGX_HTTP_SERVICE_UNAVAILABLE
-        && ngx_http_infer_add_header(r, "Retry-After", "1") != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    ngx_http_infer_log_reject(r, err->status, err->message);
+    size_t   len = 0;
 
     body = infer_pred_error_body(reply, err, &len);
-    return ngx_http_infer_send(r, err->status,
+    return ngx_http_infer_send_error(r, err->status, err->message,
                infer_pred_content_type(infer_pred_error_format(reply)),
                body, len);
 }

@@ -1366,12 +1366,11 @@ infer_pred_prepare(infer_pred_request_t *req, const infer_tokenizer_t *tok,
         if (req->texts != NULL && req->texts[i] != NULL) {
             /* what cannot fit, by its size alone, is not encoded */
             least = infer_tokenizer_min_ids(tok, req->text_lens[i]);
-            if (least >= (size_t) context) {
+            if (least > (size_t) context) {
                 infer_pred_set_error(err, 400, "text %d: %zu bytes make at "
                                      "least %zu tokens, and the model's "
-                                     "context of %d takes %d at most", i,
-                                     req->text_lens[i], least, context,
-                                     context - 1);
+                                     "context is %d", i,
+                                     req->text_lens[i], least, context);
                 return -1;
             }
             if (infer_tokenizer_encode(tok, req->texts[i], req->text_lens[i],
@@ -1393,11 +1392,10 @@ infer_pred_prepare(infer_pred_request_t *req, const infer_tokenizer_t *tok,
             infer_pred_set_error(err, 400, "row %d is empty", i);
             return -1;
         }
-        if (n >= context) {
-            /* the engine keeps a position free, as for a next token */
+        if (n > context) {
+            /* a row is only scored, so it may fill the whole context */
             infer_pred_set_error(err, 400, "row %d has %d tokens, and the "
-                                 "model's context of %d takes %d at most", i,
-                                 n, context, context - 1);
+                                 "model's context is %d", i, n, context);
             return -1;
         }
         for (k = 0; k < n; k++) {

@@ -419,7 +419,7 @@ def check(url, ref_path, proto):
         "an id outside the vocabulary")
     bad({"input": [[1, -2]]}, J, "is not a token id", "a negative id")
     bad({"input": []}, J, "token id lists", "an empty batch")
-    bad({"input": [tokens * 25]}, J, "context of 512 takes 511",
+    bad({"input": [tokens * 25]}, J, "the model's context is 512",
         "a row of 525 tokens")
     bad({"input": [tokens], "output": "logprobs", "top_k": 21}, J,
         "from 0 to 20", "top_k 21")

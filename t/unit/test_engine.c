@@ -457,6 +457,9 @@ test_stops_and_limits(void)
     r.n_prompt = 600;
     is_int(infer_engine_submit(e, &r, &id), INFER_ECONTEXT,
            "600-token prompt exceeds the 512-position context");
+    r.n_prompt = 512;
+    is_int(infer_engine_submit(e, &r, &id), INFER_ECONTEXT,
+           "a 512-token prompt leaves no room to continue it");
 
     infer_engine_start(e, NULL, 0);
     ok(collect(e, res, 2) == 0, "stop and length requests complete");
@@ -777,6 +780,30 @@ test_outputs(void)
         ok(b[1].n_tokens >= 1 && b[1].tokens[0] != 403,
            "min_tokens 1 keeps the stop id 403 (greedy's first) out of the "
            "first draw (got %d)", b[1].tokens[0]);
+    }
+
+    /* a prompt only scored may take every position of the context */
+    {
+        int32_t   *full = malloc(512 * sizeof(int32_t));
+        result_t   f;
+
+        for (i = 0; i < 512; i++) {
+            full[i] = ref.tokens[i % ref.n_tokens];
+        }
+        memset(&f, 0, sizeof(f));
+        r = scoring();
+        r.prompt = full;
+        r.n_prompt = 512;
+        r.prompt_logits = INFER_LOGITS_LAST;
+        r.prompt_logprobs = 0;
+        r.top_logprobs = 0;
+        f.vocab = ref.vocab;
+        ok(infer_engine_submit(e, &r, &f.id) == INFER_OK
+           && collect(e, &f, 1) == 0 && f.n_rows == 1
+           && f.rows_first == 511,
+           "max_tokens 0 scores all 512 positions (the last row's at 511)");
+        free(f.rows);
+        free(full);
     }
 
     /* the cap on outputs, before any compute */

@@ -668,11 +668,17 @@ test_prepare(void)
 
     body = "{\"input\": [[1, 2, 3, 4]]}";
     ok(parse(INFER_PRED_JSON, body, strlen(body), &req, &err) == 0
+       && infer_pred_prepare(&req, tok, vocab, 4, &err) == 0,
+       "a row as long as the context is scored");
+    infer_pred_request_free(&req);
+
+    body = "{\"input\": [[1, 2, 3, 4, 5]]}";
+    ok(parse(INFER_PRED_JSON, body, strlen(body), &req, &err) == 0
        && infer_pred_prepare(&req, tok, vocab, 4, &err) == -1
        && err.status == 400
-       && strstr(err.message, "row 0 has 4 tokens, and the model's context "
-                 "of 4 takes 3 at most"),
-       "a row as long as the context: %s", err.message);
+       && strstr(err.message, "row 0 has 5 tokens, and the model's context "
+                 "is 4"),
+       "a row longer than the context: %s", err.message);
     infer_pred_request_free(&req);
 
     n = 5000;
