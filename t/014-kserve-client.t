@@ -21,7 +21,7 @@ my $here = Cwd::cwd();
 my $repo = $ENV{INFER_ROOT} || $here;
 my $root = "$here/t/servroot-kserve";
 my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
-my $port = ($ENV{TEST_NGINX_PORT} || 1984) + 12;
+my $port = ($ENV{TEST_NGINX_PORT} || 1984) + 14;
 my $model = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
 my $modules = join '', map { "load_module $_;\n" }
                        split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
