@@ -96,5 +96,6 @@ with Llama-2's)
 {"model":"l3","prompt":"Once upon a time","max_tokens":4,"temperature":0}} } 1 .. 4]
 --- response_body_like eval
 [map { qr/"object":"text_completion".*"usage":\{"prompt_tokens":4,/ } 1 .. 4]
+--- timeout: 30
 --- error_log eval
 qr/infer_model "l3" loaded from "[^"]+" \(cpu, tp=1\)/
