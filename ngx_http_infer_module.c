@@ -351,17 +351,191 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
     }
 
     if (ngx_http_infer_key("chat_template")) {
-        n = infer_chat_format_parse((const char *) v->data, v->len);
-        if (n < 0) {
-            return "auto, llama2, llama3, chatml or plain";
+        if (v->len == 0) {
+            return "auto or the path of a template file";
         }
-        m->chat_format = (infer_chat_format_t) n;
+        /* "auto": the tokenizer's, as when it is not given */
+        if (!(v->len == 4 && ngx_strncmp(v->data, "auto", 4) == 0)) {
+            m->chat_template = *v;
+        }
         return NULL;
     }
 
     return "";
 
 #undef ngx_http_infer_key
+}
+
+/* The text of a chat_template= file, NUL-terminated, in cf->pool. */
+static char *
+ngx_http_infer_read_template(ngx_conf_t *cf, ngx_http_infer_model_t *m,
+    size_t *len)
+{
+    char             *text;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+
+    fd = ngx_open_file(m->chat_template.data, NGX_FILE_RDONLY,
+                       NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "infer_model \"%V\": cannot open the chat "
+                           "template \"%V\"", &m->name, &m->chat_template);
+        return NULL;
+    }
+
+    text = NULL;
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "infer_model \"%V\": cannot stat the chat "
+                           "template \"%V\"", &m->name, &m->chat_template);
+        goto done;
+    }
+    if (ngx_file_size(&fi) > INFER_JINJA_TEMPLATE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infer_model \"%V\": the chat template \"%V\" "
+                           "has %O bytes, more than %uz", &m->name,
+                           &m->chat_template, ngx_file_size(&fi),
+                           (size_t) INFER_JINJA_TEMPLATE);
+        goto done;
+    }
+
+    *len = (size_t) ngx_file_size(&fi);
+    text = ngx_pnalloc(cf->pool, *len + 1);
+    if (text == NULL) {
+        goto done;
+    }
+    n = ngx_read_fd(fd, text, *len);
+    if (n != (ssize_t) *len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, n == -1 ? ngx_errno : 0,
+                           "infer_model \"%V\": cannot read the chat "
+                           "template \"%V\"", &m->name, &m->chat_template);
+        text = NULL;
+        goto done;
+    }
+    text[*len] = '\0';
+
+done:
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%V\" failed",
+                           &m->chat_template);
+    }
+    return text;
+}
+
+static void
+ngx_http_infer_template_cleanup(void *data)
+{
+    ngx_http_infer_model_t  *m = data;
+
+    infer_jinja_free(m->tmpl);
+    json_decref(m->special);
+    m->tmpl = NULL;
+    m->special = NULL;
+}
+
+/*
+ * The chat template: a chat_template= file, else the one of the
+ * tokenizer's tokenizer_config.json, else the default.  Parsed once here
+ * (the workers share the tree) and tried on a one-line chat, so that
+ * "nginx -t" refuses a template that cannot serve with its line and
+ * column.  The special tokens it is given and the tokens that end a turn
+ * come from the tokenizer.
+ */
+static char *
+ngx_http_infer_model_template(ngx_conf_t *cf, ngx_http_infer_model_t *m)
+{
+    int32_t               id;
+    size_t                len;
+    const char           *src;
+    char                  err[NGX_HTTP_INFER_ERRLEN];
+    infer_tokenizer_t    *tok;
+    ngx_pool_cleanup_t   *cln;
+    infer_jinja_error_t   jerr;
+
+    if (infer_tokenizer_load(m->ecfg.model_dir, &tok, err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "infer_model \"%V\": %s",
+                           &m->name, err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        goto failed;
+    }
+    cln->handler = ngx_http_infer_template_cleanup;
+    cln->data = m;
+
+    if (m->chat_template.len > 0) {
+        if (ngx_conf_full_name(cf->cycle, &m->chat_template, 1) != NGX_OK) {
+            goto failed;
+        }
+        src = ngx_http_infer_read_template(cf, m, &len);
+        if (src == NULL) {
+            goto failed;
+        }
+        m->tmpl_from = (const char *) m->chat_template.data;
+
+    } else if (infer_tokenizer_chat_template(tok) != NULL) {
+        src = infer_tokenizer_chat_template(tok);
+        len = ngx_strlen(src);
+        m->tmpl_from = "tokenizer_config.json";
+
+    } else {
+        src = infer_oai_default_template;
+        len = ngx_strlen(src);
+        m->tmpl_from = "the default (\"role: content\" lines)";
+    }
+
+    m->special = json_object();
+    if (m->special == NULL) {
+        goto failed;
+    }
+    id = infer_tokenizer_bos_id(tok);
+    if (id >= 0
+        && json_object_set_new(m->special, "bos_token",
+               json_string(infer_tokenizer_token_str(tok, id))) != 0)
+    {
+        goto failed;
+    }
+    id = infer_tokenizer_eos_id(tok);
+    if (id >= 0
+        && json_object_set_new(m->special, "eos_token",
+               json_string(infer_tokenizer_token_str(tok, id))) != 0)
+    {
+        goto failed;
+    }
+
+    m->tmpl = infer_jinja_parse(src, len, &jerr);
+    if (m->tmpl == NULL
+        || infer_oai_template_check(m->tmpl, m->special, &jerr) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infer_model \"%V\": the chat template of %s "
+                           "%s: %s (line %d, column %d)", &m->name,
+                           m->tmpl_from,
+                           m->tmpl == NULL ? "does not parse"
+                                           : "cannot render a chat",
+                           infer_jinja_strerror(&jerr, err, sizeof(err)),
+                           jerr.line, jerr.column);
+        goto failed;
+    }
+
+    m->n_end_ids = infer_oai_template_stops(src, tok, m->end_ids,
+                                            (int) (sizeof(m->end_ids)
+                                                   / sizeof(int32_t)));
+    infer_tokenizer_free(tok);
+    return NGX_CONF_OK;
+
+failed:
+
+    infer_tokenizer_free(tok);
+    return NGX_CONF_ERROR;
 }
 
 /* Checks the model against its parameters once at configuration time, so
@@ -405,7 +579,7 @@ ngx_http_infer_model_check(ngx_conf_t *cf, ngx_http_infer_model_t *m)
         }
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_infer_model_template(cf, m);
 }
 
 /*
@@ -480,8 +654,6 @@ ngx_http_infer_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     m->ecfg.model_dir = (const char *) m->dir.data;
     m->ecfg.backend = "cpu";
     m->timeout = NGX_HTTP_INFER_DEFAULT_TIMEOUT;
-    m->chat_format = INFER_CHAT_AUTO;
-    m->end_id = -1;
 
     for (i = 3; i < cf->args->nelts; i++) {
         eq = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
@@ -614,36 +786,6 @@ ngx_http_infer_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     return NGX_CONF_OK;
 }
 
-/* Chat format and the special token strings it needs. */
-static void
-ngx_http_infer_model_chat(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
-{
-    int32_t                   id;
-    const char               *end;
-    const infer_tokenizer_t  *tok;
-
-    tok = infer_engine_tokenizer(m->engine);
-
-    m->format = m->chat_format;
-    if (m->format == INFER_CHAT_AUTO) {
-        m->format = infer_chat_detect(infer_tokenizer_chat_template(tok));
-    }
-
-    id = infer_tokenizer_bos_id(tok);
-    m->bos = (id >= 0 && (infer_tokenizer_add_bos(tok)
-                          || m->format != INFER_CHAT_PLAIN))
-             ? infer_tokenizer_token_str(tok, id) : NULL;
-    id = infer_tokenizer_eos_id(tok);
-    m->eos = id >= 0 ? infer_tokenizer_token_str(tok, id) : NULL;
-
-    end = infer_chat_end_token(m->format);
-    m->end_id = end ? infer_tokenizer_token_id(tok, end) : -1;
-
-    ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
-                  "infer_model \"%V\": chat template %s",
-                  &m->name, infer_chat_format_name(m->format));
-}
-
 /* Engines start in workers only: never in the master (threads and CUDA do
  * not survive fork) nor in cache helpers. */
 /*
@@ -735,7 +877,9 @@ ngx_http_infer_engine_up(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
         goto failed;
     }
 
-    ngx_http_infer_model_chat(cycle, m);
+    ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
+                  "infer_model \"%V\": chat template from %s", &m->name,
+                  m->tmpl_from);
     m->created = ngx_time();
     m->error[0] = '\0';
 

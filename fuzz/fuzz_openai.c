@@ -25,13 +25,24 @@ static const char         *fuzz_tok_dirs[FUZZ_N_TOK] = {
     "models/stories260K", "tokenizers/gpt2"
 };
 static infer_tokenizer_t  *fuzz_tok[FUZZ_N_TOK];
+/* chats are rendered with the default template and one that reads tool
+ * calls, tools and kwargs */
+static infer_jinja_tmpl_t *fuzz_tmpl[2];
+static json_t             *fuzz_special;
+static const char          fuzz_tools_tmpl[] =
+    "{% for m in messages %}{{ m.role }}:{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}{{ c.function.name }}"
+    "{{ c.function.arguments | tojson }}{% endfor %}{% endfor %}"
+    "{% if tools %}{{ tools | tojson }}{% endif %}{{ enable_thinking }}"
+    "{% if add_generation_prompt %}assistant:{% endif %}";
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    const char  *shared = getenv("INFER_SHARED");
-    char         dir[1024], err[512];
-    int          k;
+    const char           *shared = getenv("INFER_SHARED");
+    char                  dir[1024], err[512];
+    int                   k;
+    infer_jinja_error_t   jerr;
 
     (void) argc;
     (void) argv;
@@ -44,6 +55,19 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
             fprintf(stderr, "fuzz_openai: %s\n", err);
             abort();
         }
+    }
+    fuzz_tmpl[0] = infer_jinja_parse(infer_oai_default_template,
+                                     strlen(infer_oai_default_template),
+                                     &jerr);
+    fuzz_tmpl[1] = infer_jinja_parse(fuzz_tools_tmpl,
+                                     sizeof(fuzz_tools_tmpl) - 1, &jerr);
+    fuzz_special = json_pack("{s:s,s:s}", "bos_token", "<s>", "eos_token",
+                             "</s>");
+    if (fuzz_tmpl[0] == NULL || fuzz_tmpl[1] == NULL
+        || fuzz_special == NULL)
+    {
+        fprintf(stderr, "fuzz_openai: the templates: %s\n", jerr.message);
+        abort();
     }
     return 0;
 }
@@ -176,6 +200,56 @@ fuzz_check_response(const infer_oai_request_t *req, const char *text,
 }
 
 /* What the module and the engine take for granted of a parsed request. */
+/* An accepted chat: its messages as the template gets them, rendered by
+ * both templates to a prompt or to a 400 on messages. */
+static void
+fuzz_check_chat(const infer_oai_request_t *req)
+{
+    int                 t;
+    char               *s;
+    size_t              i, len;
+    json_t             *m, *role, *content;
+    infer_oai_error_t   err;
+
+    FUZZ_CHECK(json_is_array(req->messages)
+               && json_array_size(req->messages) > 0,
+               "chat without messages");
+    json_array_foreach(req->messages, i, m) {
+        role = json_object_get(m, "role");
+        content = json_object_get(m, "content");
+        FUZZ_CHECK(json_is_string(role) && json_string_length(role) > 0,
+                   "messages[%zu] has an empty role", i);
+        FUZZ_CHECK(content == NULL || json_is_null(content)
+                   || json_is_string(content),
+                   "messages[%zu].content is neither text nor null", i);
+        if (json_is_string(content)) {
+            fuzz_check_response(req, json_string_value(content),
+                                json_string_length(content));
+        }
+    }
+    FUZZ_CHECK(req->tools == NULL || json_array_size(req->tools) > 0,
+               "an empty tools list kept");
+    FUZZ_CHECK(req->tool_choice != INFER_OAI_TOOLS_NAMED
+               || req->tool_name != NULL, "a named tool_choice without name");
+    FUZZ_CHECK(!(req->add_generation_prompt && req->continue_final_message),
+               "add_generation_prompt with continue_final_message");
+
+    for (t = 0; t < 2; t++) {
+        s = infer_oai_chat_prompt(fuzz_tmpl[t], req, fuzz_special, &len,
+                                  &err);
+        if (s == NULL) {
+            FUZZ_CHECK(err.status == 400 || err.status == 500,
+                       "a chat the template refuses: status %d",
+                       err.status);
+            fuzz_check_error(&err);
+            continue;
+        }
+        FUZZ_CHECK(len > 0 || req->continue_final_message,
+                   "template %d rendered nothing", t);
+        free(s);
+    }
+}
+
 static void
 fuzz_check_request(const infer_oai_request_t *req)
 {
@@ -228,16 +302,7 @@ fuzz_check_request(const infer_oai_request_t *req)
                "include_usage without stream");
 
     if (req->kind == INFER_OAI_CHAT) {
-        FUZZ_CHECK(req->n_messages > 0 && req->messages != NULL,
-                   "chat without messages");
-        for (i = 0; i < req->n_messages; i++) {
-            FUZZ_CHECK(req->messages[i].role != NULL
-                       && req->messages[i].role[0] != '\0'
-                       && req->messages[i].content != NULL,
-                       "messages[%d] has an empty role or no content", i);
-            fuzz_check_response(req, req->messages[i].content,
-                                strlen(req->messages[i].content));
-        }
+        fuzz_check_chat(req);
         return;
     }
 

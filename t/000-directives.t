@@ -2,6 +2,11 @@
 # 006-config-errors.t (nginx -t; Test::Nginx 0.30 cannot see start-up
 # errors of an nginx built with --error-log-path=stderr, as Debian's is).
 use Test::Nginx::Socket 'no_plan';
+use Cwd ();
+
+# The published chat templates (../shared/chat_templates).
+$ENV{TEST_NGINX_TEMPLATES} = ($ENV{INFER_SHARED} || Cwd::cwd() . '/../shared')
+                             . '/chat_templates';
 
 run_tests();
 
@@ -23,7 +28,7 @@ Content-Type: application/json
 ^\{"object":"list","data":\[\{"id":"tiny","object":"model","created":\d+,"owned_by":"nginx"\}\]\}$
 --- error_log
 infer_model "tiny" loaded from
-chat template plain
+infer_model "tiny": chat template from the default
 
 
 
@@ -45,7 +50,8 @@ GET /healthz
 === TEST 3: two models behind one location
 --- http_config
     infer_model a $TEST_NGINX_MODEL_DIR;
-    infer_model b $TEST_NGINX_MODEL_DIR chat_template=chatml;
+    infer_model b $TEST_NGINX_MODEL_DIR
+                chat_template=$TEST_NGINX_TEMPLATES/Qwen-Qwen2.5-7B-Instruct.jinja;
 --- config
     location /v1/ { infer_openai a b; }
 --- request
@@ -53,4 +59,4 @@ GET /v1/models
 --- response_body_like chomp
 "data":\[\{"id":"a",.*\},\{"id":"b",.*\}\]
 --- error_log
-infer_model "b": chat template chatml
+infer_model "b": chat template from /

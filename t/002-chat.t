@@ -1,10 +1,15 @@
-# POST /v1/chat/completions.  stories260K has no chat template, so the plain
-# format applies: "<s>user: Once upon a time\nassistant:", which Hugging
-# Face tokenizers encodes (specials recognised) to 18 tokens; forced
-# llama2 gives "<s>[INST] Once upon a time [/INST]" (20 tokens), and a copy
-# of the model whose tokenizer_config.json carries Qwen2's ChatML template
-# gives "<|im_start|>user\nOnce upon a time<|im_end|>\n<|im_start|>
-# assistant\n" (45 tokens, no bos in ChatML).
+# POST /v1/chat/completions.  The prompt is the model's chat template
+# rendered as transformers' apply_chat_template renders it.  stories260K
+# has no template, so the default one applies: "<s>user: Once upon a
+# time\nassistant:", which Hugging Face tokenizers encodes (specials
+# recognised) to 18 tokens; Llama-3.1's published template named with
+# chat_template= renders its system header (170 tokens with this
+# vocabulary, 169 with chat_template_kwargs {"date_string": "1 Dec 2026"}),
+# and a copy of the model whose tokenizer_config.json carries Qwen2's
+# ChatML template gives "<|im_start|>user\nOnce upon a time<|im_end|>\n
+# <|im_start|>assistant\n" (45 tokens, no bos in ChatML).  The counts are
+# transformers 5.24's apply_chat_template(..., tokenize=False) encoded by
+# tokenizers with add_special_tokens=False.
 use Test::Nginx::Socket 'no_plan';
 use Cwd ();
 use JSON::PP ();
@@ -27,6 +32,9 @@ our $chatml = Cwd::cwd() . '/t/servroot-models/stories260K-chatml';
     close $out;
     $ENV{TEST_NGINX_CHATML_MODEL_DIR} = $chatml;
 }
+# The published templates (../shared/chat_templates).
+$ENV{TEST_NGINX_TEMPLATES} = ($ENV{INFER_SHARED} || Cwd::cwd() . '/../shared')
+                             . '/chat_templates';
 
 # The text of an SSE stream joined, then the finish reason on a line.
 sub sse_text {
@@ -178,9 +186,10 @@ qq{POST /v1/chat/completions
 
 
 
-=== TEST 6: a forced llama2 template rejects roles that do not alternate
+=== TEST 6: a template's raise_exception is a 400 naming the message
 --- http_config
-    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 chat_template=llama2;
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1
+                chat_template=$TEST_NGINX_TEMPLATES/google-gemma-2-2b-it.jinja;
 --- config
     location /v1/ { infer_openai tiny; }
 --- request
@@ -188,13 +197,14 @@ POST /v1/chat/completions
 {"model":"tiny","messages":[{"role":"assistant","content":"Hi"}]}
 --- error_code: 400
 --- response_body_like chomp
-"message":"the llama2 chat template needs roles that alternate user/assistant/user/\.\.\. after an optional system message \(messages\[0\] is \\"assistant\\"\)","type":"invalid_request_error","param":"messages"
+"message":"the model's chat template cannot render messages\[0\] \(role \\"assistant\\"\): TemplateError: Conversation roles must alternate user/assistant/user/assistant/\.\.\. \(template line \d+, column \d+\)","type":"invalid_request_error","param":"messages"
 
 
 
-=== TEST 7: a forced llama2 template: [INST] around the user turn
+=== TEST 7: chat_template= names a template file: Llama-3.1's system header
 --- http_config
-    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 chat_template=llama2;
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1
+                chat_template=$TEST_NGINX_TEMPLATES/meta-llama-Llama-3.1-8B-Instruct.jinja;
 --- config
     location /v1/ { infer_openai tiny; }
 --- request
@@ -202,13 +212,13 @@ POST /v1/chat/completions
 {"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
  "max_tokens":2,"temperature":0}
 --- response_body_like chomp
-"usage":\{"prompt_tokens":20,"completion_tokens":2,"total_tokens":22\}
+"usage":\{"prompt_tokens":170,"completion_tokens":2,"total_tokens":172\}
 --- error_log
-infer_model "tiny": chat template llama2
+infer_model "tiny": chat template from /
 
 
 
-=== TEST 8: a ChatML template in tokenizer_config.json is recognised
+=== TEST 8: a ChatML template in tokenizer_config.json applies
 --- http_config
     infer_model cm $TEST_NGINX_CHATML_MODEL_DIR threads=1;
 --- config
@@ -220,7 +230,54 @@ POST /v1/chat/completions
 --- response_body_like chomp
 "usage":\{"prompt_tokens":45,"completion_tokens":2,"total_tokens":47\}
 --- error_log
-infer_model "cm": chat template chatml
+infer_model "cm": chat template from tokenizer_config.json
+
+
+
+=== TEST 8b: chat_template_kwargs reach the template
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1
+                chat_template=$TEST_NGINX_TEMPLATES/meta-llama-Llama-3.1-8B-Instruct.jinja;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "chat_template_kwargs":{"date_string":"1 Dec 2026"},
+ "max_tokens":2,"temperature":0}
+--- response_body_like chomp
+"usage":\{"prompt_tokens":169,"completion_tokens":2,"total_tokens":171\}
+
+
+
+=== TEST 8c: a role the template accepts is rendered, whatever its name
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/chat/completions
+{"model":"tiny","messages":[{"role":"narrator","content":"It was dark."},
+ {"role":"user","content":"Once upon a time"}],"max_tokens":2,"temperature":0}
+--- response_body_like chomp
+"usage":\{"prompt_tokens":32,"completion_tokens":2,"total_tokens":34\}
+--- error_log
+infer_model "tiny": chat template from the default
+
+
+
+=== TEST 8d: a message without content where the template needs it: 400 naming it
+--- http_config
+    infer_model cm $TEST_NGINX_CHATML_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai cm; }
+--- request
+POST /v1/chat/completions
+{"model":"cm","messages":[{"role":"user","content":"Hi"},
+ {"role":"assistant"},{"role":"user","content":"Go on"}]}
+--- error_code: 400
+--- response_body_like chomp
+"message":"the model's chat template cannot render messages\[1\] \(role \\"assistant\\"\): UndefinedError: [^"]*content[^"]*","type":"invalid_request_error","param":"messages"
 
 
 

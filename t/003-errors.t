@@ -1,5 +1,10 @@
 # Every bad request gets an OpenAI-shaped JSON error with the right status.
 use Test::Nginx::Socket 'no_plan';
+use Cwd ();
+
+# The published chat templates (../shared/chat_templates).
+$ENV{TEST_NGINX_TEMPLATES} = ($ENV{INFER_SHARED} || Cwd::cwd() . '/../shared')
+                             . '/chat_templates';
 
 our $long = '[' . join(',', (5) x 600) . ']';
 # Bigger than client_body_buffer_size: nginx spools it to a file.
@@ -424,17 +429,18 @@ POST /v1/completions
 
 
 
-=== TEST 29: a Llama-2 chat with only a system message: 400, not "out of memory"
+=== TEST 29: two user turns where the template wants them alternating: 400 naming the second
 --- http_config
-    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 chat_template=llama2;
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1
+                chat_template=$TEST_NGINX_TEMPLATES/mistralai-Mistral-Nemo-Instruct-2407.jinja;
 --- config
     location /v1/ { infer_openai tiny; }
 --- request
 POST /v1/chat/completions
-{"model":"tiny","messages":[{"role":"system","content":"Be brief."}]}
+{"model":"tiny","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}
 --- error_code: 400
---- response_body
-{"error":{"message":"the llama2 chat template needs a user message after the system message","type":"invalid_request_error","param":"messages","code":null}}
+--- response_body_like chomp
+^\{"error":\{"message":"the model's chat template cannot render messages\[1\] \(role \\"user\\"\): TemplateError: After the optional system message, conversation roles must alternate user/assistant/user/assistant/\.\.\. \(template line \d+, column \d+\)","type":"invalid_request_error","param":"messages","code":null\}\}$
 
 
 
@@ -468,7 +474,7 @@ POST /v1/completions
 
 
 
-=== TEST 32: tools: 400 unsupported_parameter naming the field
+=== TEST 32: the deprecated functions: 400 unsupported_parameter naming the field
 --- http_config
     infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
 --- config
@@ -476,10 +482,10 @@ POST /v1/completions
 --- request
 POST /v1/chat/completions
 {"model":"tiny","messages":[{"role":"user","content":"x"}],
- "tools":[{"type":"function","function":{"name":"f"}}]}
+ "functions":[{"name":"f"}]}
 --- error_code: 400
 --- response_body
-{"error":{"message":"'tools' is not supported by this server","type":"invalid_request_error","param":"tools","code":"unsupported_parameter"}}
+{"error":{"message":"'functions' is not supported by this server (send 'tools')","type":"invalid_request_error","param":"functions","code":"unsupported_parameter"}}
 
 
 
@@ -498,7 +504,7 @@ POST /v1/chat/completions
 
 
 
-=== TEST 34: tool_choice other than "none": 400 naming it
+=== TEST 34: tool_choice required without tools: 400 naming it
 --- http_config
     infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
 --- config
@@ -506,10 +512,10 @@ POST /v1/chat/completions
 --- request
 POST /v1/chat/completions
 {"model":"tiny","messages":[{"role":"user","content":"x"}],
- "tool_choice":"auto"}
+ "tool_choice":"required"}
 --- error_code: 400
---- response_body_like chomp
-"param":"tool_choice","code":"unsupported_parameter"\}\}$
+--- response_body
+{"error":{"message":"'tool_choice' is only allowed when 'tools' are specified","type":"invalid_request_error","param":"tool_choice","code":null}}
 
 
 

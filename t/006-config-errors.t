@@ -53,9 +53,18 @@ my @cases = (
     ['bad unsent limit',
      "infer_model tiny $model;\n    infer_unsent_limit lots;", '',
      qr/"infer_unsent_limit" directive invalid value/],
-    ['bad chat template name',
-     "infer_model tiny $model chat_template=vicuna;", '',
-     qr/invalid value "vicuna" of "chat_template" in "infer_model", expected auto, llama2, llama3, chatml or plain/],
+    ['a chat template file that is not there',
+     "infer_model tiny $model chat_template=vicuna.jinja;", '',
+     qr/infer_model "tiny": cannot open the chat template "\Q$root\E\/conf\/vicuna\.jinja" \(2: No such file or directory\)/],
+    ['a chat template that does not parse: its line and column',
+     "infer_model tiny $model chat_template=unclosed.jinja;", '',
+     qr/infer_model "tiny": the chat template of \Q$root\E\/conf\/unclosed\.jinja does not parse: TemplateSyntaxError: [^\n]* \(line 3, column \d+\)/],
+    ['a chat template that cannot render a chat',
+     "infer_model tiny $model chat_template=raises.jinja;", '',
+     qr/infer_model "tiny": the chat template of \Q$root\E\/conf\/raises\.jinja cannot render a chat: TemplateError: no chats here \(line 2, column \d+\)/],
+    ['a chat template that reads what is not there',
+     "infer_model tiny $model chat_template=undefined.jinja;", '',
+     qr/infer_model "tiny": the chat template of \Q$root\E\/conf\/undefined\.jinja cannot render a chat: UndefinedError: [^\n]*'nothing'[^\n]* \(line 1, column \d+\)/],
     ['bad device list',
      "infer_model tiny $model devices=0,x;", '',
      qr/invalid value "0,x" of "devices" in "infer_model"/],
@@ -105,6 +114,20 @@ my @cases = (
 );
 
 system("rm -rf '$root' && mkdir -p '$root/conf' '$root/logs'") == 0 or die;
+
+# chat_template= files, relative to the configuration's directory
+my %templates = (
+    'unclosed.jinja' => "{% for m in messages %}\n{{ m.content }}\n"
+                        . "{% if m.role %}\n",
+    'raises.jinja' => "{{ bos_token }}\n{{ raise_exception('no chats here') }}",
+    'undefined.jinja' => "{{ messages[0].content + nothing.at.all }}",
+    'good.jinja' => "{% for m in messages %}{{ m.content }}{% endfor %}",
+);
+for my $name (keys %templates) {
+    open my $fh, '>', "$root/conf/$name" or die $!;
+    print $fh $templates{$name};
+    close $fh;
+}
 
 # A bad tokenizer.json fails nginx -t with the tokenizer's message, naming
 # the file and what is wrong: the stories260K weights (linked) with the
@@ -204,7 +227,7 @@ if (!$cuda) {
                       . "max_batch_tokens=256 max_seqs=8 kv_cache=2g "
                       . "max_queue=16 timeout=30s tp=1 "
                       . ($cuda ? "backend=cuda devices=0 " : "")
-                      . "chat_template=chatml;",
+                      . "chat_template=good.jinja;",
                       'location /v1/ { infer_openai tiny; } '
                       . 'location = /healthz { infer_health; }');
 is($rc, 0, 'every parameter at once passes nginx -t') or diag($err);

@@ -19,7 +19,7 @@
 
 #include "infer.h"
 #include "tokenizer.h"
-#include "chat.h"
+#include "jinja.h"
 #include "openai.h"
 
 #define NGX_HTTP_INFER_MAX_DEVICES  16
@@ -32,15 +32,19 @@ typedef struct {
     infer_engine_config_t    ecfg;
     int                      devices[NGX_HTTP_INFER_MAX_DEVICES];
     ngx_msec_t               timeout;          /* per-request deadline */
-    infer_chat_format_t      chat_format;      /* AUTO: from tokenizer */
+    ngx_str_t                chat_template;    /* a template file, or
+                                                  empty: the tokenizer's */
+    /* From configuration time on (read-only, shared by the workers). */
+    infer_jinja_tmpl_t      *tmpl;             /* the chat template */
+    const char              *tmpl_from;        /* where it came from */
+    json_t                  *special;          /* bos_token, eos_token */
+    int32_t                  end_ids[4];       /* what ends a chat turn */
+    int                      n_end_ids;
 
     /* Per worker, from init_process on. */
     infer_engine_t          *engine;
     ngx_connection_t        *conn;             /* watches the eventfd */
     ngx_queue_t              ctxs;             /* live request contexts */
-    infer_chat_format_t      format;           /* resolved chat format */
-    const char              *bos, *eos;        /* special token strings */
-    int32_t                  end_id;           /* chat turn end, or -1 */
     time_t                   created;
     ngx_event_t              retry;            /* start the engine again */
     ngx_msec_t               retry_delay;

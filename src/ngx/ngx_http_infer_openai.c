@@ -526,7 +526,7 @@ static void
 ngx_http_infer_tokenize(ngx_http_infer_oai_t *job)
 {
     int                      i, vocab, context;
-    char                    *text, msg[256];
+    char                    *text;
     size_t                   len, least;
     infer_oai_request_t     *req = &job->req;
     infer_oai_error_t       *err = &job->err;
@@ -564,12 +564,8 @@ ngx_http_infer_tokenize(ngx_http_infer_oai_t *job)
 
     text = NULL;
     if (req->kind == INFER_OAI_CHAT) {
-        text = infer_chat_render(m->format, req->messages, req->n_messages,
-                                 m->bos, m->eos, &len, msg, sizeof(msg));
+        text = infer_oai_chat_prompt(m->tmpl, req, m->special, &len, err);
         if (text == NULL) {
-            infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
-                                NGX_HTTP_INFER_INVALID, "messages", NULL,
-                                "%s", msg);
             return;
         }
     } else {
@@ -778,9 +774,9 @@ ngx_http_infer_engine_request(ngx_http_infer_oai_t *job, infer_request_t *ir)
     ir->n_bias = req->n_bias;
     ir->stop = (const char *const *) req->stop;
     ir->n_stop = req->n_stop;
-    if (req->kind == INFER_OAI_CHAT && m->end_id >= 0) {
-        ir->stop_ids = &m->end_id;
-        ir->n_stop_ids = 1;
+    if (req->kind == INFER_OAI_CHAT && m->n_end_ids > 0) {
+        ir->stop_ids = m->end_ids;
+        ir->n_stop_ids = m->n_end_ids;
     }
     ir->logprobs = req->logprobs;
     ir->top_logprobs = req->top_logprobs;

@@ -275,30 +275,35 @@ oai_parse_prompt(json_t *root, infer_oai_request_t *req,
     return -1;
 }
 
-/* content: a string, null, or an array of {"type":"text","text":...}
- * parts joined with newlines. */
-static char *
+/*
+ * content: a string, null, or an array of {"type":"text","text":...}
+ * parts, which become one string joined with newlines (as vLLM gives a
+ * template that reads content as a string).  NULL with err on a bad one;
+ * a new reference otherwise (json_null() for none).
+ */
+static json_t *
 oai_message_content(json_t *c, size_t i, infer_oai_error_t *err)
 {
-    json_t  *part, *t, *type;
-    char    *s, what[64];
+    json_t  *part, *t, *type, *s;
+    char    *p;
     size_t   k, len, n;
 
-    snprintf(what, sizeof(what), "messages[%zu].content", i);
-
     if (c == NULL || json_is_null(c)) {
-        s = strdup("");
-        if (s == NULL) {
-            oai_nomem(err);
-        }
-        return s;
+        return json_null();
     }
     if (json_is_string(c)) {
-        return oai_text(c, "messages", what, err);
+        if (memchr(json_string_value(c), '\0', json_string_length(c))
+            != NULL)
+        {
+            oai_invalid(err, "messages", "messages[%zu].content must not "
+                        "contain a NUL character", i);
+            return NULL;
+        }
+        return json_incref(c);
     }
     if (!json_is_array(c)) {
-        oai_invalid(err, "messages", "%s must be a string or an array of "
-                    "text parts", what);
+        oai_invalid(err, "messages", "messages[%zu].content must be a "
+                    "string or an array of text parts", i);
         return NULL;
     }
 
@@ -310,23 +315,23 @@ oai_message_content(json_t *c, size_t i, infer_oai_error_t *err)
             || strcmp(json_string_value(type), "text") != 0
             || !json_is_string(t))
         {
-            oai_invalid(err, "messages", "%s[%zu]: only parts of type "
-                        "\"text\" with a string \"text\" are supported",
-                        what, k);
+            oai_invalid(err, "messages", "messages[%zu].content[%zu]: only "
+                        "parts of type \"text\" with a string \"text\" are "
+                        "supported", i, k);
             return NULL;
         }
         if (memchr(json_string_value(t), '\0', json_string_length(t))
             != NULL)
         {
-            oai_invalid(err, "messages", "%s[%zu].text must not contain a "
-                        "NUL character", what, k);
+            oai_invalid(err, "messages", "messages[%zu].content[%zu].text "
+                        "must not contain a NUL character", i, k);
             return NULL;
         }
         len += json_string_length(t) + 1;
     }
 
-    s = malloc(len + 1);
-    if (s == NULL) {
+    p = malloc(len + 1);
+    if (p == NULL) {
         oai_nomem(err);
         return NULL;
     }
@@ -334,21 +339,78 @@ oai_message_content(json_t *c, size_t i, infer_oai_error_t *err)
     json_array_foreach(c, k, part) {
         t = json_object_get(part, "text");
         if (k > 0) {
-            s[n++] = '\n';
+            p[n++] = '\n';
         }
-        memcpy(s + n, json_string_value(t), json_string_length(t));
+        memcpy(p + n, json_string_value(t), json_string_length(t));
         n += json_string_length(t);
     }
-    s[n] = '\0';
+    s = json_stringn_nocheck(p, n);
+    free(p);
+    if (s == NULL) {
+        oai_nomem(err);
+    }
     return s;
 }
 
+/*
+ * An assistant message's tool_calls as templates read them: the
+ * arguments OpenAI sends as a JSON string are given as the object they
+ * encode (vLLM does the same; Hugging Face templates write them with
+ * tojson), an arguments string that is not a JSON object stays a string.
+ */
+static int
+oai_message_tool_calls(json_t *m, size_t i, infer_oai_error_t *err)
+{
+    json_t      *calls, *call, *fn, *args, *obj;
+    size_t       k;
+
+    calls = json_object_get(m, "tool_calls");
+    if (calls == NULL || json_is_null(calls)) {
+        return 0;
+    }
+    if (!json_is_array(calls)) {
+        oai_invalid(err, "messages", "messages[%zu].tool_calls must be an "
+                    "array", i);
+        return -1;
+    }
+    json_array_foreach(calls, k, call) {
+        fn = json_object_get(call, "function");
+        if (!json_is_object(call) || !json_is_object(fn)
+            || !json_is_string(json_object_get(fn, "name")))
+        {
+            oai_invalid(err, "messages", "messages[%zu].tool_calls[%zu] "
+                        "must be an object with a \"function\" that has a "
+                        "string \"name\"", i, k);
+            return -1;
+        }
+        args = json_object_get(fn, "arguments");
+        if (!json_is_string(args)) {
+            continue;
+        }
+        obj = json_loadb(json_string_value(args), json_string_length(args),
+                         JSON_DECODE_ANY, NULL);
+        if (json_is_object(obj)) {
+            if (json_object_set_new(fn, "arguments", obj) != 0) {
+                return oai_nomem(err);
+            }
+            continue;
+        }
+        json_decref(obj);
+    }
+    return 0;
+}
+
+/*
+ * messages as the chat template sees them: each an object with a string
+ * role (any role: the template decides what it accepts) and the other
+ * members it came with (name, tool_calls, tool_call_id, reasoning, ...),
+ * content made a string.
+ */
 static int
 oai_parse_messages(json_t *root, infer_oai_request_t *req,
     infer_oai_error_t *err)
 {
-    json_t  *a, *m, *role;
-    char     what[64];
+    json_t  *a, *m, *role, *copy, *content;
     size_t   i;
 
     a = oai_field(root, "messages");
@@ -361,7 +423,7 @@ oai_parse_messages(json_t *root, infer_oai_request_t *req,
         return -1;
     }
 
-    req->messages = calloc(json_array_size(a), sizeof(infer_chat_message_t));
+    req->messages = json_array();
     if (req->messages == NULL) {
         return oai_nomem(err);
     }
@@ -375,15 +437,31 @@ oai_parse_messages(json_t *root, infer_oai_request_t *req,
                         "with a string 'role'", i);
             return -1;
         }
-        req->n_messages = (int) i + 1;
-        snprintf(what, sizeof(what), "messages[%zu].role", i);
-        req->messages[i].role = oai_text(role, "messages", what, err);
-        if (req->messages[i].role == NULL) {
+        if (memchr(json_string_value(role), '\0', json_string_length(role))
+            != NULL)
+        {
+            oai_invalid(err, "messages", "messages[%zu].role must not "
+                        "contain a NUL character", i);
             return -1;
         }
-        req->messages[i].content =
-            oai_message_content(json_object_get(m, "content"), i, err);
-        if (req->messages[i].content == NULL) {
+        copy = json_deep_copy(m);
+        if (copy == NULL || json_array_append_new(req->messages, copy) != 0)
+        {
+            return oai_nomem(err);
+        }
+        content = oai_message_content(json_object_get(m, "content"), i, err);
+        if (content == NULL) {
+            return -1;
+        }
+        if (json_object_get(m, "content") != NULL
+            && json_object_set_new(copy, "content", content) != 0)
+        {
+            return oai_nomem(err);
+        }
+        if (json_object_get(m, "content") == NULL) {
+            json_decref(content);
+        }
+        if (oai_message_tool_calls(copy, i, err) != 0) {
             return -1;
         }
     }
@@ -688,9 +766,8 @@ static int
 oai_check_unsupported(json_t *root, infer_oai_request_t *req,
     infer_oai_error_t *err)
 {
-    /* an empty list of tools or functions offers none; any audio or web
-     * search options (even {}: the defaults) ask for them */
-    static const char  *lists[] = { "tools", "functions" };
+    /* an empty list of functions offers none; any audio or web search
+     * options (even {}: the defaults) ask for them */
     static const char  *options[] = { "audio", "web_search_options" };
     json_t      *v, *m;
     size_t       i;
@@ -720,25 +797,28 @@ oai_check_unsupported(json_t *root, infer_oai_request_t *req,
         return 0;
     }
 
+    /* the deprecated functions: the same as tools, in a shape this
+     * server does not read */
+    if (oai_asks(root, "functions")) {
+        oai_unsupported(err, "functions", "'functions' is not supported by "
+                        "this server (send 'tools')");
+        return -1;
+    }
     for (i = 0; i < 2; i++) {
-        if (oai_asks(root, lists[i])) {
-            oai_unsupported(err, lists[i], "'%s' is not supported by this "
-                            "server", lists[i]);
-            return -1;
-        }
         if (oai_field(root, options[i]) != NULL) {
             oai_unsupported(err, options[i], "'%s' is not supported by this "
                             "server", options[i]);
             return -1;
         }
     }
-
-    v = oai_field(root, "tool_choice");
-    if (v != NULL && !oai_is(v, "none")) {
-        oai_unsupported(err, "tool_choice", "'tool_choice' is not supported "
-                        "by this server (only \"none\")");
+    /* a template sent by the client would run whatever it holds */
+    if (oai_field(root, "chat_template") != NULL) {
+        oai_unsupported(err, "chat_template", "'chat_template' is not "
+                        "supported by this server (the model's template "
+                        "applies)");
         return -1;
     }
+
     v = oai_field(root, "function_call");
     if (v != NULL && !oai_is(v, "none")) {
         oai_unsupported(err, "function_call", "'function_call' is not "
@@ -768,6 +848,158 @@ oai_check_unsupported(json_t *root, infer_oai_request_t *req,
                 return -1;
             }
         }
+    }
+    return 0;
+}
+
+/* The name of a tool of tools, or NULL. */
+static json_t *
+oai_find_tool(json_t *tools, const char *name)
+{
+    json_t  *t, *fn;
+    size_t   i;
+
+    json_array_foreach(tools, i, t) {
+        fn = json_object_get(t, "function");
+        if (oai_is(json_object_get(fn, "name"), name)) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static int
+oai_parse_tools(json_t *root, infer_oai_request_t *req,
+    infer_oai_error_t *err)
+{
+    json_t      *tools, *t, *fn, *v, *name;
+    size_t       i;
+
+    tools = oai_field(root, "tools");
+    if (tools != NULL && !json_is_array(tools)) {
+        oai_invalid(err, "tools", "'tools' must be an array");
+        return -1;
+    }
+    json_array_foreach(tools, i, t) {
+        fn = json_object_get(t, "function");
+        name = json_object_get(fn, "name");
+        if (!json_is_object(t) || !oai_is(json_object_get(t, "type"),
+                                          "function")
+            || !json_is_object(fn) || !json_is_string(name)
+            || json_string_length(name) == 0)
+        {
+            oai_invalid(err, "tools", "tools[%zu] must be {\"type\": "
+                        "\"function\", \"function\": {\"name\": ...}} with "
+                        "a non-empty string name", i);
+            return -1;
+        }
+        v = json_object_get(fn, "parameters");
+        if (v != NULL && !json_is_object(v)) {
+            oai_invalid(err, "tools", "tools[%zu].function.parameters must "
+                        "be an object (a JSON Schema)", i);
+            return -1;
+        }
+    }
+    if (tools != NULL && json_array_size(tools) > 0) {
+        req->tools = json_deep_copy(tools);
+        if (req->tools == NULL) {
+            return oai_nomem(err);
+        }
+    }
+
+    v = oai_field(root, "tool_choice");
+    if (v == NULL || oai_is(v, "auto")) {
+        req->tool_choice = INFER_OAI_TOOLS_AUTO;
+        return 0;
+    }
+    if (oai_is(v, "none")) {
+        req->tool_choice = INFER_OAI_TOOLS_NONE;
+        return 0;
+    }
+    if (req->tools == NULL) {
+        oai_invalid(err, "tool_choice", "'tool_choice' is only allowed when "
+                    "'tools' are specified");
+        return -1;
+    }
+    if (oai_is(v, "required")) {
+        req->tool_choice = INFER_OAI_TOOLS_REQUIRED;
+        return 0;
+    }
+    fn = json_object_get(v, "function");
+    name = json_object_get(fn, "name");
+    if (!json_is_object(v) || !oai_is(json_object_get(v, "type"), "function")
+        || !json_is_string(name))
+    {
+        oai_invalid(err, "tool_choice", "'tool_choice' must be \"none\", "
+                    "\"auto\", \"required\" or {\"type\": \"function\", "
+                    "\"function\": {\"name\": ...}}");
+        return -1;
+    }
+    if (oai_find_tool(req->tools, json_string_value(name)) == NULL) {
+        oai_invalid(err, "tool_choice", "'tool_choice' names the function "
+                    "'%s', which is not among 'tools'",
+                    json_string_value(name));
+        return -1;
+    }
+    req->tool_name = oai_text(name, "tool_choice", "the function's name",
+                              err);
+    if (req->tool_name == NULL) {
+        return -1;
+    }
+    req->tool_choice = INFER_OAI_TOOLS_NAMED;
+    return 0;
+}
+
+/* What else the chat template is given, as vLLM takes it:
+ * chat_template_kwargs, add_generation_prompt, continue_final_message,
+ * documents. */
+static int
+oai_parse_chat_options(json_t *root, infer_oai_request_t *req,
+    infer_oai_error_t *err)
+{
+    json_t  *v;
+
+    if (oai_parse_tools(root, req, err) != 0) {
+        return -1;
+    }
+
+    v = oai_field(root, "chat_template_kwargs");
+    if (v != NULL && !json_is_object(v)) {
+        oai_invalid(err, "chat_template_kwargs", "'chat_template_kwargs' "
+                    "must be an object");
+        return -1;
+    }
+    if (v != NULL && json_object_size(v) > 0) {
+        req->template_kwargs = json_deep_copy(v);
+        if (req->template_kwargs == NULL) {
+            return oai_nomem(err);
+        }
+    }
+
+    v = oai_field(root, "documents");
+    if (v != NULL && !json_is_array(v)) {
+        oai_invalid(err, "documents", "'documents' must be an array");
+        return -1;
+    }
+    if (v != NULL && json_array_size(v) > 0) {
+        req->documents = json_deep_copy(v);
+        if (req->documents == NULL) {
+            return oai_nomem(err);
+        }
+    }
+
+    req->add_generation_prompt = 1;
+    if (oai_get_bool(root, "add_generation_prompt",
+                     &req->add_generation_prompt, err) < 0
+        || oai_get_bool(root, "continue_final_message",
+                        &req->continue_final_message, err) < 0)
+    {
+        return -1;
+    }
+    if (req->add_generation_prompt && req->continue_final_message) {
+        oai_invalid(err, "continue_final_message", "'continue_final_message' "
+                    "and 'add_generation_prompt' cannot both be true");
+        return -1;
     }
     return 0;
 }
@@ -844,7 +1076,9 @@ infer_oai_parse_request(const char *body, size_t len, infer_oai_kind_t kind,
     }
 
     if (kind == INFER_OAI_CHAT) {
-        if (oai_parse_messages(root, req, err) != 0) {
+        if (oai_parse_messages(root, req, err) != 0
+            || oai_parse_chat_options(root, req, err) != 0)
+        {
             goto done;
         }
     } else if (oai_parse_prompt(root, req, err) != 0) {
@@ -878,11 +1112,11 @@ infer_oai_request_free(infer_oai_request_t *req)
     free(req->model);
     free(req->prompt);
     free(req->prompt_ids);
-    for (i = 0; i < req->n_messages; i++) {
-        free(req->messages[i].role);
-        free(req->messages[i].content);
-    }
-    free(req->messages);
+    json_decref(req->messages);
+    json_decref(req->tools);
+    json_decref(req->documents);
+    json_decref(req->template_kwargs);
+    free(req->tool_name);
     for (i = 0; i < req->n_stop; i++) {
         free(req->stop[i]);
     }
@@ -1537,4 +1771,197 @@ const char *
 infer_oai_finish_reason(int finish)
 {
     return finish == INFER_FINISH_LENGTH ? "length" : "stop";
+}
+
+
+/* ---- chat templates ------------------------------------------------ */
+
+const char  infer_oai_default_template[] =
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ message['role'] }}: {{ message['content'] }}\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}";
+
+/* Conversations of more messages are not searched for the one that a
+ * template refuses: each try renders a prefix again. */
+#define OAI_CULPRIT_MAX  32
+
+static char *
+oai_render(const infer_jinja_tmpl_t *t, json_t *messages, json_t *tools,
+    json_t *documents, json_t *extra, int gen, int cont, size_t *len,
+    infer_jinja_error_t *jerr)
+{
+    infer_jinja_chat_t  chat;
+
+    memset(&chat, 0, sizeof(chat));
+    chat.messages = messages;
+    chat.tools = tools;
+    chat.documents = documents;
+    chat.extra = extra;
+    chat.add_generation_prompt = gen;
+    chat.continue_final_message = cont;
+    return infer_jinja_render_chat(t, &chat, NULL, len, jerr);
+}
+
+/*
+ * The message a template refuses: the first k for which the chat cut
+ * after messages[k] fails with the same error (what went before rendered,
+ * so that message is what the template does not take).  -1 when there is
+ * none such or the chat is long.
+ */
+static int
+oai_culprit(const infer_jinja_tmpl_t *t, const infer_oai_request_t *req,
+    json_t *extra, const infer_jinja_error_t *e)
+{
+    char                 *s;
+    size_t                k, n, len;
+    json_t               *prefix;
+    int                   found;
+    infer_jinja_error_t   pe;
+
+    n = json_array_size(req->messages);
+    if (n > OAI_CULPRIT_MAX) {
+        return -1;
+    }
+    prefix = json_array();
+    if (prefix == NULL) {
+        return -1;
+    }
+    found = -1;
+    for (k = 0; k < n; k++) {
+        if (json_array_append(prefix, json_array_get(req->messages, k))
+            != 0)
+        {
+            break;
+        }
+        s = oai_render(t, prefix, req->tools, req->documents, extra, 0, 0,
+                       &len, &pe);
+        if (s != NULL) {
+            free(s);
+            continue;
+        }
+        if (strcmp(pe.type, e->type) == 0
+            && strcmp(pe.message, e->message) == 0)
+        {
+            found = (int) k;
+        }
+        break;
+    }
+    json_decref(prefix);
+    return found;
+}
+
+char *
+infer_oai_chat_prompt(const infer_jinja_tmpl_t *t,
+    const infer_oai_request_t *req, json_t *special, size_t *len,
+    infer_oai_error_t *err)
+{
+    int                   k;
+    char                 *s, why[600], where[64];
+    json_t               *extra, *role;
+    infer_jinja_error_t   jerr;
+
+    extra = special != NULL ? json_copy(special) : json_object();
+    if (extra == NULL
+        || (req->template_kwargs != NULL
+            && json_object_update(extra, req->template_kwargs) != 0))
+    {
+        json_decref(extra);
+        oai_nomem(err);
+        return NULL;
+    }
+
+    s = oai_render(t, req->messages, req->tools, req->documents, extra,
+                   req->add_generation_prompt, req->continue_final_message,
+                   len, &jerr);
+    if (s != NULL) {
+        json_decref(extra);
+        return s;
+    }
+
+    infer_jinja_strerror(&jerr, why, sizeof(why));
+    where[0] = '\0';
+    if (jerr.line > 0) {
+        snprintf(where, sizeof(where), " (template line %d, column %d)",
+                 jerr.line, jerr.column);
+    }
+    k = oai_culprit(t, req, extra, &jerr);
+    json_decref(extra);
+
+    if (k >= 0) {
+        role = json_object_get(json_array_get(req->messages, k), "role");
+        oai_invalid(err, "messages", "the model's chat template cannot "
+                    "render messages[%d] (role \"%.64s\"): %s%s", k,
+                    json_string_value(role), why, where);
+    } else {
+        oai_invalid(err, "messages", "the model's chat template cannot "
+                    "render these messages: %s%s", why, where);
+    }
+    return NULL;
+}
+
+int
+infer_oai_template_check(const infer_jinja_tmpl_t *t, json_t *special,
+    infer_jinja_error_t *err)
+{
+    int                   rc;
+    char                 *s;
+    size_t                len;
+    json_t               *msgs, *tools;
+    infer_jinja_error_t   e2;
+
+    msgs = json_pack("[{s:s,s:s}]", "role", "user", "content", "Hello");
+    tools = json_pack("[{s:s,s:{s:s,s:s,s:{s:s,s:{}}}}]", "type", "function",
+                      "function", "name", "get_time", "description",
+                      "The current time.", "parameters", "type", "object",
+                      "properties");
+    rc = -1;
+    if (msgs == NULL || tools == NULL) {
+        memset(err, 0, sizeof(*err));
+        snprintf(err->type, sizeof(err->type), "MemoryError");
+        snprintf(err->message, sizeof(err->message), "out of memory");
+        goto done;
+    }
+
+    s = oai_render(t, msgs, NULL, NULL, special, 1, 0, &len, err);
+    if (s == NULL) {
+        s = oai_render(t, msgs, tools, NULL, special, 1, 0, &len, &e2);
+    }
+    if (s != NULL) {
+        free(s);
+        rc = 0;
+    }
+
+done:
+    json_decref(msgs);
+    json_decref(tools);
+    return rc;
+}
+
+/* What ends an assistant turn in the formats of the families. */
+static const char  *oai_turn_ends[] = {
+    "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>",
+    "<|END_OF_TURN_TOKEN|>", "<|end_of_text|>"
+};
+
+int
+infer_oai_template_stops(const char *src, const infer_tokenizer_t *tok,
+    int32_t *ids, int max)
+{
+    int      n;
+    size_t   i;
+    int32_t  id;
+
+    n = 0;
+    for (i = 0; i < sizeof(oai_turn_ends) / sizeof(oai_turn_ends[0]); i++) {
+        if (n == max || strstr(src, oai_turn_ends[i]) == NULL) {
+            continue;
+        }
+        id = infer_tokenizer_token_id(tok, oai_turn_ends[i]);
+        if (id >= 0 && infer_tokenizer_is_special(tok, id)) {
+            ids[n++] = id;
+        }
+    }
+    return n;
 }

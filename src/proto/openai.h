@@ -9,8 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "chat.h"
+#include <jansson.h>
+
 #include "infer.h"
+#include "jinja.h"
 #include "tokenizer.h"
 
 #define INFER_OAI_MAX_STOP  4
@@ -20,6 +22,15 @@ typedef enum {
     INFER_OAI_CHAT
 } infer_oai_kind_t;
 
+/* tool_choice */
+typedef enum {
+    INFER_OAI_TOOLS_AUTO = 0,
+    INFER_OAI_TOOLS_NONE,
+    INFER_OAI_TOOLS_REQUIRED,
+    INFER_OAI_TOOLS_NAMED           /* {"type":"function","function":
+                                       {"name": tool_name}} */
+} infer_oai_tool_choice_t;
+
 typedef struct {
     infer_oai_kind_t       kind;
     char                  *model;
@@ -27,8 +38,19 @@ typedef struct {
     size_t                 prompt_len;
     int32_t               *prompt_ids;     /* token-id prompt, or NULL */
     int                    n_prompt_ids;
-    infer_chat_message_t  *messages;       /* chat only */
-    int                    n_messages;
+    /* chat only: what the chat template is given */
+    json_t                *messages;       /* objects with a string role,
+                                              content a string or null,
+                                              tool_calls' arguments
+                                              objects where they parse */
+    json_t                *tools;          /* array, or NULL */
+    json_t                *documents;      /* array, or NULL */
+    json_t                *template_kwargs;   /* chat_template_kwargs,
+                                                 or NULL */
+    int                    add_generation_prompt;   /* default 1 */
+    int                    continue_final_message;
+    infer_oai_tool_choice_t  tool_choice;
+    char                  *tool_name;      /* INFER_OAI_TOOLS_NAMED */
     int                    max_tokens;     /* when has_max_tokens: 0 (a
                                               completion that only scores
                                               its prompt) or more */
@@ -69,8 +91,8 @@ typedef struct {
 
 /* Parses and validates a request body; on failure fills err (status 400)
  * and leaves nothing to free.  Unknown fields are ignored; a known one that
- * asks for what the server does not do (tools, a JSON response format,
- * best_of above n, ...) is refused, naming it.  max_n bounds n. */
+ * asks for what the server does not do (a JSON response format, best_of
+ * above n, ...) is refused, naming it.  max_n bounds n. */
 int infer_oai_parse_request(const char *body, size_t len,
     infer_oai_kind_t kind, int max_n, infer_oai_request_t *req,
     infer_oai_error_t *err);
@@ -80,6 +102,47 @@ void infer_oai_request_free(infer_oai_request_t *req);
 void infer_oai_set_error(infer_oai_error_t *err, int status,
     const char *type, const char *param, const char *code,
     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/*
+ * The template of a model whose tokenizer_config.json has none (where
+ * transformers would refuse to render a chat):
+ * "<bos>role: content\n...assistant:".
+ */
+extern const char  infer_oai_default_template[];
+
+/*
+ * The prompt text of a chat request: its messages, tools, documents,
+ * add_generation_prompt and continue_final_message rendered by template t
+ * as apply_chat_template(tokenize=False) renders them, with the model's
+ * special tokens (special: an object such as {"bos_token": "<s>",
+ * "eos_token": "</s>"}, or NULL) and the request's chat_template_kwargs
+ * over them.  The text holds special tokens as text: it is encoded
+ * without adding any.  A template that refuses the chat (its
+ * raise_exception, an undefined member, a limit) is a 400 on messages with
+ * the template's error; when one message alone makes the difference, the
+ * error names it.  Returns malloc'd text, its length in *len.
+ */
+char *infer_oai_chat_prompt(const infer_jinja_tmpl_t *t,
+    const infer_oai_request_t *req, json_t *special, size_t *len,
+    infer_oai_error_t *err);
+
+/*
+ * Whether a template can serve chats, for configuration time: it must
+ * render a one-line user chat, with or without a tool offered (some
+ * templates are for chats with tools only).  -1 with err (the first
+ * failure: line and column in the template) when neither renders.
+ */
+int infer_oai_template_check(const infer_jinja_tmpl_t *t, json_t *special,
+    infer_jinja_error_t *err);
+
+/*
+ * Tokens that end an assistant turn in a template's format, found in its
+ * text (<|im_end|>, <|eot_id|>, <|eom_id|>, <|end|>, <end_of_turn>, ...)
+ * and in the vocabulary: the chat's stop tokens beside eos.  Writes up to
+ * max ids, returns how many.
+ */
+int infer_oai_template_stops(const char *src, const infer_tokenizer_t *tok,
+    int32_t *ids, int max);
 
 /* Identity shared by every piece of one response. */
 typedef struct {

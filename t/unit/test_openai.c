@@ -318,10 +318,19 @@ test_chat_request(void)
                "\"max_tokens\":5,\"max_completion_tokens\":9}",
                INFER_OAI_CHAT, &req, &err);
     is_int(rc, 0, "chat request parses");
-    is_int(req.n_messages, 3, "three messages");
-    is_str(req.messages[0].role, "system", "system role");
-    is_str(req.messages[1].content, "a\nb", "text parts joined by newline");
-    is_str(req.messages[2].content, "", "null content is empty");
+    is_int((int) json_array_size(req.messages), 3, "three messages");
+    is_str(json_string_value(json_object_get(json_array_get(req.messages, 0),
+                                             "role")),
+           "system", "system role");
+    is_str(json_string_value(json_object_get(json_array_get(req.messages, 1),
+                                             "content")),
+           "a\nb", "text parts joined by newline");
+    ok(json_is_null(json_object_get(json_array_get(req.messages, 2),
+                                    "content")),
+       "null content stays null (the template decides)");
+    is_int(req.add_generation_prompt, 1, "add_generation_prompt by default");
+    ok(req.tools == NULL && req.tool_choice == INFER_OAI_TOOLS_AUTO,
+       "no tools, tool_choice auto");
     is_int(req.max_tokens, 9, "max_completion_tokens wins over max_tokens");
     infer_oai_request_free(&req);
 
@@ -337,6 +346,102 @@ test_chat_request(void)
         "image content part");
     bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":5}]}",
         INFER_OAI_CHAT, "messages", "content as a number");
+}
+
+#define TOOL  "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"," \
+              "\"parameters\":{\"type\":\"object\"}}}"
+#define USER  "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+
+/* tools, tool_choice, tool calls in the history, the template's kwargs */
+static void
+test_chat_tools_request(void)
+{
+    json_t               *args;
+    infer_oai_request_t   req;
+    infer_oai_error_t     err;
+    int                   rc;
+
+    rc = parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+               "\"content\":\"Paris?\"},{\"role\":\"assistant\","
+               "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+               "\"function\":{\"name\":\"get_weather\",\"arguments\":"
+               "\"{\\\"city\\\": \\\"Paris\\\"}\"}},{\"id\":\"c2\",\"type\":"
+               "\"function\",\"function\":{\"name\":\"get_weather\","
+               "\"arguments\":\"not json\"}}]},{\"role\":\"tool\","
+               "\"tool_call_id\":\"c1\",\"content\":\"18C\"},{\"role\":"
+               "\"observer\",\"content\":\"an unknown role\"}],"
+               "\"tools\":[" TOOL "],\"tool_choice\":{\"type\":\"function\","
+               "\"function\":{\"name\":\"get_weather\"}},"
+               "\"chat_template_kwargs\":{\"enable_thinking\":false},"
+               "\"add_generation_prompt\":false,"
+               "\"continue_final_message\":true}",
+               INFER_OAI_CHAT, &req, &err);
+    if (!ok(rc == 0, "a chat with tools parses")) {
+        diag("%s", err.message);
+        return;
+    }
+    args = json_object_get(json_object_get(json_array_get(json_object_get(
+               json_array_get(req.messages, 1), "tool_calls"), 0),
+               "function"), "arguments");
+    ok(json_is_object(args)
+       && strcmp(json_string_value(json_object_get(args, "city")), "Paris")
+          == 0,
+       "tool call arguments given to the template as the object they "
+       "encode");
+    args = json_object_get(json_object_get(json_array_get(json_object_get(
+               json_array_get(req.messages, 1), "tool_calls"), 1),
+               "function"), "arguments");
+    is_str(json_string_value(args), "not json",
+           "arguments that are not a JSON object stay a string");
+    is_str(json_string_value(json_object_get(json_array_get(req.messages, 3),
+                                             "role")),
+           "observer", "an unknown role is the template's to judge");
+    is_int((int) json_array_size(req.tools), 1, "one tool");
+    is_int(req.tool_choice, INFER_OAI_TOOLS_NAMED, "a named tool_choice");
+    is_str(req.tool_name, "get_weather", "its name");
+    ok(json_is_false(json_object_get(req.template_kwargs,
+                                     "enable_thinking")),
+       "chat_template_kwargs kept");
+    ok(!req.add_generation_prompt && req.continue_final_message,
+       "add_generation_prompt and continue_final_message");
+    infer_oai_request_free(&req);
+
+    rc = parse("{\"model\":\"m\"," USER ",\"tools\":[" TOOL "],"
+               "\"tool_choice\":\"required\"}", INFER_OAI_CHAT, &req, &err);
+    ok(rc == 0 && req.tool_choice == INFER_OAI_TOOLS_REQUIRED,
+       "tool_choice required");
+    infer_oai_request_free(&req);
+    rc = parse("{\"model\":\"m\"," USER ",\"tools\":[],"
+               "\"tool_choice\":\"none\"}", INFER_OAI_CHAT, &req, &err);
+    ok(rc == 0 && req.tools == NULL && req.tool_choice == INFER_OAI_TOOLS_NONE,
+       "an empty tools list and tool_choice none");
+    infer_oai_request_free(&req);
+
+    bad("{\"model\":\"m\"," USER ",\"tool_choice\":\"required\"}",
+        INFER_OAI_CHAT, "tool_choice", "tool_choice required without tools");
+    bad("{\"model\":\"m\"," USER ",\"tools\":[" TOOL "],\"tool_choice\":"
+        "{\"type\":\"function\",\"function\":{\"name\":\"other\"}}}",
+        INFER_OAI_CHAT, "tool_choice", "a named function not among tools");
+    bad("{\"model\":\"m\"," USER ",\"tools\":[" TOOL "],"
+        "\"tool_choice\":\"sometimes\"}", INFER_OAI_CHAT, "tool_choice",
+        "an unknown tool_choice");
+    bad("{\"model\":\"m\"," USER ",\"tools\":{}}", INFER_OAI_CHAT, "tools",
+        "tools as an object");
+    bad("{\"model\":\"m\"," USER ",\"tools\":[{\"type\":\"function\"}]}",
+        INFER_OAI_CHAT, "tools", "a tool without a function");
+    bad("{\"model\":\"m\"," USER ",\"tools\":[{\"type\":\"retrieval\","
+        "\"function\":{\"name\":\"f\"}}]}", INFER_OAI_CHAT, "tools",
+        "a tool of another type");
+    bad("{\"model\":\"m\"," USER ",\"chat_template_kwargs\":[1]}",
+        INFER_OAI_CHAT, "chat_template_kwargs", "kwargs as an array");
+    bad("{\"model\":\"m\"," USER ",\"continue_final_message\":true}",
+        INFER_OAI_CHAT, "continue_final_message",
+        "continue_final_message with add_generation_prompt");
+    bad("{\"model\":\"m\"," USER ",\"chat_template\":\"{{ 1 }}\"}",
+        INFER_OAI_CHAT, "chat_template", "a template from the client");
+    bad("{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\","
+        "\"tool_calls\":[{\"function\":{}}]}]}", INFER_OAI_CHAT, "messages",
+        "a tool call without a function name");
 }
 
 static void
@@ -602,11 +707,6 @@ test_unsupported(void)
 {
     infer_oai_kind_t  chat = INFER_OAI_CHAT, cmpl = INFER_OAI_COMPLETION;
 
-    unsupported("\"tools\":[{\"type\":\"function\",\"function\":"
-                "{\"name\":\"f\"}}]", chat, "tools");
-    unsupported("\"tool_choice\":\"auto\"", chat, "tool_choice");
-    unsupported("\"tool_choice\":{\"type\":\"function\"}", chat,
-                "tool_choice");
     unsupported("\"functions\":[{\"name\":\"f\"}]", chat, "functions");
     unsupported("\"function_call\":\"auto\"", chat, "function_call");
     unsupported("\"response_format\":{\"type\":\"json_object\"}", chat,
@@ -795,107 +895,305 @@ test_logprobs(void)
     infer_tokenizer_free(tok);
 }
 
-static const infer_chat_message_t conv[] = {
-    { "system", "You are terse. " },
-    { "user", " Hi there!\n" },
-    { "assistant", "Hello.  " },
-    { "user", "Tell me a story." }
-};
-
-static void
-test_render(infer_chat_format_t f, const char *bos, const char *eos,
-    const char *want)
+/* A template of ../shared/chat_templates, parsed. */
+static infer_jinja_tmpl_t *
+load_template(const char *name)
 {
-    char    err[256], *s;
-    size_t  len;
+    char                  path[512], *src;
+    long                  n;
+    FILE                 *f;
+    infer_jinja_tmpl_t   *t;
+    infer_jinja_error_t   jerr;
 
-    s = infer_chat_render(f, conv, 4, bos, eos, &len, err, sizeof(err));
-    is_str(s, want, "%s template renders like jinja2",
-           infer_chat_format_name(f));
-    ok(s && len == strlen(s), "%s length", infer_chat_format_name(f));
+    snprintf(path, sizeof(path), "%s/chat_templates/%s.jinja", shared_dir(),
+             name);
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    rewind(f);
+    src = malloc(n + 1);
+    if (src == NULL || fread(src, 1, n, f) != (size_t) n) {
+        fclose(f);
+        free(src);
+        return NULL;
+    }
+    fclose(f);
+    t = infer_jinja_parse(src, n, &jerr);
+    free(src);
+    return t;
+}
+
+/* transformers' rendering of a corpus case (t/data/chat), with
+ * add_generation_prompt; NULL if it raised. */
+static const char *
+reference(json_t *refs, const char *name)
+{
+    size_t   i;
+    json_t  *r;
+
+    json_array_foreach(json_object_get(refs, "renders"), i, r) {
+        if (strcmp(json_string_value(json_object_get(r, "case")), name) == 0
+            && json_is_true(json_object_get(r, "add_generation_prompt")))
+        {
+            return json_string_value(json_object_get(r, "output"));
+        }
+    }
+    return NULL;
+}
+
+/*
+ * A corpus case as an OpenAI client sends it: tool call arguments as JSON
+ * strings, the case's kwargs as chat_template_kwargs.
+ */
+static char *
+openai_body(json_t *c)
+{
+    char    *s;
+    size_t   i, k;
+    json_t  *body, *msgs, *m, *call, *fn;
+
+    msgs = json_deep_copy(json_object_get(c, "messages"));
+    json_array_foreach(msgs, i, m) {
+        json_array_foreach(json_object_get(m, "tool_calls"), k, call) {
+            fn = json_object_get(call, "function");
+            if (json_is_object(json_object_get(fn, "arguments"))) {
+                json_object_set_new(fn, "arguments",
+                    json_string(json_dumps(json_object_get(fn, "arguments"),
+                                           JSON_COMPACT) ?: "?"));
+            }
+        }
+    }
+    body = json_pack("{s:s,s:o}", "model", "m", "messages", msgs);
+    if (json_object_get(c, "tools") != NULL) {
+        json_object_set(body, "tools", json_object_get(c, "tools"));
+    }
+    if (json_object_get(c, "kwargs") != NULL) {
+        json_object_set(body, "chat_template_kwargs",
+                        json_object_get(c, "kwargs"));
+    }
+    s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return s;
+}
+
+/*
+ * A chat request renders as transformers' apply_chat_template rendered the
+ * same conversation (t/data/chat, tools/ref/chat_templates.py): what the
+ * codec makes of an OpenAI body is what the template expects.
+ */
+static void
+test_chat_prompt_refs(void)
+{
+    static const char  *templates[] = {
+        "Qwen-Qwen2.5-7B-Instruct", "meta-llama-Llama-3.1-8B-Instruct",
+        "NousResearch-Hermes-3-Llama-3.1-8B-tool_use",
+        "mistralai-Mistral-Nemo-Instruct-2407", "Qwen-Qwen3-0.6B"
+    };
+    static const char  *cases[] = {
+        "system_user", "multi_turn", "non_ascii", "tools_query", "tool_call",
+        "parallel_tool_calls", "thinking_off", "mistral_ids"
+    };
+    char                 path[512], *body, *s;
+    size_t               i, k, j, len;
+    json_t              *corpus, *refs, *c, *found, *special;
+    const char          *want;
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+    infer_jinja_tmpl_t  *t;
+
+    snprintf(path, sizeof(path), "t/data/chat/corpus.json");
+    corpus = json_load_file(path, 0, NULL);
+    special = json_pack("{s:s,s:s}", "bos_token", "<s>", "eos_token", "</s>");
+
+    for (i = 0; i < sizeof(templates) / sizeof(templates[0]); i++) {
+        t = load_template(templates[i]);
+        snprintf(path, sizeof(path), "t/data/chat/%s.json", templates[i]);
+        refs = json_load_file(path, 0, NULL);
+        if (!ok(t != NULL && refs != NULL, "%s and its references",
+                templates[i]))
+        {
+            continue;
+        }
+        for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+            want = reference(refs, cases[k]);
+            found = NULL;
+            json_array_foreach(json_object_get(corpus, "cases"), j, c) {
+                if (strcmp(json_string_value(json_object_get(c, "name")),
+                           cases[k]) == 0)
+                {
+                    found = c;
+                }
+            }
+            c = found;
+            if (want == NULL || c == NULL) {
+                continue;    /* transformers raised: tested below */
+            }
+            body = openai_body(c);
+            if (parse(body, INFER_OAI_CHAT, &req, &err) != 0) {
+                ok(0, "%s %s: %s", templates[i], cases[k], err.message);
+                free(body);
+                continue;
+            }
+            s = infer_oai_chat_prompt(t, &req, special, &len, &err);
+            if (!ok(s != NULL && strcmp(s, want) == 0,
+                    "%s, %s: as transformers renders it", templates[i],
+                    cases[k]))
+            {
+                diag("got '%s', expected '%s'", s ? s : err.message, want);
+            }
+            free(s);
+            infer_oai_request_free(&req);
+            free(body);
+        }
+        json_decref(refs);
+        infer_jinja_free(t);
+    }
+    json_decref(corpus);
+    json_decref(special);
+}
+
+/* A chat the template refuses: a 400 on messages with its error, naming
+ * the message that makes the difference. */
+static void
+chat_refused(const char *tname, const char *src, const char *body,
+    const char *want, const char *what)
+{
+    char                 *s;
+    size_t                len;
+    infer_oai_request_t   req;
+    infer_oai_error_t     err;
+    infer_jinja_error_t   jerr;
+    infer_jinja_tmpl_t   *t;
+
+    t = tname ? load_template(tname) : infer_jinja_parse(src, strlen(src),
+                                                         &jerr);
+    if (parse(body, INFER_OAI_CHAT, &req, &err) != 0 || t == NULL) {
+        ok(0, "%s: %s", what, err.message);
+        infer_jinja_free(t);
+        return;
+    }
+    s = infer_oai_chat_prompt(t, &req, NULL, &len, &err);
+    ok(s == NULL && err.status == 400 && err.param != NULL
+       && strcmp(err.param, "messages") == 0
+       && strstr(err.message, want) != NULL, "%s: %s", what, err.message);
     free(s);
+    infer_oai_request_free(&req);
+    infer_jinja_free(t);
 }
 
 static void
+test_chat_refused(void)
+{
+    static const char  chatml[] = "{% for message in messages %}"
+        "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+        "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+        "{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+    /* the TemplateError texts are the references' (t/data/chat) */
+    chat_refused("google-gemma-2-2b-it", NULL,
+                 "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\","
+                 "\"content\":\"I speak first.\"},{\"role\":\"user\","
+                 "\"content\":\"Fine.\"}]}",
+                 "cannot render messages[0] (role \"assistant\"): "
+                 "TemplateError: Conversation roles must alternate "
+                 "user/assistant/user/assistant/...",
+                 "gemma-2 refuses an assistant first");
+    chat_refused("mistralai-Mistral-Nemo-Instruct-2407", NULL,
+                 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"a\"},{\"role\":\"user\",\"content\":\"b\"}]}",
+                 "cannot render messages[1] (role \"user\"): TemplateError: "
+                 "After the optional system message, conversation roles "
+                 "must alternate user/assistant/user/assistant/...",
+                 "Mistral Nemo refuses two users in a row");
+    chat_refused(NULL, chatml,
+                 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"a\"},{\"role\":\"assistant\"}]}",
+                 "cannot render messages[1] (role \"assistant\"): "
+                 "UndefinedError:",
+                 "a message without content where the template needs it");
+    chat_refused(NULL, "{{ raise_exception('no chats today') }}",
+                 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"a\"}]}",
+                 "cannot render messages[0] (role \"user\"): TemplateError: "
+                 "no chats today (template line 1, column ",
+                 "raise_exception's text");
+    chat_refused(NULL, "{% if add_generation_prompt %}{{ raise_exception("
+                 "'not now') }}{% endif %}",
+                 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"a\"}]}",
+                 "cannot render these messages: TemplateError: not now",
+                 "an error no single message causes names none");
+}
+
+/* The default template, a template's configuration-time check and its
+ * turn-end tokens. */
+static void
 test_chat_templates(void)
 {
-    char          path[512], err[256], *s;
-    size_t        len;
-    json_t       *cfg;
-    json_error_t  jerr;
-    infer_chat_message_t  bad_order[] = { { "assistant", "x" } };
+    char                  path[512], *s;
+    size_t                len;
+    int32_t               ids[4];
+    int                   n;
+    json_t               *special;
+    infer_tokenizer_t    *tok;
+    infer_oai_request_t   req;
+    infer_oai_error_t     err;
+    infer_jinja_tmpl_t   *t;
+    infer_jinja_error_t   jerr;
 
-    test_render(INFER_CHAT_LLAMA2, "<s>", "</s>",
-        "<s>[INST] <<SYS>>\nYou are terse. \n<</SYS>>\n\n Hi there! [/INST]"
-        " Hello. </s><s>[INST] Tell me a story. [/INST]");
-    test_render(INFER_CHAT_LLAMA3, "<|begin_of_text|>", "<|end_of_text|>",
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
-        "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>"
-        "\n\nHi there!<|eot_id|><|start_header_id|>assistant"
-        "<|end_header_id|>\n\nHello.<|eot_id|><|start_header_id|>user"
-        "<|end_header_id|>\n\nTell me a story.<|eot_id|><|start_header_id|>"
-        "assistant<|end_header_id|>\n\n");
-    test_render(INFER_CHAT_CHATML, NULL, NULL,
-        "<|im_start|>system\nYou are terse. <|im_end|>\n<|im_start|>user\n"
-        " Hi there!\n<|im_end|>\n<|im_start|>assistant\nHello.  <|im_end|>\n"
-        "<|im_start|>user\nTell me a story.<|im_end|>\n<|im_start|>"
-        "assistant\n");
-    test_render(INFER_CHAT_PLAIN, "<s>", "</s>",
-        "<s>system: You are terse. \nuser:  Hi there!\n\nassistant: Hello.  "
-        "\nuser: Tell me a story.\nassistant:");
-
-    s = infer_chat_render(INFER_CHAT_LLAMA2, bad_order, 1, "<s>", "</s>",
-                          &len, err, sizeof(err));
-    ok(s == NULL && strstr(err, "alternate") != NULL,
-       "llama2 rejects a conversation that starts with assistant: %s", err);
+    /* transformers 5.24's apply_chat_template(chat_template=
+     * infer_oai_default_template) on stories260K's tokenizer renders
+     * this; tokenized, 18 tokens (t/002-chat.t) */
+    t = infer_jinja_parse(infer_oai_default_template,
+                          strlen(infer_oai_default_template), &jerr);
+    special = json_pack("{s:s,s:s}", "bos_token", "<s>", "eos_token", "</s>");
+    parse("{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":"
+          "\"Be brief.\"},{\"role\":\"user\",\"content\":\"Once upon a "
+          "time\"},{\"role\":\"assistant\"},{\"role\":\"user\",\"content\":"
+          "\"Go on\"}]}", INFER_OAI_CHAT, &req, &err);
+    s = infer_oai_chat_prompt(t, &req, special, &len, &err);
+    is_str(s, "<s>system: Be brief.\nuser: Once upon a time\nassistant: \n"
+           "user: Go on\nassistant:", "the default template");
     free(s);
+    infer_oai_request_free(&req);
+    ok(infer_oai_template_check(t, special, &jerr) == 0,
+       "the default template passes the check");
+    infer_jinja_free(t);
 
-    /* a system message in an assistant's place: jinja2 renders nothing
-     * for it (the message would be lost), so it is refused */
-    {
-        infer_chat_message_t  late[] = {
-            { "user", "hi" }, { "system", "be brief" }
-        };
+    s = "\n  {{ raise_exception('not for chats') }}";
+    t = infer_jinja_parse(s, strlen(s), &jerr);
+    n = infer_oai_template_check(t, special, &jerr);
+    ok(n != 0 && strcmp(jerr.type, "TemplateError") == 0 && jerr.line == 2
+       && strcmp(jerr.message, "not for chats") == 0,
+       "a template that raises fails the check, line %d column %d",
+       jerr.line, jerr.column);
+    infer_jinja_free(t);
 
-        s = infer_chat_render(INFER_CHAT_LLAMA2, late, 2, "<s>", "</s>",
-                              &len, err, sizeof(err));
-        ok(s == NULL && strstr(err, "(messages[1] is \"system\")") != NULL,
-           "llama2 refuses a system message after the first: %s", err);
-        free(s);
+    /* Hermes' tool_use template is for chats with tools only */
+    t = load_template("NousResearch-Hermes-3-Llama-3.1-8B-tool_use");
+    ok(t != NULL && infer_oai_template_check(t, special, &jerr) == 0,
+       "a template for chats with tools passes the check");
+    infer_jinja_free(t);
+    json_decref(special);
+
+    snprintf(path, sizeof(path), "%s/tokenizers/llama3", shared_dir());
+    if (infer_tokenizer_load(path, &tok, path, sizeof(path)) != 0) {
+        ok(0, "llama3 tokenizer: %s", path);
+        return;
     }
-
-    /* jinja2 renders "" for a system message alone: nothing to answer */
-    s = infer_chat_render(INFER_CHAT_LLAMA2, conv, 1, "<s>", "</s>",
-                          &len, err, sizeof(err));
-    ok(s == NULL && strstr(err, "needs a user message") != NULL,
-       "llama2 with only a system message is refused: %s", err);
-    free(s);
-
-    snprintf(path, sizeof(path), "%s/tokenizers/llama3/tokenizer_config.json",
-             shared_dir());
-    cfg = json_load_file(path, JSON_DECODE_INT_AS_REAL, &jerr);
-    if (!ok(cfg != NULL, "read %s", path)) {
-        diag("%s", jerr.text);
-    }
-    is_int(infer_chat_detect(json_string_value(
-               json_object_get(cfg, "chat_template"))),
-           INFER_CHAT_LLAMA3, "Llama-3's own template is detected");
-    json_decref(cfg);
-    is_int(infer_chat_detect("{% for m in messages %}{{'<|im_start|>' + "
-                             "m['role']}}{% endfor %}"),
-           INFER_CHAT_CHATML, "ChatML detected");
-    is_int(infer_chat_detect("{{ bos_token + '[INST] ' + content }}"),
-           INFER_CHAT_LLAMA2, "Llama-2 detected");
-    is_int(infer_chat_detect(NULL), INFER_CHAT_PLAIN, "no template: plain");
-    is_int(infer_chat_detect("{{ messages }}"), INFER_CHAT_PLAIN,
-           "unknown template: plain");
-
-    is_int(infer_chat_format_parse("chatml", 6), INFER_CHAT_CHATML,
-           "format name chatml");
-    is_int(infer_chat_format_parse("llama", 5), -1, "unknown format name");
-    is_str(infer_chat_end_token(INFER_CHAT_LLAMA3), "<|eot_id|>",
-           "llama3 turn end");
-    ok(infer_chat_end_token(INFER_CHAT_PLAIN) == NULL, "plain: eos only");
+    /* Llama-3.0's vocabulary has <|eot_id|>, not 3.1's <|eom_id|> nor
+     * ChatML's <|im_end|> */
+    n = infer_oai_template_stops("{{ '<|eot_id|>' }}{{ '<|eom_id|>' }}"
+                                 "<|im_end|>", tok, ids, 4);
+    ok(n == 1 && ids[0] == infer_tokenizer_token_id(tok, "<|eot_id|>")
+       && ids[0] >= 0, "Llama-3's turn end <|eot_id|>, only what the "
+       "vocabulary has");
+    is_int(infer_oai_template_stops("{{ messages }}", tok, ids, 4), 0,
+           "a template without turn-end tokens: eos only");
+    infer_tokenizer_free(tok);
 }
 
 int
@@ -907,10 +1205,13 @@ main(void)
     test_prompt_forms();
     test_invalid();
     test_chat_request();
+    test_chat_tools_request();
     test_scoring_fields();
     test_unsupported();
     test_bodies();
     test_logprobs();
+    test_chat_prompt_refs();
+    test_chat_refused();
     test_chat_templates();
     test_error_utf8();
     test_nul();
