@@ -20,6 +20,8 @@
 #include <utf8proc.h>
 
 #include "buf.h"
+#include "grpc.h"
+#include "grpc_service.pb-c.h"
 #include "infer.h"
 #include "kserve.h"
 
@@ -643,6 +645,9 @@ infer_ks_tensors_free(infer_ks_tensors_t *set)
         free(set->outputs[i].name);
     }
     free(set->id);
+    if (set->pb != NULL) {
+        inference__model_infer_request__free_unpacked(set->pb, NULL);
+    }
     memset(set, 0, sizeof(*set));
 }
 
@@ -686,6 +691,48 @@ ks_new_tensor(infer_ks_tensors_t *set, const char *name,
     }
     set->n_inputs++;
     return t;
+}
+
+/* Dimension i of input t's shape; *n counts its elements so far. */
+static int
+ks_dim(infer_ks_tensor_t *t, int i, int64_t dim, uint64_t *n,
+    infer_ks_error_t *err)
+{
+    uint64_t  d;
+
+    if (dim < 0) {
+        ks_bad(err, "input '%s': dimension %d of its shape is %lld, "
+               "a negative size", t->name, i, (long long) dim);
+        return -1;
+    }
+    t->dims[i] = dim;
+    d = (uint64_t) dim;
+    if (d > KS_MAX_ELEMS || (d > 0 && *n > KS_MAX_ELEMS / d)) {
+        ks_bad(err, "input '%s': dimension %d of its shape (%lld) "
+               "makes more elements than a request can hold", t->name, i,
+               (long long) dim);
+        return -1;
+    }
+    *n *= d;
+    return 0;
+}
+
+/* An input tensor of the request, named once. */
+static infer_ks_tensor_t *
+ks_new_input(infer_ks_tensors_t *set, const char *name,
+    infer_ks_error_t *err)
+{
+    int  i;
+
+    for (i = 0; i < set->n_inputs; i++) {
+        if (!set->inputs[i].from_param
+            && strcmp(set->inputs[i].name, name) == 0)
+        {
+            ks_bad(err, "input '%s' appears twice", name);
+            return NULL;
+        }
+    }
+    return ks_new_tensor(set, name, err);
 }
 
 /* A parameter or generate member made the tensor of the input it names:
@@ -783,7 +830,7 @@ ks_parse_input(infer_ks_tensors_t *set, json_t *in, size_t idx,
     int                 i;
     char                what[64];
     json_t             *v, *shp, *params, *data;
-    uint64_t            n, d;
+    uint64_t            n;
     json_int_t          dim;
     const char         *name, *dt;
     infer_ks_tensor_t  *t;
@@ -798,15 +845,7 @@ ks_parse_input(infer_ks_tensors_t *set, json_t *in, size_t idx,
     if (name == NULL) {
         return -1;
     }
-    for (i = 0; i < set->n_inputs; i++) {
-        if (!set->inputs[i].from_param
-            && strcmp(set->inputs[i].name, name) == 0)
-        {
-            ks_bad(err, "input '%s' appears twice", name);
-            return -1;
-        }
-    }
-    t = ks_new_tensor(set, name, err);
+    t = ks_new_input(set, name, err);
     if (t == NULL) {
         return -1;
     }
@@ -840,20 +879,9 @@ ks_parse_input(infer_ks_tensors_t *set, json_t *in, size_t idx,
             return -1;
         }
         dim = json_integer_value(v);
-        if (dim < 0) {
-            ks_bad(err, "input '%s': dimension %d of its shape is %lld, "
-                   "a negative size", name, i, (long long) dim);
+        if (ks_dim(t, i, (int64_t) dim, &n, err) != 0) {
             return -1;
         }
-        t->dims[i] = dim;
-        d = (uint64_t) dim;
-        if (d > KS_MAX_ELEMS || (d > 0 && n > KS_MAX_ELEMS / d)) {
-            ks_bad(err, "input '%s': dimension %d of its shape (%lld) "
-                   "makes more elements than a request can hold", name, i,
-                   (long long) dim);
-            return -1;
-        }
-        n *= d;
     }
     t->n = (size_t) n;
 
@@ -2037,4 +2065,570 @@ infer_ks_route(const char *path, size_t len, infer_ks_route_t *route)
         route->model = NULL;
         route->version = NULL;
     }
+}
+
+/* ---- protobuf: inference.GRPCInferenceService ---------------------------- */
+
+#define KS_PB_PARAM(c)  INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_##c
+
+typedef Inference__ModelInferRequest__InferInputTensor  ks_pb_input_t;
+
+/* A parameter as the JSON value ks_parse_params reads. */
+static json_t *
+ks_pb_value(const Inference__InferParameter *p, const char *key,
+    infer_ks_error_t *err)
+{
+    json_t  *v;
+
+    switch (p ? p->parameter_choice_case : 0) {
+    case KS_PB_PARAM(BOOL_PARAM):
+        return json_boolean(p->bool_param);
+    case KS_PB_PARAM(INT64_PARAM):
+        return json_integer(p->int64_param);
+    case KS_PB_PARAM(UINT64_PARAM):
+        if (p->uint64_param > INT64_MAX) {
+            ks_bad(err, "parameter '%s' is %llu, beyond what any "
+                   "parameter takes", key,
+                   (unsigned long long) p->uint64_param);
+            return NULL;
+        }
+        return json_integer((json_int_t) p->uint64_param);
+    case KS_PB_PARAM(DOUBLE_PARAM):
+        v = json_real(p->double_param);
+        if (v == NULL) {
+            ks_bad(err, "parameter '%s' is not a finite number", key);
+        }
+        return v;
+    case KS_PB_PARAM(STRING_PARAM):
+        v = json_string(p->string_param);
+        if (v == NULL) {
+            ks_bad(err, "parameter '%s' is not UTF-8", key);
+        }
+        return v;
+    default:
+        /* unset: as a JSON null, nothing */
+        return json_null();
+    }
+}
+
+static int
+ks_pb_params(infer_ks_tensors_t *set,
+    Inference__ModelInferRequest__ParametersEntry **e, size_t n,
+    infer_ks_error_t *err)
+{
+    int      rc;
+    size_t   i;
+    json_t  *obj, *v;
+
+    obj = json_object();
+    if (obj == NULL) {
+        return ks_nomem(err);
+    }
+    for (i = 0; i < n; i++) {
+        v = ks_pb_value(e[i]->value, e[i]->key, err);
+        if (v == NULL) {
+            json_decref(obj);
+            return -1;
+        }
+        if (json_object_set_new(obj, e[i]->key, v) != 0) {
+            json_decref(obj);
+            ks_bad(err, "a parameter name is not UTF-8");
+            return -1;
+        }
+    }
+    rc = ks_parse_params(set, obj, err);
+    json_decref(obj);
+    return rc;
+}
+
+/*
+ * Typed contents in the binary layout: the list of the tensor's datatype
+ * (INT8/16/32 in int_contents, UINT8/16/32 in uint_contents, ...) with
+ * exactly its shape's elements, each in its datatype's range; FP16 and
+ * BF16 have no list.
+ */
+static int
+ks_pb_contents(infer_ks_tensor_t *t, const Inference__InferTensorContents *c,
+    infer_ks_error_t *err)
+{
+    int             neg;
+    size_t          i, have, all, size;
+    double          d;
+    uint64_t        mag, lim;
+    unsigned char  *p;
+
+    switch (t->dtype) {
+    case INFER_KS_BOOL:   have = c->n_bool_contents; break;
+    case INFER_KS_INT8:
+    case INFER_KS_INT16:
+    case INFER_KS_INT32:  have = c->n_int_contents; break;
+    case INFER_KS_INT64:  have = c->n_int64_contents; break;
+    case INFER_KS_UINT8:
+    case INFER_KS_UINT16:
+    case INFER_KS_UINT32: have = c->n_uint_contents; break;
+    case INFER_KS_UINT64: have = c->n_uint64_contents; break;
+    case INFER_KS_FP32:   have = c->n_fp32_contents; break;
+    case INFER_KS_FP64:   have = c->n_fp64_contents; break;
+    case INFER_KS_BYTES:  have = c->n_bytes_contents; break;
+    default:
+        ks_bad(err, "input '%s' is %s, which has no contents list: send it "
+               "in raw_input_contents", t->name, ks_dtypes[t->dtype].name);
+        return -1;
+    }
+    all = c->n_bool_contents + c->n_int_contents + c->n_int64_contents
+          + c->n_uint_contents + c->n_uint64_contents + c->n_fp32_contents
+          + c->n_fp64_contents + c->n_bytes_contents;
+    if (all != have) {
+        ks_bad(err, "input '%s' is %s, but its contents are in another "
+               "type's list", t->name, ks_dtypes[t->dtype].name);
+        return -1;
+    }
+    if (have != t->n) {
+        ks_bad(err, "input '%s': %zu values for a shape of %zu elements",
+               t->name, have, t->n);
+        return -1;
+    }
+
+    size = ks_dtypes[t->dtype].size;
+    if (t->dtype == INFER_KS_BYTES) {
+        size = 0;
+        for (i = 0; i < t->n; i++) {
+            if (c->bytes_contents[i].len > UINT32_MAX) {
+                ks_bad(err, "input '%s': element %zu is longer than 4 GB",
+                       t->name, i);
+                return -1;
+            }
+            size += 4 + c->bytes_contents[i].len;
+        }
+    } else {
+        size *= t->n;
+    }
+    t->own = malloc(size ? size : 1);
+    if (t->own == NULL) {
+        return ks_nomem(err);
+    }
+    t->data = t->own;
+    t->size = size;
+
+    p = t->own;
+    size = ks_dtypes[t->dtype].size;
+    for (i = 0; i < t->n; i++) {
+        switch (t->dtype) {
+        case INFER_KS_BOOL:
+            *p++ = c->bool_contents[i] ? 1 : 0;
+            continue;
+        case INFER_KS_BYTES:
+            ks_put_le(p, c->bytes_contents[i].len, 4);
+            if (c->bytes_contents[i].len > 0) {
+                memcpy(p + 4, c->bytes_contents[i].data,
+                       c->bytes_contents[i].len);
+            }
+            p += 4 + c->bytes_contents[i].len;
+            continue;
+        case INFER_KS_FP32:
+            memcpy(p, &c->fp32_contents[i], 4);
+            p += 4;
+            continue;
+        case INFER_KS_FP64:
+            d = c->fp64_contents[i];
+            memcpy(p, &d, 8);
+            p += 8;
+            continue;
+        default:
+            break;
+        }
+        /* integers: a sign and a magnitude against the type's range */
+        neg = 0;
+        if (t->dtype == INFER_KS_INT64 || ks_is_signed(t->dtype)) {
+            int64_t  s = t->dtype == INFER_KS_INT64 ? c->int64_contents[i]
+                                                    : c->int_contents[i];
+            neg = s < 0;
+            mag = neg ? (uint64_t) 0 - (uint64_t) s : (uint64_t) s;
+            lim = ((uint64_t) 1 << (8 * size - 1)) - (neg ? 0 : 1);
+        } else {
+            mag = t->dtype == INFER_KS_UINT64 ? c->uint64_contents[i]
+                                              : c->uint_contents[i];
+            lim = size == 8 ? UINT64_MAX : ((uint64_t) 1 << (8 * size)) - 1;
+        }
+        if (mag > lim) {
+            ks_bad(err, "input '%s': element %zu is outside the range of "
+                   "%s", t->name, i, ks_dtypes[t->dtype].name);
+            return -1;
+        }
+        ks_put_le(p, neg ? (uint64_t) 0 - mag : mag, size);
+        p += size;
+    }
+    return t->dtype == INFER_KS_BYTES ? ks_index_bytes(t, "input", err) : 0;
+}
+
+static int
+ks_pb_input(infer_ks_tensors_t *set, const ks_pb_input_t *in,
+    const ProtobufCBinaryData *raw, size_t idx, infer_ks_error_t *err)
+{
+    int                 i;
+    size_t              k, len;
+    uint64_t            n;
+    infer_ks_tensor_t  *t;
+
+    len = strlen(in->name);
+    if (len == 0 || len > INFER_KS_MAX_NAME) {
+        ks_bad(err, "the name of inputs[%zu] must be 1 to %d characters",
+               idx, INFER_KS_MAX_NAME);
+        return -1;
+    }
+    t = ks_new_input(set, in->name, err);
+    if (t == NULL) {
+        return -1;
+    }
+    t->dtype = infer_ks_dtype(in->datatype);
+    if (t->dtype == INFER_KS_NO_DTYPE) {
+        ks_bad(err, "input '%s' has the unknown datatype '%.64s'", t->name,
+               in->datatype);
+        return -1;
+    }
+    if (in->n_shape > INFER_KS_MAX_DIMS) {
+        ks_bad(err, "input '%s' needs a shape of up to %d dimensions",
+               t->name, INFER_KS_MAX_DIMS);
+        return -1;
+    }
+    n = 1;
+    t->n_dims = (int) in->n_shape;
+    for (i = 0; i < t->n_dims; i++) {
+        if (ks_dim(t, i, in->shape[i], &n, err) != 0) {
+            return -1;
+        }
+    }
+    t->n = (size_t) n;
+
+    for (k = 0; k < in->n_parameters; k++) {
+        if (strcmp(in->parameters[k]->key, "shared_memory_region") == 0) {
+            ks_bad(err, "input '%s': shared memory is not supported",
+                   t->name);
+            return -1;
+        }
+    }
+
+    if (raw != NULL) {
+        if (in->contents != NULL) {
+            ks_bad(err, "input '%s' has contents and raw_input_contents; "
+                   "give one", t->name);
+            return -1;
+        }
+        t->data = raw->data;
+        t->size = raw->len;
+        return ks_binary_input(t, err);
+    }
+    if (in->contents == NULL) {
+        ks_bad(err, "input '%s' has no data: give its contents or "
+               "raw_input_contents", t->name);
+        return -1;
+    }
+    return ks_pb_contents(t, in->contents, err);
+}
+
+int
+infer_ks_parse_pb(const unsigned char *msg, size_t len,
+    infer_ks_tensors_t *set, infer_ks_error_t *err)
+{
+    size_t                                           i, k;
+    Inference__ModelInferRequest                    *m;
+    Inference__ModelInferRequest__InferRequestedOutputTensor  *o;
+
+    memset(set, 0, sizeof(*set));
+    m = inference__model_infer_request__unpack(NULL, len, msg);
+    if (m == NULL) {
+        ks_bad(err, "malformed protobuf: the message is not a "
+               "ModelInferRequest");
+        return -1;
+    }
+    set->pb = m;
+    set->model = m->model_name;
+    set->version = m->model_version;
+
+    if (m->id[0] != '\0') {
+        if (strlen(m->id) > INFER_KS_MAX_NAME) {
+            ks_bad(err, "id must be up to %d characters", INFER_KS_MAX_NAME);
+            goto failed;
+        }
+        set->id = strdup(m->id);
+        if (set->id == NULL) {
+            ks_nomem(err);
+            goto failed;
+        }
+    }
+    if (m->n_parameters > 0
+        && ks_pb_params(set, m->parameters, m->n_parameters, err) != 0)
+    {
+        goto failed;
+    }
+
+    if (m->n_raw_input_contents > 0 && m->n_raw_input_contents != m->n_inputs)
+    {
+        ks_bad(err, "%zu raw_input_contents for %zu inputs: give one per "
+               "input, or none", m->n_raw_input_contents, m->n_inputs);
+        goto failed;
+    }
+    for (i = 0; i < m->n_inputs; i++) {
+        if (ks_pb_input(set, m->inputs[i], m->n_raw_input_contents
+                                           ? &m->raw_input_contents[i]
+                                           : NULL, i, err)
+            != 0)
+        {
+            goto failed;
+        }
+    }
+
+    if (m->n_outputs > INFER_KS_MAX_OUTPUTS) {
+        ks_bad(err, "more than %d outputs asked for", INFER_KS_MAX_OUTPUTS);
+        goto failed;
+    }
+    for (i = 0; i < m->n_outputs; i++) {
+        o = m->outputs[i];
+        if (o->name[0] == '\0' || strlen(o->name) > INFER_KS_MAX_NAME) {
+            ks_bad(err, "the name of outputs[%zu] must be 1 to %d "
+                   "characters", i, INFER_KS_MAX_NAME);
+            goto failed;
+        }
+        for (k = 0; k < o->n_parameters; k++) {
+            if (strcmp(o->parameters[k]->key, "shared_memory_region") == 0
+                || strcmp(o->parameters[k]->key, "classification") == 0)
+            {
+                ks_bad(err, "output '%s': %s is not supported", o->name,
+                       o->parameters[k]->key);
+                goto failed;
+            }
+        }
+        set->outputs[i].name = strdup(o->name);
+        set->outputs[i].binary = 1;
+        set->n_outputs = (int) i + 1;
+        if (set->outputs[i].name == NULL) {
+            ks_nomem(err);
+            goto failed;
+        }
+    }
+    /* every output travels as raw_output_contents */
+    set->binary_output = 1;
+    return 0;
+
+failed:
+
+    infer_ks_tensors_free(set);
+    return -1;
+}
+
+int
+infer_ks_pb_model_ref(const unsigned char *msg, size_t len, char **name,
+    char **version)
+{
+    Inference__ModelReadyRequest  *m;
+
+    /* ModelMetadataRequest is the same two strings */
+    m = inference__model_ready_request__unpack(NULL, len, msg);
+    if (m == NULL) {
+        return -1;
+    }
+    *name = strdup(m->name);
+    *version = strdup(m->version);
+    inference__model_ready_request__free_unpacked(m, NULL);
+    if (*name == NULL || *version == NULL) {
+        free(*name);
+        free(*version);
+        return -1;
+    }
+    return 0;
+}
+
+unsigned char *
+infer_ks_pb_infer_body(const char *model, const char *version,
+    const char *id, const infer_ks_output_t *outs, int n, int final,
+    int stream, size_t *len)
+{
+    int                                         i, k;
+    size_t                                      size;
+    unsigned char                              *p, *q;
+    const infer_ks_output_t                    *o;
+    Inference__InferParameter                   fin;
+    Inference__ModelInferResponse               rsp;
+    Inference__ModelStreamInferResponse         srsp;
+    ProtobufCBinaryData                         raw[INFER_KS_MAX_OUTPUTS];
+    Inference__ModelInferResponse__ParametersEntry  fin_e, *fin_ep;
+    Inference__ModelInferResponse__InferOutputTensor  ot[INFER_KS_MAX_OUTPUTS];
+    Inference__ModelInferResponse__InferOutputTensor *otp[INFER_KS_MAX_OUTPUTS];
+
+    if (n > INFER_KS_MAX_OUTPUTS) {
+        return NULL;
+    }
+    inference__model_infer_response__init(&rsp);
+    rsp.model_name = (char *) model;
+    rsp.model_version = (char *) version;
+    rsp.id = (char *) (id ? id : "");
+
+    p = NULL;
+    for (i = 0; i < n; i++) {
+        o = &outs[i];
+        inference__model_infer_response__infer_output_tensor__init(&ot[i]);
+        ot[i].name = (char *) o->name;
+        ot[i].datatype = (char *) ks_dtypes[o->dtype].name;
+        ot[i].n_shape = o->n_dims;
+        ot[i].shape = (int64_t *) o->dims;
+        otp[i] = &ot[i];
+
+        size = ks_output_bytes(o);
+        raw[i].data = malloc(size ? size : 1);
+        raw[i].len = size;
+        if (raw[i].data == NULL) {
+            n = i;
+            goto done;
+        }
+        q = raw[i].data;
+        for (k = 0; k < o->n_pieces; k++) {
+            if (o->dtype == INFER_KS_BYTES) {
+                ks_put_le(q, o->pieces[k].len, 4);
+                q += 4;
+            }
+            if (o->pieces[k].len > 0) {
+                memcpy(q, o->pieces[k].p, o->pieces[k].len);
+                q += o->pieces[k].len;
+            }
+        }
+    }
+    rsp.n_outputs = n;
+    rsp.outputs = otp;
+    rsp.n_raw_output_contents = n;
+    rsp.raw_output_contents = raw;
+
+    if (final >= 0) {
+        inference__infer_parameter__init(&fin);
+        fin.parameter_choice_case = KS_PB_PARAM(BOOL_PARAM);
+        fin.bool_param = final != 0;
+        inference__model_infer_response__parameters_entry__init(&fin_e);
+        fin_e.key = "triton_final_response";
+        fin_e.value = &fin;
+        fin_ep = &fin_e;
+        rsp.n_parameters = 1;
+        rsp.parameters = &fin_ep;
+    }
+
+    if (stream) {
+        inference__model_stream_infer_response__init(&srsp);
+        srsp.infer_response = &rsp;
+        p = infer_grpc_pack(&srsp.base, len);
+    } else {
+        p = infer_grpc_pack(&rsp.base, len);
+    }
+
+done:
+
+    for (i = 0; i < n; i++) {
+        free(raw[i].data);
+    }
+    return p;
+}
+
+unsigned char *
+infer_ks_pb_stream_error(const char *message, size_t *len)
+{
+    Inference__ModelStreamInferResponse  rsp;
+
+    inference__model_stream_infer_response__init(&rsp);
+    rsp.error_message = (char *) message;
+    return infer_grpc_pack(&rsp.base, len);
+}
+
+unsigned char *
+infer_ks_pb_flag(int live, int ready, size_t *len)
+{
+    Inference__ServerLiveResponse   l;
+    Inference__ServerReadyResponse  r;
+
+    if (live) {
+        inference__server_live_response__init(&l);
+        l.live = 1;
+        return infer_grpc_pack(&l.base, len);
+    }
+    /* ModelReadyResponse is the same one bool */
+    inference__server_ready_response__init(&r);
+    r.ready = ready != 0;
+    return infer_grpc_pack(&r.base, len);
+}
+
+unsigned char *
+infer_ks_pb_server_metadata(const char *version, size_t *len)
+{
+    char                             *ext[] = { "parameters" };
+    Inference__ServerMetadataResponse  rsp;
+
+    inference__server_metadata_response__init(&rsp);
+    rsp.name = "ngx_http_infer_module";
+    rsp.version = (char *) version;
+    rsp.n_extensions = 1;
+    rsp.extensions = ext;
+    return infer_grpc_pack(&rsp.base, len);
+}
+
+/* "[-1,1]" of the inputs table as dimensions. */
+static size_t
+ks_pb_shape(const char *s, int64_t *dims, size_t cap)
+{
+    char    *end;
+    size_t   n;
+
+    n = 0;
+    while (*s != '\0' && *s != ']' && n < cap) {
+        dims[n++] = strtoll(s + 1, &end, 10);
+        s = end;
+    }
+    return n;
+}
+
+unsigned char *
+infer_ks_pb_model_metadata(const char *model, const char *version,
+    int vocab, size_t *len)
+{
+    int                                              i;
+    char                                            *versions[1];
+    int64_t                                          dims[KS_N_INPUTS + 2][4];
+    Inference__ModelMetadataResponse                 rsp;
+    Inference__ModelMetadataResponse__TensorMetadata tm[KS_N_INPUTS + 2];
+    Inference__ModelMetadataResponse__TensorMetadata *in[KS_N_INPUTS];
+    Inference__ModelMetadataResponse__TensorMetadata *out[2];
+
+    inference__model_metadata_response__init(&rsp);
+    versions[0] = (char *) version;
+    rsp.name = (char *) model;
+    rsp.n_versions = 1;
+    rsp.versions = versions;
+    rsp.platform = "ngx_http_infer";
+
+    for (i = 0; i < KS_N_INPUTS; i++) {
+        inference__model_metadata_response__tensor_metadata__init(&tm[i]);
+        tm[i].name = (char *) ks_inputs[i].name;
+        tm[i].datatype = (char *) ks_dtypes[ks_inputs[i].dtype].name;
+        tm[i].shape = dims[i];
+        tm[i].n_shape = ks_pb_shape(ks_inputs[i].shape, dims[i], 4);
+        in[i] = &tm[i];
+    }
+    /* the outputs of infer_ks_model_metadata */
+    for (i = KS_N_INPUTS; i < KS_N_INPUTS + 2; i++) {
+        inference__model_metadata_response__tensor_metadata__init(&tm[i]);
+        tm[i].shape = dims[i];
+        out[i - KS_N_INPUTS] = &tm[i];
+    }
+    tm[KS_N_INPUTS].name = (char *) ks_output_names[INFER_KS_OUT_LOGITS];
+    tm[KS_N_INPUTS].datatype = "FP32";
+    dims[KS_N_INPUTS][0] = -1;
+    dims[KS_N_INPUTS][1] = -1;
+    dims[KS_N_INPUTS][2] = vocab;
+    tm[KS_N_INPUTS].n_shape = 3;
+    tm[KS_N_INPUTS + 1].name = (char *) ks_output_names[INFER_KS_OUT_TEXT];
+    tm[KS_N_INPUTS + 1].datatype = "BYTES";
+    dims[KS_N_INPUTS + 1][0] = -1;
+    dims[KS_N_INPUTS + 1][1] = 1;
+    tm[KS_N_INPUTS + 1].n_shape = 2;
+
+    rsp.n_inputs = KS_N_INPUTS;
+    rsp.inputs = in;
+    rsp.n_outputs = 2;
+    rsp.outputs = out;
+    return infer_grpc_pack(&rsp.base, len);
 }

@@ -99,6 +99,10 @@ typedef struct {
     int                 n_outputs;     /* 0: "outputs" not given */
     int                 binary_output; /* parameter binary_data_output */
     int                 logits_last;   /* parameter "logits": "last" */
+    /* protobuf: the message the tensors point into, its model */
+    void               *pb;
+    const char         *model;         /* "" when not named */
+    const char         *version;
 } infer_ks_tensors_t;
 
 void infer_ks_tensors_free(infer_ks_tensors_t *set);
@@ -238,6 +242,41 @@ char *infer_ks_model_metadata(const char *model, const char *version,
 
 /* The engine's finish reason as "stop" / "length", NULL for the rest. */
 const char *infer_ks_finish_reason(int finish);
+
+/* ---- protobuf: the messages of inference.GRPCInferenceService ---------- */
+
+/*
+ * A ModelInferRequest: the same tensors as the JSON of /infer gives,
+ * from typed contents or raw_input_contents, its parameters read as the
+ * JSON ones are.  The set keeps the unpacked message (model, version and
+ * raw data point into it).  Returns 0, or -1 with a 400 (500 when out of
+ * memory); the set is then empty.
+ */
+int infer_ks_parse_pb(const unsigned char *msg, size_t len,
+    infer_ks_tensors_t *set, infer_ks_error_t *err);
+
+/* The name and version a ModelReadyRequest or ModelMetadataRequest asks
+ * about (malloc'd); -1 when the message is malformed or out of memory. */
+int infer_ks_pb_model_ref(const unsigned char *msg, size_t len, char **name,
+    char **version);
+
+/*
+ * Responses, each a framed gRPC message (grpc.h; malloc'd, NULL when out
+ * of memory).  An inference response carries its outputs in
+ * raw_output_contents; final >= 0 adds Triton's triton_final_response
+ * parameter (decoupled streams), and stream wraps it in a
+ * ModelStreamInferResponse.
+ */
+unsigned char *infer_ks_pb_infer_body(const char *model,
+    const char *version, const char *id, const infer_ks_output_t *outs,
+    int n, int final, int stream, size_t *len);
+/* A ModelStreamInferResponse that is the error of one request. */
+unsigned char *infer_ks_pb_stream_error(const char *message, size_t *len);
+/* ServerLiveResponse (live), ServerReadyResponse, ModelReadyResponse. */
+unsigned char *infer_ks_pb_flag(int live, int ready, size_t *len);
+unsigned char *infer_ks_pb_server_metadata(const char *version, size_t *len);
+unsigned char *infer_ks_pb_model_metadata(const char *model,
+    const char *version, int vocab, size_t *len);
 
 /* ---- routes ----------------------------------------------------------- */
 
