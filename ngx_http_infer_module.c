@@ -11,6 +11,7 @@
  *     infer_openai NAME ...;                                     (location)
  *     infer_predict NAME ...;                                    (location)
  *     infer_kserve NAME ...;                                     (location)
+ *     infer_grpc NAME ...;                                       (location)
  *     infer_health;                                              (location)
  *     infer_stats;                                               (location)
  *     infer_reject_log_level info|notice|warn|error;   (http, server, location)
@@ -92,6 +93,13 @@ static ngx_command_t  ngx_http_infer_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       ngx_http_infer_kserve_handler },
+
+    { ngx_string("infer_grpc"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_infer_serve,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_infer_grpc_handler },
 
     { ngx_string("infer_health"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,

@@ -108,6 +108,9 @@ struct ngx_http_infer_ctx_s {
     const ngx_http_infer_frontend_t  *frontend;
     void                             *data;    /* the front end's, r->pool */
     ngx_event_t                       timer;   /* deadline */
+    ngx_msec_t                        timeout; /* from the first submit:
+                                                  the model's, or what the
+                                                  client asked for */
     ngx_pool_cleanup_t               *cln;     /* in r->pool */
 
     ngx_http_infer_gen_t             *gens;    /* [n_gens], with the ctx */
@@ -244,9 +247,10 @@ int ngx_http_infer_batch_submit(ngx_http_infer_batch_t *b, int i,
 
 /* The front ends: OpenAI (ngx_http_infer_openai.c), the /predict tensor
  * service (ngx_http_infer_predict.c), KServe v2 REST
- * (ngx_http_infer_kserve.c). */
+ * (ngx_http_infer_kserve.c), KServe v2 gRPC (ngx_http_infer_grpc.c). */
 ngx_int_t ngx_http_infer_openai_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_infer_predict_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_infer_kserve_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_infer_grpc_handler(ngx_http_request_t *r);
 
 #endif

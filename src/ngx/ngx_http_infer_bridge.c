@@ -180,6 +180,7 @@ ngx_http_infer_ctx_create(ngx_http_request_t *r, ngx_http_infer_model_t *m,
     ctx->r = r;
     ctx->model = m;
     ctx->frontend = frontend;
+    ctx->timeout = m->timeout;
     ctx->gens = (ngx_http_infer_gen_t *) (ctx + 1);
     ctx->n_gens = n_gens;
     for (i = 0; i < n_gens; i++) {
@@ -215,7 +216,7 @@ ngx_http_infer_ctx_submit(ngx_http_infer_ctx_t *ctx, int gen,
     g->live = 1;
     ctx->n_live++;
     if (!ctx->timer.timer_set) {
-        ngx_add_timer(&ctx->timer, ctx->model->timeout);
+        ngx_add_timer(&ctx->timer, ctx->timeout);
         /* Notice a client that goes away while we wait. */
         ctx->r->read_event_handler = ngx_http_test_reading;
     }

@@ -10,44 +10,19 @@
  * ended; generate_stream is a generation of our own whose text goes out as
  * it comes.
  */
-#include "ngx_http_infer.h"
-#include "kserve.h"
+#include "ngx_http_infer_kserve.h"
 
-/* A model has one version: the one its directory holds. */
-#define NGX_HTTP_INFER_KS_VERSION   "1"
 #define NGX_HTTP_INFER_KS_SSE       "text/event-stream; charset=utf-8"
 
 /* OpenAI's default for a completion that does not say, as vLLM's Triton
  * backend has it. */
 #define NGX_HTTP_INFER_KS_MAX_TOKENS  16
 
-/*
- * One POST from its body to its answer, in r->pool; what it holds is
- * malloc'd and freed with the pool.
- */
-typedef struct {
-    infer_ks_route_kind_t       kind;
-    ngx_http_infer_model_t     *model;
-    const infer_tokenizer_t    *tok;
-    int                         vocab;
-    int                         context;
-    u_char                     *body;          /* in r->pool */
-    size_t                      body_len;
-    size_t                      header_len;
-    infer_ks_request_t          req;
-    int32_t                   **ids;           /* [n_rows] of text rows */
-    int                        *n_ids;
-    ngx_int_t                   rc;            /* of the preparation */
-    infer_ks_error_t            err;
-    ngx_http_infer_batch_t     *batch;
-    char                       *reply;         /* malloc'd, or NULL */
-    size_t                      reply_len;
-    size_t                      reply_header_len;
-    int                         bad_row;       /* 1 + a row the engine
-                                                  answered wrongly */
-} ngx_http_infer_ks_t;
 
 static void ngx_http_infer_ks_body(ngx_http_request_t *r);
+static void ngx_http_infer_ks_encode(void *data);
+static void ngx_http_infer_ks_answer(ngx_http_request_t *r, void *data);
+static void ngx_http_infer_ks_cleanup(void *data);
 static void ngx_http_infer_ks_event(ngx_http_infer_ctx_t *ctx, int gen,
     infer_event_t *ev);
 static void ngx_http_infer_ks_timeout(ngx_http_infer_ctx_t *ctx);
@@ -279,7 +254,7 @@ error:
  * a big body, in a thread of nginx's pool: it touches only the job and the
  * model's read-only tokenizer, allocates with malloc and logs nothing.
  */
-static void
+void
 ngx_http_infer_ks_prepare(void *data)
 {
     int                   b, rc, generate;
@@ -293,13 +268,20 @@ ngx_http_infer_ks_prepare(void *data)
     job->rc = NGX_ERROR;
     err = &job->err;
     req = &job->req;
-    generate = job->kind != INFER_KS_ROUTE_INFER;
+    generate = job->kind != INFER_KS_ROUTE_INFER && !job->pb;
 
-    rc = generate
-         ? infer_ks_parse_generate((char *) job->body, job->body_len, &set,
-                                   err)
-         : infer_ks_parse_infer((char *) job->body, job->body_len,
-                                job->header_len, &set, err);
+    if (job->pb) {
+        /* parsed already: the message names the model */
+        set = job->set;
+        ngx_memzero(&job->set, sizeof(infer_ks_tensors_t));
+        rc = 0;
+    } else if (generate) {
+        rc = infer_ks_parse_generate((char *) job->body, job->body_len, &set,
+                                     err);
+    } else {
+        rc = infer_ks_parse_infer((char *) job->body, job->body_len,
+                                  job->header_len, &set, err);
+    }
     if (rc != 0) {
         return;
     }
@@ -324,7 +306,9 @@ ngx_http_infer_ks_prepare(void *data)
 
     for (b = 0; b < req->n_rows; b++) {
         st = &req->settings[b];
-        if (st->stream && job->kind != INFER_KS_ROUTE_GENERATE_STREAM) {
+        if (st->stream && job->kind != INFER_KS_ROUTE_GENERATE_STREAM
+            && !job->pb)
+        {
             infer_ks_set_error(err, NGX_HTTP_BAD_REQUEST, "stream is true, "
                                "but this route answers once: POST to "
                                ".../generate_stream for a stream");
@@ -364,7 +348,7 @@ ngx_http_infer_ks_prepare(void *data)
 }
 
 /* The engine request of row b. */
-static void
+void
 ngx_http_infer_ks_row(ngx_http_infer_ks_t *job, int b, infer_request_t *ir)
 {
     int                   room;
@@ -372,7 +356,7 @@ ngx_http_infer_ks_row(ngx_http_infer_ks_t *job, int b, infer_request_t *ir)
     infer_ks_settings_t  *st;
 
     ngx_memzero(ir, sizeof(infer_request_t));
-    ir->deadline_ms = infer_now_ms() + (int64_t) job->model->timeout;
+    ir->deadline_ms = infer_now_ms() + (int64_t) job->timeout;
     ir->top_p = 1.0f;
     ir->repetition_penalty = 1.0f;
 
@@ -411,7 +395,7 @@ ngx_http_infer_ks_row(ngx_http_infer_ks_t *job, int b, infer_request_t *ir)
     }
 }
 
-static void
+void
 ngx_http_infer_ks_submit_error(ngx_http_infer_ks_t *job, int b, int rc,
     size_t bytes, infer_ks_error_t *err)
 {
@@ -481,36 +465,33 @@ ngx_http_infer_ks_text(ngx_http_infer_ks_t *job, int b,
 }
 
 /*
- * Encodes the answer of a batch whose rows have all ended into
- * job->reply.  Runs in the event loop or, for big outputs, in a thread of
- * nginx's pool (a 128 x 32000 logits reply is 16 MB, four times that as
- * JSON numbers): it reads only the job and the batch's results, which
- * nothing changes any more, and allocates with malloc.
+ * The outputs of a batch whose rows have all ended, as the codecs take
+ * them: out[req->n_outputs] over pieces (one a row) and what the texts
+ * with their prompts took (own[n_rows]), both malloc'd and freed with
+ * ngx_http_infer_ks_outputs_free.  It reads only the job and the batch's
+ * results, which nothing changes any more, so it may run in a thread.
  */
-static void
-ngx_http_infer_ks_encode(void *data)
+ngx_int_t
+ngx_http_infer_ks_outputs(ngx_http_infer_ks_t *job, infer_ks_output_t *out,
+    infer_ks_piece_t **pieces_out, u_char ***own_out)
 {
     int                       b, i, vocab, want;
     u_char                  **own;
-    const char               *model;
     infer_ks_piece_t         *pieces;
-    infer_ks_output_t         out[INFER_KS_MAX_OUTPUTS];
     infer_ks_request_t       *req;
-    ngx_http_infer_ks_t      *job = data;
     ngx_http_infer_batch_t   *bt = job->batch;
     ngx_http_infer_result_t  *res;
 
     req = &job->req;
-    model = (const char *) job->model->name.data;
     vocab = job->vocab;
     want = req->logits_last ? 1 : req->seq;
-    job->reply = NULL;
-    job->reply_header_len = 0;
 
     pieces = calloc(req->n_rows, sizeof(infer_ks_piece_t));
     own = calloc(req->n_rows, sizeof(u_char *));
+    *pieces_out = pieces;
+    *own_out = own;
     if (pieces == NULL || own == NULL) {
-        goto done;
+        return NGX_ERROR;
     }
 
     for (b = 0; b < req->n_rows; b++) {
@@ -519,26 +500,17 @@ ngx_http_infer_ks_encode(void *data)
             if (ngx_http_infer_ks_text(job, b, res, &pieces[b], &own[b])
                 != NGX_OK)
             {
-                goto done;
+                return NGX_ERROR;
             }
             continue;
         }
         if (res->n_rows != want || res->f16) {
             /* the engine broke its contract: logged in the loop */
             job->bad_row = b + 1;
-            goto done;
+            return NGX_ERROR;
         }
         pieces[b].p = res->rows;
         pieces[b].len = (size_t) want * vocab * sizeof(float);
-    }
-
-    if (job->kind != INFER_KS_ROUTE_INFER) {
-        job->reply = infer_ks_generate_body(model, NGX_HTTP_INFER_KS_VERSION,
-                                            pieces[0].p, pieces[0].len,
-                                            infer_ks_finish_reason(
-                                                bt->results[0].finish),
-                                            &job->reply_len);
-        goto done;
     }
 
     /* the codec refused every output but the kind's own */
@@ -561,18 +533,62 @@ ngx_http_infer_ks_encode(void *data)
             out[i].dims[1] = 1;
         }
     }
+    return NGX_OK;
+}
+
+void
+ngx_http_infer_ks_outputs_free(ngx_http_infer_ks_t *job,
+    infer_ks_piece_t *pieces, u_char **own)
+{
+    int  b;
+
+    for (b = 0; own && b < job->req.n_rows; b++) {
+        free(own[b]);
+    }
+    free(own);
+    free(pieces);
+}
+
+/*
+ * Encodes the answer of a batch whose rows have all ended into
+ * job->reply.  Runs in the event loop or, for big outputs, in a thread of
+ * nginx's pool (a 128 x 32000 logits reply is 16 MB, four times that as
+ * JSON numbers), and allocates with malloc.
+ */
+static void
+ngx_http_infer_ks_encode(void *data)
+{
+    u_char                  **own;
+    const char               *model;
+    infer_ks_piece_t         *pieces;
+    infer_ks_output_t         out[INFER_KS_MAX_OUTPUTS];
+    ngx_http_infer_ks_t      *job = data;
+
+    model = (const char *) job->model->name.data;
+    job->reply = NULL;
+    job->reply_header_len = 0;
+
+    if (ngx_http_infer_ks_outputs(job, out, &pieces, &own) != NGX_OK) {
+        goto done;
+    }
+
+    if (job->kind != INFER_KS_ROUTE_INFER) {
+        job->reply = infer_ks_generate_body(model, NGX_HTTP_INFER_KS_VERSION,
+                                            pieces[0].p, pieces[0].len,
+                                            infer_ks_finish_reason(
+                                                job->batch->results[0].finish),
+                                            &job->reply_len);
+        goto done;
+    }
+
     job->reply = infer_ks_infer_body(model, NGX_HTTP_INFER_KS_VERSION,
-                                     req->id, out, req->n_outputs,
+                                     job->req.id, out, job->req.n_outputs,
                                      &job->reply_len,
                                      &job->reply_header_len);
 
 done:
 
-    for (b = 0; own && b < req->n_rows; b++) {
-        free(own[b]);
-    }
-    free(own);
-    free(pieces);
+    ngx_http_infer_ks_outputs_free(job, pieces, own);
 }
 
 /* Sends what ngx_http_infer_ks_encode() made, back in the event loop. */
@@ -659,8 +675,8 @@ ngx_http_infer_ks_done(ngx_http_infer_batch_t *bt)
                       bt->ctx->gens[0].id);
         infer_ks_set_error(&err, NGX_HTTP_GATEWAY_TIME_OUT, "the request "
                            "did not finish within %lu ms",
-                           (unsigned long) job->model->timeout);
-        rc = ngx_http_infer_ks_send_error(bt->ctx->r, &err);
+                           (unsigned long) job->timeout);
+        rc = job->send_error(bt->ctx->r, &err);
 
     } else if (bt->failed) {
         /* the row that failed, not those cancelled because it did */
@@ -680,7 +696,7 @@ ngx_http_infer_ks_done(ngx_http_infer_batch_t *bt)
                                  : NGX_HTTP_INTERNAL_SERVER_ERROR,
                            "inference failed: %s",
                            why ? why->error : "engine error");
-        rc = ngx_http_infer_ks_send_error(bt->ctx->r, &err);
+        rc = job->send_error(bt->ctx->r, &err);
 
     } else {
         /* the rows have ended: the deadline no longer applies, and must
@@ -689,12 +705,11 @@ ngx_http_infer_ks_done(ngx_http_infer_batch_t *bt)
             ngx_del_timer(&bt->ctx->timer);
         }
         if (ngx_http_infer_run_later(bt->ctx->r, ngx_http_infer_ks_cost(job),
-                                     ngx_http_infer_ks_encode,
-                                     ngx_http_infer_ks_answer, job)
+                                     job->encode, job->answer, job)
             != NGX_OK)
         {
-            ngx_http_infer_ks_encode(job);
-            ngx_http_infer_ks_answer(bt->ctx->r, job);
+            job->encode(job);
+            job->answer(bt->ctx->r, job);
         }
         return;
     }
@@ -731,6 +746,7 @@ ngx_http_infer_ks_batch(ngx_http_request_t *r, ngx_http_infer_ks_t *job)
         return NGX_ERROR;
     }
     job->batch = bt;
+    bt->ctx->timeout = job->timeout;
 
     for (b = 0; b < job->req.n_rows; b++) {
         ngx_http_infer_ks_row(job, b, &ir);
@@ -744,9 +760,7 @@ ngx_http_infer_ks_batch(ngx_http_request_t *r, ngx_http_infer_ks_t *job)
         /* the rows already running stop; their events find the request
          * finished */
         ngx_http_infer_ctx_cancel(bt->ctx);
-        ngx_http_infer_ctx_finalize(bt->ctx,
-                                    ngx_http_infer_ks_send_error(r,
-                                                                 &job->err));
+        ngx_http_infer_ctx_finalize(bt->ctx, job->send_error(r, &job->err));
         return NGX_OK;
     }
 
@@ -912,11 +926,11 @@ ngx_http_infer_ks_go(ngx_http_request_t *r, void *data)
             return;
         }
     }
-    ngx_http_finalize_request(r, ngx_http_infer_ks_send_error(r, &job->err));
+    ngx_http_finalize_request(r, job->send_error(r, &job->err));
 }
 
-static void
-ngx_http_infer_ks_cleanup(void *data)
+void
+ngx_http_infer_ks_free(void *data)
 {
     int                   b;
     ngx_http_infer_ks_t  *job = data;
@@ -928,6 +942,60 @@ ngx_http_infer_ks_cleanup(void *data)
     free(job->n_ids);
     free(job->reply);
     infer_ks_request_free(&job->req);
+    infer_ks_tensors_free(&job->set);
+}
+
+static void
+ngx_http_infer_ks_cleanup(void *data)
+{
+    ngx_http_infer_ks_free(data);
+}
+
+ngx_http_infer_ks_t *
+ngx_http_infer_ks_job(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t   *cln;
+    ngx_http_infer_ks_t  *job;
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_infer_ks_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+    job = cln->data;
+    ngx_memzero(job, sizeof(ngx_http_infer_ks_t));
+    cln->handler = ngx_http_infer_ks_cleanup;
+    job->send_error = ngx_http_infer_ks_send_error;
+    job->encode = ngx_http_infer_ks_encode;
+    job->answer = ngx_http_infer_ks_answer;
+    return job;
+}
+
+/* A job whose model is known: prepared (in the thread pool when big),
+ * then submitted, or answered with its error. */
+void
+ngx_http_infer_ks_run(ngx_http_request_t *r, ngx_http_infer_ks_t *job,
+    size_t bytes)
+{
+    if (job->timeout == 0) {
+        job->timeout = job->model->timeout;
+    }
+    if (ngx_http_infer_ks_unavailable(job->model, &job->err)) {
+        ngx_http_finalize_request(r, job->send_error(r, &job->err));
+        return;
+    }
+    job->tok = infer_engine_tokenizer(job->model->engine);
+    job->vocab = infer_engine_vocab_size(job->model->engine);
+    job->context = infer_engine_context_length(job->model->engine);
+
+    if (ngx_http_infer_run_later(r, bytes, ngx_http_infer_ks_prepare,
+                                 ngx_http_infer_ks_go, job)
+        == NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_infer_ks_prepare(job);
+    ngx_http_infer_ks_go(r, job);
 }
 
 static void
@@ -936,17 +1004,13 @@ ngx_http_infer_ks_body(ngx_http_request_t *r)
     ngx_str_t            *v;
     infer_ks_route_t      route;
     ngx_table_elt_t      *h;
-    ngx_pool_cleanup_t   *cln;
     ngx_http_infer_ks_t  *job;
 
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_infer_ks_t));
-    if (cln == NULL) {
+    job = ngx_http_infer_ks_job(r);
+    if (job == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
-    job = cln->data;
-    ngx_memzero(job, sizeof(ngx_http_infer_ks_t));
-    cln->handler = ngx_http_infer_ks_cleanup;
 
     /* the handler found the route and the model already */
     infer_ks_route((char *) r->uri.data, r->uri.len, &route);
@@ -987,22 +1051,7 @@ ngx_http_infer_ks_body(ngx_http_request_t *r)
         }
     }
 
-    if (ngx_http_infer_ks_unavailable(job->model, &job->err)) {
-        goto failed;
-    }
-    job->tok = infer_engine_tokenizer(job->model->engine);
-    job->vocab = infer_engine_vocab_size(job->model->engine);
-    job->context = infer_engine_context_length(job->model->engine);
-
-    if (ngx_http_infer_run_later(r, job->body_len, ngx_http_infer_ks_prepare,
-                                 ngx_http_infer_ks_go, job)
-        == NGX_OK)
-    {
-        return;
-    }
-
-    ngx_http_infer_ks_prepare(job);
-    ngx_http_infer_ks_go(r, job);
+    ngx_http_infer_ks_run(r, job, job->body_len);
     return;
 
 failed:
