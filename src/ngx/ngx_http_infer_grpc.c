@@ -484,13 +484,13 @@ static ngx_int_t
 ngx_http_infer_grpc_request_error(ngx_http_infer_grpc_t *g,
     infer_ks_error_t *err)
 {
-    size_t  len;
+    size_t          len;
+    unsigned char  *msg;
 
     ngx_http_infer_log_reject(g->r, err->status, err->message);
     len = 0;
-    return ngx_http_infer_grpc_send(g, infer_ks_pb_stream_error(err->message,
-                                                                &len),
-                                    len);
+    msg = infer_ks_pb_stream_error(err->message, &len);
+    return ngx_http_infer_grpc_send(g, msg, len);
 }
 
 /* The stream is over when the client has sent all and every generation

@@ -1,0 +1,420 @@
+"""KServe v2 gRPC checks with real clients, run by t/016-grpc.t.
+
+    grpc_check.py triton H2C TLS HTTP CERT MODEL_DIR REF_LOGITS
+    grpc_check.py stubs  H2C TLS HTTP CERT MODEL_DIR PROTO
+
+H2C is nginx's prior-knowledge HTTP/2 listener, TLS its "ssl http2" one
+(CERT: the self-signed certificate the suite made), HTTP a plain HTTP/1.1
+listener with the KServe REST routes, /stats and a gRPC location.
+
+"triton" drives the server with tritonclient.grpc, unmodified: health,
+metadata, infer, start_stream + async_stream_infer, and the error statuses
+a client of a model meets.  "stubs" uses plain grpcio with stubs that
+grpcio-tools generates from the repository's grpc_service.proto at run
+time, for what tritonclient has no API for: methods the server does not
+implement, compression, cancelling a stream, 64 calls at once on one
+channel.  The two cannot share a process: both register the messages of
+package inference in protobuf's one descriptor pool.
+
+Expected values come from outside the server: the model's
+expected_greedy_200.txt, Hugging Face transformers' float32 logits
+(t/data/ref) and the KServe REST route's answer.
+
+Prints one line per check, "ok - ..." or "not ok - ...", then "done N".
+(Not grpc.py: the script's directory comes first on sys.path, and the
+name would hide grpcio's own module.)
+"""
+import json
+import sys
+import time
+import urllib.request
+
+import numpy as np
+
+MODE = sys.argv[1]
+H2C, TLS, HTTP, CERT, MODEL_DIR = sys.argv[2:7]
+MODEL = "tiny"
+N = 0
+TOL = 1e-4      # as t/clients/kserve_check.py: relative to the row's max
+
+with open(MODEL_DIR + "/expected_greedy_200.txt") as f:
+    GREEDY = f.read()
+
+
+def check(cond, what, detail=""):
+    global N
+    N += 1
+    print(("ok - " if cond else "not ok - ") + what
+          + ("" if cond or not detail else " # " + str(detail)[:300]),
+          flush=True)
+    return cond
+
+
+def stats():
+    with urllib.request.urlopen("http://%s/stats" % HTTP, timeout=10) as r:
+        return {m["name"]: m for m in json.load(r)["models"]}
+
+
+def text(x):
+    return x.decode() if isinstance(x, bytes) else x
+
+
+# ---- tritonclient.grpc ----------------------------------------------------
+
+def triton():
+    import queue
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    ref_path = sys.argv[7]
+    tokens, rows = None, []
+    with open(ref_path) as f:
+        for line in f:
+            w = line.split()
+            if not w or w[0].startswith("#"):
+                continue
+            if w[0] == "tokens":
+                tokens = [int(x) for x in w[2:]]
+            elif w[0] == "pos":
+                rows.append([float(x) for x in w[2:]])
+    ref = np.array(rows, dtype=np.float32)
+
+    def rel_error(got, want):
+        got = np.asarray(got, dtype=np.float64).reshape(want.shape)
+        scale = np.abs(want).max(axis=-1, keepdims=True)
+        return float((np.abs(got - want) / scale).max())
+
+    def text_inputs(texts, **settings):
+        t = grpcclient.InferInput("text_input", [len(texts), 1], "BYTES")
+        t.set_data_from_numpy(np.array([[s] for s in texts], dtype=object))
+        out = [t]
+        for name, (dtype, value) in settings.items():
+            x = grpcclient.InferInput(name, [1, 1], dtype)
+            x.set_data_from_numpy(np.array(value, dtype={
+                "INT32": np.int32, "FP32": np.float32}[dtype]).reshape(1, 1))
+            out.append(x)
+        return out
+
+    def status_of(fn):
+        try:
+            fn()
+        except InferenceServerException as e:
+            return e.status(), e.message()
+        return "OK", ""
+
+    greedy = {"max_tokens": ("INT32", 200), "temperature": ("FP32", 0)}
+
+    for name, url, kw in (("h2c", H2C, {}),
+                          ("TLS", TLS, {"ssl": True,
+                                        "root_certificates": CERT})):
+        c = grpcclient.InferenceServerClient(url, **kw)
+        check(c.is_server_live() and c.is_server_ready()
+              and c.is_model_ready(MODEL)
+              and c.is_model_ready(MODEL, model_version="1"),
+              "%s: is_server_live, is_server_ready, is_model_ready" % name)
+        res = c.infer(MODEL, text_inputs([b""], **greedy), request_id="g1")
+        got = res.as_numpy("text_output")
+        check(got.shape == (1, 1) and text(got[0][0]) == GREEDY
+              and res.get_response().id == "g1",
+              "%s: ModelInfer text_input \"\", greedy, 200 tokens: the "
+              "reference text exactly, the id echoed" % name,
+              (got.shape, got[0][0][:80]))
+
+        # ModelStreamInfer: two generations interleaved on one stream
+        q = queue.Queue()
+        c.start_stream(callback=lambda result, error: q.put((result, error)))
+        c.async_stream_infer(MODEL, text_inputs([b""], **greedy),
+                             request_id="a")
+        c.async_stream_infer(MODEL, text_inputs(
+            [b"Once upon a time"], max_tokens=("INT32", 20),
+            temperature=("FP32", 0)), request_id="b")
+        pieces = {"a": [], "b": []}
+        finals = {"a": [], "b": []}
+        errors = []
+        while sum(f.count(True) for f in finals.values()) < 2:
+            try:
+                r, e = q.get(timeout=30)
+            except queue.Empty:
+                errors.append("timed out")
+                break
+            if e is not None:
+                errors.append(str(e))
+                break
+            rsp = r.get_response()
+            pieces[rsp.id].append(text(r.as_numpy("text_output")[0][0]))
+            finals[rsp.id].append(
+                rsp.parameters["triton_final_response"].bool_param)
+        c.stop_stream()
+        check(not errors and "".join(pieces["a"]) == GREEDY
+              and len(pieces["a"]) > 100,
+              "%s: ModelStreamInfer, greedy, 200 tokens: the reference "
+              "text exactly, in %d responses" % (name, len(pieces["a"])),
+              errors or "".join(pieces["a"])[:80])
+        check(finals["a"] and finals["a"][-1] and not any(finals["a"][:-1])
+              and finals["b"] and finals["b"][-1]
+              and not any(finals["b"][:-1]),
+              "%s: only each request's last response is "
+              "triton_final_response" % name)
+        check("".join(pieces["b"])
+              == GREEDY[len("Once upon a time"):][:len("".join(pieces["b"]))]
+              and len("".join(pieces["b"])) > 20,
+              "%s: the second request of the stream continues its own "
+              "prompt" % name, "".join(pieces["b"]))
+        c.close()
+
+    c = grpcclient.InferenceServerClient(H2C)
+    meta = c.get_server_metadata()
+    check(meta.name == "ngx_http_infer_module", "ServerMetadata", meta)
+    meta = c.get_model_metadata(MODEL)
+    ins = {t.name: t for t in meta.inputs}
+    outs = {t.name: t for t in meta.outputs}
+    check(meta.name == MODEL and list(meta.versions) == ["1"]
+          and ins["text_input"].datatype == "BYTES"
+          and ins["input_ids"].datatype == "INT64"
+          and list(outs["logits"].shape) == [-1, -1, 512]
+          and outs["text_output"].datatype == "BYTES",
+          "ModelMetadata: inputs, outputs, the vocabulary", meta)
+
+    # logits: the reference's, and the REST route's bit for bit
+    ids = np.array([tokens], dtype=np.int32)
+    gi = grpcclient.InferInput("input_ids", list(ids.shape), "INT32")
+    gi.set_data_from_numpy(ids)
+    got = c.infer(MODEL, [gi]).as_numpy("logits")
+    err = rel_error(got[0], ref)
+    check(got.shape == (1, len(tokens), 512) and err < TOL,
+          "ModelInfer input_ids: logits within %g of transformers (%.2g)"
+          % (TOL, err), got.shape)
+    hc = httpclient.InferenceServerClient(HTTP)
+    hi = httpclient.InferInput("input_ids", list(ids.shape), "INT32")
+    hi.set_data_from_numpy(ids)
+    rest = hc.infer(MODEL, [hi]).as_numpy("logits")
+    check(np.array_equal(got, rest),
+          "the same logits as the KServe REST route, every bit")
+    gi64 = grpcclient.InferInput("input_ids", list(ids.shape), "INT64")
+    gi64.set_data_from_numpy(ids.astype(np.int64))
+    got64 = c.infer(MODEL, [gi64],
+                    parameters={"logits": "last"}).as_numpy("logits")
+    err = rel_error(got64, ref[-1:]) if got64.shape == (1, 512) else 1
+    check(err < TOL, "INT64 ids and parameter logits: last: the last row, "
+          "within %g of transformers (%.2g)" % (TOL, err), got64.shape)
+
+    # the statuses a model's client meets
+    st, msg = status_of(lambda: c.infer("nope", text_inputs([b"x"])))
+    check(st == "StatusCode.NOT_FOUND" and "unknown model" in msg,
+          "unknown model: NOT_FOUND", (st, msg))
+    st, msg = status_of(lambda: c.get_model_metadata(MODEL, "7"))
+    check(st == "StatusCode.NOT_FOUND" and "version" in msg,
+          "unknown version: NOT_FOUND", (st, msg))
+    bad = grpcclient.InferInput("input_ids", [1, 2], "FP32")
+    bad.set_data_from_numpy(np.array([[1, 2]], dtype=np.float32))
+    st, msg = status_of(lambda: c.infer(MODEL, [bad]))
+    check(st == "StatusCode.INVALID_ARGUMENT"
+          and "expected INT32 or INT64" in msg,
+          "input_ids of FP32: INVALID_ARGUMENT", (st, msg))
+    oov = grpcclient.InferInput("input_ids", [1, 1], "INT32")
+    oov.set_data_from_numpy(np.array([[512]], dtype=np.int32))
+    st, msg = status_of(lambda: c.infer(MODEL, [oov]))
+    check(st == "StatusCode.INVALID_ARGUMENT" and "vocabulary" in msg,
+          "an id outside the vocabulary: INVALID_ARGUMENT", (st, msg))
+    st, msg = status_of(lambda: c.infer(MODEL, text_inputs(
+        [b"x"], max_tokens=("INT32", 600))))
+    check(st == "StatusCode.INVALID_ARGUMENT" and "context" in msg,
+          "max_tokens past the context: INVALID_ARGUMENT", (st, msg))
+    st, msg = status_of(lambda: c.infer(MODEL, text_inputs(
+        [b"x" * 100000])))
+    check(st == "StatusCode.RESOURCE_EXHAUSTED"
+          and "client_max_body_size" in msg,
+          "a message over client_max_body_size: RESOURCE_EXHAUSTED",
+          (st, msg))
+    check(c.is_server_live(), "the connection serves on after errors")
+
+    # the model "short" has a deadline of 100 ms; 500 tokens take longer
+    st, msg = status_of(lambda: c.infer("short", text_inputs(
+        [b""], max_tokens=("INT32", 500))))
+    check(st == "StatusCode.DEADLINE_EXCEEDED" and "100 ms" in msg,
+          "the model's timeout passed: DEADLINE_EXCEEDED from the server",
+          (st, msg))
+    # the client's deadline travels as grpc-timeout
+    t0 = time.time()
+    st, msg = status_of(lambda: c.infer(MODEL, text_inputs(
+        [b""] * 8, max_tokens=("INT32", 500)), client_timeout=0.2))
+    check(st == "StatusCode.DEADLINE_EXCEEDED" and time.time() - t0 < 2,
+          "client_timeout 0.2 s: DEADLINE_EXCEEDED", (st, msg))
+
+    # "q" runs one sequence and queues one: more at once are refused
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futs = [pool.submit(status_of, lambda: c.infer("q", text_inputs(
+            [b""], max_tokens=("INT32", 400)))) for _ in range(8)]
+        sts = [f.result() for f in futs]
+    check(any(s == "StatusCode.UNAVAILABLE" and "busy" in m for s, m in sts)
+          and any(s == "OK" for s, _ in sts),
+          "a full queue: UNAVAILABLE (which clients retry), the rest run",
+          sts)
+
+    # a request's error on a stream is a response of it; the stream goes on
+    q = queue.Queue()
+    c.start_stream(callback=lambda result, error: q.put((result, error)))
+    c.async_stream_infer(MODEL, [bad], request_id="bad")
+    c.async_stream_infer(MODEL, text_inputs([b""], max_tokens=("INT32", 5),
+                                            temperature=("FP32", 0)),
+                         request_id="good")
+    r1, e1 = q.get(timeout=30)
+    got = []
+    while True:
+        r, e = q.get(timeout=30)
+        if e is not None:
+            break
+        got.append(text(r.as_numpy("text_output")[0][0]))
+        if r.get_response().parameters["triton_final_response"].bool_param:
+            break
+    c.stop_stream()
+    check(r1 is None and e1 is not None
+          and "expected INT32 or INT64" in str(e1)
+          and "".join(got) == GREEDY[:len("".join(got))] and len(got) == 5,
+          "a bad request on a stream: its error_message, and the next "
+          "request runs", (str(e1), got))
+    c.close()
+
+
+# ---- grpcio stubs from the repository's .proto ------------------------------
+
+def stubs():
+    import os
+    import tempfile
+    import threading
+
+    import grpc
+    from grpc_tools import protoc
+
+    proto = sys.argv[7]
+    out = tempfile.mkdtemp()
+    rc = protoc.main(["protoc", "-I" + os.path.dirname(proto),
+                      "--python_out=" + out, "--grpc_python_out=" + out,
+                      os.path.basename(proto)])
+    check(rc == 0, "grpcio-tools compiles grpc_service.proto")
+    sys.path.insert(0, out)
+    import grpc_service_pb2 as pb
+    import grpc_service_pb2_grpc as pbg
+
+    ch = grpc.insecure_channel(H2C)
+    stub = pbg.GRPCInferenceServiceStub(ch)
+
+    def code_of(fn):
+        try:
+            fn()
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+        return grpc.StatusCode.OK, ""
+
+    check(stub.ServerLive(pb.ServerLiveRequest()).live, "ServerLive")
+    check(stub.ModelReady(pb.ModelReadyRequest(name=MODEL)).ready,
+          "ModelReady")
+
+    def text_request(s, max_tokens, rid=""):
+        r = pb.ModelInferRequest(model_name=MODEL, id=rid)
+        t = r.inputs.add(name="text_input", datatype="BYTES", shape=[1, 1])
+        t.contents.bytes_contents.append(s)
+        r.parameters["max_tokens"].int64_param = max_tokens
+        r.parameters["temperature"].double_param = 0
+        return r
+
+    rsp = stub.ModelInfer(text_request(b"", 200, "x"))
+    raw = rsp.raw_output_contents[0]
+    check(rsp.outputs[0].name == "text_output"
+          and raw[4:].decode() == GREEDY
+          and int.from_bytes(raw[:4], "little") == len(raw) - 4,
+          "typed contents in, raw_output_contents out: the reference text",
+          raw[:80])
+
+    code, msg = code_of(lambda: stub.ModelConfig(
+        pb.ModelConfigRequest(name=MODEL)))
+    check(code == grpc.StatusCode.UNIMPLEMENTED and "ModelConfig" in msg,
+          "ModelConfig: UNIMPLEMENTED", (code, msg))
+    code, msg = code_of(lambda: stub.ModelInfer(text_request(b"", 3),
+                                                compression=grpc.Compression.Gzip))
+    check(code == grpc.StatusCode.UNIMPLEMENTED and "gzip" in msg,
+          "grpc-encoding gzip: UNIMPLEMENTED", (code, msg))
+    rawcall = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                             request_serializer=lambda x: x,
+                             response_deserializer=lambda x: x)
+    code, msg = code_of(lambda: rawcall(b"\xff\xff\xff"))
+    check(code == grpc.StatusCode.INVALID_ARGUMENT and "malformed" in msg,
+          "a message that is not a ModelInferRequest: INVALID_ARGUMENT",
+          (code, msg))
+
+    # 64 calls at once on one channel, which is one HTTP/2 connection
+    before = stats()[MODEL]
+    futs = [stub.ModelInfer.future(text_request(b"", 16, str(i)))
+            for i in range(64)]
+    texts = [f.result(timeout=60).raw_output_contents[0][4:].decode()
+             for f in futs]
+    after = stats()[MODEL]
+    steps = after["steps"] - before["steps"]
+    toks = after["generated_tokens"] - before["generated_tokens"]
+    check(all(t == texts[0] for t in texts)
+          and GREEDY.startswith(texts[0]) and len(texts[0]) > 10,
+          "64 concurrent ModelInfer calls on one connection: each the "
+          "reference's first 16 tokens", texts[0])
+    check(toks == 64 * 16 and steps < toks,
+          "they batched: %d engine steps for %d tokens" % (steps, toks),
+          (steps, toks))
+
+    # cancel: RST_STREAM stops every generation of the stream
+    total = stats()[MODEL]["kv_blocks"]
+    reqs = [text_request(b"", 480, "c%d" % i) for i in range(4)]
+    hold = threading.Event()
+
+    def gen():
+        for r in reqs:
+            yield r
+        hold.wait(30)
+
+    call = stub.ModelStreamInfer(gen())
+    seen = 0
+    for rsp in call:
+        seen += 1
+        if seen == 8:
+            break
+    during = stats()[MODEL]
+    call.cancel()
+    hold.set()
+    freed = None
+    for _ in range(100):
+        s = stats()[MODEL]
+        if s["running"] == 0 and s["waiting"] == 0:
+            freed = s
+            break
+        time.sleep(0.05)
+    check(during["running"] >= 1 and during["kv_blocks_free"] < total,
+          "a stream of 4 long generations holds KV blocks (%d of %d free)"
+          % (during["kv_blocks_free"], total), during)
+    check(freed is not None and freed["kv_blocks_free"] == total
+          and freed["generated_tokens"] - during["generated_tokens"]
+          < 4 * 480 - seen,
+          "cancelled: no generation left, every KV block free", freed)
+
+    # the stream's deadline: grpc-timeout ends the call
+    code, msg = code_of(lambda: list(stub.ModelStreamInfer(
+        iter([text_request(b"", 480)] * 4), timeout=0.1)))
+    check(code == grpc.StatusCode.DEADLINE_EXCEEDED,
+          "ModelStreamInfer with a 0.1 s deadline: DEADLINE_EXCEEDED",
+          (code, msg))
+    ch.close()
+
+    # gRPC needs HTTP/2
+    req = urllib.request.Request(
+        "http://%s/inference.GRPCInferenceService/ServerLive" % HTTP,
+        data=b"\0\0\0\0\0", headers={"Content-Type": "application/grpc"})
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        status, body = 200, b""
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read()
+    check(status == 400 and b"HTTP/2" in body,
+          "over HTTP/1.1: 400 that says gRPC needs HTTP/2", (status, body))
+
+
+{"triton": triton, "stubs": stubs}[MODE]()
+print("done %d" % N)
