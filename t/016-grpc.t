@@ -95,31 +95,30 @@ for (1 .. 200) {
 my @args = ("127.0.0.1:$h2c", "localhost:$tls", "127.0.0.1:$http",
             "$root/conf/cert.pem", $model);
 for my $mode (['triton', "$repo/t/data/ref/stories260K.logits"],
-              ['stubs', "$repo/src/proto/grpc_service.proto"])
+              ['stubs', "$repo/src/proto/grpc_service.proto",
+               "$root/logs/nginx.pid"])
 {
     my ($out, $err) = ('', '');
-    run [$python, "$repo/t/clients/grpc_check.py", $mode->[0], @args, $mode->[1]],
+    my ($name, @more) = @$mode;
+    run [$python, "$repo/t/clients/grpc_check.py", $name, @args, @more],
         \undef, \$out, \$err;
     my $rc = $? >> 8;
     my $n = 0;
     for (split /\n/, $out) {
         if (/^(not )?ok - (.*)$/) {
-            ok(!defined $1, "$mode->[0]: $2");
+            ok(!defined $1, "$name: $2");
             $n++;
         }
     }
-    is($rc, 0, "grpc_check.py $mode->[0] exits 0") or diag($err);
-    like($out, qr/^done $n$/m, "grpc_check.py $mode->[0] ran to its end ($n checks)");
+    is($rc, 0, "grpc_check.py $name exits 0") or diag($err);
+    like($out, qr/^done $n$/m, "grpc_check.py $name ran to its end ($n checks)");
 }
 
 open my $log, '<', "$root/logs/error.log" or die $!;
 my $text = do { local $/; <$log> };
 like($text, qr/client gone, cancelling request/,
      'the cancelled stream was cancelled in the engine');
-like($text, qr/infer: request \d+ passed its deadline/,
-     'a unary deadline (grpc-timeout) was the server\'s too');
-like($text, qr/infer: grpc stream passed its deadline/,
-     'so was the stream\'s');
+
 unlike($text, qr/\[alert\]|\[crit\]|exited on signal/,
        'no worker crashed, no alert');
 

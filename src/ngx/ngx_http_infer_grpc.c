@@ -22,6 +22,8 @@
 /* Generations at once on one ModelStreamInfer stream. */
 #define NGX_HTTP_INFER_GRPC_SLOTS   64
 #define NGX_HTTP_INFER_GRPC_TYPE    "application/grpc"
+/* How often an open stream looks whether its worker is shutting down. */
+#define NGX_HTTP_INFER_GRPC_WATCH   1000
 
 typedef struct {
     ngx_http_request_t         *r;
@@ -35,6 +37,7 @@ typedef struct {
     /* ModelStreamInfer */
     ngx_http_infer_ctx_t       *ctx;
     ngx_http_infer_ks_t        *jobs[NGX_HTTP_INFER_GRPC_SLOTS];
+    ngx_event_t                 watch;         /* the worker's shutdown */
     unsigned                    body_done:1;
     unsigned                    ended:1;
 } ngx_http_infer_grpc_t;
@@ -43,6 +46,8 @@ static void ngx_http_infer_grpc_read(ngx_http_request_t *r);
 static void ngx_http_infer_grpc_event(ngx_http_infer_ctx_t *ctx, int gen,
     infer_event_t *ev);
 static void ngx_http_infer_grpc_timeout(ngx_http_infer_ctx_t *ctx);
+static void ngx_http_infer_grpc_abort(ngx_http_infer_grpc_t *g,
+    infer_grpc_status_t code, const char *message, ngx_uint_t http);
 
 static const ngx_http_infer_frontend_t  ngx_http_infer_grpc_frontend = {
     "grpc",
@@ -56,6 +61,9 @@ ngx_http_infer_grpc_cleanup(void *data)
     int                     i;
     ngx_http_infer_grpc_t  *g = data;
 
+    if (g->watch.timer_set) {
+        ngx_del_timer(&g->watch);
+    }
     for (i = 0; i < NGX_HTTP_INFER_GRPC_SLOTS; i++) {
         if (g->jobs[i] != NULL) {
             ngx_http_infer_ks_free(g->jobs[i]);
@@ -500,7 +508,17 @@ ngx_http_infer_grpc_maybe_end(ngx_http_infer_grpc_t *g)
 {
     ngx_int_t  rc;
 
-    if (!g->body_done || g->ended || (g->ctx && g->ctx->n_live > 0)) {
+    if (g->ended || (g->ctx && g->ctx->n_live > 0)) {
+        return;
+    }
+    if (!g->body_done) {
+        if (ngx_exiting || ngx_terminate) {
+            /* a stream would keep an exiting worker: its client is told
+             * to call again, which reaches a new one */
+            ngx_http_infer_grpc_abort(g, INFER_GRPC_UNAVAILABLE, "the worker "
+                                      "is shutting down: call again",
+                                      NGX_HTTP_SERVICE_UNAVAILABLE);
+        }
         return;
     }
     rc = ngx_http_infer_grpc_end(g->r, INFER_GRPC_OK, NULL, NGX_HTTP_OK);
@@ -566,6 +584,13 @@ ngx_http_infer_grpc_stream_msg(ngx_http_infer_grpc_t *g,
     ngx_http_infer_model_t     **mp;
     ngx_http_infer_loc_conf_t   *ilcf;
     ngx_http_request_t          *r = g->r;
+
+    if (ngx_exiting || ngx_terminate) {
+        ngx_http_infer_grpc_abort(g, INFER_GRPC_UNAVAILABLE, "the worker is "
+                                  "shutting down: call again",
+                                  NGX_HTTP_SERVICE_UNAVAILABLE);
+        return NGX_OK;
+    }
 
     job = calloc(1, sizeof(ngx_http_infer_ks_t));
     if (job == NULL) {
@@ -751,6 +776,22 @@ ngx_http_infer_grpc_timeout(ngx_http_infer_ctx_t *ctx)
     ngx_http_infer_grpc_abort(g, INFER_GRPC_DEADLINE_EXCEEDED,
                               "the call did not finish within its deadline",
                               NGX_HTTP_GATEWAY_TIME_OUT);
+}
+
+/* A stream that waits for its client's next message hears of a shutdown
+ * from this (cancelable: it keeps no worker alive by itself). */
+static void
+ngx_http_infer_grpc_watch(ngx_event_t *ev)
+{
+    ngx_connection_t       *c;
+    ngx_http_infer_grpc_t  *g = ev->data;
+
+    c = g->r->connection;
+    ngx_http_infer_grpc_maybe_end(g);
+    if (!g->ended) {
+        ngx_add_timer(&g->watch, NGX_HTTP_INFER_GRPC_WATCH);
+    }
+    ngx_http_run_posted_requests(c);
 }
 
 /* ---- the body -------------------------------------------------------------- */
@@ -1094,6 +1135,14 @@ ngx_http_infer_grpc_handler(ngx_http_request_t *r)
                                            NGX_HTTP_BAD_REQUEST);
         }
         g->timeout = ms ? (ngx_msec_t) ms : 1;
+    }
+
+    if (g->method == INFER_GRPC_MODEL_STREAM_INFER) {
+        g->watch.handler = ngx_http_infer_grpc_watch;
+        g->watch.data = g;
+        g->watch.log = r->connection->log;
+        g->watch.cancelable = 1;
+        ngx_add_timer(&g->watch, NGX_HTTP_INFER_GRPC_WATCH);
     }
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);

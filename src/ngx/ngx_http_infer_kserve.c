@@ -693,6 +693,8 @@ ngx_http_infer_ks_done(ngx_http_infer_batch_t *bt)
         }
         infer_ks_set_error(&err, why && why->finish == INFER_FINISH_CANCELLED
                                  ? NGX_HTTP_SERVICE_UNAVAILABLE
+                                 : why && why->finish == INFER_FINISH_DEADLINE
+                                 ? NGX_HTTP_GATEWAY_TIME_OUT
                                  : NGX_HTTP_INTERNAL_SERVER_ERROR,
                            "inference failed: %s",
                            why ? why->error : "engine error");

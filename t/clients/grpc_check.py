@@ -1,7 +1,7 @@
 """KServe v2 gRPC checks with real clients, run by t/016-grpc.t.
 
     grpc_check.py triton H2C TLS HTTP CERT MODEL_DIR REF_LOGITS
-    grpc_check.py stubs  H2C TLS HTTP CERT MODEL_DIR PROTO
+    grpc_check.py stubs  H2C TLS HTTP CERT MODEL_DIR PROTO NGINX_PID
 
 H2C is nginx's prior-knowledge HTTP/2 listener, TLS its "ssl http2" one
 (CERT: the self-signed certificate the suite made), HTTP a plain HTTP/1.1
@@ -13,7 +13,7 @@ a client of a model meets.  "stubs" uses plain grpcio with stubs that
 grpcio-tools generates from the repository's grpc_service.proto at run
 time, for what tritonclient has no API for: methods the server does not
 implement, compression, cancelling a stream, 64 calls at once on one
-channel.  The two cannot share a process: both register the messages of
+channel, a stream open across a reload (last: it sends nginx SIGHUP).  The two cannot share a process: both register the messages of
 package inference in protobuf's one descriptor pool.
 
 Expected values come from outside the server: the model's
@@ -232,7 +232,8 @@ def triton():
     # the model "short" has a deadline of 100 ms; 500 tokens take longer
     st, msg = status_of(lambda: c.infer("short", text_inputs(
         [b""], max_tokens=("INT32", 500))))
-    check(st == "StatusCode.DEADLINE_EXCEEDED" and "100 ms" in msg,
+    check(st == "StatusCode.DEADLINE_EXCEEDED"
+          and ("within 100 ms" in msg or "deadline passed" in msg),
           "the model's timeout passed: DEADLINE_EXCEEDED from the server",
           (st, msg))
     # the client's deadline travels as grpc-timeout
@@ -401,6 +402,108 @@ def stubs():
     check(code == grpc.StatusCode.DEADLINE_EXCEEDED,
           "ModelStreamInfer with a 0.1 s deadline: DEADLINE_EXCEEDED",
           (code, msg))
+
+    # what a client without a deadline of its own gets when grpc-timeout
+    # passes, and the frames of an answer: nghttp (nghttp2-client) prints
+    # each frame it receives and the header fields in it
+    import re
+    import subprocess
+
+    def nghttp(method, msgs, *headers):
+        body = b"".join(b"\0" + len(m).to_bytes(4, "big") + m for m in msgs)
+        path = os.path.join(out, "body")
+        with open(path, "wb") as f:
+            f.write(body)
+        cmd = ["nghttp", "-v", "-H", "content-type: application/grpc",
+               "-H", "te: trailers"]
+        for h in headers:
+            cmd += ["-H", h]
+        cmd += ["-d", path,
+                "http://%s/inference.GRPCInferenceService/%s" % (H2C, method)]
+        text = subprocess.run(cmd, capture_output=True, timeout=30
+                              ).stdout.decode("latin-1")
+        frames = []
+        fields = []
+        for line in text.splitlines():
+            m = re.search(r"recv \(stream_id=13\) ([^:]\S*|:status): (.*)",
+                          line)
+            if m:
+                fields.append((m.group(1), m.group(2)))
+            m = re.search(r"recv (HEADERS|DATA) frame <length=(\d+), "
+                          r"flags=0x(\w+), stream_id=13>", line)
+            if m:
+                frames.append((m.group(1), int(m.group(2)),
+                               int(m.group(3), 16) & 1, fields))
+                fields = []
+        return frames
+
+    def status(frames):
+        for _, _, _, fields in frames:
+            for k, v in fields:
+                if k == "grpc-status":
+                    return v, dict(fields).get("grpc-message", "")
+        return None, ""
+
+    many = pb.ModelInferRequest(model_name=MODEL)
+    t = many.inputs.add(name="text_input", datatype="BYTES", shape=[8, 1])
+    t.contents.bytes_contents.extend([b""] * 8)
+    many.parameters["max_tokens"].int64_param = 480
+    t0 = time.time()
+    fr = nghttp("ModelInfer", [many.SerializeToString()], "grpc-timeout: 100m")
+    st, msg = status(fr)
+    check(st == "4" and "within 100 ms" in msg and time.time() - t0 < 2,
+          "grpc-timeout 100m on ModelInfer, no deadline in the client: the "
+          "server's DEADLINE_EXCEEDED", fr)
+    long = text_request(b"", 480).SerializeToString()
+    fr = nghttp("ModelStreamInfer", [long] * 4, "grpc-timeout: 100m")
+    st, msg = status(fr)
+    check(st == "4" and fr[0][0] == "HEADERS" and fr[-1][0] == "HEADERS"
+          and fr[-1][2] and any(f[0] == "DATA" and f[1] > 0 for f in fr),
+          "grpc-timeout 100m on ModelStreamInfer: the responses so far, "
+          "then DEADLINE_EXCEEDED in the trailers", (st, msg, len(fr)))
+    fr = nghttp("ModelConfig", [b""])
+    check(len(fr) == 1 and fr[0][0] == "HEADERS" and fr[0][2]
+          and status(fr)[0] == "12"
+          and ("content-type", "application/grpc") in fr[0][3],
+          "an error is trailers-only: one HEADERS frame with END_STREAM, "
+          "grpc-status 12", fr)
+    fr = nghttp("ServerLive", [b""])
+    check(len(fr) == 3 and [f[0] for f in fr] == ["HEADERS", "DATA",
+                                                  "HEADERS"]
+          and fr[1][1] == 7 and fr[2][2] and status(fr)[0] == "0"
+          and not any(k == "grpc-status" for k, _ in fr[0][3]),
+          "a reply: HEADERS, the 7-byte message, then grpc-status 0 in "
+          "trailers that end the stream", fr)
+
+    # a reload: the old worker ends the stream that waits for its client's
+    # next message with UNAVAILABLE, which clients retry
+    import signal
+    with open(sys.argv[8]) as f:
+        master = int(f.read().split()[0])
+    hold = threading.Event()
+
+    def one_then_wait():
+        yield text_request(b"", 3, "w")
+        hold.wait(30)
+
+    call = stub.ModelStreamInfer(one_then_wait())
+    got = []
+    t0 = None
+    try:
+        for rsp in call:
+            got.append(rsp)
+            if rsp.infer_response.parameters[
+                    "triton_final_response"].bool_param:
+                t0 = time.time()
+                os.kill(master, signal.SIGHUP)
+        code, msg = grpc.StatusCode.OK, ""
+    except grpc.RpcError as e:
+        code, msg = e.code(), e.details()
+    hold.set()
+    check(code == grpc.StatusCode.UNAVAILABLE and "shutting down" in msg
+          and t0 is not None and time.time() - t0 < 5 and len(got) == 3,
+          "a reload ends an idle stream with UNAVAILABLE (%.1f s)"
+          % (time.time() - (t0 or time.time())), (code, msg, len(got)))
     ch.close()
 
     # gRPC needs HTTP/2
