@@ -7,7 +7,9 @@
  *                 [max_batch_tokens=N] [max_seqs=N] [kv_cache=SIZE]
  *                 [max_queue=N] [timeout=TIME] [tp=N] [devices=LIST]
  *                 [max_output=SIZE]
- *                 [chat_template=auto|llama2|llama3|chatml|plain];  (http)
+ *                 [chat_template=auto|FILE]
+ *                 [tool_parser=auto|hermes|llama3_json|mistral|none];
+ *                                                                (http)
  *     infer_openai NAME ...;                                     (location)
  *     infer_predict NAME ...;                                    (location)
  *     infer_kserve NAME ...;                                     (location)
@@ -358,6 +360,19 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
         return NULL;
     }
 
+    if (ngx_http_infer_key("tool_parser")) {
+        if (v->len == 4 && ngx_strncmp(v->data, "auto", 4) == 0) {
+            return NULL;
+        }
+        n = infer_tool_fmt_parse((const char *) v->data, v->len);
+        if (n < 0) {
+            return "auto, hermes, llama3_json, mistral or none";
+        }
+        m->tool_fmt = (infer_tool_fmt_t) n;
+        m->tool_fmt_set = 1;
+        return NULL;
+    }
+
     if (ngx_http_infer_key("chat_template")) {
         if (v->len == 0) {
             return "auto or the path of a template file";
@@ -534,6 +549,9 @@ ngx_http_infer_model_template(ngx_conf_t *cf, ngx_http_infer_model_t *m)
         goto failed;
     }
 
+    if (!m->tool_fmt_set) {
+        m->tool_fmt = infer_tool_fmt_detect(src);
+    }
     m->n_end_ids = infer_oai_template_stops(src, tok, m->end_ids,
                                             (int) (sizeof(m->end_ids)
                                                    / sizeof(int32_t)));
@@ -886,8 +904,9 @@ ngx_http_infer_engine_up(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
     }
 
     ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
-                  "infer_model \"%V\": chat template from %s", &m->name,
-                  m->tmpl_from);
+                  "infer_model \"%V\": chat template from %s, tool calls "
+                  "%s", &m->name, m->tmpl_from,
+                  infer_tool_fmt_name(m->tool_fmt));
     m->created = ngx_time();
     m->error[0] = '\0';
 

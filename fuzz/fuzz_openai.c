@@ -152,6 +152,7 @@ fuzz_check_response(const infer_oai_request_t *req, const char *text,
     c.text_len = tlen;
     c.finish = "stop";
     c.logprobs = NULL;
+    c.tool_calls = NULL;
     s = infer_oai_completion_body(&rsp, &c, 1, 3, 5, &len);
     FUZZ_CHECK(s != NULL, "no completion body");
     j = fuzz_json(s, len);
@@ -468,6 +469,7 @@ fuzz_check_logprobs(const uint8_t *data, size_t size, infer_oai_kind_t kind,
                            .lp_top_lp = top_lp + first * top };
     FUZZ_CHECK(infer_oai_logprobs_add(l, &ev) == 0, "add failed");
 
+    memset(&c, 0, sizeof(c));
     c.text = "";
     c.text_len = 0;
     c.finish = NULL;

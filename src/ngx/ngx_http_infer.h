@@ -21,6 +21,7 @@
 #include "tokenizer.h"
 #include "jinja.h"
 #include "openai.h"
+#include "toolcall.h"
 
 #define NGX_HTTP_INFER_MAX_DEVICES  16
 #define NGX_HTTP_INFER_ERRLEN       512
@@ -40,6 +41,8 @@ typedef struct {
     json_t                  *special;          /* bos_token, eos_token */
     int32_t                  end_ids[4];       /* what ends a chat turn */
     int                      n_end_ids;
+    infer_tool_fmt_t         tool_fmt;         /* tool calls in output */
+    unsigned                 tool_fmt_set:1;   /* tool_parser= given */
 
     /* Per worker, from init_process on. */
     infer_engine_t          *engine;

@@ -21,11 +21,15 @@ static const char  ngx_http_infer_sse_done[] = "data: [DONE]\n\n";
 
 /* One choice: the engine request ctx->gens[i]. */
 typedef struct {
-    u_char                     *text;          /* non-streamed output */
+    u_char                     *text;          /* non-streamed output, or
+                                                  with tool calls all */
     size_t                      text_len;
     size_t                      text_cap;
+    size_t                      sent;          /* streamed as content */
     infer_oai_logprobs_t       *logprobs;      /* NULL: not asked for */
     const char                 *finish;        /* once it has ended */
+    json_t                     *tool_calls;    /* parsed from the text */
+    size_t                      content_len;   /* the text before them */
 } ngx_http_infer_oai_choice_t;
 
 /*
@@ -44,6 +48,8 @@ typedef struct {
     int                         n;
     ngx_int_t                   rc;            /* of the preparation */
     infer_oai_error_t           err;
+    infer_tool_fmt_t            tool_fmt;      /* the output's tool calls
+                                                  parsed in this format */
 
     infer_oai_response_t        rsp;
     char                        rsp_id[40];
@@ -196,7 +202,7 @@ static ngx_int_t
 ngx_http_infer_text(ngx_http_infer_ctx_t *ctx, int gen, infer_event_t *ev)
 {
     char                         *part;
-    size_t                        plen;
+    size_t                        plen, safe;
     infer_oai_choice_t            c;
     ngx_http_infer_oai_t         *oai = ctx->data;
     ngx_http_infer_oai_choice_t  *ch = &oai->choices[gen];
@@ -207,21 +213,95 @@ ngx_http_infer_text(ngx_http_infer_ctx_t *ctx, int gen, infer_event_t *ev)
         return NGX_ERROR;
     }
 
-    if (!oai->req.stream) {
-        return ev->text_len > 0
-               ? ngx_http_infer_append(ch, ev->text, ev->text_len) : NGX_OK;
+    if (!oai->req.stream || oai->tool_fmt != INFER_TOOL_FMT_NONE) {
+        if (ev->text_len > 0
+            && ngx_http_infer_append(ch, ev->text, ev->text_len) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+        if (!oai->req.stream) {
+            return NGX_OK;
+        }
     }
 
-    if (ev->text_len == 0 && infer_oai_logprobs_pending(ch->logprobs) == 0) {
-        return NGX_OK;
-    }
     ngx_memzero(&c, sizeof(c));
     c.text = ev->text;
     c.text_len = ev->text_len;
+    if (oai->tool_fmt != INFER_TOOL_FMT_NONE) {
+        /* what may be a tool call is held until the choice ends */
+        safe = infer_tool_stream_safe(oai->tool_fmt, (char *) ch->text,
+                                      ch->text_len);
+        c.text = (char *) ch->text + ch->sent;
+        c.text_len = safe > ch->sent ? safe - ch->sent : 0;
+        ch->sent += c.text_len;
+    }
+    if (c.text_len == 0 && infer_oai_logprobs_pending(ch->logprobs) == 0) {
+        return NGX_OK;
+    }
     c.logprobs = ch->logprobs;
     part = infer_oai_chunk(&oai->rsp, gen, &c, 0, oai->req.include_usage,
                            &plen);
     return ngx_http_infer_sse(ctx, &part, &plen, 1, 0);
+}
+
+/*
+ * Choice gen has ended and its output may hold tool calls: parsed, they
+ * make its finish "tool_calls" and, when streaming, are sent as OpenAI's
+ * deltas after the content held back before them; output that holds none
+ * (or none that parses) is content, sent now.
+ */
+static ngx_int_t
+ngx_http_infer_tool_calls(ngx_http_infer_ctx_t *ctx, int gen)
+{
+    char                         *part;
+    size_t                        i, plen, end;
+    json_t                       *deltas;
+    uint64_t                      seed;
+    ngx_int_t                     rc;
+    infer_oai_choice_t            c;
+    ngx_http_infer_oai_t         *oai = ctx->data;
+    ngx_http_infer_oai_choice_t  *ch = &oai->choices[gen];
+
+    seed = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random();
+    ch->tool_calls = infer_tool_parse(oai->tool_fmt, (char *) ch->text,
+                                      ch->text_len, seed, &ch->content_len);
+    if (ch->tool_calls != NULL) {
+        ch->finish = "tool_calls";
+    }
+    if (!oai->req.stream) {
+        return NGX_OK;
+    }
+
+    end = ch->tool_calls != NULL ? ch->content_len : ch->text_len;
+    if (end > ch->sent) {
+        ngx_memzero(&c, sizeof(c));
+        c.text = (char *) ch->text + ch->sent;
+        c.text_len = end - ch->sent;
+        ch->sent = end;
+        part = infer_oai_chunk(&oai->rsp, gen, &c, 0, oai->req.include_usage,
+                               &plen);
+        if (ngx_http_infer_sse(ctx, &part, &plen, 1, 0) == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+    if (ch->tool_calls == NULL) {
+        return NGX_OK;
+    }
+
+    deltas = infer_oai_tool_deltas(ch->tool_calls);
+    if (deltas == NULL) {
+        return NGX_ERROR;
+    }
+    rc = NGX_OK;
+    for (i = 0; i < json_array_size(deltas) && rc != NGX_ERROR; i++) {
+        ngx_memzero(&c, sizeof(c));
+        c.tool_calls = json_array_get(deltas, i);
+        part = infer_oai_chunk(&oai->rsp, gen, &c, 0, oai->req.include_usage,
+                               &plen);
+        rc = ngx_http_infer_sse(ctx, &part, &plen, 1, 0);
+    }
+    json_decref(deltas);
+    return rc == NGX_ERROR ? NGX_ERROR : NGX_OK;
 }
 
 /* Choice gen has ended: its finish chunk when streaming; after the last
@@ -243,6 +323,13 @@ ngx_http_infer_complete(ngx_http_infer_ctx_t *ctx, int gen,
     oai->prompt_tokens = ev->prompt_tokens;
     oai->completion_tokens += ev->completion_tokens;
     last = ++oai->n_done == oai->req.n;
+
+    if (oai->tool_fmt != INFER_TOOL_FMT_NONE
+        && ngx_http_infer_tool_calls(ctx, gen) != NGX_OK)
+    {
+        ngx_http_infer_ctx_finalize(ctx, NGX_ERROR);
+        return;
+    }
 
     if (oai->req.stream) {
         n = 0;
@@ -281,6 +368,10 @@ ngx_http_infer_complete(ngx_http_infer_ctx_t *ctx, int gen,
         cs[i].text_len = oai->choices[i].text_len;
         cs[i].finish = oai->choices[i].finish;
         cs[i].logprobs = oai->choices[i].logprobs;
+        cs[i].tool_calls = oai->choices[i].tool_calls;
+        if (cs[i].tool_calls != NULL) {
+            cs[i].text_len = oai->choices[i].content_len;
+        }
     }
     body = infer_oai_completion_body(&oai->rsp, cs, oai->req.n,
                                      oai->prompt_tokens,
@@ -725,6 +816,13 @@ ngx_http_infer_prepare(void *data)
 
     job->model = m;
     job->tok = infer_engine_tokenizer(m->engine);
+    /* tool_choice "none": the model is not to call any, and what it
+     * writes is content */
+    if (req->kind == INFER_OAI_CHAT && req->tools != NULL
+        && req->tool_choice != INFER_OAI_TOOLS_NONE)
+    {
+        job->tool_fmt = m->tool_fmt;
+    }
     ngx_http_infer_tokenize(job);
 }
 
@@ -947,6 +1045,7 @@ ngx_http_infer_job_cleanup(void *data)
     for (i = 0; job->choices != NULL && i < job->req.n; i++) {
         free(job->choices[i].text);
         infer_oai_logprobs_free(job->choices[i].logprobs);
+        json_decref(job->choices[i].tool_calls);
     }
     if (job->echo != job->req.prompt) {
         free(job->echo);

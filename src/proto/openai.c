@@ -1589,6 +1589,16 @@ oai_choice(const infer_oai_response_t *rsp, int index,
 {
     const char  *text = c->text != NULL ? c->text : "";
 
+    if (rsp->kind == INFER_OAI_CHAT && c->tool_calls != NULL) {
+        return json_pack("{s:i,s:{s:s,s:o,s:O},s:o,s:s?}", "index", index,
+                         "message", "role", "assistant",
+                         "content", c->text_len > 0
+                                    ? json_stringn(text, c->text_len)
+                                    : json_null(),
+                         "tool_calls", c->tool_calls,
+                         "logprobs", oai_logprobs_take(c->logprobs),
+                         "finish_reason", c->finish);
+    }
     if (rsp->kind == INFER_OAI_CHAT) {
         return json_pack("{s:i,s:{s:s,s:s%},s:o,s:s?}", "index", index,
                          "message", "role", "assistant",
@@ -1648,6 +1658,8 @@ infer_oai_chunk(const infer_oai_response_t *rsp, int index,
         if (role) {
             delta = json_pack("{s:s,s:s}", "role", "assistant",
                               "content", "");
+        } else if (c->tool_calls != NULL) {
+            delta = json_deep_copy(c->tool_calls);
         } else if (c->finish != NULL && c->text_len == 0) {
             delta = json_object();
         } else {
@@ -1669,6 +1681,33 @@ infer_oai_chunk(const infer_oai_response_t *rsp, int index,
         return NULL;
     }
     return oai_dump(o, "data: ", "\n\n", len);
+}
+
+json_t *
+infer_oai_tool_deltas(json_t *calls)
+{
+    json_t  *a, *c, *fn, *head, *args;
+    size_t   i;
+
+    a = json_array();
+    json_array_foreach(calls, i, c) {
+        fn = json_object_get(c, "function");
+        head = json_pack("{s:[{s:i,s:O,s:s,s:{s:O,s:s}}]}", "tool_calls",
+                         "index", (int) i, "id", json_object_get(c, "id"),
+                         "type", "function", "function",
+                         "name", json_object_get(fn, "name"),
+                         "arguments", "");
+        args = json_pack("{s:[{s:i,s:{s:O}}]}", "tool_calls", "index",
+                         (int) i, "function", "arguments",
+                         json_object_get(fn, "arguments"));
+        if (a == NULL || json_array_append_new(a, head) != 0
+            || json_array_append_new(a, args) != 0)
+        {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
 }
 
 char *

@@ -196,8 +196,14 @@ size_t infer_oai_chars(const char *s, size_t len);
 typedef struct {
     const char            *text;       /* NULL: "" */
     size_t                 text_len;
-    const char            *finish;     /* "stop"/"length"; NULL: null */
+    const char            *finish;     /* "stop"/"length"/"tool_calls";
+                                          NULL: null */
     infer_oai_logprobs_t  *logprobs;   /* NULL: "logprobs": null */
+    json_t                *tool_calls; /* chat: the message's tool_calls
+                                          (infer_tool_parse), its content
+                                          null when there is no text; in
+                                          a chunk, the delta (see
+                                          infer_oai_tool_deltas) */
 } infer_oai_choice_t;
 
 /* Whole non-streaming response with its n choices and usage. */
@@ -211,6 +217,14 @@ char *infer_oai_completion_body(const infer_oai_response_t *rsp,
  * carries none. */
 char *infer_oai_chunk(const infer_oai_response_t *rsp, int index,
     const infer_oai_choice_t *choice, int role, int usage_null, size_t *len);
+
+/*
+ * The stream deltas of tool calls as OpenAI sends them, two per call: its
+ * index, id, type and name with empty arguments, then the arguments.  An
+ * array of {"tool_calls": [...]} objects for infer_oai_chunk's
+ * tool_calls, or NULL when out of memory.
+ */
+json_t *infer_oai_tool_deltas(json_t *calls);
 
 /* The final usage event of stream_options.include_usage. */
 char *infer_oai_usage_chunk(const infer_oai_response_t *rsp,

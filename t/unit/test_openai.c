@@ -33,6 +33,7 @@ choice(const char *text, size_t len, const char *finish)
     c.text_len = len;
     c.finish = finish;
     c.logprobs = NULL;
+    c.tool_calls = NULL;
     return &c;
 }
 
@@ -123,7 +124,7 @@ test_error_utf8(void)
     /* a completion with no text at all still has a body */
     {
         infer_oai_response_t rsp = { INFER_OAI_COMPLETION, "cmpl-1", 5, "m" };
-        infer_oai_choice_t   none = { NULL, 0, "stop", NULL };
+        infer_oai_choice_t   none = { NULL, 0, "stop", NULL, NULL };
 
         body = infer_oai_completion_body(&rsp, &none, 1, 3, 1, &len);
         ok(body != NULL && strstr(body, "\"text\":\"\"") != NULL,
@@ -796,6 +797,7 @@ test_logprobs(void)
        "echo starts with the first prompt token");
     ev = lp_event(1, 2, ids, lp, 1, top, tlp);
     ok(infer_oai_logprobs_add(l, &ev) == 0, "prompt logprobs added");
+    memset(&c, 0, sizeof(c));
     c.text = echo;
     c.text_len = echo_len;
     c.finish = NULL;
@@ -871,8 +873,8 @@ test_logprobs(void)
 
     /* several choices, each with its index */
     {
-        infer_oai_choice_t  cs[2] = { { "A", 1, "stop", NULL },
-                                      { "B", 1, "length", NULL } };
+        infer_oai_choice_t  cs[2] = { { "A", 1, "stop", NULL, NULL },
+                                      { "B", 1, "length", NULL, NULL } };
 
         s = infer_oai_completion_body(&chat, cs, 2, 4, 6, &len);
         is_str(s, "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\","
@@ -893,6 +895,66 @@ test_logprobs(void)
 
     free(echo);
     infer_tokenizer_free(tok);
+}
+
+/* A message with tool calls and their stream deltas, in the shapes of
+ * OpenAI's chat completion object and chunk. */
+static void
+test_tool_call_bodies(void)
+{
+    char                  *s;
+    size_t                 len;
+    json_t                *calls, *deltas;
+    infer_oai_choice_t     c;
+    infer_oai_response_t   chat = { INFER_OAI_CHAT, "chatcmpl-1", 7, "m" };
+
+    calls = json_pack("[{s:s,s:s,s:{s:s,s:s}}]", "id", "call_1", "type",
+                      "function", "function", "name", "get_weather",
+                      "arguments", "{\"city\": \"Paris\"}");
+    memset(&c, 0, sizeof(c));
+    c.finish = "tool_calls";
+    c.tool_calls = calls;
+    s = infer_oai_completion_body(&chat, &c, 1, 10, 3, &len);
+    is_str(s, "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\","
+           "\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
+           "\"message\":{\"role\":\"assistant\",\"content\":null,"
+           "\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\","
+           "\"function\":{\"name\":\"get_weather\",\"arguments\":"
+           "\"{\\\"city\\\": \\\"Paris\\\"}\"}}]},\"logprobs\":null,"
+           "\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":"
+           "10,\"completion_tokens\":3,\"total_tokens\":13}}\n",
+           "a message with tool calls: content null, finish tool_calls");
+    free(s);
+
+    c.text = "Let me look.";
+    c.text_len = 12;
+    s = infer_oai_completion_body(&chat, &c, 1, 10, 3, &len);
+    ok(s != NULL && strstr(s, "\"content\":\"Let me look.\",\"tool_calls\"")
+       != NULL, "content before the calls is kept");
+    free(s);
+
+    deltas = infer_oai_tool_deltas(calls);
+    ok(json_array_size(deltas) == 2, "two deltas for one call");
+    memset(&c, 0, sizeof(c));
+    c.tool_calls = json_array_get(deltas, 0);
+    s = infer_oai_chunk(&chat, 0, &c, 0, 0, &len);
+    is_str(s, "data: {\"id\":\"chatcmpl-1\",\"object\":"
+           "\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
+           "\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":"
+           "0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":"
+           "\"get_weather\",\"arguments\":\"\"}}]},\"logprobs\":null,"
+           "\"finish_reason\":null}]}\n\n",
+           "the first delta: index, id, type, name, empty arguments");
+    free(s);
+    c.tool_calls = json_array_get(deltas, 1);
+    s = infer_oai_chunk(&chat, 0, &c, 0, 0, &len);
+    ok(s != NULL && strstr(s, "\"delta\":{\"tool_calls\":[{\"index\":0,"
+                           "\"function\":{\"arguments\":\"{\\\"city\\\": "
+                           "\\\"Paris\\\"}\"}}]}") != NULL,
+       "the second: the arguments");
+    free(s);
+    json_decref(deltas);
+    json_decref(calls);
 }
 
 /* A template of ../shared/chat_templates, parsed. */
@@ -1210,6 +1272,7 @@ main(void)
     test_unsupported();
     test_bodies();
     test_logprobs();
+    test_tool_call_bodies();
     test_chat_prompt_refs();
     test_chat_refused();
     test_chat_templates();

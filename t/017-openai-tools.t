@@ -1,0 +1,148 @@
+# Tool calling through the real openai Python SDK (t/clients/openai_tools.py
+# does the checks; each "ok - ..." line is a test here): a completion with
+# tools, the tool's result sent back, the final answer, and the stream's
+# deltas, for the Hermes/Qwen, Llama-3.1 JSON and Mistral formats, each
+# found from its published template.
+#
+# The model has random weights (build/infer-gen-model) and stories260K's
+# tokenizer with four added tokens, each the text of a whole tool call;
+# logit_bias +100 on one makes the model write it.  Plain Test::More: it
+# runs its own nginx (master and one worker).
+use strict;
+use warnings;
+
+use Cwd ();
+use IPC::Run qw(run timeout);
+use JSON::PP ();
+use Test::More;
+
+my $python = $ENV{TEST_PYTHON}
+    or plan skip_all => 'TEST_PYTHON unset (make nginx-test sets it to the '
+                        . 'venv of t/requirements.txt)';
+
+my $repo = $ENV{INFER_ROOT} || Cwd::cwd();
+my $root = Cwd::cwd() . '/t/servroot-openai-tools';
+my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
+my $port = ($ENV{TEST_NGINX_PORT} || 1984) + 20;
+my $src = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
+my $gen = $ENV{TEST_NGINX_GEN_MODEL} || "$repo/build/infer-gen-model";
+my $templates = ($ENV{INFER_SHARED} || "$repo/../shared") . '/chat_templates';
+
+my $modules = join '', map { "load_module $_;\n" }
+                       split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
+
+sub master_pid {
+    open my $fh, '<', "$root/logs/nginx.pid" or return;
+    my ($pid) = <$fh> =~ /(\d+)/;
+    return $pid;
+}
+
+sub stop_nginx {
+    my $pid = master_pid() or return;
+    kill 'QUIT', $pid;
+    for (1 .. 100) {
+        last unless kill 0, $pid;
+        select undef, undef, undef, 0.05;
+    }
+}
+
+sub slurp {
+    open my $fh, '<', $_[0] or die "$_[0]: $!";
+    local $/;
+    return scalar <$fh>;
+}
+
+sub spew {
+    open my $fh, '>', $_[0] or die "$_[0]: $!";
+    print $fh $_[1];
+    close $fh;
+}
+
+stop_nginx();
+system("rm -rf '$root' && mkdir -p '$root/logs' '$root/conf' '$root/tok'")
+    == 0 or die;
+
+# The tokenizer: stories260K's with the calls as added tokens, and Qwen2.5's
+# template in its tokenizer_config.json.
+my $json = JSON::PP->new->canonical;
+my $tok = $json->decode(slurp("$src/tokenizer.json"));
+my $first = 0;
+for my $id (values %{ $tok->{model}{vocab} }) {
+    $first = $id + 1 if $id >= $first;
+}
+my @calls = (
+    "<tool_call>\n" . q|{"name": "get_weather", "arguments": {"city": "Paris"}}|
+        . "\n</tool_call>",
+    q|{"name": "get_weather", "parameters": {"city": "Paris"}}|,
+    q|[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]|,
+    "<tool_call>\n" . q|{"name": "get_weather", "arguments": {"city": |,
+);
+for my $i (0 .. $#calls) {
+    push @{ $tok->{added_tokens} }, {
+        id => $first + $i, content => $calls[$i], special => JSON::PP::false,
+        normalized => JSON::PP::false, single_word => JSON::PP::false,
+        lstrip => JSON::PP::false, rstrip => JSON::PP::false,
+    };
+}
+spew("$root/tok/tokenizer.json", $json->encode($tok));
+my $cfg = $json->decode(slurp("$src/tokenizer_config.json"));
+$cfg->{chat_template} = slurp("$templates/Qwen-Qwen2.5-7B-Instruct.jinja");
+spew("$root/tok/tokenizer_config.json", $json->encode($cfg));
+system("$gen '$root/model' --preset tiny-llama --seed 3 "
+       . "--tokenizer '$root/tok' > /dev/null") == 0
+    or die "cannot generate the model with $gen";
+
+spew("$root/conf/nginx.conf", <<"_EOC_");
+$modules
+worker_processes 1;
+master_process on;
+daemon on;
+error_log $root/logs/error.log info;
+pid $root/logs/nginx.pid;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $root/body;
+    infer_model hermes $root/model threads=1;
+    infer_model llama3 $root/model threads=1
+                chat_template=$templates/meta-llama-Llama-3.1-8B-Instruct.jinja;
+    infer_model mistral $root/model threads=1
+                chat_template=$templates/mistralai-Mistral-Nemo-Instruct-2407.jinja;
+    server {
+        listen 127.0.0.1:$port;
+        location /v1/ { infer_openai hermes llama3 mistral; }
+    }
+}
+_EOC_
+system($nginx, '-p', $root, '-c', "$root/conf/nginx.conf") == 0
+    or BAIL_OUT("nginx did not start");
+END { stop_nginx() }
+
+my ($out, $err) = ('', '');
+my $ok = eval {
+    run [$python, "$repo/t/clients/openai_tools.py",
+         "http://127.0.0.1:$port/v1", $first], \undef, \$out, \$err,
+        timeout(300);
+};
+my $checks = 0;
+for my $line (split /\n/, $out) {
+    if ($line =~ /^(not )?ok - (.*)$/) {
+        ok(!$1, $2);
+        $checks++;
+    } elsif ($line =~ /^# ?(.*)$/) {
+        diag($1);
+    }
+}
+ok($ok, 'the SDK client ran to its end') or diag($err || $@);
+cmp_ok($checks, '>=', 25, "the client made its $checks checks");
+
+my $log = slurp("$root/logs/error.log");
+for my $m (['hermes', 'tokenizer_config.json', 'hermes'],
+           ['llama3', '/', 'llama3_json'], ['mistral', '/', 'mistral'])
+{
+    like($log, qr/infer_model "$m->[0]": chat template from \Q$m->[1]\E[^,]*, tool calls $m->[2]\b/,
+         "$m->[0]: tool calls $m->[2], found from its template");
+}
+ok($log !~ /\[(alert|emerg|crit)\]/, 'no alert in the error log');
+
+done_testing();
