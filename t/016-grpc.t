@@ -87,10 +87,22 @@ END { quit() }
 run [$nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf",
      '-e', "$root/logs/error.log"], \undef, \my $o, \my $e;
 is($? >> 8, 0, 'nginx starts') or diag($e);
-for (1 .. 200) {
-    last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http");
+# serving once a worker answers (the master listens before its worker has
+# loaded the models: seconds under ASan)
+my $up = 0;
+for (1 .. 600) {
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http");
+    if ($s) {
+        print $s "GET /stats HTTP/1.0\r\n\r\n";
+        my $r = do { local $/; <$s> } // '';
+        if ($r =~ m{^HTTP/1\.\d 200} && $r =~ /"name":"q"/) {
+            $up = 1;
+            last;
+        }
+    }
     sleep 0.05;
 }
+ok($up, 'a worker serves');
 
 my @args = ("127.0.0.1:$h2c", "localhost:$tls", "127.0.0.1:$http",
             "$root/conf/cert.pem", $model);

@@ -572,7 +572,8 @@ ngx_http_infer_grpc_stream_ctx(ngx_http_infer_grpc_t *g,
 }
 
 /* Starts the generation of one request message, or answers its error on
- * the stream.  NGX_ERROR: the stream cannot go on. */
+ * the stream.  NGX_ERROR: the stream cannot go on; NGX_DONE: the call has
+ * ended (and g may be gone). */
 static ngx_int_t
 ngx_http_infer_grpc_stream_msg(ngx_http_infer_grpc_t *g,
     const unsigned char *msg, size_t len)
@@ -589,7 +590,7 @@ ngx_http_infer_grpc_stream_msg(ngx_http_infer_grpc_t *g,
         ngx_http_infer_grpc_abort(g, INFER_GRPC_UNAVAILABLE, "the worker is "
                                   "shutting down: call again",
                                   NGX_HTTP_SERVICE_UNAVAILABLE);
-        return NGX_OK;
+        return NGX_DONE;
     }
 
     job = calloc(1, sizeof(ngx_http_infer_ks_t));
@@ -787,10 +788,9 @@ ngx_http_infer_grpc_watch(ngx_event_t *ev)
     ngx_http_infer_grpc_t  *g = ev->data;
 
     c = g->r->connection;
+    /* armed first: a call that ends here is freed with its timer */
+    ngx_add_timer(&g->watch, NGX_HTTP_INFER_GRPC_WATCH);
     ngx_http_infer_grpc_maybe_end(g);
-    if (!g->ended) {
-        ngx_add_timer(&g->watch, NGX_HTTP_INFER_GRPC_WATCH);
-    }
     ngx_http_run_posted_requests(c);
 }
 
@@ -870,13 +870,14 @@ ngx_http_infer_grpc_messages(ngx_http_infer_grpc_t *g)
         g->n_msgs++;
 
         if (g->method == INFER_GRPC_MODEL_STREAM_INFER) {
-            if (ngx_http_infer_grpc_stream_msg(g, msg, len) != NGX_OK) {
+            rc = ngx_http_infer_grpc_stream_msg(g, msg, len);
+            if (rc == NGX_DONE) {
+                return NGX_DONE;
+            }
+            if (rc != NGX_OK) {
                 ngx_http_infer_grpc_abort(g, INFER_GRPC_INTERNAL,
                                           "the stream failed",
                                           NGX_HTTP_INTERNAL_SERVER_ERROR);
-                return NGX_DONE;
-            }
-            if (g->ended) {
                 return NGX_DONE;
             }
             continue;
