@@ -223,7 +223,8 @@ fuzz_check_chat(const infer_oai_request_t *req)
         FUZZ_CHECK(content == NULL || json_is_null(content)
                    || json_is_string(content),
                    "messages[%zu].content is neither text nor null", i);
-        if (json_is_string(content)) {
+        /* (a tokenize request may leave the model out) */
+        if (json_is_string(content) && req->model != NULL) {
             fuzz_check_response(req, json_string_value(content),
                                 json_string_length(content));
         }
@@ -533,6 +534,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         FUZZ_CHECK(req.kind == (infer_oai_kind_t) kind, "kind changed");
         fuzz_check_request(&req);
+        infer_oai_request_free(&req);
+    }
+
+    /* tokenize and detokenize bodies */
+    for (kind = 0; kind < 2; kind++) {
+        if (infer_oai_parse_tokenize((const char *) data, size, kind, &req,
+                                     &err) != 0)
+        {
+            fuzz_check_error(&err);
+            continue;
+        }
+        FUZZ_CHECK(kind == 0 || req.n_prompt_ids == 0
+                   || req.prompt_ids != NULL, "tokens without ids");
+        FUZZ_CHECK(kind == 1 || (req.prompt != NULL)
+                   != (req.messages != NULL),
+                   "tokenize needs one of prompt and messages");
+        if (req.messages != NULL) {
+            fuzz_check_chat(&req);
+        }
         infer_oai_request_free(&req);
     }
     return 0;

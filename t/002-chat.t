@@ -363,3 +363,97 @@ sub {
 }
 --- response_body
 choices 2, indices 0 1, same content, 12 tokens
+
+
+
+=== TEST 14: POST /v1/tokenize a prompt as vLLM answers it (ids as Hugging Face tokenizers gives them)
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/tokenize
+{"model":"tiny","prompt":"Once upon a time"}
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"count":5,"max_model_len":512,"tokens":[1,403,407,261,378],"token_strs":null}
+
+
+
+=== TEST 15: tokenize without specials, with the token strings, the model left out (the location has one)
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/tokenize
+{"prompt":"Once upon a time","add_special_tokens":false,"return_token_strs":true}
+--- response_body
+{"count":4,"max_model_len":512,"tokens":[403,407,261,378],"token_strs":["▁Once","▁upon","▁a","▁time"]}
+
+
+
+=== TEST 16: tokenize messages: what the chat request feeds the model (transformers' apply_chat_template(tokenize=True))
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/tokenize
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}]}
+--- response_body
+{"count":18,"max_model_len":512,"tokens":[1,318,419,285,467,403,407,261,378,13,412,419,419,293,413,303,413,467],"token_strs":null}
+
+
+
+=== TEST 17: tokenize messages through a template file, with its kwargs (transformers' ids)
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1
+                chat_template=$TEST_NGINX_TEMPLATES/meta-llama-Llama-3.1-8B-Instruct.jinja;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/tokenize
+{"model":"tiny","messages":[{"role":"user","content":"Once upon a time"}],
+ "chat_template_kwargs":{"date_string":"1 Dec 2026"}}
+--- response_body
+{"count":169,"max_model_len":512,"tokens":[1,410,504,506,356,295,413,98,260,380,285,98,292,506,505,419,422,356,411,423,504,506,367,98,260,380,285,98,292,506,505,13,13,457,323,413,299,410,462,416,327,421,266,428,411,410,455,294,411,467,410,455,411,331,423,430,285,410,479,477,479,472,13,434,414,418,283,410,455,294,411,467,410,475,410,455,411,429,410,479,477,479,490,13,13,504,506,411,309,98,292,506,505,504,506,356,295,413,98,260,380,285,98,292,506,505,425,419,285,504,506,367,98,260,380,285,98,292,506,505,13,13,441,416,331,407,261,378,504,506,411,309,98,292,506,505,504,506,356,295,413,98,260,380,285,98,292,506,505,412,419,419,293,413,303,413,504,506,367,98,260,380,285,98,292,506,505,13,13],"token_strs":null}
+
+
+
+=== TEST 18: POST /v1/detokenize: special tokens kept, as tokenizer.decode() gives them
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request eval
+['POST /v1/detokenize
+{"model":"tiny","tokens":[1,403,407,261,378]}', 'POST /v1/detokenize
+{"model":"tiny","tokens":[403,407,2,1,378]}', 'POST /v1/detokenize
+{"model":"tiny","tokens":[]}']
+--- response_body eval
+[qq{{"prompt":"<s> Once upon a time"}\n}, qq{{"prompt":"Once upon</s><s> time"}\n}, qq{{"prompt":""}\n}]
+
+
+
+=== TEST 19: tokenize and detokenize errors: 400 naming the field
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request eval
+['POST /v1/tokenize
+{"model":"tiny"}', 'POST /v1/tokenize
+{"model":"tiny","prompt":"a","messages":[]}', 'POST /v1/detokenize
+{"model":"tiny","tokens":[9999]}', 'POST /v1/detokenize
+{"model":"tiny","tokens":"1 2"}', 'POST /v1/tokenize
+{"model":"big","prompt":"a"}']
+--- error_code eval
+[400, 400, 400, 400, 404]
+--- response_body_like eval
+[qr/"message":"give either 'prompt' or 'messages'","type":"invalid_request_error","param":"prompt"/,
+ qr/"param":"prompt"/,
+ qr/"message":"token id 9999 is outside the vocabulary of 512","type":"invalid_request_error","param":"tokens"/,
+ qr/"param":"tokens"/,
+ qr/"code":"model_not_found"/]

@@ -1,6 +1,7 @@
 /*
  * OpenAI-compatible front end: POST /v1/completions, POST
- * /v1/chat/completions, GET /v1/models and /v1/models/{id}.
+ * /v1/chat/completions, GET /v1/models and /v1/models/{id}, and vLLM's
+ * POST .../tokenize and .../detokenize.
  *
  * A request is parsed and tokenized in the worker, submitted to the engine
  * without blocking (one engine request per choice of `n`), and answered
@@ -14,7 +15,9 @@ typedef enum {
     NGX_HTTP_INFER_ROUTE_COMPLETIONS,
     NGX_HTTP_INFER_ROUTE_CHAT,
     NGX_HTTP_INFER_ROUTE_MODELS,
-    NGX_HTTP_INFER_ROUTE_MODEL           /* .../models/{id} */
+    NGX_HTTP_INFER_ROUTE_MODEL,          /* .../models/{id} */
+    NGX_HTTP_INFER_ROUTE_TOKENIZE,
+    NGX_HTTP_INFER_ROUTE_DETOKENIZE
 } ngx_http_infer_route_t;
 
 static const char  ngx_http_infer_sse_done[] = "data: [DONE]\n\n";
@@ -38,6 +41,7 @@ typedef struct {
  */
 typedef struct {
     infer_oai_kind_t            kind;
+    ngx_http_infer_route_t      route;
     ngx_http_infer_loc_conf_t  *conf;
     u_char                     *body;          /* in r->pool */
     size_t                      body_len;
@@ -465,6 +469,12 @@ ngx_http_infer_route(ngx_http_request_t *r)
     if (ngx_http_infer_ends_with("/completions")) {
         return NGX_HTTP_INFER_ROUTE_COMPLETIONS;
     }
+    if (ngx_http_infer_ends_with("/detokenize")) {
+        return NGX_HTTP_INFER_ROUTE_DETOKENIZE;
+    }
+    if (ngx_http_infer_ends_with("/tokenize")) {
+        return NGX_HTTP_INFER_ROUTE_TOKENIZE;
+    }
     if (ngx_http_infer_ends_with("/models")) {
         return NGX_HTTP_INFER_ROUTE_MODELS;
     }
@@ -616,7 +626,7 @@ error:
 static void
 ngx_http_infer_tokenize(ngx_http_infer_oai_t *job)
 {
-    int                      i, vocab, context;
+    int                      i, vocab, context, tokenize;
     char                    *text;
     size_t                   len, least;
     infer_oai_request_t     *req = &job->req;
@@ -640,7 +650,10 @@ ngx_http_infer_tokenize(ngx_http_infer_oai_t *job)
         for (i = 0; i < req->n_prompt_ids; i++) {
             if (req->prompt_ids[i] >= vocab) {
                 infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
-                                    NGX_HTTP_INFER_INVALID, "prompt", NULL,
+                                    NGX_HTTP_INFER_INVALID,
+                                    job->route
+                                    == NGX_HTTP_INFER_ROUTE_DETOKENIZE
+                                    ? "tokens" : "prompt", NULL,
                                     "token id %d is outside the vocabulary "
                                     "of %d", req->prompt_ids[i], vocab);
                 return;
@@ -663,12 +676,14 @@ ngx_http_infer_tokenize(ngx_http_infer_oai_t *job)
         len = req->prompt_len;
     }
 
-    /* what cannot fit, by its size alone, is refused before encoding */
+    /* what cannot fit, by its size alone, is refused before encoding
+     * (tokenize says how long it is: the client compares) */
     least = infer_tokenizer_min_ids(job->tok, len);
     context = infer_engine_context_length(m->engine);
-    if (least >= (size_t) context
-        || (req->has_max_tokens
-            && least + req->max_tokens > (size_t) context))
+    if (job->route != NGX_HTTP_INFER_ROUTE_TOKENIZE
+        && (least >= (size_t) context
+            || (req->has_max_tokens
+                && least + req->max_tokens > (size_t) context)))
     {
         infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
                             NGX_HTTP_INFER_INVALID,
@@ -684,15 +699,18 @@ ngx_http_infer_tokenize(ngx_http_infer_oai_t *job)
         return;
     }
 
+    tokenize = job->route == NGX_HTTP_INFER_ROUTE_TOKENIZE;
     if (text != NULL) {
         /* The rendered text holds the special tokens itself. */
-        i = infer_tokenizer_encode(job->tok, text, len, 0, &job->ids,
+        i = infer_tokenizer_encode(job->tok, text, len,
+                                   tokenize && req->add_special, &job->ids,
                                    &job->n);
         free(text);
 
     } else {
-        i = infer_tokenizer_encode(job->tok, req->prompt, req->prompt_len, 1,
-                                   &job->ids, &job->n);
+        i = infer_tokenizer_encode(job->tok, req->prompt, req->prompt_len,
+                                   !tokenize || req->add_special, &job->ids,
+                                   &job->n);
     }
 
     if (i != 0) {
@@ -702,7 +720,7 @@ ngx_http_infer_tokenize(ngx_http_infer_oai_t *job)
                             "the prompt could not be tokenized");
         return;
     }
-    if (job->n == 0) {
+    if (job->n == 0 && !tokenize) {
         infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INFER_INVALID,
                             "prompt", NULL, "the prompt is empty");
         return;
@@ -791,14 +809,42 @@ ngx_http_infer_prepare(void *data)
 
     job->rc = NGX_ERROR;
 
-    if (infer_oai_parse_request((char *) job->body, job->body_len, job->kind,
-                                (int) job->conf->max_n, req, err)
-        != 0)
+    if (job->route == NGX_HTTP_INFER_ROUTE_TOKENIZE
+        || job->route == NGX_HTTP_INFER_ROUTE_DETOKENIZE)
+    {
+        if (infer_oai_parse_tokenize((char *) job->body, job->body_len,
+                                     job->route
+                                     == NGX_HTTP_INFER_ROUTE_DETOKENIZE,
+                                     req, err)
+            != 0)
+        {
+            return;
+        }
+        job->kind = req->kind;
+
+    } else if (infer_oai_parse_request((char *) job->body, job->body_len,
+                                       job->kind, (int) job->conf->max_n,
+                                       req, err)
+               != 0)
     {
         return;
     }
 
-    m = ngx_http_infer_find_model(job->conf, req->model, strlen(req->model));
+    if (req->model == NULL) {
+        /* vLLM's tokenize takes the model it serves */
+        if (job->conf->models->nelts != 1) {
+            infer_oai_set_error(err, NGX_HTTP_BAD_REQUEST,
+                                NGX_HTTP_INFER_INVALID, "model", NULL,
+                                "'model' is required: this location serves "
+                                "%d models", (int) job->conf->models->nelts);
+            return;
+        }
+        m = ((ngx_http_infer_model_t **) job->conf->models->elts)[0];
+
+    } else {
+        m = ngx_http_infer_find_model(job->conf, req->model,
+                                      strlen(req->model));
+    }
     if (m == NULL) {
         infer_oai_set_error(err, NGX_HTTP_NOT_FOUND, NGX_HTTP_INFER_INVALID,
                             "model", "model_not_found",
@@ -810,7 +856,7 @@ ngx_http_infer_prepare(void *data)
         infer_oai_set_error(err, NGX_HTTP_SERVICE_UNAVAILABLE,
                             "server_error", NULL, "unavailable",
                             "the model '%s' is not available in this "
-                            "worker: %s", req->model, why);
+                            "worker: %s", m->name.data, why);
         return;
     }
 
@@ -1022,7 +1068,25 @@ ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_oai_t *job)
 static void
 ngx_http_infer_go(ngx_http_request_t *r, void *data)
 {
+    char                  *body;
+    size_t                 len;
     ngx_http_infer_oai_t  *job = data;
+
+    if (job->rc == NGX_OK && job->route == NGX_HTTP_INFER_ROUTE_TOKENIZE) {
+        body = infer_oai_tokenize_body(job->tok, job->ids, job->n,
+                   infer_engine_context_length(job->model->engine),
+                   job->req.token_strs, &len);
+        ngx_http_finalize_request(r, ngx_http_infer_send_json(r, NGX_HTTP_OK,
+                                                              body, len));
+        return;
+    }
+    if (job->rc == NGX_OK && job->route == NGX_HTTP_INFER_ROUTE_DETOKENIZE)
+    {
+        body = infer_oai_detokenize_body(job->tok, job->ids, job->n, &len);
+        ngx_http_finalize_request(r, ngx_http_infer_send_json(r, NGX_HTTP_OK,
+                                                              body, len));
+        return;
+    }
 
     if (job->rc == NGX_OK && ngx_http_infer_submit(r, job) == NGX_OK) {
         return;
@@ -1057,12 +1121,14 @@ ngx_http_infer_job_cleanup(void *data)
 static void
 ngx_http_infer_body_handler(ngx_http_request_t *r)
 {
-    infer_oai_kind_t       kind;
+    infer_oai_kind_t        kind;
+    ngx_http_infer_route_t  route;
     ngx_pool_cleanup_t    *cln;
     ngx_http_infer_oai_t  *job;
 
-    kind = ngx_http_infer_route(r) == NGX_HTTP_INFER_ROUTE_CHAT
-           ? INFER_OAI_CHAT : INFER_OAI_COMPLETION;
+    route = ngx_http_infer_route(r);
+    kind = route == NGX_HTTP_INFER_ROUTE_CHAT ? INFER_OAI_CHAT
+                                              : INFER_OAI_COMPLETION;
 
     cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_infer_oai_t));
     if (cln == NULL) {
@@ -1073,6 +1139,7 @@ ngx_http_infer_body_handler(ngx_http_request_t *r)
     ngx_memzero(job, sizeof(ngx_http_infer_oai_t));
     cln->handler = ngx_http_infer_job_cleanup;
     job->kind = kind;
+    job->route = route;
     job->conf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
 
     job->body = ngx_http_infer_read_body(r, &job->body_len);

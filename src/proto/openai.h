@@ -51,6 +51,9 @@ typedef struct {
     int                    continue_final_message;
     infer_oai_tool_choice_t  tool_choice;
     char                  *tool_name;      /* INFER_OAI_TOOLS_NAMED */
+    /* /tokenize only */
+    int                    add_special;    /* add_special_tokens */
+    int                    token_strs;     /* return_token_strs */
     int                    max_tokens;     /* when has_max_tokens: 0 (a
                                               completion that only scores
                                               its prompt) or more */
@@ -97,6 +100,28 @@ int infer_oai_parse_request(const char *body, size_t len,
     infer_oai_kind_t kind, int max_n, infer_oai_request_t *req,
     infer_oai_error_t *err);
 void infer_oai_request_free(infer_oai_request_t *req);
+
+/*
+ * POST .../tokenize and .../detokenize as vLLM serves them.  tokenize:
+ * {"model", "prompt", "add_special_tokens" (default true),
+ * "return_token_strs"} (kind COMPLETION), or {"model", "messages",
+ * "add_generation_prompt", "continue_final_message", "tools",
+ * "chat_template_kwargs", "add_special_tokens" (default false),
+ * "return_token_strs"} (kind CHAT: prompt what a chat request renders).
+ * detokenize: {"model", "tokens": [ids]} (prompt_ids, maybe none).  The
+ * model may be left out (req->model NULL).  On failure a 400 in err.
+ */
+int infer_oai_parse_tokenize(const char *body, size_t len, int detokenize,
+    infer_oai_request_t *req, infer_oai_error_t *err);
+/* {"count", "max_model_len", "tokens", "token_strs"} (token_strs null
+ * unless asked for: each id's vocabulary string). */
+char *infer_oai_tokenize_body(const infer_tokenizer_t *tok,
+    const int32_t *ids, int n, int max_model_len, int token_strs,
+    size_t *len);
+/* {"prompt"}: the ids decoded as the tokenizer's decode() does without
+ * skipping special tokens (they are their vocabulary strings). */
+char *infer_oai_detokenize_body(const infer_tokenizer_t *tok,
+    const int32_t *ids, int n, size_t *len);
 
 /* Fills err; message is printf-style. */
 void infer_oai_set_error(infer_oai_error_t *err, int status,

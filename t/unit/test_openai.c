@@ -897,6 +897,59 @@ test_logprobs(void)
     infer_tokenizer_free(tok);
 }
 
+/* vLLM's tokenize and detokenize bodies. */
+static void
+test_tokenize(void)
+{
+    char                 path[512], *s;
+    size_t               len;
+    int32_t              ids[] = { 1, 403, 407 };
+    infer_tokenizer_t   *tok;
+    infer_oai_request_t  req;
+    infer_oai_error_t    err;
+
+    ok(infer_oai_parse_tokenize("{\"prompt\":\"x\"}", 14, 0, &req, &err) == 0
+       && req.model == NULL && req.add_special && !req.token_strs
+       && req.kind == INFER_OAI_COMPLETION, "tokenize a prompt: specials "
+       "added by default, the model may be left out");
+    infer_oai_request_free(&req);
+    s = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+        "\"return_token_strs\":true,\"add_generation_prompt\":false}";
+    ok(infer_oai_parse_tokenize(s, strlen(s), 0, &req, &err) == 0
+       && req.kind == INFER_OAI_CHAT && !req.add_special && req.token_strs
+       && !req.add_generation_prompt
+       && json_array_size(req.messages) == 1,
+       "tokenize messages: no specials added by default");
+    infer_oai_request_free(&req);
+    s = "{\"prompt\":\"x\",\"messages\":[]}";
+    ok(infer_oai_parse_tokenize(s, strlen(s), 0, &req, &err) != 0
+       && err.status == 400, "prompt and messages: 400");
+    s = "{\"model\":\"m\",\"tokens\":[1,-2]}";
+    ok(infer_oai_parse_tokenize(s, strlen(s), 1, &req, &err) != 0
+       && strcmp(err.param, "tokens") == 0, "a negative id: 400 on tokens");
+    s = "{\"tokens\":[]}";
+    ok(infer_oai_parse_tokenize(s, strlen(s), 1, &req, &err) == 0
+       && req.n_prompt_ids == 0, "no tokens to detokenize");
+    infer_oai_request_free(&req);
+
+    snprintf(path, sizeof(path), "%s/models/stories260K", shared_dir());
+    if (infer_tokenizer_load(path, &tok, path, sizeof(path)) != 0) {
+        ok(0, "stories260K tokenizer: %s", path);
+        return;
+    }
+    s = infer_oai_tokenize_body(tok, ids, 3, 512, 1, &len);
+    is_str(s, "{\"count\":3,\"max_model_len\":512,\"tokens\":[1,403,407],"
+           "\"token_strs\":[\"<s>\",\"\xe2\x96\x81Once\",\"\xe2\x96\x81upon\"]}\n",
+           "the tokenize body, with the token strings");
+    free(s);
+    /* tokenizers' decode([1, 403, 407]) of stories260K: "<s> Once upon" */
+    s = infer_oai_detokenize_body(tok, ids, 3, &len);
+    is_str(s, "{\"prompt\":\"<s> Once upon\"}\n",
+           "the detokenize body keeps special tokens as decode() does");
+    free(s);
+    infer_tokenizer_free(tok);
+}
+
 /* A message with tool calls and their stream deltas, in the shapes of
  * OpenAI's chat completion object and chunk. */
 static void
@@ -1273,6 +1326,7 @@ main(void)
     test_bodies();
     test_logprobs();
     test_tool_call_bodies();
+    test_tokenize();
     test_chat_prompt_refs();
     test_chat_refused();
     test_chat_templates();
