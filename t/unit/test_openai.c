@@ -1075,9 +1075,10 @@ openai_body(json_t *c)
         json_array_foreach(json_object_get(m, "tool_calls"), k, call) {
             fn = json_object_get(call, "function");
             if (json_is_object(json_object_get(fn, "arguments"))) {
-                json_object_set_new(fn, "arguments",
-                    json_string(json_dumps(json_object_get(fn, "arguments"),
-                                           JSON_COMPACT) ?: "?"));
+                s = json_dumps(json_object_get(fn, "arguments"),
+                               JSON_COMPACT);
+                json_object_set_new(fn, "arguments", json_string(s ? s : "?"));
+                free(s);
             }
         }
     }
