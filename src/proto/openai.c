@@ -2090,7 +2090,9 @@ infer_oai_chat_prompt(const infer_jinja_tmpl_t *t,
     json_t               *extra, *role;
     infer_jinja_error_t   jerr;
 
-    extra = special != NULL ? json_copy(special) : json_object();
+    /* a deep copy: special is shared by the threads that render, and
+     * a shallow one would change its members' reference counts */
+    extra = special != NULL ? json_deep_copy(special) : json_object();
     if (extra == NULL
         || (req->template_kwargs != NULL
             && json_object_update(extra, req->template_kwargs) != 0))
