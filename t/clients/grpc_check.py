@@ -396,6 +396,21 @@ def stubs():
           < 4 * 480 - seen,
           "cancelled: no generation left, every KV block free", freed)
 
+    # one stream, one model; streams are for text
+    other = text_request(b"", 3, "other")
+    other.model_name = "short"
+    ids = pb.ModelInferRequest(model_name=MODEL, id="ids")
+    t = ids.inputs.add(name="input_ids", datatype="INT32", shape=[1, 2])
+    t.contents.int_contents.extend([1, 403])
+    got = list(stub.ModelStreamInfer(iter([text_request(b"", 3, "first"),
+                                           other, ids])))
+    errors = [r.error_message for r in got if r.error_message]
+    texts = [r.infer_response.id for r in got if not r.error_message]
+    check(len(errors) == 2 and "serves model 'tiny'" in errors[0]
+          and "ModelInfer" in errors[1] and texts == ["first"] * 3,
+          "a stream serves its first request's model, and text: other "
+          "models and input_ids are its requests' errors", got)
+
     # the stream's deadline: grpc-timeout ends the call
     code, msg = code_of(lambda: list(stub.ModelStreamInfer(
         iter([text_request(b"", 480)] * 4), timeout=0.1)))
