@@ -229,9 +229,10 @@ def triton():
           (st, msg))
     check(c.is_server_live(), "the connection serves on after errors")
 
-    # the model "short" has a deadline of 100 ms; 500 tokens take longer
+    # the model "short" has a deadline of 100 ms; 8 x 500 tokens take
+    # seconds
     st, msg = status_of(lambda: c.infer("short", text_inputs(
-        [b""], max_tokens=("INT32", 500))))
+        [b""] * 8, max_tokens=("INT32", 500))))
     check(st == "StatusCode.DEADLINE_EXCEEDED"
           and ("within 100 ms" in msg or "deadline passed" in msg),
           "the model's timeout passed: DEADLINE_EXCEEDED from the server",
