@@ -13,7 +13,7 @@ OPT      ?= -O2 -g
 CFLAGS   ?=
 CFLAGS   += $(OPT) -std=gnu11 -Wall -Wextra -Werror -fPIC -pthread -fopenmp-simd \
             -D_GNU_SOURCE -Isrc/engine -Isrc/proto -Ikernels
-LDLIBS   += -ljansson -lpcre2-8 -lutf8proc -lopenblas -lprotobuf-c -lmsgpackc \
+LDLIBS   += -ljansson -lpcre2-8 -lutf8proc -ldl -lprotobuf-c -lmsgpackc \
             -lm -lpthread
 
 CUDA_HOME ?= /usr/local/cuda

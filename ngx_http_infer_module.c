@@ -556,12 +556,6 @@ ngx_http_infer_model_template(ngx_conf_t *cf, ngx_http_infer_model_t *m)
                                             (int) (sizeof(m->end_ids)
                                                    / sizeof(int32_t)));
     infer_tokenizer_free(tok);
-
-    if (ngx_test_config) {
-        /* "nginx -t" exits without destroying the cycle's pool: what it
-         * will not serve with is freed now */
-        ngx_http_infer_template_cleanup(m);
-    }
     return NGX_CONF_OK;
 
 failed:
@@ -890,7 +884,8 @@ ngx_http_infer_place(ngx_http_infer_model_t *m)
 static ngx_int_t
 ngx_http_infer_engine_up(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
 {
-    char  err[NGX_HTTP_INFER_ERRLEN];
+    char           err[NGX_HTTP_INFER_ERRLEN], facts[512];
+    infer_stats_t  st;
 
     if (infer_engine_create(&m->ecfg, &m->engine, err, sizeof(err))
         != INFER_OK)
@@ -916,10 +911,15 @@ ngx_http_infer_engine_up(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
     m->created = ngx_time();
     m->error[0] = '\0';
 
+    infer_engine_describe(m->engine, facts, sizeof(facts));
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                  "infer_model \"%V\" loaded from \"%V\" (%s, tp=%d)",
-                  &m->name, &m->dir, m->ecfg.backend,
-                  m->ecfg.tp > 0 ? m->ecfg.tp : 1);
+                  "infer_model \"%V\" loaded from \"%V\": %s",
+                  &m->name, &m->dir, facts);
+    infer_engine_stats(m->engine, &st);
+    if (st.kernels_warning != NULL) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0, "infer_model \"%V\": %s",
+                      &m->name, st.kernels_warning);
+    }
     if (m->ecfg.n_devices > 0) {
         ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                       "infer_model \"%V\": worker %ui on devices %d..%d",

@@ -80,7 +80,7 @@ qr/\[notice\] \d+#\d+: infer_model "tiny" loaded from/
 --- response_body_like eval
 [map { qr/"text":"Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\. One day, she saw a big, r","logprobs":null,"finish_reason":"length"/ } 1 .. 6]
 --- error_log eval
-qr/infer_model "tiny" loaded from "[^"]+" \(cpu, tp=2\)/
+qr/infer_model "tiny" loaded from "[^"]+": cpu f32, weights [\d.]+ [KMG]iB, \d+ threads? x tp=2, KV cache .*, OpenBLAS [\d.]+, \w+ kernels/
 
 
 
@@ -98,4 +98,4 @@ with Llama-2's)
 [map { qr/"object":"text_completion".*"usage":\{"prompt_tokens":4,/ } 1 .. 4]
 --- timeout: 30
 --- error_log eval
-qr/infer_model "l3" loaded from "[^"]+" \(cpu, tp=1\)/
+qr/infer_model "l3" loaded from "[^"]+": cpu f32, weights [\d.]+ [KMG]iB, 1 thread x tp=1, KV cache/

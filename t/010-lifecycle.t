@@ -244,6 +244,16 @@ sub tiny_stats {
               'infer_stats: nothing running or waiting afterwards');
     is($after->{kv_blocks_free}, $after->{kv_blocks},
        'infer_stats: every KV block free afterwards');
+    # what the engine runs on and holds
+    is_deeply([ @{$after}{qw(backend dtype tp)} ], ['cpu', 'f32', 1],
+              'infer_stats: backend, dtype, tp');
+    ok($after->{threads} >= 1, "infer_stats: $after->{threads} threads");
+    ok($after->{weight_bytes} > 0,
+       "infer_stats: $after->{weight_bytes} bytes of weights");
+    is($after->{kv_bytes}, $after->{kv_block_bytes} * $after->{kv_blocks},
+       'infer_stats: KV bytes are blocks x block bytes');
+    like($after->{kernels} // '', qr/^OpenBLAS [\d.]+, \w+ kernels/,
+         "infer_stats: kernels ($after->{kernels})");
 }
 
 # --- HTTP/2 RST_STREAM cancels, the connection lives on ----------------------

@@ -484,6 +484,21 @@ run_bench(infer_engine_t *e, cli_t *c)
     return 0;
 }
 
+/* What runs the model: on stderr, so that stdout stays the output. */
+static void
+log_engine(infer_engine_t *e)
+{
+    infer_stats_t  st;
+    char           line[512];
+
+    infer_engine_describe(e, line, sizeof(line));
+    fprintf(stderr, "infer-cli: %s\n", line);
+    infer_engine_stats(e, &st);
+    if (st.kernels_warning != NULL) {
+        fprintf(stderr, "infer-cli: warning: %s\n", st.kernels_warning);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -506,6 +521,7 @@ main(int argc, char **argv)
         infer_engine_destroy(e);
         return 1;
     }
+    log_engine(e);
     rc = c.bench ? run_bench(e, &c) : run_prompt(e, &c);
     infer_engine_destroy(e);
     return rc;

@@ -38,6 +38,10 @@ typedef struct {
     int            max_batch_tokens;
     int            max_seqs;
     int            n_blocks;      /* out: blocks that fit the budget */
+    size_t         weight_bytes;  /* out: weights in memory (0: unknown) */
+    char           kernels[160];  /* out: matrix library and kernel set */
+    const char    *kernels_warning; /* out: those kernels are not this
+                                       CPU's best, or NULL */
 } infer_backend_params_t;
 
 typedef struct infer_backend infer_backend_t;

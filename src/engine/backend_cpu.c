@@ -1,5 +1,6 @@
 /*
- * CPU backend: float32 compute, OpenBLAS for the matrix products.
+ * CPU backend: float32 compute, OpenBLAS for the matrix products (loaded
+ * with the kernels for this CPU: blas.c).
  *
  * One forward pass for every family, over a flat batch of tokens from many
  * sequences; what differs between families (norm kind and placement,
@@ -26,13 +27,13 @@
  * logits.  Rank 0 runs in the caller's thread, ranks 1.. in threads of
  * their own.
  */
-#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "backend.h"
+#include "blas.h"
 #include "comm.h"
 #include "crew.h"
 #include "rope_freq.h"
@@ -127,6 +128,7 @@ struct cpu_backend {
     cpu_rank_t           *ranks;
     infer_comm_t         *comm;
     void                **owned;       /* converted weight copies */
+    size_t                weight_bytes; /* mapped or copied, all ranks */
     int                   n_owned;
 
     /* ranks 1.. in threads of their own */
@@ -160,6 +162,7 @@ cpu_copy(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
         return NULL;
     }
     be->owned[be->n_owned++] = copy;
+    be->weight_bytes += (size_t) nr * nc * sizeof(float);
     infer_tensor_read_f32(t, r0, nr, c0, nc, copy);
     return copy;
 }
@@ -172,7 +175,11 @@ cpu_weight(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
     const float *mapped = c0 == 0 && nc == cols
                           ? infer_tensor_f32_rows(t, r0) : NULL;
 
-    return mapped != NULL ? mapped : cpu_copy(be, t, r0, nr, c0, nc);
+    if (mapped == NULL) {
+        return cpu_copy(be, t, r0, nr, c0, nc);
+    }
+    be->weight_bytes += (size_t) nr * nc * sizeof(float);
+    return mapped;
 }
 
 static const float *
@@ -409,13 +416,13 @@ linear(float *y, const float *x, const float *W, const float *b, int n,
 
     if (n < 4) {
         for (t = 0; t < n; t++) {
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in,
-                        x + (size_t) t * in, 1, 0.0f, y + (size_t) t * out,
-                        1);
+            infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W,
+                             in, x + (size_t) t * in, 1, 0.0f,
+                             y + (size_t) t * out, 1);
         }
     } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in,
-                    1.0f, x, in, W, in, 0.0f, y, out);
+        infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out,
+                         in, 1.0f, x, in, W, in, 0.0f, y, out);
     }
     if (b != NULL) {
         add_bias(y, b, n, out);
@@ -600,9 +607,9 @@ attention_run_head(cpu_backend_t *be, cpu_rank_t *rk, int layer, int t0,
         m = n - i0 < ATTN_TILE ? n - i0 : ATTN_TILE;
         lo = window_start(p0 + i0, L->window);   /* the first row's */
         hi = p0 + i0 + m;                        /* the last row sees all */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, hi - lo, hd,
-                    L->scale, q + (size_t) i0 * ld, ld,
-                    k + (size_t) (lo - k0) * hd, hd, 0.0f, s, hi - lo);
+        infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m,
+                         hi - lo, hd, L->scale, q + (size_t) i0 * ld, ld,
+                         k + (size_t) (lo - k0) * hd, hd, 0.0f, s, hi - lo);
         for (i = 0; i < m; i++) {
             row = s + (size_t) i * (hi - lo);
             first = window_start(p0 + i0 + i, L->window) - lo;
@@ -633,9 +640,10 @@ attention_run_head(cpu_backend_t *be, cpu_rank_t *rk, int layer, int t0,
                 row[j] = 0.0f;          /* masked: later positions */
             }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd,
-                    hi - lo, 1.0f, s, hi - lo, v + (size_t) (lo - k0) * hd,
-                    hd, 0.0f, out + (size_t) i0 * ld, ld);
+        infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd,
+                         hi - lo, 1.0f, s, hi - lo,
+                         v + (size_t) (lo - k0) * hd, hd, 0.0f,
+                         out + (size_t) i0 * ld, ld);
     }
 }
 
@@ -1039,8 +1047,13 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     }
     be->scratch_floats = (size_t) be->ctx_cap * (2 * c->head_dim + ATTN_TILE);
 
+    if (infer_blas_load(err, errlen) != 0) {
+        goto failed;
+    }
+    snprintf(p->kernels, sizeof(p->kernels), "%s", infer_blas_kernels());
+    p->kernels_warning = infer_blas_warning();
     if (p->threads > 0) {
-        openblas_set_num_threads(p->threads);
+        infer_blas.set_num_threads(p->threads);
     }
 
     /* RoPE frequencies: computed once, or per sequence and step when
@@ -1106,6 +1119,7 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
         snprintf(err, errlen, "cpu backend: cannot start the rank threads");
         goto failed;
     }
+    p->weight_bytes = be->weight_bytes;
     return 0;
 
 failed:

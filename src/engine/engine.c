@@ -142,6 +142,7 @@ struct infer_engine {
     char                *text;         /* detokenizer output scratch */
     size_t               text_cap;
     infer_stats_t        counters;     /* published into stats each step */
+    char                 kernels[160]; /* the backend's matrix library */
 };
 
 static void infer_seq_free(infer_seq_t *s);
@@ -977,6 +978,39 @@ infer_engine_stats(infer_engine_t *e, infer_stats_t *st)
     pthread_mutex_unlock(&e->mu);
 }
 
+static void
+describe_bytes(char *buf, size_t len, size_t bytes)
+{
+    if (bytes >= (size_t) 1 << 30) {
+        snprintf(buf, len, "%.2f GiB", (double) bytes / (1 << 30));
+    } else if (bytes >= (size_t) 1 << 20) {
+        snprintf(buf, len, "%.2f MiB", (double) bytes / (1 << 20));
+    } else {
+        snprintf(buf, len, "%.1f KiB", (double) bytes / (1 << 10));
+    }
+}
+
+void
+infer_engine_describe(infer_engine_t *e, char *buf, size_t len)
+{
+    infer_stats_t  st;
+    char           w[32], kv[32], block[32];
+
+    infer_engine_stats(e, &st);
+    if (st.weight_bytes > 0) {
+        describe_bytes(w, sizeof(w), st.weight_bytes);
+    } else {
+        snprintf(w, sizeof(w), "?");
+    }
+    describe_bytes(kv, sizeof(kv), st.kv_block_bytes * st.n_blocks);
+    describe_bytes(block, sizeof(block), st.kv_block_bytes);
+    snprintf(buf, len, "%s %s, weights %s, %d thread%s x tp=%d, KV cache "
+             "%s in %d blocks of %d tokens (%s each)%s%s", st.backend,
+             st.dtype, w, st.threads, st.threads == 1 ? "" : "s", st.tp, kv,
+             st.n_blocks, e->block_size, block, st.kernels[0] ? ", " : "",
+             st.kernels);
+}
+
 /*
  * A failed forward pass leaves the backend in an unknown state (a CUDA
  * error is sticky: every later call fails too), so the engine stops: every
@@ -1492,6 +1526,17 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
         goto failed;
     }
     e->n_blocks = p.n_blocks;
+    snprintf(e->kernels, sizeof(e->kernels), "%s", p.kernels);
+    e->counters.backend = e->backend->ops->name;
+    e->counters.dtype = e->backend->ops->kv_elem_bytes == 2 ? "f16" : "f32";
+    e->counters.threads = p.threads > 0 ? p.threads : 1;
+    e->counters.tp = p.tp;
+    e->counters.weight_bytes = p.weight_bytes;
+    e->counters.kv_block_bytes = infer_backend_kv_block_bytes(
+                                     e->backend->ops, &e->model->cfg,
+                                     e->block_size);
+    e->counters.kernels = e->kernels;
+    e->counters.kernels_warning = p.kernels_warning;
 
     /* a sequence may use the whole pool but not more than the model's
      * positions */
@@ -1534,7 +1579,8 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
         e->free_blocks[i] = e->n_blocks - 1 - i;
     }
     e->n_free = e->n_blocks;
-    e->stats.n_blocks = e->stats.free_blocks = e->n_blocks;
+    e->counters.n_blocks = e->counters.free_blocks = e->n_blocks;
+    e->stats = e->counters;
 
     *out = e;
     return INFER_OK;

@@ -211,9 +211,23 @@ typedef struct {
     uint64_t  prompt_tokens;     /* computed, recomputation included */
     uint64_t  generated_tokens;
     uint64_t  preemptions;
+    /* facts fixed when the engine was created */
+    const char *backend;         /* "cpu", "cuda" */
+    const char *dtype;           /* the weights' type in memory */
+    int       threads;           /* compute threads per rank */
+    int       tp;                /* tensor-parallel ranks */
+    size_t    weight_bytes;      /* weights in memory, all ranks; 0: the
+                                    backend does not say */
+    size_t    kv_block_bytes;    /* one KV block, all layers and ranks */
+    const char *kernels;         /* matrix library and kernel set, or "" */
+    const char *kernels_warning; /* those kernels are not the CPU's best */
 } infer_stats_t;
 
 void infer_engine_stats(infer_engine_t *e, infer_stats_t *st);
+
+/* The facts above as one line for a start-up log: "cpu f32, weights
+ * 4.10 GiB, 2 threads x tp=1, KV 128 blocks x 1.00 MiB, OpenBLAS ...". */
+void infer_engine_describe(infer_engine_t *e, char *buf, size_t len);
 
 /* Model facts the front end needs. */
 typedef struct infer_tokenizer infer_tokenizer_t;
