@@ -556,6 +556,12 @@ ngx_http_infer_model_template(ngx_conf_t *cf, ngx_http_infer_model_t *m)
                                             (int) (sizeof(m->end_ids)
                                                    / sizeof(int32_t)));
     infer_tokenizer_free(tok);
+
+    if (ngx_test_config) {
+        /* "nginx -t" exits without destroying the cycle's pool: what it
+         * will not serve with is freed now */
+        ngx_http_infer_template_cleanup(m);
+    }
     return NGX_CONF_OK;
 
 failed:

@@ -1104,6 +1104,112 @@ done:
     return rc;
 }
 
+int
+infer_oai_parse_tokenize(const char *body, size_t len, int detokenize,
+    infer_oai_request_t *req, infer_oai_error_t *err)
+{
+    json_t        *root, *v;
+    json_error_t   jerr;
+    size_t         i;
+    int            rc;
+
+    memset(req, 0, sizeof(*req));
+    memset(err, 0, sizeof(*err));
+    req->kind = INFER_OAI_COMPLETION;
+
+    root = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
+    if (root == NULL) {
+        oai_invalid(err, NULL, "invalid JSON body: %s (line %d, column %d)",
+                    jerr.text, jerr.line, jerr.column);
+        return -1;
+    }
+
+    rc = -1;
+    if (!json_is_object(root)) {
+        oai_invalid(err, NULL, "the request body must be a JSON object");
+        goto done;
+    }
+    v = oai_field(root, "model");
+    if (v != NULL && !json_is_string(v)) {
+        oai_invalid(err, "model", "'model' must be a string");
+        goto done;
+    }
+    if (v != NULL) {
+        req->model = oai_text(v, "model", "'model'", err);
+        if (req->model == NULL) {
+            goto done;
+        }
+    }
+
+    if (detokenize) {
+        v = oai_field(root, "tokens");
+        if (!json_is_array(v)) {
+            oai_invalid(err, "tokens", "'tokens' is required and must be an "
+                        "array of token ids");
+            goto done;
+        }
+        req->prompt_ids = malloc((json_array_size(v) + 1) * sizeof(int32_t));
+        if (req->prompt_ids == NULL) {
+            oai_nomem(err);
+            goto done;
+        }
+        for (i = 0; i < json_array_size(v); i++) {
+            if (!json_is_integer(json_array_get(v, i))
+                || json_integer_value(json_array_get(v, i)) < 0
+                || json_integer_value(json_array_get(v, i)) > INT32_MAX)
+            {
+                oai_invalid(err, "tokens", "'tokens' must be non-negative "
+                            "integers (element %zu)", i);
+                goto done;
+            }
+            req->prompt_ids[i] =
+                (int32_t) json_integer_value(json_array_get(v, i));
+        }
+        req->n_prompt_ids = (int) json_array_size(v);
+        rc = 0;
+        goto done;
+    }
+
+    if ((oai_field(root, "prompt") != NULL)
+        == (oai_field(root, "messages") != NULL))
+    {
+        oai_invalid(err, "prompt", "give either 'prompt' or 'messages'");
+        goto done;
+    }
+    v = oai_field(root, "prompt");
+    if (v != NULL) {
+        if (!json_is_string(v)) {
+            oai_invalid(err, "prompt", "'prompt' must be a string");
+            goto done;
+        }
+        req->prompt = oai_strdup(v, &req->prompt_len, err);
+        if (req->prompt == NULL) {
+            goto done;
+        }
+        req->add_special = 1;
+    } else {
+        req->kind = INFER_OAI_CHAT;
+        if (oai_parse_messages(root, req, err) != 0
+            || oai_parse_chat_options(root, req, err) != 0)
+        {
+            goto done;
+        }
+    }
+    if (oai_get_bool(root, "add_special_tokens", &req->add_special, err) < 0
+        || oai_get_bool(root, "return_token_strs", &req->token_strs, err) < 0)
+    {
+        goto done;
+    }
+    rc = 0;
+
+done:
+    json_decref(root);
+    if (rc != 0) {
+        infer_oai_request_free(req);
+    }
+    return rc;
+}
+
 void
 infer_oai_request_free(infer_oai_request_t *req)
 {
@@ -1583,6 +1689,88 @@ infer_oai_decode(const infer_tokenizer_t *tok, const int32_t *ids, int n,
 
 /* ---- response bodies ----------------------------------------------------- */
 
+char *
+infer_oai_tokenize_body(const infer_tokenizer_t *tok, const int32_t *ids,
+    int n, int max_model_len, int token_strs, size_t *len)
+{
+    int          i;
+    json_t      *o, *a, *s;
+    const char  *str;
+
+    a = json_array();
+    s = token_strs ? json_array() : json_null();
+    for (i = 0; a != NULL && s != NULL && i < n; i++) {
+        if (json_array_append_new(a, json_integer(ids[i])) != 0) {
+            json_decref(a);
+            a = NULL;
+            break;
+        }
+        if (!token_strs) {
+            continue;
+        }
+        str = infer_tokenizer_token_str(tok, ids[i]);
+        if (json_array_append_new(s, json_string(str ? str : "")) != 0) {
+            json_decref(s);
+            s = NULL;
+        }
+    }
+    o = json_pack("{s:i,s:i,s:o*,s:o*}", "count", n, "max_model_len",
+                  max_model_len, "tokens", a, "token_strs", s);
+    if (o == NULL || a == NULL || s == NULL) {
+        json_decref(o);
+        return NULL;
+    }
+    return oai_dump(o, "", "\n", len);
+}
+
+char *
+infer_oai_detokenize_body(const infer_tokenizer_t *tok, const int32_t *ids,
+    int n, size_t *len)
+{
+    int            i;
+    char          *out;
+    size_t         cap, used, step, k;
+    json_t        *o;
+    const char    *str;
+    infer_detok_t  d;
+
+    step = infer_tokenizer_max_token_bytes(tok) + 8;
+    cap = step * ((size_t) n + 1) + 1;
+    out = malloc(cap);
+    if (out == NULL) {
+        return NULL;
+    }
+    infer_detok_init(&d, tok, 1);
+    used = 0;
+    for (i = 0; i < n; i++) {
+        if (!infer_tokenizer_is_special(tok, ids[i])) {
+            used += infer_detok_push(&d, ids[i], out + used, step);
+            continue;
+        }
+        /* decode(skip_special_tokens=False): the token's own string; the
+         * text after it is not at the start any more */
+        used += infer_detok_flush(&d, out + used, step);
+        str = infer_tokenizer_token_str(tok, ids[i]);
+        k = str ? strlen(str) : 0;
+        if (k > step) {
+            k = 0;
+        }
+        memcpy(out + used, str ? str : "", k);
+        used += k;
+        infer_detok_init(&d, tok, 0);
+    }
+    used += infer_detok_flush(&d, out + used, step);
+
+    /* the detokenizer writes whole characters only (U+FFFD for a broken
+     * one), so the text is UTF-8 */
+    o = json_pack("{s:s%}", "prompt", out, used);
+    free(out);
+    if (o == NULL) {
+        return NULL;
+    }
+    return oai_dump(o, "", "\n", len);
+}
+
 static json_t *
 oai_choice(const infer_oai_response_t *rsp, int index,
     const infer_oai_choice_t *c)
@@ -1912,7 +2100,9 @@ infer_oai_chat_prompt(const infer_jinja_tmpl_t *t,
     json_t               *extra, *role;
     infer_jinja_error_t   jerr;
 
-    extra = special != NULL ? json_copy(special) : json_object();
+    /* a deep copy: special is shared by the threads that render, and
+     * a shallow one would change its members' reference counts */
+    extra = special != NULL ? json_deep_copy(special) : json_object();
     if (extra == NULL
         || (req->template_kwargs != NULL
             && json_object_update(extra, req->template_kwargs) != 0))
