@@ -30,20 +30,23 @@ attention_kernel(infer_attn_args_t a)
     float         *vs = ks + KEYS * (hd + 1);
     float          m[RPW], l[RPW], acc[RPW][DL];
     int            rpos[RPW];
-    int            last = a.positions[tok0 + tile[1] - 1], lo, hi;
+    int            last = a.positions[tok0 + tile[1] - 1], lo, hi, wlo;
 
     if (slot < 0) {
         if (split > 0) {
             return;
         }
-        lo = 0;
+        /* the window of the tile's first row starts first */
+        lo = a.window > 0 ? max(0, a.positions[tok0] - a.window + 1) : 0;
         hi = last + 1;
     } else {
         lo = split * a.split_len;
-        if (lo > last) {
-            return;             /* the reduce skips empty splits too */
-        }
         hi = min(lo + a.split_len, last + 1);
+        wlo = a.window > 0 ? last - a.window + 1 : 0;
+        if (lo > last || hi <= wlo) {
+            return;             /* the reduce skips these splits too */
+        }
+        lo = max(lo, wlo);
     }
 
     for (int i = threadIdx.x; i < rows * hd; i += blockDim.x) {
@@ -94,12 +97,17 @@ attention_kernel(infer_attn_args_t a)
             if (r >= rows) {
                 break;          /* uniform across the warp */
             }
-            if (lane < nk && c0 + lane <= rpos[j]) {
+            if (lane < nk && c0 + lane <= rpos[j]
+                && (a.window == 0 || c0 + lane > rpos[j] - a.window))
+            {
                 const float *qr = qs + r * hd, *kr = ks + lane * (hd + 1);
 
                 s = 0.0f;
                 for (int d = 0; d < hd; d++) {
                     s += qr[d] * kr[d];
+                }
+                if (a.softcap > 0.0f) {
+                    s = tanhf(s / a.softcap) * a.softcap;
                 }
             }
             mnew = fmaxf(m[j], warp_max(s));
@@ -172,20 +180,23 @@ static __global__ void
 attention_reduce_kernel(infer_attn_args_t a)
 {
     int    slot = blockIdx.x, h = blockIdx.y, t = a.dec_tok[slot];
-    int    ns = min(a.n_split, a.positions[t] / a.split_len + 1);
+    int    pos = a.positions[t];
+    int    ns = min(a.n_split, pos / a.split_len + 1);
+    /* the first split that holds a key of the window */
+    int    s0 = a.window > 0 ? max(0, pos - a.window + 1) / a.split_len : 0;
     size_t base = (size_t) slot * a.n_split * a.nh + h;
     float  mx = -INFINITY, sum = 0.0f, o, w;
 
-    for (int s = 0; s < ns; s++) {
+    for (int s = s0; s < ns; s++) {
         mx = fmaxf(mx, a.part_ml[2 * (base + (size_t) s * a.nh)]);
     }
-    for (int s = 0; s < ns; s++) {
+    for (int s = s0; s < ns; s++) {
         sum += a.part_ml[2 * (base + (size_t) s * a.nh) + 1]
                * expf(a.part_ml[2 * (base + (size_t) s * a.nh)] - mx);
     }
     for (int d = threadIdx.x; d < a.head_dim; d += blockDim.x) {
         o = 0.0f;
-        for (int s = 0; s < ns; s++) {
+        for (int s = s0; s < ns; s++) {
             w = expf(a.part_ml[2 * (base + (size_t) s * a.nh)] - mx);
             o += a.part_o[(base + (size_t) s * a.nh) * a.head_dim + d] * w;
         }

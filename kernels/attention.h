@@ -1,8 +1,11 @@
 /*
  * Paged causal attention with GQA over the KV cache, one kernel for decode
  * and chunked prefill.  Query token t (position p, sequence s) attends to
- * positions [0, p] of s, read through its block table; head h uses kv head
- * h / (nh / nkv); scores are scaled by `scale` and the softmax runs in fp32.
+ * positions [0, p] of s (with a sliding window, (p - window, p]: the keys
+ * transformers keeps), read through its block table; head h uses kv head
+ * h / (nh / nkv); scores are scaled by `scale`, soft-capped as
+ * softcap * tanh(s / softcap) when softcap > 0 (Gemma-2), and the softmax
+ * runs in fp32.
  *
  * The host plans the batch as tiles: runs of consecutive tokens of one
  * sequence, at most INFER_ATTN_ROWS / group tokens each, so one thread block
@@ -40,6 +43,8 @@ typedef struct {
     int             nkv;
     int             head_dim;
     float           scale;
+    int             window;     /* 0: the whole context */
+    float           softcap;    /* 0: none */
     const int32_t  *tiles;      /* [n_tiles][4]: first token, count, seq,
                                    split slot (-1: not split) */
     int             n_tiles;
@@ -82,7 +87,7 @@ void infer_ref_attention(const float *q, int q_stride, const float *k_cache,
     const float *v_cache, const int32_t *positions,
     const int32_t *seq_of_token, const int32_t *block_table, int max_blocks,
     int block_size, int n, int nh, int nkv, int head_dim, float scale,
-    float *out, int out_stride);
+    int window, float softcap, float *out, int out_stride);
 
 #ifdef __cplusplus
 }

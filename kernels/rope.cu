@@ -1,51 +1,83 @@
-/* RoPE (rotate_half) with the optional qkv bias: one block per token. */
+/*
+ * Bias, q/k norm and RoPE: one block per token, one warp per head; a head
+ * is staged in shared memory so that lane j can pair element j with
+ * j + rot/2.
+ */
 #include "device.cuh"
 #include "rope.h"
 
-static __global__ void
-rope_qkv_kernel(__half *qkv, int stride, const __half *bias,
-    const int32_t *positions, const float *inv_freq, int nh, int nkv,
-    int head_dim)
-{
-    __half *row = qkv + (size_t) blockIdx.x * stride;
-    float   pos = (float) positions[blockIdx.x];
-    int     half = head_dim / 2, pairs = (nh + nkv) * half, a, b, j;
-    float   x1, x2, s, c;
+#define WARPS  8
 
-    for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
-        j = i % half;
-        a = (i / half) * head_dim + j;
-        b = a + half;
-        x1 = __half2float(row[a]);
-        x2 = __half2float(row[b]);
-        if (bias != nullptr) {
-            x1 += __half2float(bias[a]);
-            x2 += __half2float(bias[b]);
+static __global__ void __launch_bounds__(WARPS * 32)
+rope_qkv_kernel(infer_rope_args_t a)
+{
+    __shared__ float buf[WARPS][INFER_ROPE_MAX_HEAD];
+    __half          *row = as_half(a.qkv) + (size_t) blockIdx.x * a.stride;
+    const __half    *bias = as_half(a.bias), *w;
+    const float     *inv = a.inv_freq;
+    int              warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int              hd = a.head_dim, half = a.rot / 2;
+    float            pos = (float) a.positions[blockIdx.x], *b = buf[warp];
+    float            ss, r, x1, x2, s, c;
+
+    if (inv != nullptr && a.freq_row != nullptr) {
+        inv += (size_t) a.freq_row[blockIdx.x] * half;
+    }
+    for (int h = warp; h < a.nh + a.nkv; h += WARPS) {
+        __half *x = row + (size_t) h * hd;
+
+        ss = 0.0f;
+        for (int d = lane; d < hd; d += 32) {
+            b[d] = __half2float(x[d]);
+            if (bias != nullptr) {
+                b[d] += __half2float(bias[(size_t) h * hd + d]);
+            }
+            ss += b[d] * b[d];
         }
-        /* the angle is rounded to float as Hugging Face computes it */
-        sincosf(pos * inv_freq[j], &s, &c);
-        row[a] = __float2half(x1 * c - x2 * s);
-        row[b] = __float2half(x2 * c + x1 * s);
+        w = h < a.nh ? as_half(a.q_norm) : as_half(a.k_norm);
+        if (w != nullptr) {
+            r = rsqrtf(warp_sum(ss) / hd + a.eps);
+            for (int d = lane; d < hd; d += 32) {
+                b[d] = __half2float(w[d]) * (b[d] * r);
+            }
+        }
+        __syncwarp();
+        for (int d = lane; d < hd; d += 32) {
+            if (inv == nullptr || d >= a.rot) {
+                x[d] = __float2half(b[d]);
+                continue;
+            }
+            /* the angle is rounded to float as Hugging Face computes it */
+            sincosf(pos * inv[d < half ? d : d - half], &s, &c);
+            s *= a.scale;
+            c *= a.scale;
+            x1 = b[d < half ? d : d - half];
+            x2 = b[d < half ? d + half : d];
+            x[d] = __float2half(d < half ? x1 * c - x2 * s
+                                         : x2 * c + x1 * s);
+        }
+        __syncwarp();           /* b is the next head's */
     }
     if (bias != nullptr) {
-        for (int i = threadIdx.x; i < nkv * head_dim; i += blockDim.x) {
-            a = (nh + nkv) * head_dim + i;
-            row[a] = __float2half(__half2float(row[a])
-                                  + __half2float(bias[a]));
+        for (int i = threadIdx.x; i < a.nkv * hd; i += blockDim.x) {
+            int at = (a.nh + a.nkv) * hd + i;
+
+            row[at] = __float2half(__half2float(row[at])
+                                   + __half2float(bias[at]));
         }
     }
 }
 
 extern "C" int
-infer_cuda_rope_qkv(uint16_t *qkv, int stride, const uint16_t *bias,
-    const int32_t *positions, const float *inv_freq, int n, int nh,
-    int nkv, int head_dim, void *stream)
+infer_cuda_rope_qkv(const infer_rope_args_t *a, void *stream)
 {
-    if (n > 0) {
-        rope_qkv_kernel<<<n, 256, 0, (cudaStream_t) stream>>>(
-            reinterpret_cast<__half *>(qkv), stride,
-            reinterpret_cast<const __half *>(bias), positions, inv_freq, nh,
-            nkv, head_dim);
+    if (a->head_dim > INFER_ROPE_MAX_HEAD || a->rot > a->head_dim
+        || a->rot % 2 != 0)
+    {
+        return (int) cudaErrorInvalidValue;
+    }
+    if (a->n > 0) {
+        rope_qkv_kernel<<<a->n, WARPS * 32, 0, (cudaStream_t) stream>>>(*a);
     }
     return (int) cudaGetLastError();
 }

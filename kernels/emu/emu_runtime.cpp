@@ -142,7 +142,10 @@ const char *cublasGetStatusString(cublasStatus_t) { return "emu cublas error"; }
 static float ld(const void *p, cudaDataType_t t, size_t i) {
     return t == CUDA_R_16F ? (float) ((const _Float16 *) p)[i] : ((const float *) p)[i]; }
 
-/* Column-major, as the cuBLAS documentation defines it. */
+/* Column-major, as the cuBLAS documentation defines it.  The operands are
+ * converted to float once per call, as op(A) rows and op(B) columns, so
+ * the inner loop is a plain dot product (a vocabulary-wide lm_head is
+ * otherwise millions of half conversions per token). */
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta,
     cublasOperation_t tb, int m, int n, int k, const void *alpha,
     const void *A, cudaDataType_t at, int lda, const void *B,
@@ -153,16 +156,22 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta,
     if (lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n)
         || ldc < m) return CUBLAS_STATUS_INVALID_VALUE;
     emu_record_or_run(h->s, [=]() {
+        std::vector<float> a((size_t) m * k), b((size_t) k * n);
+        for (int i = 0; i < m; i++)
+            for (int l = 0; l < k; l++)
+                a[(size_t) i * k + l] = ta == CUBLAS_OP_N
+                    ? ld(A, at, i + (size_t) l * lda)
+                    : ld(A, at, l + (size_t) i * lda);
+        for (int j = 0; j < n; j++)
+            for (int l = 0; l < k; l++)
+                b[(size_t) j * k + l] = tb == CUBLAS_OP_N
+                    ? ld(B, bt, l + (size_t) j * ldb)
+                    : ld(B, bt, j + (size_t) l * ldb);
         for (int j = 0; j < n; j++)
             for (int i = 0; i < m; i++) {
+                const float *ar = &a[(size_t) i * k], *bc = &b[(size_t) j * k];
                 double acc = 0;
-                for (int l = 0; l < k; l++) {
-                    float a = ta == CUBLAS_OP_N ? ld(A, at, i + (size_t) l * lda)
-                                                : ld(A, at, l + (size_t) i * lda);
-                    float b = tb == CUBLAS_OP_N ? ld(B, bt, l + (size_t) j * ldb)
-                                                : ld(B, bt, j + (size_t) l * ldb);
-                    acc += (double) a * b;
-                }
+                for (int l = 0; l < k; l++) acc += (double) ar[l] * bc[l];
                 size_t ci = i + (size_t) j * ldc;
                 float old = be != 0 ? ld(C, ct, ci) : 0.0f;
                 float v = (float) (al * acc + be * old);

@@ -25,16 +25,17 @@ main(void)
 #else
 
 #include <cuda_runtime.h>
+#include "act.h"
 #include "attention.h"
 #include "embed.h"
 #include "kvcache.h"
 #include "model.h"
-#include "rmsnorm.h"
+#include "norm.h"
 #include "rope.h"
 #include "rope_freq.h"
 #include "sample.h"
 #include "sampling.h"
-#include "swiglu.h"
+#include "softcap.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
 
@@ -164,48 +165,71 @@ close_h(const char *what, const uint16_t *got, const float *want, size_t n,
 }
 
 static void
-test_embed(void)
+test_embed(int with_pos)
 {
-    enum { V = 37, H = 131, N = 9 };
-    uint16_t table[V * H];
-    float    tf[V * H], want[N * H], got[N * H];
-    int32_t  tokens[N];
-    void    *d_table, *d_tok, *d_x;
+    enum { V = 37, H = 131, N = 9, P = 20 };
+    uint16_t table[V * H], pos[P * H];
+    float    tf[V * H], pf[P * H], want[N * H], got[N * H];
+    float    scale = with_pos ? 1.0f : 11.3137083f;
+    int32_t  tokens[N], positions[N];
+    void    *d_table, *d_pos, *d_tok, *d_p, *d_x;
     int      i;
 
     fill_half(table, tf, V * H, 2.0f);
+    fill_half(pos, pf, P * H, 1.0f);
     for (i = 0; i < N; i++) {
         tokens[i] = irand(V);
+        positions[i] = irand(P);
     }
     tokens[N - 1] = V - 1;
-    infer_ref_embed(tf, tokens, N, H, want);
+    positions[N - 1] = P - 1;
+    infer_ref_embed(tf, with_pos ? pf : NULL, tokens, positions, N, H,
+                    scale, want);
     d_table = dev_copy(table, sizeof(table));
+    d_pos = dev_copy(pos, sizeof(pos));
     d_tok = dev_copy(tokens, sizeof(tokens));
+    d_p = dev_copy(positions, sizeof(positions));
     d_x = dev_poison(sizeof(got));
-    if (launched("embed", infer_cuda_embed(d_table, d_tok, N, H, d_x, 0))) {
+    if (launched("embed", infer_cuda_embed(d_table, with_pos ? d_pos : NULL,
+                                           d_tok, d_p, N, H, scale, d_x, 0)))
+    {
         dev_get(got, d_x, sizeof(got));
-        /* fp16 -> fp32 is exact */
-        close_f("embed: exact gather", got, want, N * H, 0.0, 0.0);
+        /* fp16 -> fp32 is exact, then one float multiply or add, as the
+         * reference does it */
+        close_f(with_pos ? "embed: token + learned position rows, exact"
+                         : "embed: gather times sqrt(128), exact",
+                got, want, N * H, 0.0, 0.0);
     }
     cudaFree(d_table);
+    cudaFree(d_pos);
     cudaFree(d_tok);
+    cudaFree(d_p);
     cudaFree(d_x);
 }
 
+/*
+ * kind 0: RMSNorm, x += delta; kind 1: LayerNorm, x += delta + bias;
+ * kind 2: RMSNorm, x += rmsnorm(delta + bias) * post (Gemma-2).
+ */
 static void
-test_rmsnorm_size(int n, int hidden, int use_rows)
+test_norm_size(int n, int hidden, int use_rows, int kind)
 {
+    static const char *kinds[] = { "rmsnorm", "layernorm + bias",
+                                   "post-norm" };
     size_t    nh = (size_t) n * hidden;
     float    *x = malloc(nh * 4), *xr = malloc(nh * 4), *df = malloc(nh * 4);
     float    *wf = malloc(hidden * 4), *want = malloc(nh * 4);
+    float    *bf = malloc(hidden * 4), *pf = malloc(hidden * 4);
     float    *xg = malloc(nh * 4);
     uint16_t *dh = malloc(nh * 2), *wh = malloc(hidden * 2);
+    uint16_t *bh = malloc(hidden * 2), *ph = malloc(hidden * 2);
     uint16_t *got = malloc(nh * 2);
     int32_t   rows[3] = { n - 1, 0, n / 2 };
     int       n_out = use_rows ? 3 : n;
-    void     *d_x, *d_d, *d_w, *d_rows, *d_out;
-    char      what[96];
+    void     *d_x, *d_d, *d_w, *d_b, *d_p, *d_rows, *d_out;
+    char      what[128];
     size_t    i;
+    infer_norm_args_t a;
 
     for (i = 0; i < nh; i++) {
         x[i] = frand() * 4.0f;
@@ -213,101 +237,195 @@ test_rmsnorm_size(int n, int hidden, int use_rows)
     memcpy(xr, x, nh * 4);
     fill_half(dh, df, nh, 1.0f);
     fill_half(wh, wf, hidden, 1.5f);
-    infer_ref_rmsnorm_residual(xr, df, wf, use_rows ? rows : NULL, n_out,
-                               hidden, 1e-5f, want);
+    fill_half(bh, bf, hidden, 0.5f);
+    fill_half(ph, pf, hidden, 2.0f);
+    infer_ref_norm_residual(xr, df, kind ? bf : NULL, kind == 2 ? pf : NULL,
+                            wf, kind == 1 ? bf : NULL,
+                            use_rows ? rows : NULL, n_out, hidden, 1e-5f,
+                            want);
     d_x = dev_copy(x, nh * 4);
     d_d = dev_copy(dh, nh * 2);
     d_w = dev_copy(wh, hidden * 2);
+    d_b = dev_copy(bh, hidden * 2);
+    d_p = dev_copy(ph, hidden * 2);
     d_rows = dev_copy(rows, sizeof(rows));
     d_out = dev_poison(nh * 2);
-    if (launched("rmsnorm", infer_cuda_rmsnorm_residual(
-                     d_x, d_d, d_w, use_rows ? d_rows : NULL, n_out, hidden,
-                     1e-5f, d_out, 0)))
-    {
+    a.x = d_x;
+    a.delta = d_d;
+    a.delta_bias = kind ? d_b : NULL;
+    a.delta_norm = kind == 2 ? d_p : NULL;
+    a.w = d_w;
+    a.b = kind == 1 ? d_b : NULL;
+    a.rows = use_rows ? d_rows : NULL;
+    a.n = n_out;
+    a.hidden = hidden;
+    a.eps = 1e-5f;
+    a.out = d_out;
+    if (launched("norm", infer_cuda_norm_residual(&a, 0))) {
         dev_get(got, d_out, (size_t) n_out * hidden * 2);
         dev_get(xg, d_x, nh * 4);
-        snprintf(what, sizeof(what), "rmsnorm %d x %d%s: output", n, hidden,
-                 use_rows ? " (3 rows)" : "");
-        /* fp32 sum of squares vs double: ~1e-6; fp16 output: 4.9e-4 */
-        close_h(what, got, want, (size_t) n_out * hidden, 1e-3, 1e-6);
-        snprintf(what, sizeof(what), "rmsnorm %d x %d%s: residual x += delta",
-                 n, hidden, use_rows ? " (3 rows)" : "");
-        close_f(what, xg, xr, nh, 0.0, 0.0);
+        snprintf(what, sizeof(what), "%s %d x %d%s: output", kinds[kind], n,
+                 hidden, use_rows ? " (3 rows)" : "");
+        /* fp32 sums vs double: ~1e-6; fp16 output: 4.9e-4; the LayerNorm
+         * bias is added after the rounding-prone product, so an absolute
+         * floor of an fp16 ulp of |b| <= 0.5 */
+        close_h(what, got, want, (size_t) n_out * hidden, 1e-3,
+                kind == 1 ? 5e-4 : 1e-6);
+        snprintf(what, sizeof(what), "%s %d x %d%s: residual x += delta",
+                 kinds[kind], n, hidden, use_rows ? " (3 rows)" : "");
+        /* plain adds are exact in both; the post-norm's product is not */
+        close_f(what, xg, xr, nh, kind == 2 ? 1e-6 : 0.0,
+                kind == 2 ? 1e-5 : 0.0);
     }
     cudaFree(d_x);
     cudaFree(d_d);
     cudaFree(d_w);
+    cudaFree(d_b);
+    cudaFree(d_p);
     cudaFree(d_rows);
     cudaFree(d_out);
     free(x);
     free(xr);
     free(df);
     free(wf);
+    free(bf);
+    free(pf);
     free(want);
     free(xg);
     free(dh);
     free(wh);
+    free(bh);
+    free(ph);
     free(got);
 }
 
+/*
+ * variant 0: plain RoPE; 1: + q/k/v bias; 2: q/k norms, a partial rotary
+ * dim (48 of 70), a cos/sin factor and per-sequence frequency rows; 3: no
+ * rotation (learned positions), bias only.
+ */
 static void
-test_rope(int with_bias)
+test_rope(int variant)
 {
     enum { N = 5, NH = 5, NKV = 2, HD = 70, W = (NH + 2 * NKV) * HD + 3 };
-    uint16_t qkv[N * W], bias[W], got[N * W];
-    float    qf[N * W], bf[W], inv[HD / 2];
-    int32_t  pos[N] = { 0, 1, 17, 1000, 4999 };
-    void    *d_qkv, *d_bias, *d_pos, *d_inv;
-    char     what[64];
+    static const char *names[] = { "rope", "rope + bias",
+                                   "q/k norm + partial rope, rows",
+                                   "bias without rope" };
+    uint16_t qkv[N * W], bias[W], got[N * W], qn[HD], kn[HD];
+    float    qf[N * W], bf[W], inv[2 * HD / 2], qnf[HD], knf[HD];
+    int32_t  pos[N] = { 0, 1, 17, 1000, 4999 }, rows[N] = { 1, 0, 1, 1, 0 };
+    int      rot = variant == 2 ? 48 : HD;
+    void    *d_qkv, *d_bias, *d_pos, *d_inv, *d_rows, *d_qn, *d_kn;
+    char     what[96];
+    infer_rope_args_t a;
+    infer_rope_t      rp = { .type = INFER_ROPE_DEFAULT, .theta = 1e6 };
 
     fill_half(qkv, qf, N * W, 1.0f);
     fill_half(bias, bf, W, 0.5f);
-    infer_rope_inv_freq(&(infer_rope_t) { .type = INFER_ROPE_DEFAULT,
-                                          .theta = 1000000.0, .dim = HD },
-                        1, inv);
-    infer_ref_rope_qkv(qf, W, with_bias ? bf : NULL, pos, inv, N, NH, NKV,
-                       HD);
+    fill_half(qn, qnf, HD, 1.5f);
+    fill_half(kn, knf, HD, 1.5f);
+    rp.dim = rot;
+    infer_rope_inv_freq(&rp, 1, inv);
+    rp.theta = 5e5;
+    infer_rope_inv_freq(&rp, 1, inv + rot / 2);
+    infer_ref_rope_qkv(qf, W, variant == 1 || variant == 3 ? bf : NULL,
+                       variant == 2 ? qnf : NULL, variant == 2 ? knf : NULL,
+                       1e-6f, pos, variant == 3 ? NULL : inv,
+                       variant == 2 ? rows : NULL, rot,
+                       variant == 2 ? 1.19f : 1.0f, N, NH, NKV, HD);
     d_qkv = dev_copy(qkv, sizeof(qkv));
     d_bias = dev_copy(bias, sizeof(bias));
     d_pos = dev_copy(pos, sizeof(pos));
     d_inv = dev_copy(inv, sizeof(inv));
-    if (launched("rope", infer_cuda_rope_qkv(d_qkv, W, with_bias ? d_bias
-                                                                  : NULL,
-                                             d_pos, d_inv, N, NH, NKV, HD,
-                                             0)))
-    {
+    d_rows = dev_copy(rows, sizeof(rows));
+    d_qn = dev_copy(qn, sizeof(qn));
+    d_kn = dev_copy(kn, sizeof(kn));
+    memset(&a, 0, sizeof(a));
+    a.qkv = d_qkv;
+    a.stride = W;
+    a.bias = variant == 1 || variant == 3 ? d_bias : NULL;
+    a.q_norm = variant == 2 ? d_qn : NULL;
+    a.k_norm = variant == 2 ? d_kn : NULL;
+    a.eps = 1e-6f;
+    a.positions = d_pos;
+    a.inv_freq = variant == 3 ? NULL : d_inv;
+    a.freq_row = variant == 2 ? d_rows : NULL;
+    a.rot = rot;
+    a.scale = variant == 2 ? 1.19f : 1.0f;
+    a.n = N;
+    a.nh = NH;
+    a.nkv = NKV;
+    a.head_dim = HD;
+    if (launched("rope", infer_cuda_rope_qkv(&a, 0))) {
         dev_get(got, d_qkv, sizeof(got));
-        snprintf(what, sizeof(what), "rope%s: q, k rotated, v as expected",
-                 with_bias ? " + bias" : "");
+        snprintf(what, sizeof(what), "%s: q, k rotated, v as expected",
+                 names[variant]);
         /* same float angles; sincosf ~2 ulp; fp16 output 4.9e-4 of the
-         * pair's size (<= 1.5 here) */
-        close_h(what, got, qf, N * W, 1e-3, 1e-3);
+         * pair's size (<= 1.5 here, x 1.19 and norms <= 1.5 x 2 for
+         * variant 2) */
+        close_h(what, got, qf, N * W, 1e-3, variant == 2 ? 4e-3 : 1e-3);
     }
     cudaFree(d_qkv);
     cudaFree(d_bias);
     cudaFree(d_pos);
     cudaFree(d_inv);
+    cudaFree(d_rows);
+    cudaFree(d_qn);
+    cudaFree(d_kn);
+}
+
+/* gated silu (SwiGLU), gated gelu-tanh with biases (GeGLU), plain gelu
+ * with a bias (GPT-2) */
+static void
+test_act(int gated, int act, int with_bias)
+{
+    enum { N = 3, I = 1001 };
+    uint16_t gu[N * 2 * I], b[2 * I], got[N * I];
+    float    gf[N * 2 * I], bf[2 * I], want[N * I];
+    void    *d_gu, *d_b, *d_out;
+    char     what[64];
+
+    fill_half(gu, gf, N * 2 * I, 8.0f);
+    fill_half(b, bf, 2 * I, 1.0f);
+    infer_ref_act(gf, with_bias ? bf : NULL, N, I, gated, act, want);
+    d_gu = dev_copy(gu, sizeof(gu));
+    d_b = dev_copy(b, sizeof(b));
+    d_out = dev_poison(sizeof(got));
+    if (launched("act", infer_cuda_act(d_gu, with_bias ? d_b : NULL, N, I,
+                                       gated, act, d_out, 0)))
+    {
+        dev_get(got, d_out, sizeof(got));
+        snprintf(what, sizeof(what), "act %s%s%s", act == INFER_KACT_SILU
+                 ? "silu" : act == INFER_KACT_GELU ? "gelu" : "gelu-tanh",
+                 gated ? ", gated" : "", with_bias ? ", bias" : "");
+        /* fp32 expf / erff / tanhf; fp16 output */
+        close_h(what, got, want, N * I, 1e-3, 1e-5);
+    }
+    cudaFree(d_gu);
+    cudaFree(d_b);
+    cudaFree(d_out);
 }
 
 static void
-test_swiglu(void)
+test_softcap(void)
 {
-    enum { N = 3, I = 1001 };
-    uint16_t gu[N * 2 * I], got[N * I];
-    float    gf[N * 2 * I], want[N * I];
-    void    *d_gu, *d_out;
+    enum { N = 3001 };
+    float  x[N], want[N], got[N];
+    void  *d_x;
+    int    i;
 
-    fill_half(gu, gf, N * 2 * I, 8.0f);
-    infer_ref_swiglu(gf, N, I, want);
-    d_gu = dev_copy(gu, sizeof(gu));
-    d_out = dev_poison(sizeof(got));
-    if (launched("swiglu", infer_cuda_swiglu(d_gu, N, I, d_out, 0))) {
-        dev_get(got, d_out, sizeof(got));
-        /* fp32 expf; fp16 output */
-        close_h("swiglu", got, want, N * I, 1e-3, 1e-5);
+    for (i = 0; i < N; i++) {
+        x[i] = frand() * 80.0f;
     }
-    cudaFree(d_gu);
-    cudaFree(d_out);
+    memcpy(want, x, sizeof(x));
+    infer_ref_softcap(want, N, 30.0f);
+    d_x = dev_copy(x, sizeof(x));
+    if (launched("softcap", infer_cuda_softcap(d_x, N, 30.0f, 0))) {
+        dev_get(got, d_x, sizeof(got));
+        /* fp32 tanhf: a few ulps of values up to 30 */
+        close_f("softcap 30 on fp32 logits", got, want, N, 1e-6, 1e-6);
+    }
+    cudaFree(d_x);
 }
 
 /*
@@ -321,6 +439,8 @@ typedef struct {
     int         nh, nkv, hd, bs, n_seqs;
     int         ctx[4];         /* context length after the step */
     int         chunk[4];       /* new tokens at the end of it */
+    int         window;         /* 0: none */
+    float       softcap;        /* 0: none */
 } attn_case_t;
 
 static void
@@ -405,8 +525,8 @@ test_attention(const attn_case_t *c)
         }
     }
     infer_ref_attention(qf, qkvw, kcf, vcf, pos, seq, bt, mb, c->bs, n,
-                        c->nh, c->nkv, c->hd,
-                        (float) (1.0 / sqrt(c->hd)), want, c->nh * c->hd);
+                        c->nh, c->nkv, c->hd, (float) (1.0 / sqrt(c->hd)),
+                        c->window, c->softcap, want, c->nh * c->hd);
 
     n_split = infer_attn_splits(mb * c->bs, &split_len);
     nt = infer_attn_plan(n, seq, c->nh / c->nkv, n_split, c->n_seqs, tiles,
@@ -468,6 +588,8 @@ test_attention(const attn_case_t *c)
     a.nkv = c->nkv;
     a.head_dim = c->hd;
     a.scale = (float) (1.0 / sqrt(c->hd));
+    a.window = c->window;
+    a.softcap = c->softcap;
     a.tiles = d_tiles;
     a.n_tiles = nt;
     a.n_split = n_split;
@@ -605,17 +727,28 @@ main(void)
     static const attn_case_t cases[] = {
         /* decode, long contexts: split over the context + reduce */
         { "decode gqa4 hd128", 8, 2, 128, 16, 4, { 1, 129, 700, 1500 },
-          { 1, 1, 1, 1 } },
+          { 1, 1, 1, 1 }, 0, 0.0f },
         /* mixed step: prefill chunk after a cached prefix, decode, fresh
          * prefill; odd block size */
         { "mixed gqa4 hd64", 12, 3, 64, 7, 3, { 57, 100, 13 },
-          { 37, 1, 13 } },
+          { 37, 1, 13 }, 0, 0.0f },
         /* stories260K shape: head_dim 8, 2 query heads per kv head */
-        { "stories hd8", 8, 4, 8, 16, 2, { 200, 31 }, { 1, 31 } },
+        { "stories hd8", 8, 4, 8, 16, 2, { 200, 31 }, { 1, 31 }, 0, 0.0f },
         /* no GQA, odd head_dim, full 32-row tiles */
-        { "mha hd96", 4, 4, 96, 16, 2, { 300, 70 }, { 1, 70 } },
+        { "mha hd96", 4, 4, 96, 16, 2, { 300, 70 }, { 1, 70 }, 0, 0.0f },
         /* largest head_dim */
-        { "hd256", 2, 1, 256, 32, 2, { 90, 450 }, { 90, 1 } }
+        { "hd256", 2, 1, 256, 32, 2, { 90, 450 }, { 90, 1 }, 0, 0.0f },
+        /* sliding windows: split decodes whose first splits fall left of
+         * the window, prefill tiles whose rows start at different keys,
+         * a window inside one block; Gemma-2's soft-cap */
+        { "window 300 decode", 8, 2, 64, 16, 4, { 1, 299, 700, 1500 },
+          { 1, 1, 1, 1 }, 300, 0.0f },
+        { "window 150 mixed", 4, 2, 32, 16, 3, { 400, 151, 90 },
+          { 37, 1, 90 }, 150, 0.0f },
+        { "window 5, soft-cap", 4, 2, 32, 7, 2, { 60, 33 }, { 20, 1 }, 5,
+          1.5f },
+        { "soft-cap 50 hd256", 2, 1, 256, 16, 2, { 90, 450 }, { 90, 1 }, 0,
+          50.0f }
     };
     char      reason[160];
     int       count = 0;
@@ -628,13 +761,23 @@ main(void)
                                    : "cudaGetDeviceCount found none");
         skip_all(reason);
     }
-    test_embed();
-    test_rmsnorm_size(7, 67, 0);
-    test_rmsnorm_size(5, 5003, 0);
-    test_rmsnorm_size(6, 4096, 1);
+    test_embed(0);
+    test_embed(1);
+    test_norm_size(7, 67, 0, 0);
+    test_norm_size(5, 5003, 0, 0);
+    test_norm_size(6, 4096, 1, 0);
+    test_norm_size(7, 67, 0, 1);
+    test_norm_size(6, 2304, 1, 1);
+    test_norm_size(5, 1000, 0, 2);
     test_rope(0);
     test_rope(1);
-    test_swiglu();
+    test_rope(2);
+    test_rope(3);
+    test_act(1, INFER_KACT_SILU, 0);
+    test_act(1, INFER_KACT_GELU_TANH, 1);
+    test_act(0, INFER_KACT_GELU, 1);
+    test_act(0, INFER_KACT_GELU_TANH, 1);
+    test_softcap();
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         test_attention(&cases[i]);
     }

@@ -8,15 +8,16 @@
 #include <math.h>
 #include <stdint.h>
 #include "tap.h"
+#include "act.h"
 #include "attention.h"
 #include "embed.h"
 #include "kvcache.h"
-#include "rmsnorm.h"
+#include "norm.h"
 #include "rope.h"
 #include "rope_freq.h"
 #include "sample.h"
 #include "sampling.h"
-#include "swiglu.h"
+#include "softcap.h"
 
 static uint64_t rng_state = 0x1234567;
 
@@ -64,18 +65,27 @@ max_rel(const float *a, const double *b, size_t n, double floor)
 static void
 test_embed(void)
 {
-    float   table[7 * 5], x[3 * 5];
-    int32_t tokens[3] = { 6, 0, 6 };
-    int     ok_rows = 1, t, j;
+    float   table[7 * 5], pos[4 * 5], x[3 * 5];
+    int32_t tokens[3] = { 6, 0, 6 }, positions[3] = { 3, 0, 1 };
+    int     ok_rows = 1, ok_pos = 1, t, j;
 
     fill(table, 35, 1.0f);
-    infer_ref_embed(table, tokens, 3, 5, x);
+    fill(pos, 20, 1.0f);
+    infer_ref_embed(table, NULL, tokens, NULL, 3, 5, 1.0f, x);
     for (t = 0; t < 3; t++) {
         for (j = 0; j < 5; j++) {
             ok_rows &= x[t * 5 + j] == table[tokens[t] * 5 + j];
         }
     }
     ok(ok_rows, "embed: rows are the table rows of the tokens");
+    infer_ref_embed(table, pos, tokens, positions, 3, 5, 8.0f, x);
+    for (t = 0; t < 3; t++) {
+        for (j = 0; j < 5; j++) {
+            ok_pos &= x[t * 5 + j] == table[tokens[t] * 5 + j] * 8.0f
+                                      + pos[positions[t] * 5 + j];
+        }
+    }
+    ok(ok_pos, "embed: scaled rows plus the position table's rows");
 }
 
 static void
@@ -92,7 +102,8 @@ test_rmsnorm(void)
     fill(delta, N * H, 1.0f);
     fill(w, H, 2.0f);
     memcpy(x0, x, sizeof(x));
-    infer_ref_rmsnorm_residual(x, delta, w, NULL, N, H, 1e-5f, out);
+    infer_ref_norm_residual(x, delta, NULL, NULL, w, NULL, NULL, N, H, 1e-5f,
+                            out);
     for (i = 0; i < N; i++) {
         acc = 0.0L;
         for (j = 0; j < H; j++) {
@@ -110,7 +121,8 @@ test_rmsnorm(void)
 
     /* rows: only the listed rows are added to and normalised */
     memcpy(x, x0, sizeof(x));
-    infer_ref_rmsnorm_residual(x, delta, w, rows, 2, H, 1e-5f, out);
+    infer_ref_norm_residual(x, delta, NULL, NULL, w, NULL, rows, 2, H, 1e-5f,
+                            out);
     ok(x[0] == x0[0] && x[4 * H] == x0[4 * H] + delta[4 * H]
        && x[H] == x0[H] + delta[H], "rmsnorm: rows select the updated rows");
     ok(fabs(out[0] - want[4 * H]) < 1e-6 * (fabs(want[4 * H]) + 1e-3)
@@ -122,10 +134,58 @@ test_rmsnorm(void)
         x[j] = -0.5f;
         w[j] = 1.0f;
     }
-    infer_ref_rmsnorm_residual(x, NULL, w, NULL, 1, H, 1e-5f, out);
+    infer_ref_norm_residual(x, NULL, NULL, NULL, w, NULL, NULL, 1, H, 1e-5f,
+                            out);
     ss = 0.25;
     ok(fabs(out[7] - (-0.5 / sqrt(ss + 1e-5))) < 1e-6,
        "rmsnorm: constant row gives c / sqrt(c^2 + eps)");
+}
+
+/* LayerNorm with a bias, and the post-sublayer norm of a delta + bias
+ * (Gemma-2's post norms, GPT-2's output biases). */
+static void
+test_layernorm(void)
+{
+    enum { N = 3, H = 41 };
+    float      x[N * H], x0[N * H], delta[N * H], db[H], dn[H], w[H], b[H];
+    float      out[N * H];
+    double     want[N * H], xs[N * H], mean, var, ss, r, v;
+    int        i, j;
+
+    fill(x, N * H, 3.0f);
+    fill(delta, N * H, 1.0f);
+    fill(db, H, 0.5f);
+    fill(dn, H, 2.0f);
+    fill(w, H, 2.0f);
+    fill(b, H, 1.0f);
+    memcpy(x0, x, sizeof(x));
+    infer_ref_norm_residual(x, delta, db, dn, w, b, NULL, N, H, 1e-5f, out);
+    for (i = 0; i < N; i++) {
+        ss = 0.0;
+        for (j = 0; j < H; j++) {
+            v = (double) delta[i * H + j] + db[j];
+            ss += v * v;
+        }
+        r = 1.0 / sqrt(ss / H + 1e-5);
+        mean = var = 0.0;
+        for (j = 0; j < H; j++) {
+            v = (double) delta[i * H + j] + db[j];
+            xs[i * H + j] = (double) x0[i * H + j] + v * r * dn[j];
+            mean += xs[i * H + j] / H;
+        }
+        for (j = 0; j < H; j++) {
+            var += (xs[i * H + j] - mean) * (xs[i * H + j] - mean) / H;
+        }
+        for (j = 0; j < H; j++) {
+            want[i * H + j] = (xs[i * H + j] - mean) / sqrt(var + 1e-5)
+                              * w[j] + b[j];
+        }
+    }
+    /* x is a float sum of values ~3: absolute float rounding */
+    ok(max_rel(x, xs, N * H, 1.0) < 1e-6,
+       "norm: x += rmsnorm(delta + bias) * post");
+    ok(max_rel(out, want, N * H, 1e-3) < 1e-5,
+       "norm: LayerNorm (x - mean) / std * w + b");
 }
 
 static void
@@ -145,7 +205,8 @@ test_rope(void)
 
     fill(row, W, 1.0f);
     memcpy(orig, row, sizeof(row));
-    infer_ref_rope_qkv(row, W, NULL, &pos0, inv, 1, NH, NKV, HD);
+    infer_ref_rope_qkv(row, W, NULL, NULL, NULL, 0.0f, &pos0, inv, NULL, HD,
+                       1.0f, 1, NH, NKV, HD);
     for (j = 0; j < W; j++) {
         ok_id &= row[j] == orig[j];
     }
@@ -156,7 +217,8 @@ test_rope(void)
     memset(row, 0, sizeof(row));
     row[HD + 1] = 1.0f;             /* q head 1, j = 1 */
     pos[0] = 7;
-    infer_ref_rope_qkv(row, W, NULL, pos, inv, 1, NH, NKV, HD);
+    infer_ref_rope_qkv(row, W, NULL, NULL, NULL, 0.0f, pos, inv, NULL, HD,
+                       1.0f, 1, NH, NKV, HD);
     want = 7.0 * inv[1];
     ok(fabs(row[HD + 1] - cos(want)) < 1e-6
        && fabs(row[HD + 1 + HD / 2] - sin(want)) < 1e-6
@@ -167,9 +229,11 @@ test_rope(void)
     fill(a, W, 1.0f);
     memcpy(b, a, sizeof(a));
     pos[0] = 3;
-    infer_ref_rope_qkv(a, W, NULL, pos, inv, 1, NH, NKV, HD);
+    infer_ref_rope_qkv(a, W, NULL, NULL, NULL, 0.0f, pos, inv, NULL, HD,
+                       1.0f, 1, NH, NKV, HD);
     pos[0] = 11;
-    infer_ref_rope_qkv(b, W, NULL, pos, inv, 1, NH, NKV, HD);
+    infer_ref_rope_qkv(b, W, NULL, NULL, NULL, 0.0f, pos, inv, NULL, HD,
+                       1.0f, 1, NH, NKV, HD);
     d1 = 0.0;
     d2 = 0.0;
     for (j = 0; j < HD; j++) {
@@ -184,7 +248,8 @@ test_rope(void)
     fill(bias, W, 0.5f);
     memcpy(orig, row, sizeof(row));
     pos[0] = 0;
-    infer_ref_rope_qkv(row, W, bias, pos, inv, 1, NH, NKV, HD);
+    infer_ref_rope_qkv(row, W, bias, NULL, NULL, 0.0f, pos, inv, NULL, HD,
+                       1.0f, 1, NH, NKV, HD);
     ok_id = 1;
     for (j = 0; j < W; j++) {
         ok_id &= row[j] == orig[j] + bias[j];
@@ -193,23 +258,67 @@ test_rope(void)
     fill(row, W, 1.0f);
     memcpy(orig, row, sizeof(row));
     pos[0] = 5;
-    infer_ref_rope_qkv(row, W, NULL, pos, inv, 1, NH, NKV, HD);
+    infer_ref_rope_qkv(row, W, NULL, NULL, NULL, 0.0f, pos, inv, NULL, HD,
+                       1.0f, 1, NH, NKV, HD);
     ok(memcmp(row + (NH + NKV) * HD, orig + (NH + NKV) * HD,
               NKV * HD * sizeof(float)) == 0
        && memcmp(row, orig, HD * sizeof(float)) != 0,
        "rope: q rotated, v untouched");
+
+    /* q/k norms before the rotation, a partial rotary dim, the cos/sin
+     * factor and per-sequence frequency rows */
+    {
+        float   qn[HD], kn[HD], inv2[2][3], r0[W];
+        int32_t rowsel[1] = { 1 }, p2[1] = { 5 };
+        double  ss = 0.0, sc, x1, x2, ang;
+        int     okn = 1;
+
+        fill(qn, HD, 1.5f);
+        fill(kn, HD, 1.5f);
+        inv2[0][0] = 0.5f;
+        inv2[0][1] = 0.25f;
+        inv2[0][2] = 0.125f;
+        inv2[1][0] = 0.3f;
+        inv2[1][1] = 0.2f;
+        inv2[1][2] = 0.1f;
+        fill(r0, W, 1.0f);
+        memcpy(orig, r0, sizeof(r0));
+        /* the token reads frequency row 1; rot 6 of 10 */
+        infer_ref_rope_qkv(r0, 0, NULL, qn, kn, 1e-6f, p2, &inv2[0][0],
+                           rowsel, 6, 0.9f, 1, NH, NKV, HD);
+        for (j = 0; j < HD; j++) {
+            ss += (double) orig[NH * HD + j] * orig[NH * HD + j];
+        }
+        sc = 1.0 / sqrt(ss / HD + 1e-6);        /* k head 0 */
+        for (j = 0; j < 3; j++) {
+            ang = (double) (5.0f * inv2[1][j]);
+            x1 = kn[j] * (orig[NH * HD + j] * sc);
+            x2 = kn[j + 3] * (orig[NH * HD + j + 3] * sc);
+            okn &= fabs(r0[NH * HD + j]
+                        - (x1 * cos(ang) - x2 * sin(ang)) * 0.9) < 1e-5
+                   && fabs(r0[NH * HD + j + 3]
+                           - (x2 * cos(ang) + x1 * sin(ang)) * 0.9) < 1e-5;
+        }
+        for (j = 6; j < HD; j++) {
+            okn &= fabs(r0[NH * HD + j]
+                        - kn[j] * (orig[NH * HD + j] * sc)) < 1e-6;
+        }
+        ok(okn, "rope: k_norm, then rot 6 of 10 dims by row 1's "
+           "frequencies, scaled; dims 6.. only normed");
+    }
 }
 
 static void
-test_swiglu(void)
+test_act(void)
 {
     enum { N = 3, I = 41 };
-    float  gu[N * 2 * I], out[N * I];
-    double want[N * I], g;
+    float  gu[N * 2 * I], bias[2 * I], out[N * 2 * I];
+    double want[N * I], g, u;
     int    t, i;
 
     fill(gu, N * 2 * I, 6.0f);
-    infer_ref_swiglu(gu, N, I, out);
+    fill(bias, 2 * I, 0.5f);
+    infer_ref_act(gu, NULL, N, I, 1, INFER_KACT_SILU, out);
     for (t = 0; t < N; t++) {
         for (i = 0; i < I; i++) {
             g = gu[t * 2 * I + i];
@@ -219,7 +328,37 @@ test_swiglu(void)
         }
     }
     ok(max_rel(out, want, N * I, 1e-6) < 1e-6,
-       "swiglu: matches g*sigmoid(g)*u");
+       "act: swiglu matches g*sigmoid(g)*u");
+    infer_ref_act(gu, bias, N, I, 1, INFER_KACT_GELU_TANH, out);
+    for (t = 0; t < N; t++) {
+        for (i = 0; i < I; i++) {
+            g = gu[t * 2 * I + i] + (double) bias[i];
+            u = gu[t * 2 * I + I + i] + (double) bias[I + i];
+            want[t * I + i] = 0.5 * g * (1 + tanh(0.7978845608028654
+                                                  * (g + 0.044715 * g * g
+                                                     * g))) * u;
+        }
+    }
+    ok(max_rel(out, want, N * I, 1e-6) < 1e-6,
+       "act: geglu (tanh) with biases");
+    infer_ref_act(gu, bias, 2 * N, I, 0, INFER_KACT_GELU, out);
+    for (i = 0; i < I; i++) {
+        g = gu[I + i] + (double) bias[i];          /* row 1 of [2N][I] */
+        want[i] = g * 0.5 * erfc(-g / sqrt(2.0));
+    }
+    ok(max_rel(out + I, want, I, 1e-6) < 1e-6,
+       "act: plain gelu (erf) over up + bias, not gated");
+}
+
+static void
+test_softcap(void)
+{
+    float  x[3] = { 0.0f, 100.0f, -1.5f };
+
+    infer_ref_softcap(x, 3, 30.0f);
+    ok(x[0] == 0.0f && fabs(x[1] - 30 * tanh(100.0 / 30)) < 1e-5
+       && x[1] < 30.0f && fabs(x[2] - 30 * tanh(-0.05)) < 1e-6,
+       "softcap: cap * tanh(x / cap), bounded by cap");
 }
 
 /*
@@ -317,9 +456,51 @@ test_kv_and_attention(void)
         }
     }
     infer_ref_attention(qkv, W, kc, vc, positions, seqs, bt, MB, BS, n, NH,
-                        NKV, HD, (float) (1.0 / sqrt(HD)), out, NH * HD);
+                        NKV, HD, (float) (1.0 / sqrt(HD)), 0, 0.0f, out,
+                        NH * HD);
     ok(max_rel(out, want, (size_t) n * NH * HD, 1e-2) < 1e-5,
        "attention: paged GQA matches contiguous recomputation");
+    /* a window of 5 keys and a soft-cap of 0.5 (it bites: |s| ~ 1) */
+    for (t = 0; t < n; t++) {
+        int base = t - positions[t], lo = positions[t] - 4 > 0
+                                          ? positions[t] - 4 : 0;
+
+        for (h = 0; h < NH; h++) {
+            kvh = h * NKV / NH;
+            mx = -INFINITY;
+            for (p = lo; p <= positions[t]; p++) {
+                s[p] = 0.0;
+                for (d = 0; d < HD; d++) {
+                    s[p] += (double) qkv[t * W + h * HD + d]
+                            * qkv[(base + p) * W + NH * HD + kvh * HD + d];
+                }
+                s[p] = tanh(s[p] / sqrt((double) HD) / 0.5) * 0.5;
+                mx = s[p] > mx ? s[p] : mx;
+            }
+            sum = 0.0;
+            for (p = lo; p <= positions[t]; p++) {
+                sum += exp(s[p] - mx);
+            }
+            for (d = 0; d < HD; d++) {
+                acc = 0.0;
+                for (p = lo; p <= positions[t]; p++) {
+                    acc += exp(s[p] - mx) / sum
+                           * qkv[(base + p) * W + (NH + NKV) * HD + kvh * HD
+                                 + d];
+                }
+                want[(t * NH + h) * HD + d] = acc;
+            }
+        }
+    }
+    infer_ref_attention(qkv, W, kc, vc, positions, seqs, bt, MB, BS, n, NH,
+                        NKV, HD, (float) (1.0 / sqrt(HD)), 5, 0.5f, out,
+                        NH * HD);
+    ok(max_rel(out, want, (size_t) n * NH * HD, 1e-2) < 1e-5,
+       "attention: sliding window of 5 and soft-cap 0.5 match");
+    infer_ref_attention(qkv, W, kc, vc, positions, seqs, bt, MB, BS, n, NH,
+                        NKV, HD, (float) (1.0 / sqrt(HD)), 0, 0.0f, out,
+                        NH * HD);
+
     /* position 0 sees only itself: output = its own v exactly */
     ok(memcmp(out, qkv + (NH + NKV) * HD, HD * sizeof(float)) == 0,
        "attention: first position returns its value vector");
@@ -401,8 +582,10 @@ main(void)
 {
     test_embed();
     test_rmsnorm();
+    test_layernorm();
     test_rope();
-    test_swiglu();
+    test_act();
+    test_softcap();
     test_kv_and_attention();
     test_plan();
     test_sample_rows();

@@ -36,6 +36,9 @@ static inline int emu_linear() {
     return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
 }
 static inline void __syncthreads() { emu_block_bar->arrive_and_wait(); }
+static inline void __syncwarp(unsigned = 0xffffffffu) {
+    emu_warp_bar[emu_linear() / 32]->arrive_and_wait();
+}
 
 template <class T> static inline T emu_exchange(T v, int src) {
     int id = emu_linear(), w = id / 32, lane = id % 32;

@@ -1,32 +1,39 @@
 /*
  * CUDA backend: fp16 weights and activations, an fp32 residual stream,
  * fp32 accumulation everywhere (cuBLAS GEMMs with fp32 compute on tensor
- * cores, our kernels for the rest).  The forward pass is the Hugging Face
- * Llama one, op for op:
+ * cores, our kernels for the rest).  One forward pass for every family,
+ * reading the model's configuration as the CPU backend does:
  *
- *     x = embed[token]
- *     per layer:  h = rmsnorm(x) * w_attn_norm
- *                 q, k, v = h Wqkv^T (+ bias);  rope(q, k);  cache <- k, v
- *                 x += attention(q, cache) Wo^T
- *                 h = rmsnorm(x) * w_mlp_norm
- *                 x += (silu(h Wg^T) * h Wu^T) Wd^T
- *     logits = (rmsnorm(x) * w_final) lm_head^T    (rows that need them)
+ *     x = embed[token] * embed_scale (+ pos_embed[position])
+ *     h = norm(x) * w_attn_norm
+ *     per layer:  q, k, v = h Wqkv^T;  + bias, q/k norm, rope(q, k)
+ *                 cache <- k, v
+ *                 a = attention(q, cache)   (window, soft-cap, scale)
+ *                 x += post_norm(a Wo^T + bo);  h = norm(x) * w_mlp_norm
+ *                 m = act(h Wgu^T + b)  (gated: act(gate) * up)
+ *                 x += post_norm(m Wd^T + bd);  h = norm(x) * w_next
+ *     logits = softcap((norm(x) * w_final) lm_head^T)    (rows that need
+ *                                                          them)
  *
- * q/k/v and gate/up are fused into one weight each, so a layer is four
- * GEMMs.  Steps whose launch shape repeats (decode: one token per
- * sequence) are captured once as a CUDA graph and replayed; every launch
- * then reads the step's metadata from one device buffer that is refreshed
- * by a single copy before the replay.
+ * q/k/v and gate/up are fused into one weight each (whatever the file
+ * stores: split, fused or Conv1D views), so a layer is four GEMMs; each
+ * residual add rides on the next norm's kernel.  Steps whose launch shape
+ * repeats (decode: one token per sequence) are captured once as a CUDA
+ * graph and replayed; every launch then reads the step's metadata from
+ * one device buffer that is refreshed by a single copy before the replay
+ * (with the RoPE frequencies of each sequence, when they depend on its
+ * length).
  *
  * Tensor parallelism (tp > 1) follows the CPU backend: each rank, one GPU
  * driven by one host thread, holds a Megatron shard (its query/key/value
  * heads and gate/up rows; o_proj and down_proj by input columns) and the
  * KV cache of its kv heads; the two partial products of a layer are
- * summed by an NCCL all-reduce on the rank's stream.  Embeddings and norms
- * are replicated; rank 0 alone computes logits and samples.  The KV
- * budget (kv_cache_bytes) covers a block on every rank, as on the CPU, so
- * each GPU holds 1/tp of it.  INFER_CUDA_NCCL=1 sends a single rank's
- * all-reduces through NCCL too, to run that path on one GPU.
+ * summed by an NCCL all-reduce on the rank's stream, and their biases
+ * added after it.  Embeddings and norms are replicated; rank 0 alone
+ * computes logits and samples.  The KV budget (kv_cache_bytes) covers a
+ * block on every rank, as on the CPU, so each GPU holds 1/tp of it.
+ * INFER_CUDA_NCCL=1 sends a single rank's all-reduces through NCCL too,
+ * to run that path on one GPU.
  */
 #include <math.h>
 #include <stdio.h>
@@ -38,26 +45,33 @@
 #include "comm_nccl.h"
 #include "crew.h"
 #include "attention.h"
+#include "act.h"
 #include "embed.h"
 #include "kvcache.h"
-#include "rmsnorm.h"
+#include "norm.h"
 #include "rope.h"
 #include "rope_freq.h"
 #include "sample.h"
-#include "swiglu.h"
+#include "softcap.h"
 
 #define CUDA_GRAPHS_MAX     32
 #define CUDA_BLAS_WORKSPACE (32u << 20)
 #define CUDA_ALIGN          256
 
 typedef struct {
-    uint16_t   *attn_norm;
+    uint16_t   *attn_norm, *attn_norm_b;  /* b: LayerNorm's */
     uint16_t   *wqkv;          /* [(nh + 2 nkv) hd][hidden] */
-    uint16_t   *bqkv;          /* NULL unless qkv_bias */
-    uint16_t   *wo;            /* [hidden][nh hd] */
-    uint16_t   *mlp_norm;
-    uint16_t   *w_gate_up;     /* [2 inter][hidden] */
-    uint16_t   *w_down;        /* [hidden][inter] */
+    uint16_t   *bqkv;          /* or NULL */
+    uint16_t   *q_norm, *k_norm;          /* [hd] or NULL */
+    uint16_t   *wo, *bo;       /* [hidden][nh hd], [hidden] or NULL */
+    uint16_t   *post_attn_norm;           /* or NULL */
+    uint16_t   *mlp_norm, *mlp_norm_b;
+    uint16_t   *w_in;          /* [2 inter][hidden] gate | up, or [inter] */
+    uint16_t   *b_in;          /* or NULL */
+    uint16_t   *w_down, *b_down;          /* [hidden][inter], [hidden] */
+    uint16_t   *post_mlp_norm;
+    float       scale;         /* of the attention scores */
+    int         window;        /* 0: the whole context */
 } cuda_layer_t;
 
 /* Launch shape of a step: equal keys replay the same graph. */
@@ -81,7 +95,7 @@ typedef struct {
     cuda_shape_t shape;
     int          split_len;
     size_t       tokens, positions, seqs, logit_rows, tiles, dec_tok;
-    size_t       block_table, total;
+    size_t       block_table, freqs, total;
 } cuda_plan_t;
 
 typedef struct cuda_backend cuda_backend_t;
@@ -104,10 +118,13 @@ typedef struct {
 
     void                 *weights;          /* one allocation */
     uint16_t             *embed;
-    uint16_t             *final_norm;
+    uint16_t             *pos_embed;        /* or NULL */
+    uint16_t             *final_norm, *final_norm_b;
     uint16_t             *lm_head;
     cuda_layer_t         *layers;
-    float                *inv_freq;
+    float                *inv_freq;         /* [rot / 2], or NULL */
+    int                   freq_rows;        /* per sequence, in d_meta */
+    int                   in_width;         /* gate | up or up columns */
 
     uint16_t             *kv;               /* [layer][k, v][pool] */
     size_t                pool_elems;
@@ -207,196 +224,213 @@ cuda_alloc(void **p, size_t bytes, const char *what, char *err,
 
 /* ---- loading -------------------------------------------------------- */
 
-static int
-check_shape(const infer_tensor_t *t, int64_t rows, int64_t cols, char *err,
-    size_t errlen)
-{
-    int64_t r = t->ndim == 1 ? 1 : t->shape[0];
-    int64_t c = t->ndim == 1 ? t->shape[0] : t->shape[1];
-
-    if (r != rows || c != cols) {
-        snprintf(err, errlen, "backend=cuda: tensor %s in %s has shape "
-                 "[%lld, %lld], expected [%lld, %lld]", t->name, t->file,
-                 (long long) r, (long long) c, (long long) rows,
-                 (long long) cols);
-        return -1;
-    }
-    return 0;
-}
-
-/* Rows [r0, r0 + nr) x columns [c0, c0 + nc) of a tensor: a rank's shard
- * (a 1-D tensor is one row). */
+/* Rows [r0, r0 + nr) x columns [c0, c0 + nc) of a tensor or view: a
+ * rank's shard (a 1-D tensor is one row). */
 typedef struct {
     const infer_tensor_t *t;
     int64_t               r0, nr, c0, nc;
 } cuda_slice_t;
 
 /*
- * Copies slices (stacked by rows: q, k, v or gate, up) into dst as fp16
- * through a host staging buffer; only the shard is read from the mapping.
+ * Where a rank's weights go in its one allocation.  load_weights lays
+ * them out twice: a dry run (base NULL) that only adds up the sizes, then
+ * the run that uploads.
+ */
+typedef struct {
+    char      *base;
+    size_t     off;
+    uint16_t  *stage;           /* host staging, stage_elems halves */
+    float      norm_offset;     /* Gemma's 1 in (1 + w) */
+} cuda_loader_t;
+
+/*
+ * Copies slices (stacked by rows: q, k, v or gate, up) to the next place
+ * in the allocation as fp16, through the staging buffer; only the shard
+ * is read from the mapping.  A norm's weight gets the family's offset
+ * first, in float32 as transformers adds it.
  */
 static int
-upload_slices(uint16_t *dst, const cuda_slice_t *s, int n, uint16_t *stage,
-    char *err, size_t errlen)
+put(cuda_loader_t *ld, uint16_t **dst, const cuda_slice_t *s, int n,
+    int norm, char *err, size_t errlen)
 {
-    size_t off = 0;
-    int    i;
+    size_t  elems = 0, off = 0;
+    float  *f;
+    int64_t j;
+    int     i;
 
     for (i = 0; i < n; i++) {
-        infer_tensor_read_f16(s[i].t, s[i].r0, s[i].nr, s[i].c0, s[i].nc,
-                              stage + off);
+        elems += (size_t) s[i].nr * s[i].nc;
+    }
+    *dst = ld->base == NULL ? NULL : (uint16_t *) (ld->base + ld->off);
+    ld->off += align_up(elems * 2);
+    if (ld->base == NULL) {
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        if (norm && ld->norm_offset != 0.0f) {
+            f = malloc((size_t) s[i].nc * sizeof(float));
+            if (f == NULL) {
+                snprintf(err, errlen, "backend=cuda: out of host memory");
+                return -1;
+            }
+            infer_tensor_read_f32(s[i].t, 0, 1, s[i].c0, s[i].nc, f);
+            for (j = 0; j < s[i].nc; j++) {
+                ld->stage[off + j] = infer_float_to_half(ld->norm_offset
+                                                         + f[j]);
+            }
+            free(f);
+        } else {
+            infer_tensor_read_f16(s[i].t, s[i].r0, s[i].nr, s[i].c0,
+                                  s[i].nc, ld->stage + off);
+        }
         off += (size_t) s[i].nr * s[i].nc;
     }
-    CUDA_CHECK(cudaMemcpy(dst, stage, off * sizeof(uint16_t),
+    CUDA_CHECK(cudaMemcpy(*dst, ld->stage, off * sizeof(uint16_t),
                           cudaMemcpyHostToDevice));
-    return 0;
-}
-
-static int
-check_model(const infer_model_t *m, char *err, size_t errlen)
-{
-    const infer_model_config_t  *c = &m->cfg;
-    const infer_layer_weights_t *lw;
-    int64_t  H = c->hidden_size, I = c->intermediate_size;
-    int64_t  qd = (int64_t) c->num_heads * c->head_dim;
-    int64_t  kd = (int64_t) c->num_kv_heads * c->head_dim;
-    int64_t  V = c->vocab_size;
-    int      l, tied = m->lm_head == m->embed || m->lm_head == NULL;
-
-    if (check_shape(m->embed, V, H, err, errlen) != 0
-        || check_shape(m->final_norm, 1, H, err, errlen) != 0
-        || (!tied && check_shape(m->lm_head, V, H, err, errlen) != 0))
-    {
-        return -1;
-    }
-    for (l = 0; l < c->num_layers; l++) {
-        lw = &m->layers[l];
-        if (check_shape(lw->attn_norm, 1, H, err, errlen) != 0
-            || check_shape(lw->wq, qd, H, err, errlen) != 0
-            || check_shape(lw->wk, kd, H, err, errlen) != 0
-            || check_shape(lw->wv, kd, H, err, errlen) != 0
-            || check_shape(lw->wo, H, qd, err, errlen) != 0
-            || check_shape(lw->mlp_norm, 1, H, err, errlen) != 0
-            || check_shape(lw->w_gate, I, H, err, errlen) != 0
-            || check_shape(lw->w_up, I, H, err, errlen) != 0
-            || check_shape(lw->w_down, H, I, err, errlen) != 0)
-        {
-            return -1;
-        }
-        if (c->qkv_bias
-            && (lw->bq == NULL || lw->bk == NULL || lw->bv == NULL
-                || check_shape(lw->bq, 1, qd, err, errlen) != 0
-                || check_shape(lw->bk, 1, kd, err, errlen) != 0
-                || check_shape(lw->bv, 1, kd, err, errlen) != 0))
-        {
-            if (lw->bq == NULL || lw->bk == NULL || lw->bv == NULL) {
-                snprintf(err, errlen, "backend=cuda: layer %d: qkv bias "
-                         "tensors missing", l);
-            }
-            return -1;
-        }
-    }
     return 0;
 }
 
 /*
  * The rank's shard (cb->cfg holds its head and column counts): query,
- * key and value heads [rank * heads, +heads), gate/up rows and down_proj
- * columns [i0, i0 + inter), o_proj columns of its heads.  Embeddings and
- * norms are replicated; lm_head (when not tied) lives on rank 0 only.
+ * key and value heads [rank * heads, +heads) and their biases, gate/up
+ * rows and down_proj columns [i0, i0 + inter), o_proj columns of its
+ * heads.  Embeddings, norms and the output biases (added after the
+ * all-reduce) are replicated; lm_head (when not tied) lives on rank 0
+ * only.
  */
+static int
+lay_out(cuda_rank_t *cb, const infer_model_t *m, cuda_loader_t *ld,
+    char *err, size_t errlen)
+{
+    const infer_model_config_t  *c = &cb->cfg;
+    const infer_layer_weights_t *lw;
+    cuda_layer_t                *ly;
+    int64_t  H = c->hidden_size, I = c->intermediate_size;
+    int64_t  qd = (int64_t) c->num_heads * c->head_dim;
+    int64_t  kd = (int64_t) c->num_kv_heads * c->head_dim;
+    int64_t  q0 = cb->rank * qd, k0 = cb->rank * kd, i0 = cb->inter0;
+    int64_t  V = c->vocab_size, hd = c->head_dim;
+    int      l, tied = m->lm_head == m->embed;
+
+#define PUT(dst, norm, ...)                                                 \
+    do {                                                                    \
+        const cuda_slice_t list_[] = { __VA_ARGS__ };                       \
+        if (put(ld, &(dst), list_, sizeof(list_) / sizeof(list_[0]), norm,  \
+                err, errlen) != 0)                                          \
+        {                                                                   \
+            return -1;                                                      \
+        }                                                                   \
+    } while (0)
+#define VEC(dst, t, norm, c0, nc)                                           \
+    do {                                                                    \
+        (dst) = NULL;                                                       \
+        if ((t) != NULL) {                                                  \
+            PUT(dst, norm, { t, 0, 1, c0, nc });                            \
+        }                                                                   \
+    } while (0)
+
+    PUT(cb->embed, 0, { m->embed, 0, V, 0, H });
+    cb->pos_embed = NULL;
+    if (m->pos_embed != NULL) {
+        PUT(cb->pos_embed, 0, { m->pos_embed, 0, m->pos_embed->shape[0], 0,
+                                H });
+    }
+    cb->lm_head = cb->embed;
+    if (!tied) {
+        cb->lm_head = NULL;
+        if (cb->rank == 0) {
+            PUT(cb->lm_head, 0, { m->lm_head, 0, V, 0, H });
+        }
+    }
+    VEC(cb->final_norm, m->final_norm, 1, 0, H);
+    VEC(cb->final_norm_b, m->final_norm_b, 0, 0, H);
+    for (l = 0; l < c->num_layers; l++) {
+        lw = &m->layers[l];
+        ly = &cb->layers[l];
+        ly->scale = infer_model_attn_scale(c, l);
+        ly->window = infer_model_window(c, l);
+        VEC(ly->attn_norm, lw->attn_norm, 1, 0, H);
+        VEC(ly->attn_norm_b, lw->attn_norm_b, 0, 0, H);
+        PUT(ly->wqkv, 0, { lw->wq, q0, qd, 0, H }, { lw->wk, k0, kd, 0, H },
+            { lw->wv, k0, kd, 0, H });
+        ly->bqkv = NULL;
+        if (lw->bq != NULL) {
+            PUT(ly->bqkv, 0, { lw->bq, 0, 1, q0, qd },
+                { lw->bk, 0, 1, k0, kd }, { lw->bv, 0, 1, k0, kd });
+        }
+        VEC(ly->q_norm, lw->q_norm, 1, 0, hd);
+        VEC(ly->k_norm, lw->k_norm, 1, 0, hd);
+        PUT(ly->wo, 0, { lw->wo, 0, H, q0, qd });
+        VEC(ly->bo, lw->bo, 0, 0, H);
+        VEC(ly->post_attn_norm, lw->post_attn_norm, 1, 0, H);
+        VEC(ly->mlp_norm, lw->mlp_norm, 1, 0, H);
+        VEC(ly->mlp_norm_b, lw->mlp_norm_b, 0, 0, H);
+        ly->b_in = NULL;
+        if (lw->w_gate != NULL) {
+            PUT(ly->w_in, 0, { lw->w_gate, i0, I, 0, H },
+                { lw->w_up, i0, I, 0, H });
+            if (lw->b_up != NULL) {
+                PUT(ly->b_in, 0, { lw->b_gate, 0, 1, i0, I },
+                    { lw->b_up, 0, 1, i0, I });
+            }
+        } else {
+            PUT(ly->w_in, 0, { lw->w_up, i0, I, 0, H });
+            VEC(ly->b_in, lw->b_up, 0, i0, I);
+        }
+        PUT(ly->w_down, 0, { lw->w_down, 0, H, i0, I });
+        VEC(ly->b_down, lw->b_down, 0, 0, H);
+        VEC(ly->post_mlp_norm, lw->post_mlp_norm, 1, 0, H);
+    }
+#undef PUT
+#undef VEC
+    return 0;
+}
+
 static int
 load_weights(cuda_rank_t *cb, const infer_model_t *m, char *err,
     size_t errlen)
 {
     const infer_model_config_t *c = &cb->cfg;
-    const infer_layer_weights_t *lw;
-    int64_t  H = c->hidden_size, I = c->intermediate_size;
-    int64_t  qd = (int64_t) c->num_heads * c->head_dim;
-    int64_t  kd = (int64_t) c->num_kv_heads * c->head_dim;
-    int64_t  q0 = cb->rank * qd, k0 = cb->rank * kd, i0 = cb->inter0;
-    int64_t  qkv = qd + 2 * kd, V = c->vocab_size, stage_elems;
-    size_t   per_layer, total, off;
-    uint16_t *stage;
-    char     *base;
-    int      l, tied = m->lm_head == m->embed || m->lm_head == NULL;
-    int      own_head = !tied && cb->rank == 0;
+    cuda_loader_t ld;
+    int64_t       H = c->hidden_size, V = c->vocab_size, most;
+    int64_t       qkv = (int64_t) (c->num_heads + 2 * c->num_kv_heads)
+                        * c->head_dim;
 
-    per_layer = align_up(H * 2) * 2 + align_up(qkv * H * 2)
-                + (c->qkv_bias ? align_up(qkv * 2) : 0)
-                + align_up(H * qd * 2) + align_up(2 * I * H * 2)
-                + align_up(H * I * 2);
-    total = align_up(V * H * 2) * (own_head ? 2 : 1) + align_up(H * 2)
-            + per_layer * c->num_layers;
-    if (cuda_alloc(&cb->weights, total, "weights", err, errlen) != 0) {
-        return -1;
-    }
     cb->layers = calloc(c->num_layers, sizeof(cuda_layer_t));
-    stage_elems = V * H;
-    stage_elems = stage_elems > qkv * H ? stage_elems : qkv * H;
-    stage_elems = stage_elems > 2 * I * H ? stage_elems : 2 * I * H;
-    stage = malloc((size_t) stage_elems * sizeof(uint16_t));
-    if (cb->layers == NULL || stage == NULL) {
-        free(stage);
-        snprintf(err, errlen, "backend=cuda: out of host memory staging "
-                 "weights (%.1f MiB)", stage_elems * 2 / 1048576.0);
+    if (cb->layers == NULL) {
+        snprintf(err, errlen, "backend=cuda: out of host memory");
         return -1;
     }
-
-    base = cb->weights;
-    off = 0;
-#define CARVE(ptr, elems)                                                   \
-    do {                                                                    \
-        (ptr) = (uint16_t *) (base + off);                                  \
-        off += align_up((size_t) (elems) * 2);                              \
-    } while (0)
-#define UPLOAD(dst, ...)                                                    \
-    do {                                                                    \
-        const cuda_slice_t list_[] = { __VA_ARGS__ };                       \
-        if (upload_slices(dst, list_, sizeof(list_) / sizeof(list_[0]),     \
-                          stage, err, errlen) != 0)                         \
-        {                                                                   \
-            free(stage);                                                    \
-            return -1;                                                      \
-        }                                                                   \
-    } while (0)
-
-    CARVE(cb->embed, V * H);
-    UPLOAD(cb->embed, { m->embed, 0, V, 0, H });
-    cb->lm_head = NULL;
-    if (tied) {
-        cb->lm_head = cb->embed;
-    } else if (own_head) {
-        CARVE(cb->lm_head, V * H);
-        UPLOAD(cb->lm_head, { m->lm_head, 0, V, 0, H });
+    memset(&ld, 0, sizeof(ld));
+    ld.norm_offset = c->norm_offset;
+    if (lay_out(cb, m, &ld, err, errlen) != 0
+        || cuda_alloc(&cb->weights, ld.off, "weights", err, errlen) != 0)
+    {
+        return -1;
     }
-    CARVE(cb->final_norm, H);
-    UPLOAD(cb->final_norm, { m->final_norm, 0, 1, 0, H });
-    for (l = 0; l < c->num_layers; l++) {
-        lw = &m->layers[l];
-        CARVE(cb->layers[l].attn_norm, H);
-        UPLOAD(cb->layers[l].attn_norm, { lw->attn_norm, 0, 1, 0, H });
-        CARVE(cb->layers[l].wqkv, qkv * H);
-        UPLOAD(cb->layers[l].wqkv, { lw->wq, q0, qd, 0, H },
-               { lw->wk, k0, kd, 0, H }, { lw->wv, k0, kd, 0, H });
-        if (c->qkv_bias) {
-            CARVE(cb->layers[l].bqkv, qkv);
-            UPLOAD(cb->layers[l].bqkv, { lw->bq, 0, 1, q0, qd },
-                   { lw->bk, 0, 1, k0, kd }, { lw->bv, 0, 1, k0, kd });
-        }
-        CARVE(cb->layers[l].wo, H * qd);
-        UPLOAD(cb->layers[l].wo, { lw->wo, 0, H, q0, qd });
-        CARVE(cb->layers[l].mlp_norm, H);
-        UPLOAD(cb->layers[l].mlp_norm, { lw->mlp_norm, 0, 1, 0, H });
-        CARVE(cb->layers[l].w_gate_up, 2 * I * H);
-        UPLOAD(cb->layers[l].w_gate_up, { lw->w_gate, i0, I, 0, H },
-               { lw->w_up, i0, I, 0, H });
-        CARVE(cb->layers[l].w_down, H * I);
-        UPLOAD(cb->layers[l].w_down, { lw->w_down, 0, H, i0, I });
+    /* the largest upload: embedding, positions, qkv, gate/up, o, down */
+    most = V * H;
+    if (m->pos_embed != NULL && (int64_t) c->max_position * H > most) {
+        most = (int64_t) c->max_position * H;
     }
-#undef CARVE
-#undef UPLOAD
-    free(stage);
+    most = most > qkv * H ? most : qkv * H;
+    most = most > (int64_t) cb->in_width * H ? most
+                                             : (int64_t) cb->in_width * H;
+    most = most > H * c->num_heads * c->head_dim ? most
+           : H * c->num_heads * c->head_dim;
+    ld.stage = malloc((size_t) most * sizeof(uint16_t));
+    if (ld.stage == NULL) {
+        snprintf(err, errlen, "backend=cuda: out of host memory staging "
+                 "weights (%.1f MiB)", most * 2 / 1048576.0);
+        return -1;
+    }
+    ld.base = cb->weights;
+    ld.off = 0;
+    if (lay_out(cb, m, &ld, err, errlen) != 0) {
+        free(ld.stage);
+        return -1;
+    }
+    free(ld.stage);
     return 0;
 }
 
@@ -451,19 +485,6 @@ rank_release(cuda_rank_t *cb)
 static int
 check_config(const infer_model_config_t *c, char *err, size_t errlen)
 {
-    /* what this backend's forward does not compute yet */
-    if (c->norm != INFER_NORM_RMS || c->norm_offset != 0.0f
-        || c->post_norms || c->qk_norm || c->o_bias || c->mlp_bias
-        || c->act != INFER_ACT_SILU || !c->gated_mlp || c->learned_pos
-        || c->embed_scale != 1.0f || c->attn_softcap != 0.0f
-        || c->final_softcap != 0.0f || c->sliding_window != 0
-        || c->rope.type != INFER_ROPE_DEFAULT || c->rope.dim != c->head_dim
-        || infer_model_attn_scale(c, 0) != (float) (1.0 / sqrt(c->head_dim)))
-    {
-        snprintf(err, errlen, "backend=cuda: model_type %s with these "
-                 "features is not supported on the GPU yet", c->model_type);
-        return -1;
-    }
     if (c->num_kv_heads <= 0 || c->num_heads % c->num_kv_heads != 0) {
         snprintf(err, errlen, "backend=cuda: num_attention_heads %d is not "
                  "a multiple of num_key_value_heads %d", c->num_heads,
@@ -476,7 +497,9 @@ check_config(const infer_model_config_t *c, char *err, size_t errlen)
                  c->num_heads / c->num_kv_heads, INFER_ATTN_ROWS);
         return -1;
     }
-    if (c->head_dim % 2 != 0 || c->head_dim > INFER_ATTN_MAX_HEAD) {
+    if (c->head_dim % 2 != 0 || c->head_dim > INFER_ATTN_MAX_HEAD
+        || c->head_dim > INFER_ROPE_MAX_HEAD)
+    {
         snprintf(err, errlen, "backend=cuda: head_dim %d unsupported (even, "
                  "at most %d)", c->head_dim, INFER_ATTN_MAX_HEAD);
         return -1;
@@ -491,7 +514,8 @@ alloc_buffers(cuda_rank_t *cb, char *err, size_t errlen)
     size_t T = cb->max_tokens, H = c->hidden_size, I = c->intermediate_size;
     size_t hd = c->head_dim, nh = c->num_heads, nkv = c->num_kv_heads;
     size_t slots = (size_t) cb->max_seqs * INFER_ATTN_MAX_SPLIT * nh;
-    float  inv_freq[INFER_ATTN_MAX_HEAD / 2];
+    size_t half = c->rope.dim / 2;
+    float  inv_freq[INFER_ROPE_MAX_HEAD / 2];
 
     if (cuda_alloc((void **) &cb->x, T * H * 4, "residual", err, errlen)
         || cuda_alloc((void **) &cb->h, T * H * 2, "normed", err, errlen)
@@ -501,9 +525,10 @@ alloc_buffers(cuda_rank_t *cb, char *err, size_t errlen)
                       err, errlen)
         || cuda_alloc((void **) &cb->proj, T * H * 2, "projection", err,
                       errlen)
-        || cuda_alloc((void **) &cb->gate_up, T * 2 * I * 2, "gate_up", err,
+        || cuda_alloc((void **) &cb->gate_up, T * cb->in_width * 2,
+                      "gate_up", err, errlen)
+        || cuda_alloc((void **) &cb->act, T * I * 2, "activation", err,
                       errlen)
-        || cuda_alloc((void **) &cb->act, T * I * 2, "swiglu", err, errlen)
         || cuda_alloc((void **) &cb->logits,
                       (size_t) cb->max_logits * c->vocab_size * 4, "logits",
                       err, errlen)
@@ -511,8 +536,6 @@ alloc_buffers(cuda_rank_t *cb, char *err, size_t errlen)
                       "attention partials", err, errlen)
         || cuda_alloc((void **) &cb->part_o, slots * hd * 4,
                       "attention partials", err, errlen)
-        || cuda_alloc((void **) &cb->inv_freq, hd / 2 * 4, "rope", err,
-                      errlen)
         || cuda_alloc((void **) &cb->d_rows,
                       cb->max_logits * sizeof(infer_sample_row_t),
                       "sampling", err, errlen)
@@ -536,9 +559,19 @@ alloc_buffers(cuda_rank_t *cb, char *err, size_t errlen)
     CUDA_CHECK(cudaMallocHost((void **) &cb->h_rows,
                               cb->max_logits * sizeof(infer_sample_row_t)));
     CUDA_CHECK(cudaMallocHost((void **) &cb->h_out, cb->max_logits * 4));
-    infer_rope_inv_freq(&c->rope, 1, inv_freq);
-    CUDA_CHECK(cudaMemcpy(cb->inv_freq, inv_freq, hd / 2 * 4,
-                          cudaMemcpyHostToDevice));
+    /* RoPE frequencies: once here, or per sequence with each step's
+     * metadata when they depend on its length */
+    cb->freq_rows = infer_rope_depends_on_length(&c->rope);
+    if (c->rope.type != INFER_ROPE_NONE && !cb->freq_rows) {
+        if (cuda_alloc((void **) &cb->inv_freq, half * 4, "rope", err,
+                       errlen) != 0)
+        {
+            return -1;
+        }
+        infer_rope_inv_freq(&c->rope, 1, inv_freq);
+        CUDA_CHECK(cudaMemcpy(cb->inv_freq, inv_freq, half * 4,
+                              cudaMemcpyHostToDevice));
+    }
     return 0;
 }
 
@@ -698,8 +731,7 @@ cuda_init(infer_backend_t *b, const infer_model_t *m,
                  "intermediate_size %d", tp, c->intermediate_size);
         return -1;
     }
-    if (check_config(c, err, errlen) != 0 || check_model(m, err, errlen) != 0)
-    {
+    if (check_config(c, err, errlen) != 0) {
         return -1;
     }
     devices = malloc(tp * sizeof(int));
@@ -749,6 +781,7 @@ cuda_init(infer_backend_t *b, const infer_model_t *m,
         cb->cfg.intermediate_size =
             (int) ((int64_t) c->intermediate_size * (r + 1) / tp)
             - cb->inter0;
+        cb->in_width = cb->cfg.intermediate_size * (c->gated_mlp ? 2 : 1);
         cb->block_size = p->block_size > 0 ? p->block_size : 16;
         cb->max_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
                                                  : 512;
@@ -919,9 +952,9 @@ static int
 plan_step(cuda_rank_t *cb, const infer_batch_t *bt, cuda_plan_t *pl,
     char *err, size_t errlen)
 {
-    size_t   n = bt->n_tokens, bt_ints;
+    size_t   n = bt->n_tokens, bt_ints, half = cb->cfg.rope.dim / 2;
     int32_t *h;
-    int      group = cb->cfg.num_heads / cb->cfg.num_kv_heads;
+    int      group = cb->cfg.num_heads / cb->cfg.num_kv_heads, s;
 
     bt_ints = (size_t) bt->n_seqs * bt->max_blocks;
     pl->tokens = 0;
@@ -931,7 +964,8 @@ plan_step(cuda_rank_t *cb, const infer_batch_t *bt, cuda_plan_t *pl,
     pl->logit_rows = 4 * n;
     pl->tiles = 4 * n + bt->n_logits;
     pl->block_table = 8 * n + bt->n_logits;
-    pl->total = pl->block_table + bt_ints;
+    pl->freqs = pl->block_table + bt_ints;
+    pl->total = pl->freqs + (cb->freq_rows ? (size_t) bt->n_seqs * half : 0);
     if (reserve_meta(cb, pl->total, err, errlen) != 0) {
         return -1;
     }
@@ -941,6 +975,13 @@ plan_step(cuda_rank_t *cb, const infer_batch_t *bt, cuda_plan_t *pl,
     memcpy(h + pl->seqs, bt->seq_of_token, n * 4);
     memcpy(h + pl->logit_rows, bt->logit_tokens, (size_t) bt->n_logits * 4);
     memcpy(h + pl->block_table, bt->block_table, bt_ints * 4);
+    /* length-dependent RoPE: each sequence's frequencies for its length
+     * after this step, as transformers computes them from the largest
+     * position of a forward call; float bits in the int32 buffer */
+    for (s = 0; cb->freq_rows && s < bt->n_seqs; s++) {
+        infer_rope_inv_freq(&cb->cfg.rope, bt->ctx_len[s],
+                            (float *) (h + pl->freqs + (size_t) s * half));
+    }
 
     pl->shape.n_tokens = bt->n_tokens;
     pl->shape.n_seqs = bt->n_seqs;
@@ -975,6 +1016,27 @@ gemm(cuda_rank_t *cb, const uint16_t *x, const uint16_t *w, void *y,
     return 0;
 }
 
+/* logits[rows][vocab] = h lm_head^T, soft-capped (Gemma-2), in fp32 */
+static int
+head(cuda_rank_t *cb, const uint16_t *h, int rows, char *err,
+    size_t errlen)
+{
+    const infer_model_config_t *c = &cb->cfg;
+
+    if (gemm(cb, h, cb->lm_head, cb->logits, CUDA_R_32F, rows, c->vocab_size,
+             c->hidden_size, "lm_head", err, errlen) != 0)
+    {
+        return -1;
+    }
+    if (c->final_softcap != 0.0f) {
+        KERNEL_CHECK("infer_cuda_softcap",
+                     infer_cuda_softcap(cb->logits,
+                                        (size_t) rows * c->vocab_size,
+                                        c->final_softcap, cb->stream));
+    }
+    return 0;
+}
+
 /*
  * Completes a partial product (o_proj, down_proj over this rank's heads
  * or columns) by summing it over the ranks, in place on the rank's stream.
@@ -1000,6 +1062,34 @@ all_reduce(cuda_rank_t *cb, int elems, const char *after, char *err,
     return 0;
 }
 
+/*
+ * The norm before a sublayer, fused with the residual add of the one
+ * before it: x += post_norm(delta + bias) (delta NULL: nothing to add),
+ * then h = norm(x) over n rows (or the rows listed).
+ */
+static int
+norm_step(cuda_rank_t *cb, const uint16_t *delta, const uint16_t *bias,
+    const uint16_t *post, const uint16_t *w, const uint16_t *b,
+    const int32_t *rows, int n, char *err, size_t errlen)
+{
+    infer_norm_args_t na;
+
+    na.x = cb->x;
+    na.delta = delta;
+    na.delta_bias = bias;
+    na.delta_norm = post;
+    na.w = w;
+    na.b = b;
+    na.rows = rows;
+    na.n = n;
+    na.hidden = cb->cfg.hidden_size;
+    na.eps = (float) cb->cfg.rms_norm_eps;
+    na.out = cb->h;
+    KERNEL_CHECK("infer_cuda_norm_residual",
+                 infer_cuda_norm_residual(&na, cb->stream));
+    return 0;
+}
+
 /* Every launch of a step, from the embedding to the logits; capturable. */
 static int
 enqueue_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
@@ -1007,14 +1097,14 @@ enqueue_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
 {
     const infer_model_config_t *c = &cb->cfg;
     const int32_t *meta = cb->d_meta;
-    cuda_layer_t  *ly;
+    cuda_layer_t  *ly, *next;
     void          *s = cb->stream;
     int            n = pl->shape.n_tokens, H = c->hidden_size;
     int            I = c->intermediate_size, hd = c->head_dim;
     int            nh = c->num_heads, nkv = c->num_kv_heads;
     int            qkvw = (nh + 2 * nkv) * hd, l;
-    float          eps = (float) c->rms_norm_eps;
     infer_attn_args_t a;
+    infer_rope_args_t r;
 
     memset(&a, 0, sizeof(a));
     a.q = cb->qkv;
@@ -1028,7 +1118,7 @@ enqueue_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
     a.nh = nh;
     a.nkv = nkv;
     a.head_dim = hd;
-    a.scale = (float) (1.0 / sqrt((double) hd));
+    a.softcap = c->attn_softcap;
     a.tiles = meta + pl->tiles;
     a.n_tiles = pl->shape.n_tiles;
     a.n_split = pl->shape.n_split;
@@ -1038,13 +1128,30 @@ enqueue_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
     a.dec_tok = meta + pl->dec_tok;
     a.n_dec = pl->shape.n_dec;
 
+    memset(&r, 0, sizeof(r));
+    r.qkv = cb->qkv;
+    r.stride = qkvw;
+    r.eps = (float) c->rms_norm_eps;
+    r.positions = meta + pl->positions;
+    r.inv_freq = cb->freq_rows ? (const float *) (meta + pl->freqs)
+                               : cb->inv_freq;
+    r.freq_row = cb->freq_rows ? meta + pl->seqs : NULL;
+    r.rot = c->rope.dim;
+    r.scale = infer_rope_scaling(&c->rope);
+    r.n = n;
+    r.nh = nh;
+    r.nkv = nkv;
+    r.head_dim = hd;
+
     KERNEL_CHECK("infer_cuda_embed",
-                 infer_cuda_embed(cb->embed, meta + pl->tokens, n, H, cb->x,
-                                  s));
-    KERNEL_CHECK("infer_cuda_rmsnorm_residual",
-                 infer_cuda_rmsnorm_residual(cb->x, NULL,
-                                             cb->layers[0].attn_norm, NULL,
-                                             n, H, eps, cb->h, s));
+                 infer_cuda_embed(cb->embed, cb->pos_embed,
+                                  meta + pl->tokens, meta + pl->positions, n,
+                                  H, c->embed_scale, cb->x, s));
+    if (norm_step(cb, NULL, NULL, NULL, cb->layers[0].attn_norm,
+                  cb->layers[0].attn_norm_b, NULL, n, err, errlen) != 0)
+    {
+        return -1;
+    }
     for (l = 0; l < c->num_layers; l++) {
         ly = &cb->layers[l];
         if (gemm(cb, cb->h, ly->wqkv, cb->qkv, CUDA_R_16F, n, qkvw, H,
@@ -1052,12 +1159,14 @@ enqueue_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
         {
             return -1;
         }
-        KERNEL_CHECK("infer_cuda_rope_qkv",
-                     infer_cuda_rope_qkv(cb->qkv, qkvw, ly->bqkv,
-                                         meta + pl->positions, cb->inv_freq,
-                                         n, nh, nkv, hd, s));
+        r.bias = ly->bqkv;
+        r.q_norm = ly->q_norm;
+        r.k_norm = ly->k_norm;
+        KERNEL_CHECK("infer_cuda_rope_qkv", infer_cuda_rope_qkv(&r, s));
         a.k_cache = cb->kv + (size_t) 2 * l * cb->pool_elems;
         a.v_cache = a.k_cache + cb->pool_elems;
+        a.scale = ly->scale;
+        a.window = ly->window;
         KERNEL_CHECK("infer_cuda_kv_write",
                      infer_cuda_kv_write(cb->qkv, qkvw, meta + pl->positions,
                                          meta + pl->seqs,
@@ -1069,21 +1178,18 @@ enqueue_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
         KERNEL_CHECK("infer_cuda_attention", infer_cuda_attention(&a, s));
         if (gemm(cb, cb->attn, ly->wo, cb->proj, CUDA_R_16F, n, H, nh * hd,
                  "o_proj", err, errlen) != 0
-            || all_reduce(cb, n * H, "o_proj", err, errlen) != 0)
+            || all_reduce(cb, n * H, "o_proj", err, errlen) != 0
+            || norm_step(cb, cb->proj, ly->bo, ly->post_attn_norm,
+                         ly->mlp_norm, ly->mlp_norm_b, NULL, n, err,
+                         errlen) != 0
+            || gemm(cb, cb->h, ly->w_in, cb->gate_up, CUDA_R_16F, n,
+                    cb->in_width, H, "gate_up_proj", err, errlen) != 0)
         {
             return -1;
         }
-        KERNEL_CHECK("infer_cuda_rmsnorm_residual",
-                     infer_cuda_rmsnorm_residual(cb->x, cb->proj,
-                                                 ly->mlp_norm, NULL, n, H,
-                                                 eps, cb->h, s));
-        if (gemm(cb, cb->h, ly->w_gate_up, cb->gate_up, CUDA_R_16F, n,
-                 2 * I, H, "gate_up_proj", err, errlen) != 0)
-        {
-            return -1;
-        }
-        KERNEL_CHECK("infer_cuda_swiglu",
-                     infer_cuda_swiglu(cb->gate_up, n, I, cb->act, s));
+        KERNEL_CHECK("infer_cuda_act",
+                     infer_cuda_act(cb->gate_up, ly->b_in, n, I,
+                                    c->gated_mlp, (int) c->act, cb->act, s));
         if (gemm(cb, cb->act, ly->w_down, cb->proj, CUDA_R_16F, n, H, I,
                  "down_proj", err, errlen) != 0
             || all_reduce(cb, n * H, "down_proj", err, errlen) != 0)
@@ -1091,25 +1197,28 @@ enqueue_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
             return -1;
         }
         if (l + 1 < c->num_layers) {
-            KERNEL_CHECK("infer_cuda_rmsnorm_residual",
-                         infer_cuda_rmsnorm_residual(
-                             cb->x, cb->proj, cb->layers[l + 1].attn_norm,
-                             NULL, n, H, eps, cb->h, s));
+            next = &cb->layers[l + 1];
+            if (norm_step(cb, cb->proj, ly->b_down, ly->post_mlp_norm,
+                          next->attn_norm, next->attn_norm_b, NULL, n, err,
+                          errlen) != 0)
+            {
+                return -1;
+            }
         }
     }
     if (cb->rank != 0) {
         return 0;
     }
     /* the last residual add and the final norm, only where logits go */
-    KERNEL_CHECK("infer_cuda_rmsnorm_residual",
-                 infer_cuda_rmsnorm_residual(cb->x, cb->proj, cb->final_norm,
-                                             meta + pl->logit_rows,
-                                             pl->shape.n_logits, H, eps,
-                                             cb->h, s));
+    ly = &cb->layers[c->num_layers - 1];
+    if (norm_step(cb, cb->proj, ly->b_down, ly->post_mlp_norm,
+                  cb->final_norm, cb->final_norm_b, meta + pl->logit_rows,
+                  pl->shape.n_logits, err, errlen) != 0)
+    {
+        return -1;
+    }
     if (pl->shape.n_logits > 0 && pl->shape.n_logits <= cb->max_logits) {
-        return gemm(cb, cb->h, cb->lm_head, cb->logits, CUDA_R_32F,
-                    pl->shape.n_logits, c->vocab_size, H, "lm_head", err,
-                    errlen);
+        return head(cb, cb->h, pl->shape.n_logits, err, errlen);
     }
     return 0;
 }
@@ -1267,10 +1376,7 @@ cuda_forward(infer_backend_t *b, const infer_batch_t *batch, float *logits,
         for (r = 0; r < batch->n_logits; r += rows) {
             rows = batch->n_logits - r < cb->max_logits
                    ? batch->n_logits - r : cb->max_logits;
-            if (gemm(cb, cb->h + (size_t) r * H, cb->lm_head, cb->logits,
-                     CUDA_R_32F, rows, (int) V, H, "lm_head", err, errlen)
-                != 0)
-            {
+            if (head(cb, cb->h + (size_t) r * H, rows, err, errlen) != 0) {
                 return -1;
             }
             CUDA_CHECK(cudaMemcpyAsync(logits + (size_t) r * V, cb->logits,
