@@ -32,6 +32,18 @@ our $chatml = Cwd::cwd() . '/t/servroot-models/stories260K-chatml';
     close $out;
     $ENV{TEST_NGINX_CHATML_MODEL_DIR} = $chatml;
 }
+# A random-weight Llama with Llama-3's tokenizer (its 128256 ids and its
+# own chat template), for the counts of the families' templates.
+our $l3 = Cwd::cwd() . '/t/servroot-models/tiny-llama3-chat';
+{
+    my $gen = $ENV{TEST_NGINX_GEN_MODEL} || 'build/infer-gen-model';
+    my $tok = ($ENV{INFER_SHARED} || '../shared') . '/tokenizers/llama3';
+    system("mkdir -p t/servroot-models && rm -rf '$l3'"
+           . " && $gen '$l3' --preset tiny-llama --seed 1"
+           . " --tokenizer '$tok' > /dev/null") == 0
+        or die "cannot generate $l3 with $gen";
+    $ENV{TEST_NGINX_LLAMA3_MODEL_DIR} = $l3;
+}
 # The published templates (../shared/chat_templates).
 $ENV{TEST_NGINX_TEMPLATES} = ($ENV{INFER_SHARED} || Cwd::cwd() . '/../shared')
                              . '/chat_templates';
@@ -457,3 +469,25 @@ POST /v1/tokenize
  qr/"message":"token id 9999 is outside the vocabulary of 512","type":"invalid_request_error","param":"tokens"/,
  qr/"param":"tokens"/,
  qr/"code":"model_not_found"/]
+
+
+
+=== TEST 20: the families' templates with Llama-3's vocabulary: a one-line user chat is as many tokens as transformers makes of it
+(apply_chat_template(add_generation_prompt=True) encoded by tokenizers
+without added specials: Llama-3.0's own template 14, Llama-3.1's with its
+system header 39, Qwen2.5's with its default system prompt 55)
+--- http_config
+    infer_model l30 $TEST_NGINX_LLAMA3_MODEL_DIR threads=1;
+    infer_model l31 $TEST_NGINX_LLAMA3_MODEL_DIR threads=1
+                chat_template=$TEST_NGINX_TEMPLATES/meta-llama-Llama-3.1-8B-Instruct.jinja;
+    infer_model q25 $TEST_NGINX_LLAMA3_MODEL_DIR threads=1
+                chat_template=$TEST_NGINX_TEMPLATES/Qwen-Qwen2.5-7B-Instruct.jinja;
+--- config
+    location /v1/ { infer_openai l30 l31 q25; }
+--- request eval
+[map { qq{POST /v1/chat/completions
+{"model":"$_","messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":1,"temperature":0}} } qw(l30 l31 q25)]
+--- response_body_like eval
+[qr/"usage":\{"prompt_tokens":14,/, qr/"usage":\{"prompt_tokens":39,/,
+ qr/"usage":\{"prompt_tokens":55,/]
+--- timeout: 30
