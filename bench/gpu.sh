@@ -301,7 +301,7 @@ http {
     uwsgi_temp_path tmp/uwsgi;
     scgi_temp_path tmp/scgi;
     infer_model tiny $work/tinyllama-1.1b backend=$BACKEND kv_cache=1024m
-                max_seqs=8 chat_template=llama2;
+                max_seqs=8;
     server {
         listen 127.0.0.1:$port;
         location /v1/ { infer_openai tiny; }
