@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch (Hugging Face transformers) peer for the CPU engine benchmark.
 
-Loads the same model directory in float32 and measures, with the same thread
+Loads the same model directory in float32 (or --dtype bfloat16, the peer of
+the engine's dtype=bf16) and measures, with the same thread
 count as the engine: prefill tokens/s (B prompts of P tokens in one forward)
 and decode tokens/s (G greedy steps over the KV cache for the batch).  Prints
 one JSON line.
@@ -21,11 +22,13 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--gen-len", type=int, default=32)
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"),
+                    default="float32")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
-    model = AutoModelForCausalLM.from_pretrained(a.model_dir,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        a.model_dir, dtype=getattr(torch, a.dtype))
     model.eval()
     vocab = model.config.vocab_size
     ids = torch.tensor([[(k * 7919 + i * 104729 + 13) % vocab

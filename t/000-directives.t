@@ -32,7 +32,23 @@ infer_model "tiny": chat template from the default
 
 
 
-=== TEST 2: health check of a loaded engine
+=== TEST 2: dtype=bf16 holds stories260K's matrices as bf16 and serves its text
+(its greedy continuation is the float32 one for these tokens)
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 dtype=bf16;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":16,"temperature":0}
+--- response_body_like chomp
+"text":"Once upon a time, there was a little girl named Lily\.
+--- error_log eval
+qr/infer_model "tiny" loaded from "[^"]+": cpu bf16, weights [\d.]+ KiB, 1 thread x tp=1/
+
+
+
+=== TEST 3: health check of a loaded engine
 --- http_config
     infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 max_batch_tokens=256
                 max_seqs=8 kv_cache=4m max_queue=16 timeout=30s tp=1
@@ -47,7 +63,7 @@ GET /healthz
 
 
 
-=== TEST 3: two models behind one location
+=== TEST 4: two models behind one location
 --- http_config
     infer_model a $TEST_NGINX_MODEL_DIR;
     infer_model b $TEST_NGINX_MODEL_DIR

@@ -86,7 +86,7 @@ qr/infer_model "tiny" loaded from "[^"]+": cpu f32, weights [\d.]+ [KMG]iB, \d+ 
 
 === TEST 5: both workers serve the model generated with Llama-3's tokenizer
 ("Once upon a time" is 4 tokens in Llama-3's BPE, which adds no bos; 5
-with Llama-2's)
+with Llama-2's); a bf16 checkpoint, so held as bf16 by default
 --- http_config
     infer_model l3 $TEST_NGINX_LLAMA3_MODEL_DIR threads=1;
 --- config
@@ -98,4 +98,4 @@ with Llama-2's)
 [map { qr/"object":"text_completion".*"usage":\{"prompt_tokens":4,/ } 1 .. 4]
 --- timeout: 30
 --- error_log eval
-qr/infer_model "l3" loaded from "[^"]+": cpu f32, weights [\d.]+ [KMG]iB, 1 thread x tp=1, KV cache/
+qr/infer_model "l3" loaded from "[^"]+": cpu bf16, weights [\d.]+ [KMG]iB, 1 thread x tp=1, KV cache/

@@ -54,6 +54,8 @@ usage(FILE *f)
 "  --prompt-ids LIST   comma-separated token ids instead of a prompt\n"
 "engine:\n"
 "  --backend NAME      cpu (default) or cuda\n"
+"  --dtype T           weights in memory: auto (default: bf16 for bf16\n"
+"                      checkpoints, else f32; f16 on cuda), f32, bf16\n"
 "  --threads N         compute threads (default: all cores)\n"
 "  --tp N              tensor-parallel ranks (default 1)\n"
 "  --devices LIST      comma-separated device ids for the ranks (cuda)\n"
@@ -134,6 +136,7 @@ parse_args(int argc, char **argv, cli_t *c)
         { "prompt-ids", required_argument, NULL, 'I' },
         { "threads", required_argument, NULL, 'j' },
         { "backend", required_argument, NULL, 'b' },
+        { "dtype", required_argument, NULL, 'd' },
         { "tp", required_argument, NULL, 'T' },
         { "devices", required_argument, NULL, 'D' },
         { "kv-cache", required_argument, NULL, 'K' },
@@ -174,6 +177,7 @@ parse_args(int argc, char **argv, cli_t *c)
         case 'I': c->prompt_ids = optarg; break;
         case 'j': bad = parse_int(optarg, 1, 1024, &c->ec.threads); break;
         case 'b': c->ec.backend = optarg; break;
+        case 'd': c->ec.dtype = optarg; break;
         case 'T': bad = parse_int(optarg, 1, 64, &c->ec.tp); break;
         case 'D': bad = parse_devices(optarg, c); break;
         case 'K': bad = parse_int(optarg, 1, 1 << 20, &mib); break;

@@ -37,7 +37,11 @@ typedef struct {
     int            block_size;
     int            max_batch_tokens;
     int            max_seqs;
+    const char    *dtype;         /* weights in memory: "f32", "bf16",
+                                     NULL or "auto" (the backend's choice) */
     int            n_blocks;      /* out: blocks that fit the budget */
+    const char    *dtype_used;    /* out: what dtype became (NULL: the
+                                     backend does not say) */
     size_t         weight_bytes;  /* out: weights in memory (0: unknown) */
     char           kernels[160];  /* out: matrix library and kernel set */
     const char    *kernels_warning; /* out: those kernels are not this

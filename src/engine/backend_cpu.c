@@ -1,6 +1,9 @@
 /*
  * CPU backend: float32 compute, OpenBLAS for the matrix products (loaded
- * with the kernels for this CPU: blas.c).
+ * with the kernels for this CPU: blas.c).  Weights are float32, or with
+ * dtype=bf16 the matrices (embedding and lm_head included) stay bfloat16
+ * in memory, half the bytes a token reads, and are widened to float32 as
+ * the products load them: activations and sums stay float32.
  *
  * One forward pass for every family, over a flat batch of tokens from many
  * sequences; what differs between families (norm kind and placement,
@@ -28,6 +31,7 @@
  * their own.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,18 +55,32 @@ float tanhf(float x);
 #pragma omp declare simd notinbranch
 float erff(float x);
 
+/* A weight matrix [rows, cols]: float32, or bfloat16 (dtype=bf16). */
+typedef struct {
+    const float    *f32;
+    const uint16_t *bf16;
+} cpu_mat_t;
+
+#define cpu_mat_set(m)  ((m).f32 != NULL || (m).bf16 != NULL)
+
+/* bf16 products: rows a thread takes at a time; floats of widened rows */
+#define BF16_CHUNK        16
+#define BF16_TILE_FLOATS  (1 << 21)
+
 typedef struct {
     const float *attn_norm, *attn_norm_b;  /* [H]; b: LayerNorm */
     const float *mlp_norm, *mlp_norm_b;
     const float *post_attn_norm;           /* [H] or NULL */
     const float *post_mlp_norm;
     const float *q_norm, *k_norm;          /* [hd] or NULL */
-    const float *wq, *wk, *wv;             /* [heads_r * hd, H] */
+    cpu_mat_t    wq, wk, wv;               /* [heads_r * hd, H] */
     const float *bq, *bk, *bv;             /* [heads_r * hd] or NULL */
-    const float *wo, *bo;                  /* [H, n_heads_r * hd], [H] */
-    const float *w_gate, *w_up;            /* [inter_r, H] */
+    cpu_mat_t    wo;                       /* [H, n_heads_r * hd] */
+    const float *bo;                       /* [H] */
+    cpu_mat_t    w_gate, w_up;             /* [inter_r, H] */
     const float *b_gate, *b_up;            /* [inter_r] or NULL */
-    const float *w_down, *b_down;          /* [H, inter_r], [H] */
+    cpu_mat_t    w_down;                   /* [H, inter_r] */
+    const float *b_down;                   /* [H] */
     float        scale;                    /* of the attention scores */
     int          window;                   /* 0: the whole context */
 } cpu_layer_t;
@@ -84,6 +102,16 @@ typedef struct {
     int                  next_pair;   /* taken with an atomic add */
 } cpu_attention_job_t;
 
+/* A bfloat16 product's rows shared by the helpers (linear_bf16). */
+typedef struct {
+    int                  widen;       /* 1: widen W rows into wtile only */
+    const float         *x;
+    const uint16_t      *w;
+    float               *y;
+    int                  n, in, out;
+    atomic_int           next_row;
+} cpu_bf16_job_t;
+
 struct cpu_rank {
     cpu_backend_t *be;
     int            rank;
@@ -100,6 +128,10 @@ struct cpu_rank {
     int32_t       *decodes;       /* [max_tokens]: tokens alone in a run */
     int            n_prompts, n_decodes;
     cpu_attention_job_t  job;
+    cpu_bf16_job_t       bf16_job;
+    int                  helping;     /* what the helpers run: 0 attention,
+                                         1 a bf16 product */
+    float               *wtile;       /* bf16 rows widened for sgemm */
     infer_crew_t         helpers;
     int                  rc;
 };
@@ -114,9 +146,10 @@ struct cpu_backend {
     int                   max_seqs;
     int                   ctx_cap;     /* longest context the KV pool holds */
     size_t                scratch_floats;
-    const float          *embed;       /* [V, H] */
+    int                   bf16;        /* the matrices are bfloat16 */
+    cpu_mat_t             embed;       /* [V, H] */
     const float          *pos_embed;   /* [max_position, H] or NULL */
-    const float          *lm_head;     /* [V, H] */
+    cpu_mat_t             lm_head;     /* [V, H] */
     const float          *final_norm;  /* [H] */
     const float          *final_norm_b;
     /* RoPE: one row of rot_dim / 2 frequencies, or one per sequence of
@@ -201,6 +234,55 @@ cpu_bias(cpu_backend_t *be, const infer_tensor_t *t, int64_t c0, int64_t nc,
 }
 
 /*
+ * A matrix block as the products read it: float32 as above, or with
+ * dtype=bf16 bfloat16, pointing into the mapping when the file holds
+ * aligned bf16 rows, else rounded (to nearest even) into an owned copy.
+ */
+static int
+cpu_matrix(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
+    int64_t nr, int64_t c0, int64_t nc, cpu_mat_t *out)
+{
+    int64_t          cols = t->ndim == 1 ? t->shape[0] : t->shape[1];
+    const uint16_t  *mapped;
+    uint16_t        *copy;
+    void           **owned;
+
+    out->f32 = NULL;
+    out->bf16 = NULL;
+    if (!be->bf16) {
+        out->f32 = cpu_weight(be, t, r0, nr, c0, nc);
+        return out->f32 != NULL ? 0 : -1;
+    }
+    be->weight_bytes += (size_t) nr * nc * sizeof(uint16_t);
+    mapped = c0 == 0 && nc == cols ? infer_tensor_bf16_rows(t, r0) : NULL;
+    if (mapped != NULL) {
+        out->bf16 = mapped;
+        return 0;
+    }
+    owned = realloc(be->owned, (be->n_owned + 1) * sizeof(void *));
+    if (owned == NULL) {
+        return -1;
+    }
+    be->owned = owned;
+    copy = malloc((size_t) nr * nc * sizeof(uint16_t));
+    if (copy == NULL) {
+        return -1;
+    }
+    be->owned[be->n_owned++] = copy;
+    infer_tensor_read_bf16(t, r0, nr, c0, nc, copy);
+    out->bf16 = copy;
+    return 0;
+}
+
+static int
+cpu_matrix_rows(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
+    int64_t nr, cpu_mat_t *out)
+{
+    return cpu_matrix(be, t, r0, nr, 0, t->ndim == 1 ? t->shape[0]
+                                                     : t->shape[1], out);
+}
+
+/*
  * A norm's weight as the forward multiplies by it: Gemma stores w - 1
  * and scales by (1.0 + w) in float32, which is exact to fold in here.
  */
@@ -250,16 +332,16 @@ cpu_load_rank(cpu_backend_t *be, const infer_model_t *m, cpu_rank_t *rk)
 
         L->scale = infer_model_attn_scale(c, l);
         L->window = infer_model_window(c, l);
-        L->wq = cpu_weight_rows(be, w->wq, q0, nq);
-        L->wk = cpu_weight_rows(be, w->wk, kv0, nkv);
-        L->wv = cpu_weight_rows(be, w->wv, kv0, nkv);
-        L->wo = cpu_weight(be, w->wo, 0, H, q0, nq);
-        L->w_up = cpu_weight_rows(be, w->w_up, i0, rk->inter);
-        L->w_down = cpu_weight(be, w->w_down, 0, H, i0, rk->inter);
-        L->w_gate = w->w_gate == NULL ? NULL
-                    : cpu_weight_rows(be, w->w_gate, i0, rk->inter);
-        if (!L->wq || !L->wk || !L->wv || !L->wo || !L->w_up || !L->w_down
-            || (w->w_gate != NULL && L->w_gate == NULL)
+        if (cpu_matrix_rows(be, w->wq, q0, nq, &L->wq) != 0
+            || cpu_matrix_rows(be, w->wk, kv0, nkv, &L->wk) != 0
+            || cpu_matrix_rows(be, w->wv, kv0, nkv, &L->wv) != 0
+            || cpu_matrix(be, w->wo, 0, H, q0, nq, &L->wo) != 0
+            || cpu_matrix_rows(be, w->w_up, i0, rk->inter, &L->w_up) != 0
+            || cpu_matrix(be, w->w_down, 0, H, i0, rk->inter, &L->w_down)
+               != 0
+            || (w->w_gate != NULL
+                && cpu_matrix_rows(be, w->w_gate, i0, rk->inter,
+                                   &L->w_gate) != 0)
             || cpu_norm(be, w->attn_norm, &L->attn_norm) != 0
             || cpu_norm(be, w->mlp_norm, &L->mlp_norm) != 0
             || cpu_norm(be, w->post_attn_norm, &L->post_attn_norm) != 0
@@ -306,6 +388,12 @@ cpu_alloc_rank(cpu_backend_t *be, cpu_rank_t *rk)
                          * sizeof(float));
     rk->prompts = malloc(T * 2 * sizeof(int32_t));
     rk->decodes = malloc(T * sizeof(int32_t));
+    if (be->bf16) {
+        rk->wtile = malloc(BF16_TILE_FLOATS * sizeof(float));
+        if (rk->wtile == NULL) {
+            return -1;
+        }
+    }
 
     return (rk->k_cache && rk->v_cache && rk->x && rk->h && rk->o && rk->q
             && rk->att && rk->k && rk->v && rk->gate && rk->up && rk->scratch
@@ -331,22 +419,37 @@ add_bias(float *y, const float *b, int n, int w)
     }
 }
 
+/* bfloat16 is float32's upper half: widening is exact. */
+static inline float
+bf16_float(uint16_t h)
+{
+    uint32_t u = (uint32_t) h << 16;
+    float    f;
+
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
 /* x = table[token] * scale (+ positions[position]) */
 static void
-embedding(const float *table, const float *pos_table, float scale,
+embedding(const cpu_mat_t *table, const float *pos_table, float scale,
     const int32_t *tokens, const int32_t *positions, int n, int H, float *x)
 {
     int t, i;
 
     for (t = 0; t < n; t++) {
-        float       *xr = x + (size_t) t * H;
-        const float *e = table + (size_t) tokens[t] * H;
+        float  *xr = x + (size_t) t * H;
+        size_t  row = (size_t) tokens[t] * H;
 
-        if (scale == 1.0f) {
-            memcpy(xr, e, H * sizeof(float));
+        if (table->bf16 != NULL) {
+            for (i = 0; i < H; i++) {
+                xr[i] = bf16_float(table->bf16[row + i]) * scale;
+            }
+        } else if (scale == 1.0f) {
+            memcpy(xr, table->f32 + row, H * sizeof(float));
         } else {
             for (i = 0; i < H; i++) {
-                xr[i] = e[i] * scale;
+                xr[i] = table->f32[row + i] * scale;
             }
         }
         if (pos_table != NULL) {
@@ -408,13 +511,127 @@ norm(float *y, const float *x, const float *w, const float *b, int n, int H,
  * two break even.  The two paths round differently in the last bit; the
  * batching tests hold the generated text to the reference regardless.
  */
-static void
-linear(float *y, const float *x, const float *W, const float *b, int n,
-    int in, int out)
+/*
+ * One row of a bfloat16 product: x . w with w widened in registers and the
+ * sum in float32 (8 or 16 lanes, FMA, on CPUs that have AVX2 or AVX-512:
+ * the ifunc picks the clone when the library loads).
+ */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+static float
+dot_bf16(const float *x, const uint16_t *w, int n)
 {
-    int t;
+    float s = 0.0f;
+    int   i;
 
-    if (n < 4) {
+#pragma omp simd reduction(+:s)
+    for (i = 0; i < n; i++) {
+        s += x[i] * bf16_float(w[i]);
+    }
+    return s;
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+static void
+widen_bf16(float *dst, const uint16_t *src, size_t n)
+{
+    size_t i;
+
+#pragma omp simd
+    for (i = 0; i < n; i++) {
+        dst[i] = bf16_float(src[i]);
+    }
+}
+
+/* Rows of the current bf16 job, BF16_CHUNK at a time, until none is left;
+ * every thread of the rank runs it. */
+static void
+linear_bf16_rows(cpu_rank_t *rk)
+{
+    cpu_bf16_job_t *j = &rk->bf16_job;
+    int             r0, r1, r, t;
+
+    for (;;) {
+        r0 = atomic_fetch_add_explicit(&j->next_row, BF16_CHUNK,
+                                       memory_order_relaxed);
+        if (r0 >= j->out) {
+            return;
+        }
+        r1 = r0 + BF16_CHUNK < j->out ? r0 + BF16_CHUNK : j->out;
+        if (j->widen) {
+            widen_bf16(rk->wtile + (size_t) r0 * j->in,
+                       j->w + (size_t) r0 * j->in,
+                       (size_t) (r1 - r0) * j->in);
+            continue;
+        }
+        for (r = r0; r < r1; r++) {
+            for (t = 0; t < j->n; t++) {
+                j->y[(size_t) t * j->out + r] =
+                    dot_bf16(j->x + (size_t) t * j->in,
+                             j->w + (size_t) r * j->in, j->in);
+            }
+        }
+    }
+}
+
+/* The helpers and this thread share the job's rows. */
+static void
+linear_bf16_share(cpu_rank_t *rk)
+{
+    rk->helping = 1;
+    atomic_store_explicit(&rk->bf16_job.next_row, 0, memory_order_relaxed);
+    infer_crew_begin(&rk->helpers);
+    linear_bf16_rows(rk);
+    infer_crew_end(&rk->helpers);
+    rk->helping = 0;
+}
+
+/*
+ * y = x W^T with W in bfloat16.  A few rows (decode) are dot products that
+ * read each weight once, shared by the rank's threads: the product is
+ * bound by reading W, which is half of float32's bytes.  More rows
+ * (prefill) widen W a tile of rows at a time, also shared, and multiply the
+ * tile with sgemm, which is bound by arithmetic: widening costs one pass
+ * over the tile per n rows of x.
+ */
+static void
+linear_bf16(cpu_rank_t *rk, float *y, const float *x, const uint16_t *W,
+    int n, int in, int out)
+{
+    cpu_bf16_job_t *j = &rk->bf16_job;
+    int             r0, rows, tile = BF16_TILE_FLOATS / in;
+
+    j->x = x;
+    j->in = in;
+    j->n = n;
+    if (n < 4 || tile < 1) {
+        j->widen = 0;
+        j->w = W;
+        j->y = y;
+        j->out = out;
+        linear_bf16_share(rk);
+        return;
+    }
+    for (r0 = 0; r0 < out; r0 += tile) {
+        rows = out - r0 < tile ? out - r0 : tile;
+        j->widen = 1;
+        j->w = W + (size_t) r0 * in;
+        j->out = rows;
+        linear_bf16_share(rk);
+        infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows,
+                         in, 1.0f, x, in, rk->wtile, in, 0.0f, y + r0, out);
+    }
+}
+
+static void
+linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
+    const float *b, int n, int in, int out)
+{
+    const float *W = Wm->f32;
+    int          t;
+
+    if (Wm->bf16 != NULL) {
+        linear_bf16(rk, y, x, Wm->bf16, n, in, out);
+    } else if (n < 4) {
         for (t = 0; t < n; t++) {
             infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W,
                              in, x + (size_t) t * in, 1, 0.0f,
@@ -722,12 +939,17 @@ attention_prompts(cpu_backend_t *be, cpu_rank_t *rk)
     }
 }
 
+/* What a helper runs when woken: attention pairs, or a bf16 product. */
 static void
-attention_helper(void *arg, int index)
+rank_helper(void *arg, int index)
 {
     cpu_rank_t *rk = arg;
 
-    attention_decodes(rk->be, rk, index);
+    if (rk->helping == 1) {
+        linear_bf16_rows(rk);
+    } else {
+        attention_decodes(rk->be, rk, index);
+    }
 }
 
 /*
@@ -864,7 +1086,7 @@ cpu_rank_forward(cpu_backend_t *be, cpu_rank_t *rk, const infer_batch_t *b,
     float  eps = (float) c->rms_norm_eps;
     int    l, i;
 
-    embedding(be->embed, be->pos_embed, c->embed_scale, b->tokens,
+    embedding(&be->embed, be->pos_embed, c->embed_scale, b->tokens,
               b->positions, n, H, rk->x);
 
     for (l = 0; l < c->num_layers; l++) {
@@ -872,9 +1094,9 @@ cpu_rank_forward(cpu_backend_t *be, cpu_rank_t *rk, const infer_batch_t *b,
 
         /* self-attention block */
         norm(rk->h, rk->x, L->attn_norm, L->attn_norm_b, n, H, eps);
-        linear(rk->q, rk->h, L->wq, L->bq, n, H, nq);
-        linear(rk->k, rk->h, L->wk, L->bk, n, H, nkv);
-        linear(rk->v, rk->h, L->wv, L->bv, n, H, nkv);
+        linear(rk, rk->q, rk->h, &L->wq, L->bq, n, H, nq);
+        linear(rk, rk->k, rk->h, &L->wk, L->bk, n, H, nkv);
+        linear(rk, rk->v, rk->h, &L->wv, L->bv, n, H, nkv);
         if (L->q_norm != NULL) {
             head_norm(rk->q, L->q_norm, n, rk->n_heads, hd, eps);
             head_norm(rk->k, L->k_norm, n, rk->n_kv_heads, hd, eps);
@@ -885,7 +1107,7 @@ cpu_rank_forward(cpu_backend_t *be, cpu_rank_t *rk, const infer_batch_t *b,
         }
         kv_cache_write(be, rk, l, b);
         attention(be, rk, l, b);
-        linear(rk->o, rk->att, L->wo, NULL, n, nq, H);
+        linear(rk, rk->o, rk->att, &L->wo, NULL, n, nq, H);
         if (reduce(be, rk, rk->o, L->bo, n, H) != 0) {
             return -1;
         }
@@ -896,14 +1118,14 @@ cpu_rank_forward(cpu_backend_t *be, cpu_rank_t *rk, const infer_batch_t *b,
 
         /* MLP block */
         norm(rk->h, rk->x, L->mlp_norm, L->mlp_norm_b, n, H, eps);
-        linear(rk->up, rk->h, L->w_up, L->b_up, n, H, ni);
-        if (L->w_gate != NULL) {
-            linear(rk->gate, rk->h, L->w_gate, L->b_gate, n, H, ni);
+        linear(rk, rk->up, rk->h, &L->w_up, L->b_up, n, H, ni);
+        if (cpu_mat_set(L->w_gate)) {
+            linear(rk, rk->gate, rk->h, &L->w_gate, L->b_gate, n, H, ni);
             activate(rk->gate, rk->up, (size_t) n * ni, c->act);
-            linear(rk->o, rk->gate, L->w_down, NULL, n, ni, H);
+            linear(rk, rk->o, rk->gate, &L->w_down, NULL, n, ni, H);
         } else {
             activate(rk->up, NULL, (size_t) n * ni, c->act);
-            linear(rk->o, rk->up, L->w_down, NULL, n, ni, H);
+            linear(rk, rk->o, rk->up, &L->w_down, NULL, n, ni, H);
         }
         if (reduce(be, rk, rk->o, L->b_down, n, H) != 0) {
             return -1;
@@ -924,7 +1146,7 @@ cpu_rank_forward(cpu_backend_t *be, cpu_rank_t *rk, const infer_batch_t *b,
              rk->x + (size_t) b->logit_tokens[i] * H, be->final_norm,
              be->final_norm_b, 1, H, eps);
     }
-    linear(logits, be->h_logits, be->lm_head, NULL, b->n_logits, H,
+    linear(rk, logits, be->h_logits, &be->lm_head, NULL, b->n_logits, H,
            c->vocab_size);
     if (c->final_softcap != 0.0f) {
         softcap(logits, b->n_logits * c->vocab_size, c->final_softcap);
@@ -1030,6 +1252,20 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     be->block_size = p->block_size;
     be->max_tokens = p->max_batch_tokens;
 
+    /* the weights' type in memory: bf16 checkpoints stay bf16 unless f32
+     * is asked for */
+    if (p->dtype == NULL || strcmp(p->dtype, "auto") == 0) {
+        be->bf16 = m->embed->dtype == INFER_DT_BF16;
+    } else if (strcmp(p->dtype, "bf16") == 0 || strcmp(p->dtype, "f32") == 0)
+    {
+        be->bf16 = strcmp(p->dtype, "bf16") == 0;
+    } else {
+        snprintf(err, errlen, "dtype=%s: the cpu backend holds weights as "
+                 "f32 or bf16", p->dtype);
+        goto failed;
+    }
+    p->dtype_used = be->bf16 ? "bf16" : "f32";
+
     /* the budget covers keys and values of every layer across all ranks */
     per_block = infer_backend_kv_block_bytes(&infer_backend_cpu, c,
                                              p->block_size);
@@ -1076,14 +1312,21 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
         infer_rope_inv_freq(&c->rope, 1, be->inv_freq);
     }
 
-    be->embed = cpu_weight_rows(be, m->embed, 0, c->vocab_size);
-    be->lm_head = m->lm_head == m->embed
-                  ? be->embed
-                  : cpu_weight_rows(be, m->lm_head, 0, c->vocab_size);
+    if (cpu_matrix_rows(be, m->embed, 0, c->vocab_size, &be->embed) != 0) {
+        snprintf(err, errlen, "cpu backend: out of memory loading weights");
+        goto failed;
+    }
+    if (m->lm_head == m->embed) {
+        be->lm_head = be->embed;
+    } else if (cpu_matrix_rows(be, m->lm_head, 0, c->vocab_size,
+                               &be->lm_head) != 0)
+    {
+        snprintf(err, errlen, "cpu backend: out of memory loading weights");
+        goto failed;
+    }
     be->pos_embed = m->pos_embed == NULL ? NULL
                     : cpu_weight_rows(be, m->pos_embed, 0, c->max_position);
-    if (!be->embed || !be->lm_head
-        || (m->pos_embed != NULL && be->pos_embed == NULL)
+    if ((m->pos_embed != NULL && be->pos_embed == NULL)
         || cpu_norm(be, m->final_norm, &be->final_norm) != 0
         || cpu_bias(be, m->final_norm_b, 0, c->hidden_size,
                     &be->final_norm_b) != 0)
@@ -1107,7 +1350,7 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
                      be->block_size);
             goto failed;
         }
-        if (infer_crew_init(&rk->helpers, be->threads - 1, attention_helper,
+        if (infer_crew_init(&rk->helpers, be->threads - 1, rank_helper,
                             rk) != 0)
         {
             snprintf(err, errlen, "cpu backend: cannot start the attention "
@@ -1158,6 +1401,7 @@ cpu_destroy(infer_backend_t *bk)
             free(rk->scratch);
             free(rk->prompts);
             free(rk->decodes);
+            free(rk->wtile);
         }
         free(be->ranks);
     }

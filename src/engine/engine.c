@@ -1423,6 +1423,26 @@ infer_engine_pause(infer_engine_t *e, uint64_t id, int paused)
 
 /* ---- life cycle ------------------------------------------------------------ */
 
+/* The dtypes a backend holds weights in: cpu f32 or bf16, cuda f16. */
+static int
+check_dtype(const char *dtype, const char *backend, char *err,
+    size_t errlen)
+{
+    int cuda = backend != NULL && strcmp(backend, "cuda") == 0;
+
+    if (dtype == NULL || strcmp(dtype, "auto") == 0) {
+        return 0;
+    }
+    if (cuda ? strcmp(dtype, "f16") == 0
+             : strcmp(dtype, "f32") == 0 || strcmp(dtype, "bf16") == 0)
+    {
+        return 0;
+    }
+    snprintf(err, errlen, "dtype=%s: backend=%s holds weights as %s", dtype,
+             cuda ? "cuda" : "cpu", cuda ? "f16" : "f32 or bf16");
+    return -1;
+}
+
 int
 infer_engine_check(const infer_engine_config_t *cfg, char *err,
     size_t errlen)
@@ -1440,7 +1460,7 @@ infer_engine_check(const infer_engine_config_t *cfg, char *err,
         return INFER_EINVAL;
     }
     ops = infer_backend_find(cfg->backend, err, errlen);
-    if (ops == NULL) {
+    if (ops == NULL || check_dtype(cfg->dtype, cfg->backend, err, errlen)) {
         return INFER_EINVAL;
     }
     if (infer_model_open(cfg->model_dir, &m, err, errlen) != 0) {
@@ -1511,6 +1531,10 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
     e->vocab = e->model->cfg.vocab_size;
 
     memset(&p, 0, sizeof(p));
+    if (check_dtype(cfg->dtype, cfg->backend, err, errlen) != 0) {
+        goto failed;
+    }
+    p.dtype = cfg->dtype;
     p.threads = cfg->threads;
     p.tp = cfg->tp > 0 ? cfg->tp : 1;
     p.devices = cfg->devices;
@@ -1528,7 +1552,8 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
     e->n_blocks = p.n_blocks;
     snprintf(e->kernels, sizeof(e->kernels), "%s", p.kernels);
     e->counters.backend = e->backend->ops->name;
-    e->counters.dtype = e->backend->ops->kv_elem_bytes == 2 ? "f16" : "f32";
+    e->counters.dtype = p.dtype_used != NULL ? p.dtype_used
+                        : e->backend->ops->kv_elem_bytes == 2 ? "f16" : "f32";
     e->counters.threads = p.threads > 0 ? p.threads : 1;
     e->counters.tp = p.tp;
     e->counters.weight_bytes = p.weight_bytes;

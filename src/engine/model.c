@@ -1700,6 +1700,51 @@ infer_tensor_read_f16(const infer_tensor_t *t, int64_t r0, int64_t nr,
 }
 
 
+void
+infer_tensor_read_bf16(const infer_tensor_t *t, int64_t r0, int64_t nr,
+    int64_t c0, int64_t nc, uint16_t *dst)
+{
+    const unsigned char *src;
+    int64_t              r, c;
+    size_t               es = infer_dtype_size(t->dtype);
+
+    infer_tensor_check_block(t, r0, nr, c0, nc);
+    for (r = 0; r < nr; r++) {
+        if (t->transposed) {
+            for (c = 0; c < nc; c++) {
+                dst[r * nc + c] = infer_float_to_bf16(infer_tensor_elem(
+                    infer_tensor_at(t, r0 + r, c0 + c), t->dtype));
+            }
+            continue;
+        }
+        src = infer_tensor_at(t, r0 + r, c0);
+        if (t->dtype == INFER_DT_BF16) {
+            memcpy(dst + r * nc, src, nc * 2);
+            continue;
+        }
+        for (c = 0; c < nc; c++) {
+            dst[r * nc + c] = infer_float_to_bf16(
+                infer_tensor_elem(src + c * es, t->dtype));
+        }
+    }
+}
+
+
+const uint16_t *
+infer_tensor_bf16_rows(const infer_tensor_t *t, int64_t r0)
+{
+    int64_t cols = t->ndim == 2 ? t->shape[1] : t->shape[0];
+
+    if (t->dtype != INFER_DT_BF16 || t->transposed
+        || (t->ld != 0 && t->ld != cols)
+        || ((uintptr_t) t->data % sizeof(uint16_t)) != 0)
+    {
+        return NULL;
+    }
+    return (const uint16_t *) infer_tensor_at(t, r0, 0);
+}
+
+
 const float *
 infer_tensor_f32_rows(const infer_tensor_t *t, int64_t r0)
 {

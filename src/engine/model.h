@@ -150,9 +150,14 @@ void infer_tensor_read_f32(const infer_tensor_t *t, int64_t r0, int64_t nr,
     int64_t c0, int64_t nc, float *dst);
 void infer_tensor_read_f16(const infer_tensor_t *t, int64_t r0, int64_t nr,
     int64_t c0, int64_t nc, uint16_t *dst);
+/* The same block as bfloat16 (round to nearest even from F32/F16). */
+void infer_tensor_read_bf16(const infer_tensor_t *t, int64_t r0,
+    int64_t nr, int64_t c0, int64_t nc, uint16_t *dst);
 /* Whether rows [r0, r0+nr) lie in memory as one float32 [nr, cols] block
- * (then a backend may point into the mapping instead of copying). */
+ * (then a backend may point into the mapping instead of copying); the
+ * same for a bfloat16 block. */
 const float *infer_tensor_f32_rows(const infer_tensor_t *t, int64_t r0);
+const uint16_t *infer_tensor_bf16_rows(const infer_tensor_t *t, int64_t r0);
 
 float infer_half_to_float(uint16_t h);
 uint16_t infer_float_to_half(float f);

@@ -34,6 +34,14 @@ def main():
     ap.add_argument("--tokens", required=True,
                     help="comma-separated token ids")
     ap.add_argument("--stride", type=int, default=1)
+    ap.add_argument("--compute", choices=("float32", "bfloat16",
+                                           "bf16-weights"),
+                    default="float32",
+                    help="bfloat16: the model cast to bfloat16 and run in "
+                         "it (transformers' bf16 inference); bf16-weights: "
+                         "the matrices rounded to bfloat16, computed in "
+                         "float32 (what dtype=bf16 on the CPU backend "
+                         "computes)")
     ap.add_argument("--source", required=True,
                     help='"gen <infer-gen-model args>" or "shared <path '
                          'under ../shared>"')
@@ -50,6 +58,15 @@ def main():
     if bad:
         sys.exit("%s: loading problems: %s" % (a.model_dir, bad))
     model.eval()
+    if a.compute == "bfloat16":
+        model = model.to(torch.bfloat16)
+    elif a.compute == "bf16-weights":
+        # the matrices (embedding, projections, lm_head), as dtype=bf16
+        # holds them; norms stay float32
+        with torch.no_grad():
+            for w in model.parameters():
+                if w.dim() >= 2:
+                    w.copy_(w.to(torch.bfloat16).to(torch.float32))
     with torch.no_grad():
         out = model(torch.tensor([tokens], dtype=torch.long), use_cache=False)
     logits = out.logits[0].to(torch.float32)
@@ -59,9 +76,13 @@ def main():
     ids = list(range(0, vocab, a.stride))
 
     with open(a.out, "w") as f:
-        f.write("# transformers %s, torch %s, %s, float32, eager attention\n"
+        f.write("# transformers %s, torch %s, %s, %s, eager attention\n"
                 % (transformers.__version__, torch.__version__,
-                   type(model).__name__))
+                   type(model).__name__,
+                   {"float32": "float32",
+                    "bfloat16": "bfloat16 weights and compute",
+                    "bf16-weights": "bfloat16 matrices, float32 compute"}
+                   [a.compute]))
         f.write("model %s\n" % a.name)
         f.write("source %s\n" % a.source)
         f.write("tokens %d %s\n" % (len(tokens), " ".join(map(str, tokens))))

@@ -35,6 +35,24 @@ ref tiny-qwen2-f16    tiny-qwen2   f16  5 "$GPT2_IDS"   97
     t/data/ref/stories260K.logits --name stories260K \
     --tokens "$STORIES_IDS" --stride 1 --source "shared models/stories260K"
 
+# dtype=bf16: stories260K with its matrices rounded to bf16 and computed in
+# float32 (what the CPU backend computes), transformers' own bf16 inference,
+# and greedy continuations of t/data/ref/stories.corpus in both dtypes.
+"$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
+    t/data/ref/stories260K-bf16w.logits --name stories260K-bf16w \
+    --tokens "$STORIES_IDS" --stride 1 --source "shared models/stories260K" \
+    --compute bf16-weights
+"$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
+    t/data/ref/stories260K-bf16.logits --name stories260K-bf16 \
+    --tokens "$STORIES_IDS" --stride 1 --source "shared models/stories260K" \
+    --compute bfloat16
+for dt in bf16:bfloat16 f32:float32; do
+    "$PY" tools/ref/hf_greedy.py "$SHARED/models/stories260K" \
+        t/data/ref/stories.corpus "t/data/ref/stories260K-${dt%%:*}.greedy" \
+        --name stories260K --source "shared models/stories260K" --gen 32 \
+        --compute "${dt#*:}"
+done
+
 # The families (t/data/ref/*.ref, tools/ref/hf_family.py): a tiny model of
 # each with every flag of the published config, prompts of 1, 37 and
 # LONG tokens (past every sliding window), two greedy prompts of 64
