@@ -16,6 +16,7 @@
  *     infer_grpc NAME ...;                                       (location)
  *     infer_health;                                              (location)
  *     infer_stats;                                               (location)
+ *     infer_metrics;                                             (location)
  *     infer_reject_log_level info|notice|warn|error;   (http, server, location)
  *     infer_unsent_limit SIZE;                         (http, server, location)
  *     infer_max_n N;                                   (http, server, location)
@@ -42,6 +43,8 @@ static char *ngx_http_infer_serve(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_infer_stats(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_infer_health(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_infer_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_infer_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_infer_init_process(ngx_cycle_t *cycle);
@@ -113,6 +116,13 @@ static ngx_command_t  ngx_http_infer_commands[] = {
     { ngx_string("infer_stats"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_infer_stats,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infer_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_infer_metrics,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -830,6 +840,24 @@ ngx_http_infer_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     return NGX_CONF_OK;
 }
 
+/* infer_metrics: Prometheus text of every worker, from a shared zone. */
+static char *
+ngx_http_infer_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t    *clcf;
+    ngx_http_infer_main_conf_t  *imcf;
+
+    imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infer_module);
+    if (ngx_http_infer_metrics_zone(cf, imcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_infer_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
 /* Engines start in workers only: never in the master (threads and CUDA do
  * not survive fork) nor in cache helpers. */
 /*
@@ -928,6 +956,7 @@ ngx_http_infer_engine_up(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
                   infer_tool_fmt_name(m->tool_fmt));
     m->created = ngx_time();
     m->error[0] = '\0';
+    m->preemptions_seen = 0;          /* a new engine counts from 0 */
 
     infer_engine_describe(m->engine, facts, sizeof(facts));
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
@@ -1001,6 +1030,10 @@ ngx_http_infer_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    if (ngx_http_infer_metrics_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     m = imcf->models.elts;
     for (i = 0; i < imcf->models.nelts; i++) {
         ngx_queue_init(&m[i]->ctxs);
@@ -1052,6 +1085,8 @@ ngx_http_infer_exit_process(ngx_cycle_t *cycle)
     if (imcf == NULL) {
         return;
     }
+
+    ngx_http_infer_metrics_exit_process(cycle);
 
     m = imcf->models.elts;
     for (i = 0; i < imcf->models.nelts; i++) {

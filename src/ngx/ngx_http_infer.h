@@ -27,6 +27,13 @@
 #define NGX_HTTP_INFER_ERRLEN       512
 #define NGX_HTTP_INFER_INVALID      "invalid_request_error"
 
+/* The protocols, as infer_metrics labels them (route=). */
+#define NGX_HTTP_INFER_ROUTE_OPENAI   0
+#define NGX_HTTP_INFER_ROUTE_PREDICT  1
+#define NGX_HTTP_INFER_ROUTE_KSERVE   2
+#define NGX_HTTP_INFER_ROUTE_GRPC     3
+#define NGX_HTTP_INFER_ROUTES         4
+
 typedef struct {
     ngx_str_t                name;
     ngx_str_t                dir;              /* NUL-terminated */
@@ -54,6 +61,11 @@ typedef struct {
     u_char                   error[NGX_HTTP_INFER_ERRLEN];
                                                /* why it did not start */
     unsigned                 failure_seen:1;   /* its engine died: logged */
+
+    /* Its figures in the infer_metrics zone (NULL: not counted), and the
+     * engine's preemptions already added there by this worker. */
+    void                    *metrics;
+    uint64_t                 preemptions_seen;
 } ngx_http_infer_model_t;
 
 typedef struct {
@@ -61,6 +73,8 @@ typedef struct {
 #if (NGX_THREADS)
     ngx_thread_pool_t       *thread_pool;      /* big prompts' tokenizing */
 #endif
+    ngx_shm_zone_t          *metrics_zone;     /* infer_metrics, or NULL */
+    void                    *metrics_sh;       /* what it holds */
 } ngx_http_infer_main_conf_t;
 
 typedef struct {
@@ -95,6 +109,10 @@ typedef struct {
 typedef struct {
     ngx_http_infer_ctx_t    *ctx;
     uint64_t                 id;               /* engine request id */
+    int64_t                  start_us;         /* submitted (monotonic) */
+    int64_t                  first_us;         /* its first token, or 0 */
+    int64_t                  last_us;          /* its latest token */
+    int64_t                  end_us;           /* its final event, or 0 */
     unsigned                 live:1;           /* submitted, not done */
 } ngx_http_infer_gen_t;
 
@@ -119,6 +137,7 @@ struct ngx_http_infer_ctx_s {
     ngx_http_infer_gen_t             *gens;    /* [n_gens], with the ctx */
     int                               n_gens;
     int                               n_live;
+    ngx_uint_t                        route;   /* NGX_HTTP_INFER_ROUTE_* */
 
     ngx_chain_t                      *free;    /* stream buffers, r->pool */
     ngx_chain_t                      *busy;
@@ -193,6 +212,22 @@ ngx_int_t ngx_http_infer_run_later(ngx_http_request_t *r, size_t bytes,
     void *data), void *data);
 ngx_int_t ngx_http_infer_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_infer_stats_handler(ngx_http_request_t *r);
+
+/* Prometheus metrics of all workers (ngx_http_infer_metrics.c). */
+ngx_int_t ngx_http_infer_metrics_zone(ngx_conf_t *cf,
+    ngx_http_infer_main_conf_t *imcf);
+ngx_int_t ngx_http_infer_metrics_init_process(ngx_cycle_t *cycle);
+void ngx_http_infer_metrics_exit_process(ngx_cycle_t *cycle);
+/* Counts an engine event of g (in the loop, before its front end). */
+void ngx_http_infer_metrics_event(ngx_http_infer_ctx_t *ctx,
+    ngx_http_infer_gen_t *g, infer_event_t *ev);
+/* Copies the engine's gauges of m into this worker's slot. */
+void ngx_http_infer_metrics_engine(ngx_http_infer_model_t *m);
+/* Counts an error answer. */
+void ngx_http_infer_metrics_error(ngx_http_request_t *r, ngx_uint_t status);
+ngx_int_t ngx_http_infer_metrics_handler(ngx_http_request_t *r);
+ngx_uint_t ngx_http_infer_metrics_route(ngx_http_request_t *r);
+int64_t ngx_http_infer_now_us(void);
 
 /*
  * A batch (ngx_http_infer_batch.c): the engine requests of one client

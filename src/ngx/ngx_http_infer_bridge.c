@@ -94,6 +94,8 @@ ngx_http_infer_bridge_read(ngx_event_t *rev)
             gen = ev[i].user;
             ctx = gen->ctx;
 
+            ngx_http_infer_metrics_event(ctx, gen, &ev[i]);
+
             if (ev[i].type != INFER_EVENT_TOKEN) {
                 gen->live = 0;
                 ctx->n_live--;
@@ -122,6 +124,8 @@ ngx_http_infer_bridge_read(ngx_event_t *rev)
         }
 
     } while (n == NGX_HTTP_INFER_POLL_BATCH);
+
+    ngx_http_infer_metrics_engine(m);
 
     if (!m->failure_seen && !infer_engine_alive(m->engine)) {
         ngx_http_infer_engine_failed(m, c->log);
@@ -183,6 +187,7 @@ ngx_http_infer_ctx_create(ngx_http_request_t *r, ngx_http_infer_model_t *m,
     ctx->timeout = m->timeout;
     ctx->gens = (ngx_http_infer_gen_t *) (ctx + 1);
     ctx->n_gens = n_gens;
+    ctx->route = ngx_http_infer_metrics_route(r);
     for (i = 0; i < n_gens; i++) {
         ctx->gens[i].ctx = ctx;
     }
@@ -209,6 +214,9 @@ ngx_http_infer_ctx_submit(ngx_http_infer_ctx_t *ctx, int gen,
     ngx_http_infer_gen_t  *g = &ctx->gens[gen];
 
     req->user = g;
+    g->start_us = ngx_http_infer_now_us();
+    g->first_us = 0;
+    g->end_us = 0;
     rc = infer_engine_submit(ctx->model->engine, req, &g->id);
     if (rc != INFER_OK) {
         return rc;

@@ -124,6 +124,8 @@ ngx_http_infer_log_reject(ngx_http_request_t *r, ngx_uint_t status,
                                                          : NGX_LOG_INFO;
     }
     ngx_log_error(level, r->connection->log, 0, "infer: %s", message);
+
+    ngx_http_infer_metrics_error(r, status);
 }
 
 u_char *
