@@ -32,6 +32,8 @@
 #define ngx_http_infer_str(x)           #x
 #define ngx_http_infer_stringify(x)     ngx_http_infer_str(x)
 
+static ngx_int_t ngx_http_infer_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_infer_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_infer_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_infer_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent,
@@ -152,8 +154,8 @@ static ngx_command_t  ngx_http_infer_commands[] = {
 };
 
 static ngx_http_module_t  ngx_http_infer_module_ctx = {
-    NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_infer_preconfiguration,       /* preconfiguration */
+    ngx_http_infer_postconfiguration,      /* postconfiguration */
 
     ngx_http_infer_create_main_conf,       /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -179,6 +181,20 @@ ngx_module_t  ngx_http_infer_module = {
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+/* $infer_* variables (ngx_http_infer_vars.c) */
+static ngx_int_t
+ngx_http_infer_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_infer_add_variables(cf);
+}
+
+/* traceparent, in the preaccess phase */
+static ngx_int_t
+ngx_http_infer_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_infer_trace_init(cf);
+}
 
 static void *
 ngx_http_infer_create_main_conf(ngx_conf_t *cf)

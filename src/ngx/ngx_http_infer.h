@@ -139,6 +139,12 @@ struct ngx_http_infer_ctx_s {
     int                               n_live;
     ngx_uint_t                        route;   /* NGX_HTTP_INFER_ROUTE_* */
 
+    /* What the log variables show (ngx_http_infer_vars.c). */
+    u_char                            request_id[25];
+    int64_t                           prompt_tokens;   /* all generations' */
+    int64_t                           completion_tokens;
+    const char                       *finish;  /* gens[0]'s, or NULL */
+
     ngx_chain_t                      *free;    /* stream buffers, r->pool */
     ngx_chain_t                      *busy;
 
@@ -228,6 +234,11 @@ void ngx_http_infer_metrics_error(ngx_http_request_t *r, ngx_uint_t status);
 ngx_int_t ngx_http_infer_metrics_handler(ngx_http_request_t *r);
 ngx_uint_t ngx_http_infer_metrics_route(ngx_http_request_t *r);
 int64_t ngx_http_infer_now_us(void);
+
+/* Log variables and trace context (ngx_http_infer_vars.c). */
+ngx_int_t ngx_http_infer_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_infer_trace_init(ngx_conf_t *cf);
+const char *ngx_http_infer_finish_name(ngx_uint_t type, ngx_uint_t finish);
 
 /*
  * A batch (ngx_http_infer_batch.c): the engine requests of one client

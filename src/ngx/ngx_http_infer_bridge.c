@@ -99,6 +99,12 @@ ngx_http_infer_bridge_read(ngx_event_t *rev)
             if (ev[i].type != INFER_EVENT_TOKEN) {
                 gen->live = 0;
                 ctx->n_live--;
+                ctx->prompt_tokens += ev[i].prompt_tokens;
+                ctx->completion_tokens += ev[i].completion_tokens;
+                if (gen == &ctx->gens[0]) {
+                    ctx->finish = ngx_http_infer_finish_name(ev[i].type,
+                                                             ev[i].finish);
+                }
             }
 
             if (ctx->r == NULL) {
@@ -188,6 +194,9 @@ ngx_http_infer_ctx_create(ngx_http_request_t *r, ngx_http_infer_model_t *m,
     ctx->gens = (ngx_http_infer_gen_t *) (ctx + 1);
     ctx->n_gens = n_gens;
     ctx->route = ngx_http_infer_metrics_route(r);
+    ngx_sprintf(ctx->request_id, "%08xD%08xD%08xD%Z",
+                (uint32_t) ngx_random(), (uint32_t) ngx_random(),
+                (uint32_t) ngx_random());
     for (i = 0; i < n_gens; i++) {
         ctx->gens[i].ctx = ctx;
     }

@@ -1030,10 +1030,10 @@ ngx_http_infer_submit(ngx_http_request_t *r, ngx_http_infer_oai_t *job)
     }
     ctx->data = job;
     job->ctx = ctx;
-    ngx_sprintf((u_char *) job->rsp_id, "%s%08xD%08xD%08xD%Z",
+    /* $infer_request_id is the id's tail */
+    ngx_sprintf((u_char *) job->rsp_id, "%s%s%Z",
                 kind == INFER_OAI_CHAT ? "chatcmpl-" : "cmpl-",
-                (uint32_t) ngx_random(), (uint32_t) ngx_random(),
-                (uint32_t) ngx_random());
+                ctx->request_id);
     job->rsp.kind = kind;
     job->rsp.id = job->rsp_id;
     job->rsp.created = ngx_time();

@@ -1,0 +1,193 @@
+# Log variables and trace context: a log_format of every $infer_* variable
+# (escape=json), requests with and without a traceparent, and each access
+# log line compared with the response it belongs to.  Plain Test::More with
+# its own nginx.
+use strict;
+use warnings;
+
+use Cwd ();
+use IO::Socket::INET;
+use IPC::Run qw(run);
+use JSON::PP;
+use Test::More;
+use Time::HiRes qw(sleep);
+
+my $here = Cwd::cwd();
+my $root = "$here/t/servroot-logvars";
+my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
+my $port = ($ENV{TEST_NGINX_PORT} || 1984) + 21;
+my $model = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
+my $modules = join '', map { "load_module $_;\n" }
+                       split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
+
+sub pid_of {
+    open my $fh, '<', "$root/logs/nginx.pid" or return;
+    my ($pid) = <$fh> =~ /(\d+)/;
+    return $pid;
+}
+
+sub quit {
+    my $pid = pid_of() or return;
+    kill 'QUIT', $pid;
+    for (1 .. 100) { last unless kill 0, $pid; sleep 0.05 }
+}
+
+quit();
+system("rm -rf '$root' && mkdir -p '$root/logs' '$root/conf'") == 0 or die;
+open my $conf, '>', "$root/conf/nginx.conf" or die $!;
+print $conf <<"_EOC_";
+$modules
+worker_processes 1;
+master_process on;
+daemon on;
+error_log $root/logs/error.log info;
+pid $root/logs/nginx.pid;
+events { worker_connections 64; }
+http {
+    log_format infer escape=json '{"uri":"\$uri","status":\$status,'
+        '"model":"\$infer_model","prompt_tokens":"\$infer_prompt_tokens",'
+        '"completion_tokens":"\$infer_completion_tokens",'
+        '"finish_reason":"\$infer_finish_reason","ttft":"\$infer_ttft",'
+        '"request_id":"\$infer_request_id","trace_id":"\$infer_trace_id",'
+        '"traceparent":"\$infer_traceparent"}';
+    access_log $root/logs/access.log infer;
+    client_body_temp_path $root/body;
+    infer_model tiny $model threads=1;
+    server {
+        listen 127.0.0.1:$port;
+        location /v1/ { infer_openai tiny; }
+        location = /healthz { infer_health; }
+    }
+}
+_EOC_
+close $conf;
+END { quit() }
+
+run [$nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf",
+     '-e', "$root/logs/error.log"], \undef, \my $o, \my $e;
+is($? >> 8, 0, 'nginx starts') or diag($e);
+for (1 .. 200) {
+    last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
+    sleep 0.05;
+}
+
+# (status, {lower-case header => value}, body)
+sub http {
+    my ($method, $path, $body, @headers) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                  Timeout => 30) or die "connect: $!";
+    my $req = "$method $path HTTP/1.0\r\nHost: localhost\r\n"
+              . join('', map { "$_\r\n" } @headers);
+    $req .= "Content-Type: application/json\r\nContent-Length: "
+            . length($body) . "\r\n" if defined $body;
+    print $s $req, "\r\n", $body // '';
+    local $/;
+    my $r = <$s>;
+    my ($head, $rest) = split /\r\n\r\n/, $r, 2;
+    my ($status) = $head =~ m{^HTTP/1\.\d (\d+)};
+    my %h = map { /^([^:]+):\s*(.*)$/ ? (lc $1, $2) : () }
+            split /\r\n/, $head;
+    return ($status, \%h, $rest);
+}
+
+my @log_seen;
+sub log_lines {
+    sleep 0.2;
+    open my $fh, '<', "$root/logs/access.log" or die $!;
+    my @lines = map { decode_json($_) } <$fh>;
+    my @new = @lines[scalar @log_seen .. $#lines];
+    @log_seen = @lines;
+    return @new;
+}
+
+my $json = JSON::PP->new->canonical;
+my $tid = '4bf92f3577b34da6a3ce929d0e0e4736';
+
+# --- a completion with the client's traceparent ----------------------------
+{
+    my ($st, $h, $b) = http('POST', '/v1/completions',
+        '{"model":"tiny","prompt":"Once upon a time","max_tokens":8,'
+        . '"temperature":0}',
+        "traceparent: 00-$tid-00f067aa0ba902b7-01");
+    is($st, 200, 'a completion');
+    my $rsp = decode_json($b);
+    like($h->{traceparent} // '', qr/^00-$tid-[0-9a-f]{16}-01$/,
+         'the response continues the client\'s trace, with its flags');
+    isnt(substr($h->{traceparent} // '', 36, 16), '00f067aa0ba902b7',
+         'as a span of its own');
+    my ($l) = log_lines();
+    is($l->{model}, 'tiny', '$infer_model');
+    is($l->{prompt_tokens}, $rsp->{usage}{prompt_tokens},
+       '$infer_prompt_tokens is usage.prompt_tokens');
+    is($l->{completion_tokens}, 8, '$infer_completion_tokens');
+    is($l->{finish_reason}, 'length', '$infer_finish_reason');
+    like($l->{ttft}, qr/^\d+\.\d{3}$/, '$infer_ttft in ms');
+    ok($l->{ttft} > 0 && $l->{ttft} < 10000, "ttft $l->{ttft} ms");
+    like($l->{request_id}, qr/^[0-9a-f]{24}$/, '$infer_request_id');
+    is($rsp->{id}, "cmpl-$l->{request_id}",
+       'the response id ends with $infer_request_id');
+    is($l->{trace_id}, $tid, '$infer_trace_id is the client\'s');
+    is($l->{traceparent}, $h->{traceparent},
+       '$infer_traceparent is what the response carries');
+}
+
+# --- without a traceparent, and with bad ones: a new trace -----------------
+for my $tp (undef, "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-$tid-0000000000000000-01", uc("00-$tid-00f067aa0ba902b7-01"),
+            "ff-$tid-00f067aa0ba902b7-01", "00-$tid-00f067aa0ba902b7-01-x",
+            "00-$tid-00f067aa0ba902b7") {
+    my $what = defined $tp ? "traceparent '$tp'" : 'no traceparent';
+    my ($st, $h, $b) = http('POST', '/v1/chat/completions',
+        '{"model":"tiny","messages":[{"role":"user","content":"Hi"}],'
+        . '"max_tokens":3,"temperature":0,"stream":true}',
+        defined $tp ? ("traceparent: $tp") : ());
+    is($st, 200, "a streamed chat, $what");
+    like($h->{traceparent} // '', qr/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/,
+         "$what: a new trace in the response");
+    unlike($h->{traceparent} // '', qr/$tid/, "$what: not the client's");
+    my ($l) = log_lines();
+    is($l->{trace_id}, substr($h->{traceparent} // '', 3, 32),
+       "$what: the log has the response's trace id");
+    is("$l->{completion_tokens} $l->{finish_reason}", '3 length',
+       "$what: tokens and finish reason of the stream");
+}
+
+# a later version may carry more fields
+{
+    my ($st, $h) = http('POST', '/v1/completions',
+        '{"model":"tiny","prompt":"x","max_tokens":1}',
+        "traceparent: 01-$tid-00f067aa0ba902b7-01-abc");
+    like($h->{traceparent} // '', qr/^00-$tid-[0-9a-f]{16}-01$/,
+         'version 01 with more fields: its trace is kept, as version 00');
+    log_lines();
+}
+
+# --- an error never reaches an engine: its figures are empty ---------------
+{
+    my ($st, $h) = http('POST', '/v1/completions', '{"model":',
+                        "traceparent: 00-$tid-00f067aa0ba902b7-01");
+    is($st, 400, 'a body cut short');
+    like($h->{traceparent} // '', qr/^00-$tid-/, 'its answer has the trace');
+    my ($l) = log_lines();
+    is($json->encode([@$l{qw(model prompt_tokens completion_tokens
+                              finish_reason ttft request_id)}]),
+       '["","","","","",""]', 'and no request figures in the log');
+    is($l->{trace_id}, $tid, 'but the trace id');
+}
+
+# --- other locations are left alone -----------------------------------------
+{
+    my ($st, $h) = http('GET', '/healthz', undef,
+                        "traceparent: 00-$tid-00f067aa0ba902b7-01");
+    is($st, 200, '/healthz');
+    ok(!exists $h->{traceparent}, 'no traceparent where no model is served');
+    my ($l) = log_lines();
+    is($l->{trace_id}, '', 'nor in its log line');
+}
+
+open my $log, '<', "$root/logs/error.log" or die $!;
+my $text = do { local $/; <$log> };
+unlike($text, qr/\[alert\]|\[crit\]|exited on signal/,
+       'no worker crashed, no alert');
+
+done_testing();
