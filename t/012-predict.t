@@ -8,57 +8,22 @@
 use strict;
 use warnings;
 
-use Cwd ();
-use IO::Socket::INET;
-use IPC::Run qw(run);
 use Test::More;
-use Time::HiRes qw(sleep);
+use InferNginx;
 
-my $python = $ENV{TEST_PYTHON}
+$ENV{TEST_PYTHON}
     or plan skip_all => 'TEST_PYTHON unset (make nginx-test sets it to the '
                         . 'venv of t/requirements.txt)';
+my $srv = InferNginx->new(name => 'predict', port => 12);
+END { $srv->stop if $srv }
 # tools/asan-nginx.sh runs the suites from a copy of t/: the clients, the
 # reference and the .proto are found from the repository
-my $repo = $ENV{INFER_ROOT} || Cwd::cwd();
+my ($repo, $port, $model) = ($srv->repo, $srv->port, $srv->model);
 my $client = "$repo/t/clients/predict.py";
 my $ref = "$repo/t/data/ref/stories260K.logits";
 my $proto = "$repo/src/proto/grpc_service.proto";
-my $root = Cwd::cwd() . '/t/servroot-predict';
-my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
-my $port = ($ENV{TEST_NGINX_PORT} || 1984) + 12;
-my $model = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
 
-sub master_pid {
-    open my $fh, '<', "$root/logs/nginx.pid" or return;
-    my ($pid) = <$fh> =~ /(\d+)/;
-    return $pid;
-}
-
-sub stop_nginx {
-    my $pid = master_pid() or return;
-    kill 'QUIT', $pid;
-    for (1 .. 200) { last unless kill 0, $pid; sleep 0.05 }
-}
-
-# an nginx left by an interrupted run would hold the port
-stop_nginx();
-system("rm -rf '$root' && mkdir -p '$root/logs' '$root/conf'") == 0 or die;
-END { stop_nginx() }
-
-my $modules = join '', map { "load_module $_;\n" }
-                       split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
-open my $fh, '>', "$root/conf/nginx.conf" or die $!;
-print $fh <<"_EOC_";
-$modules
-worker_processes 1;
-master_process on;
-daemon on;
-error_log $root/logs/error.log info;
-pid $root/logs/nginx.pid;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $root/body;
+$srv->start(http => <<"_EOC_");
     infer_model tiny $model threads=1;
     server {
         listen 127.0.0.1:$port;
@@ -69,48 +34,12 @@ http {
         }
         location = /stats { infer_stats; }
     }
-}
 _EOC_
-close $fh;
 
-run [$nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf",
-     '-e', "$root/logs/error.log"], \undef, \my $out, \my $err;
-is($? >> 8, 0, 'nginx starts') or diag($err);
-for (1 .. 200) {
-    last if master_pid()
-            && IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
-    sleep 0.05;
-}
-
-# The client's TAP lines as our own tests.
-sub client {
-    my @args = @_;
-    my ($stdout, $stderr) = ('', '');
-    run [$python, $client, @args], \undef, \$stdout, \$stderr;
-    my $rc = $? >> 8;
-    my $n = 0;
-    for (split /\n/, $stdout) {
-        if (/^(not )?ok \d+ - (.*)$/) {
-            ok(!$1, $2);
-            $n++;
-        } elsif (/^#/) {
-            diag($_);
-        }
-    }
-    ok($n > 0 && ($rc == 0) == !grep(/^not ok/, split /\n/, $stdout),
-       "$args[0]: the client ran to its end ($n checks, exit $rc)")
-        or diag($stderr);
-}
-
-client('check', "http://127.0.0.1:$port/predict", $ref, $proto);
-client('wire', $proto);
-
-my $log = do {
-    open my $lf, '<', "$root/logs/error.log" or die $!;
-    local $/;
-    <$lf>;
-};
-unlike($log, qr/\[(?:alert|emerg|crit)\]|exited on signal/,
-       'no worker crashed, no alert in the error log');
+$srv->client('predict.py check',
+             [$client, 'check', "http://127.0.0.1:$port/predict", $ref,
+              $proto]);
+$srv->client('predict.py wire', [$client, 'wire', $proto]);
+$srv->log_clean;
 
 done_testing();

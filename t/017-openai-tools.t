@@ -11,40 +11,19 @@
 use strict;
 use warnings;
 
-use Cwd ();
-use IPC::Run qw(run timeout);
 use JSON::PP ();
 use Test::More;
+use InferNginx;
 
-my $python = $ENV{TEST_PYTHON}
+$ENV{TEST_PYTHON}
     or plan skip_all => 'TEST_PYTHON unset (make nginx-test sets it to the '
                         . 'venv of t/requirements.txt)';
-
-my $repo = $ENV{INFER_ROOT} || Cwd::cwd();
-my $root = Cwd::cwd() . '/t/servroot-openai-tools';
-my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
-my $port = ($ENV{TEST_NGINX_PORT} || 1984) + 20;
-my $src = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
+my $srv = InferNginx->new(name => 'openai-tools', port => 19);
+END { $srv->stop if $srv }
+my ($repo, $port, $src, $root) = ($srv->repo, $srv->port, $srv->model,
+                                  $srv->root);
 my $gen = $ENV{TEST_NGINX_GEN_MODEL} || "$repo/build/infer-gen-model";
 my $templates = ($ENV{INFER_SHARED} || "$repo/../shared") . '/chat_templates';
-
-my $modules = join '', map { "load_module $_;\n" }
-                       split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
-
-sub master_pid {
-    open my $fh, '<', "$root/logs/nginx.pid" or return;
-    my ($pid) = <$fh> =~ /(\d+)/;
-    return $pid;
-}
-
-sub stop_nginx {
-    my $pid = master_pid() or return;
-    kill 'QUIT', $pid;
-    for (1 .. 100) {
-        last unless kill 0, $pid;
-        select undef, undef, undef, 0.05;
-    }
-}
 
 sub slurp {
     open my $fh, '<', $_[0] or die "$_[0]: $!";
@@ -58,9 +37,7 @@ sub spew {
     close $fh;
 }
 
-stop_nginx();
-system("rm -rf '$root' && mkdir -p '$root/logs' '$root/conf' '$root/tok'")
-    == 0 or die;
+mkdir "$root/tok" or die "$root/tok: $!";
 
 # The tokenizer: stories260K's with the calls as added tokens, and Qwen2.5's
 # template in its tokenizer_config.json.
@@ -92,17 +69,7 @@ system("$gen '$root/model' --preset tiny-llama --seed 3 "
        . "--tokenizer '$root/tok' > /dev/null") == 0
     or die "cannot generate the model with $gen";
 
-spew("$root/conf/nginx.conf", <<"_EOC_");
-$modules
-worker_processes 1;
-master_process on;
-daemon on;
-error_log $root/logs/error.log info;
-pid $root/logs/nginx.pid;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $root/body;
+$srv->start(http => <<"_EOC_") or BAIL_OUT("nginx did not start");
     infer_model hermes $root/model threads=1;
     infer_model llama3 $root/model threads=1
                 chat_template=$templates/meta-llama-Llama-3.1-8B-Instruct.jinja;
@@ -112,37 +79,21 @@ http {
         listen 127.0.0.1:$port;
         location /v1/ { infer_openai hermes llama3 mistral; }
     }
-}
 _EOC_
-system($nginx, '-p', $root, '-c', "$root/conf/nginx.conf") == 0
-    or BAIL_OUT("nginx did not start");
-END { stop_nginx() }
 
-my ($out, $err) = ('', '');
-my $ok = eval {
-    run [$python, "$repo/t/clients/openai_tools.py",
-         "http://127.0.0.1:$port/v1", $first], \undef, \$out, \$err,
-        timeout(300);
-};
-my $checks = 0;
-for my $line (split /\n/, $out) {
-    if ($line =~ /^(not )?ok - (.*)$/) {
-        ok(!$1, $2);
-        $checks++;
-    } elsif ($line =~ /^# ?(.*)$/) {
-        diag($1);
-    }
-}
-ok($ok, 'the SDK client ran to its end') or diag($err || $@);
+my $checks = $srv->client('the SDK client',
+                          ["$repo/t/clients/openai_tools.py",
+                           "http://127.0.0.1:$port/v1", $first],
+                          timeout => 300);
 cmp_ok($checks, '>=', 25, "the client made its $checks checks");
 
-my $log = slurp("$root/logs/error.log");
+my $log = $srv->log;
 for my $m (['hermes', 'tokenizer_config.json', 'hermes'],
            ['llama3', '/', 'llama3_json'], ['mistral', '/', 'mistral'])
 {
     like($log, qr/infer_model "$m->[0]": chat template from \Q$m->[1]\E[^,]*, tool calls $m->[2]\b/,
          "$m->[0]: tool calls $m->[2], found from its template");
 }
-ok($log !~ /\[(alert|emerg|crit)\]/, 'no alert in the error log');
+$srv->log_clean;
 
 done_testing();

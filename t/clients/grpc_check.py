@@ -467,7 +467,10 @@ def stubs():
     t0 = time.time()
     fr = nghttp("ModelInfer", [many.SerializeToString()], "grpc-timeout: 100m")
     st, msg = status(fr)
-    check(st == "4" and "within 100 ms" in msg and time.time() - t0 < 2,
+    # the front end's timer or the engine's deadline, whichever a loaded
+    # machine lets fire first: both are the 100 ms the header asked for
+    check(st == "4" and ("within 100 ms" in msg or "deadline passed" in msg)
+          and time.time() - t0 < 2,
           "grpc-timeout 100m on ModelInfer, no deadline in the client: the "
           "server's DEADLINE_EXCEEDED", fr)
     long = text_request(b"", 480).SerializeToString()
