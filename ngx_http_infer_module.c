@@ -20,6 +20,7 @@
  *     infer_reject_log_level info|notice|warn|error;   (http, server, location)
  *     infer_unsent_limit SIZE;                         (http, server, location)
  *     infer_max_n N;                                   (http, server, location)
+ *     infer_api_keys FILE|off;                         (http, server, location)
  */
 #include "ngx_http_infer.h"
 
@@ -150,6 +151,13 @@ static ngx_command_t  ngx_http_infer_commands[] = {
       offsetof(ngx_http_infer_loc_conf_t, max_n),
       &ngx_http_infer_max_n_post },
 
+    { ngx_string("infer_api_keys"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_infer_api_keys,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -189,11 +197,14 @@ ngx_http_infer_preconfiguration(ngx_conf_t *cf)
     return ngx_http_infer_add_variables(cf);
 }
 
-/* traceparent, in the preaccess phase */
+/* traceparent in the preaccess phase, infer_api_keys in the access one */
 static ngx_int_t
 ngx_http_infer_postconfiguration(ngx_conf_t *cf)
 {
-    return ngx_http_infer_trace_init(cf);
+    if (ngx_http_infer_trace_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    return ngx_http_infer_keys_init(cf);
 }
 
 static void *
@@ -233,6 +244,7 @@ ngx_http_infer_create_loc_conf(ngx_conf_t *cf)
     conf->reject_log_level = NGX_CONF_UNSET_UINT;
     conf->unsent_limit = NGX_CONF_UNSET_SIZE;
     conf->max_n = NGX_CONF_UNSET;
+    conf->api_keys = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -248,6 +260,7 @@ ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->unsent_limit, prev->unsent_limit,
                               64 * 1024);
     ngx_conf_merge_value(conf->max_n, prev->max_n, 8);
+    ngx_conf_merge_ptr_value(conf->api_keys, prev->api_keys, NULL);
 
     return NGX_CONF_OK;
 }

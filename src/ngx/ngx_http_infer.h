@@ -84,6 +84,8 @@ typedef struct {
                                                   generation pauses */
     ngx_int_t                max_n;            /* OpenAI's n: choices of
                                                   one request */
+    ngx_array_t             *api_keys;         /* SHA-256 digests, or
+                                                  NULL: no check */
 } ngx_http_infer_loc_conf_t;
 
 typedef struct ngx_http_infer_ctx_s  ngx_http_infer_ctx_t;
@@ -239,6 +241,14 @@ int64_t ngx_http_infer_now_us(void);
 ngx_int_t ngx_http_infer_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_infer_trace_init(ngx_conf_t *cf);
 const char *ngx_http_infer_finish_name(ngx_uint_t type, ngx_uint_t finish);
+
+/* infer_api_keys (ngx_http_infer_keys.c). */
+char *ngx_http_infer_api_keys(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_infer_keys_init(ngx_conf_t *cf);
+/* Ends a gRPC call with UNAUTHENTICATED (ngx_http_infer_grpc.c). */
+ngx_int_t ngx_http_infer_grpc_unauthenticated(ngx_http_request_t *r,
+    const char *message);
 
 /*
  * A batch (ngx_http_infer_batch.c): the engine requests of one client

@@ -211,6 +211,15 @@ ngx_http_infer_grpc_end(ngx_http_request_t *r, infer_grpc_status_t code,
     return rc == NGX_ERROR ? NGX_ERROR : NGX_OK;
 }
 
+/* infer_api_keys: no key, or a wrong one. */
+ngx_int_t
+ngx_http_infer_grpc_unauthenticated(ngx_http_request_t *r,
+    const char *message)
+{
+    return ngx_http_infer_grpc_end(r, INFER_GRPC_UNAUTHENTICATED, message,
+                                   NGX_HTTP_UNAUTHORIZED);
+}
+
 static ngx_int_t
 ngx_http_infer_grpc_error(ngx_http_request_t *r, infer_ks_error_t *err)
 {

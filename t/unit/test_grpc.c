@@ -86,6 +86,9 @@ test_headers(void)
                              44), INFER_GRPC_NONE, "no prefixes");
     is_int(infer_grpc_status_of_http(400), INFER_GRPC_INVALID_ARGUMENT,
            "400 is INVALID_ARGUMENT");
+    is_int(infer_grpc_status_of_http(401), INFER_GRPC_UNAUTHENTICATED,
+           "401 is UNAUTHENTICATED (16)");
+    is_int(INFER_GRPC_UNAUTHENTICATED, 16, "UNAUTHENTICATED is 16");
     is_int(infer_grpc_status_of_http(503), INFER_GRPC_UNAVAILABLE,
            "503 is UNAVAILABLE");
     is_int(infer_grpc_status_of_http(504), INFER_GRPC_DEADLINE_EXCEEDED,

@@ -1,0 +1,284 @@
+# infer_api_keys: Bearer keys from a file (plain, or SHA-256 as hex, made
+# here with Perl's Digest::SHA), 401 in each protocol's error shape (OpenAI
+# JSON, KServe JSON, gRPC UNAUTHENTICATED through grpcio), keys rotated by a
+# reload, and bad files refused by nginx -t.  Plain Test::More with its own
+# nginx.
+use strict;
+use warnings;
+
+use Cwd ();
+use Digest::SHA qw(sha256_hex);
+use IO::Socket::INET;
+use IPC::Run qw(run);
+use JSON::PP;
+use Test::More;
+use Time::HiRes qw(sleep);
+
+my $here = Cwd::cwd();
+my $root = "$here/t/servroot-keys";
+my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
+our $port = ($ENV{TEST_NGINX_PORT} || 1984) + 22;
+my $h2c_port = $port + 1;
+my $python = $ENV{TEST_PYTHON};
+my $model = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
+my $modules = join '', map { "load_module $_;\n" }
+                       split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
+
+sub pid_of {
+    open my $fh, '<', "$root/logs/nginx.pid" or return;
+    my ($pid) = <$fh> =~ /(\d+)/;
+    return $pid;
+}
+
+sub quit {
+    my $pid = pid_of() or return;
+    kill 'QUIT', $pid;
+    for (1 .. 100) { last unless kill 0, $pid; sleep 0.05 }
+}
+
+sub write_file {
+    my ($name, $text) = @_;
+    open my $fh, '>', $name or die "$name: $!";
+    print $fh $text;
+    close $fh;
+}
+
+sub conf {
+    my ($keys) = @_;
+    return <<"_EOC_";
+$modules
+worker_processes 1;
+master_process on;
+daemon on;
+error_log $root/logs/error.log info;
+pid $root/logs/nginx.pid;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $root/body;
+    infer_model tiny $model threads=1;
+    server {
+        listen 127.0.0.1:$port;
+        listen 127.0.0.1:$h2c_port http2;
+        infer_api_keys $keys;
+        location /v1/ { infer_openai tiny; }
+        location /v2 { infer_kserve tiny; }
+        location /inference.GRPCInferenceService/ { infer_grpc tiny; }
+        location = /healthz {
+            infer_api_keys off;
+            infer_health;
+        }
+        location = /metrics {
+            infer_api_keys off;
+            infer_metrics;
+        }
+    }
+}
+_EOC_
+}
+
+quit();
+system("rm -rf '$root' && mkdir -p '$root/logs' '$root/conf'") == 0 or die;
+write_file("$root/conf/keys", "# the team's keys\nsk-test-one\n\n  "
+           . sha256_hex('sk-test-two') . "  \r\n");
+write_file("$root/conf/nginx.conf", conf("$root/conf/keys"));
+END { quit() }
+
+# --- bad files: nginx -t says so ---------------------------------------------
+write_file("$root/conf/empty", "# nothing\n\n");
+for my $case (["$root/conf/nosuch", qr/infer_api_keys: cannot open "[^"]*nosuch"/],
+              ["$root/conf/empty", qr/infer_api_keys: "[^"]*empty" has no keys/]) {
+    my ($file, $re) = @$case;
+    write_file("$root/conf/bad.conf", conf($file));
+    run [$nginx, '-t', '-p', "$root/", '-c', "$root/conf/bad.conf",
+         '-e', "$root/logs/error-t.log"], \undef, \my $o, \my $e;
+    isnt($? >> 8, 0, "nginx -t refuses $file");
+    like($e, $re, 'and says why');
+}
+
+run [$nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf",
+     '-e', "$root/logs/error.log"], \undef, \my $o, \my $e;
+is($? >> 8, 0, 'nginx starts') or diag($e);
+for (1 .. 200) {
+    last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
+    sleep 0.05;
+}
+
+sub http {
+    my ($method, $path, $body, @headers) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                  Timeout => 30) or die "connect: $!";
+    my $req = "$method $path HTTP/1.0\r\nHost: localhost\r\n"
+              . join('', map { "$_\r\n" } @headers);
+    $req .= "Content-Type: application/json\r\nContent-Length: "
+            . length($body) . "\r\n" if defined $body;
+    print $s $req, "\r\n", $body // '';
+    local $/;
+    my $r = <$s>;
+    my ($head, $rest) = split /\r\n\r\n/, $r, 2;
+    my ($status) = $head =~ m{^HTTP/1\.\d (\d+)};
+    my %h = map { /^([^:]+):\s*(.*)$/ ? (lc $1, $2) : () }
+            split /\r\n/, $head;
+    return ($status, \%h, $rest);
+}
+
+my $completion = '{"model":"tiny","prompt":"Once","max_tokens":2}';
+
+# --- OpenAI ------------------------------------------------------------------
+for my $case ([undef, 'Missing bearer'],
+              ['Bearer sk-test-three', 'Incorrect API key'],
+              ['Basic c2stdGVzdC1vbmU6', 'Missing bearer'],
+              ['Bearer ', 'Missing bearer'],
+              ['Bearer sk-test-on', 'Incorrect API key'],
+              ['Bearer ' . sha256_hex('sk-test-two'), 'Incorrect API key']) {
+    my ($auth, $why) = @$case;
+    my $what = defined $auth ? "Authorization: $auth" : 'no Authorization';
+    my ($st, $h, $b) = http('POST', '/v1/completions', $completion,
+                            defined $auth ? ("Authorization: $auth") : ());
+    is($st, 401, "OpenAI, $what: 401");
+    my $err = eval { decode_json($b)->{error} } || {};
+    is(join(' ', map { $_ // 'null' } @$err{qw(type code param)}),
+       'invalid_request_error invalid_api_key null',
+       "$what: OpenAI's error fields");
+    like($err->{message} // '', qr/^$why/, "$what: $why");
+    is($h->{'www-authenticate'}, 'Bearer', "$what: WWW-Authenticate");
+}
+
+for my $auth ('Bearer sk-test-one', 'bearer   sk-test-one  ',
+              'Bearer sk-test-two') {
+    my ($st, $h, $b) = http('POST', '/v1/completions', $completion,
+                            "Authorization: $auth");
+    is($st, 200, "OpenAI, Authorization: $auth: 200");
+}
+
+# --- KServe ------------------------------------------------------------------
+{
+    my ($st, $h, $b) = http('GET', '/v2/health/live');
+    is($st, 401, 'KServe without a key: 401');
+    my $j = eval { decode_json($b) } || {};
+    ok(!ref $j->{error} && ($j->{error} // '') =~ /^Missing bearer/,
+       'in KServe\'s shape {"error": message}') or diag($b);
+    ($st) = http('GET', '/v2/health/live', undef,
+                 'Authorization: Bearer sk-test-two');
+    is($st, 200, 'KServe with the hashed key: 200');
+    ($st) = http('GET', '/healthz');
+    is($st, 200, 'infer_api_keys off: no key needed');
+}
+
+# --- gRPC, with grpcio -------------------------------------------------------
+my $grpc_py = <<'_PY_';
+import sys, grpc
+ch = grpc.insecure_channel(sys.argv[1])
+live = ch.unary_unary('/inference.GRPCInferenceService/ServerLive',
+                      request_serializer=lambda x: x,
+                      response_deserializer=lambda x: x)
+for key in sys.argv[2:]:
+    md = [] if key == '-' else [('authorization', 'Bearer ' + key)]
+    try:
+        live(b'', metadata=md, timeout=10)
+        print(key, 'OK')
+    except grpc.RpcError as e:
+        print(key, e.code().name, e.details())
+_PY_
+SKIP: {
+    skip 'TEST_PYTHON is not set', 3 unless $python;
+    run [$python, '-c', $grpc_py, "127.0.0.1:$h2c_port", '-', 'sk-wrong',
+         'sk-test-one'], \undef, \my $out, \my $err;
+    my @l = split /\n/, $out;
+    like($l[0] // '', qr/^- UNAUTHENTICATED Missing bearer/,
+         'gRPC without a key: UNAUTHENTICATED') or diag($err);
+    like($l[1] // '', qr/^sk-wrong UNAUTHENTICATED Incorrect API key/,
+         'gRPC with a wrong key: UNAUTHENTICATED');
+    is($l[2] // '', 'sk-test-one OK', 'gRPC with a key: OK');
+}
+
+# --- the rejections are counted ----------------------------------------------
+{
+    my (undef, undef, $text) = http('GET', '/metrics');
+    my $n = 0;
+    $n += $1 while $text =~ /^infer_request_errors_total\{[^}]*kind="unauthorized"\} (\d+)$/mg;
+    is($n, 6 + 1 + ($python ? 2 : 0), "infer_metrics counts $n 401s");
+}
+
+# --- rotation: a reload rereads the file ---------------------------------------
+{
+    write_file("$root/conf/keys", "sk-test-three\n");
+    my $pid = pid_of();
+    my ($st) = http('POST', '/v1/completions', $completion,
+                    'Authorization: Bearer sk-test-one');
+    is($st, 200, 'before the reload the old key works');
+    kill 'HUP', $pid;
+    my $ok = 0;
+    for (1 .. 100) {
+        sleep 0.1;
+        ($st) = http('POST', '/v1/completions', $completion,
+                     'Authorization: Bearer sk-test-three');
+        if ($st == 200) { $ok = 1; last }
+    }
+    ok($ok, 'after the reload the new key works');
+    ($st) = http('POST', '/v1/completions', $completion,
+                 'Authorization: Bearer sk-test-one');
+    is($st, 401, 'and the old one is refused');
+}
+
+# --- conf/nginx-keys.conf as shipped: keys, then limit_req per key ---------
+{
+    my $croot = "$root/shipped";
+    my $cport = $port + 2;
+    system("mkdir -p '$croot/conf' '$croot/logs' '$croot/modules'") == 0
+        or die;
+    my ($so) = split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
+    symlink $so, "$croot/modules/ngx_http_infer_module.so" or die $!;
+    my $repo = $ENV{INFER_ROOT} || $here;
+    open my $in, '<', "$repo/conf/nginx-keys.conf" or die $!;
+    my $c = do { local $/; <$in> };
+    $c =~ s/127\.0\.0\.1:8080/127.0.0.1:$cport/ or die;
+    $c =~ s/listen 127\.0\.0\.1:8081 http2;//;
+    write_file("$croot/conf/nginx.conf", $c);
+    write_file("$croot/conf/infer_model.conf",
+               "infer_model default $model threads=1;\n");
+    write_file("$croot/conf/api_keys", "sk-shipped\n");
+    run [$nginx, '-p', "$croot/", '-c', 'conf/nginx.conf',
+         '-e', "$croot/logs/error.log"], \undef, \my $o2, \my $e2;
+    is($? >> 8, 0, 'conf/nginx-keys.conf starts') or diag($e2);
+    for (1 .. 200) {
+        last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$cport");
+        sleep 0.05;
+    }
+    local $port = $cport;
+    my ($st) = http('POST', '/v1/completions',
+                    '{"model":"default","prompt":"x","max_tokens":1}');
+    is($st, 401, 'shipped: no key, 401');
+    my %seen;
+    my $limited;
+    for (1 .. 40) {
+        my ($st, $h, $b) = http('POST', '/v1/completions',
+            '{"model":"default","prompt":"x","max_tokens":1}',
+            'Authorization: Bearer sk-shipped');
+        $seen{$st}++;
+        $limited //= [$h, $b] if $st == 429;
+    }
+    ok($seen{200} && $seen{429},
+       "shipped: 40 quick requests of one key, "
+       . join(', ', map { "$seen{$_} x $_" } sort keys %seen));
+    SKIP: {
+        skip 'no 429', 2 unless $limited;
+        my $err = eval { decode_json($limited->[1])->{error} } || {};
+        is("$err->{type} $err->{code}", 'requests rate_limit_exceeded',
+           'the 429 in OpenAI\'s shape');
+        is($limited->[0]{'retry-after'}, '1', 'with Retry-After');
+    }
+    ($st) = http('GET', '/healthz');
+    is($st, 200, 'shipped: /healthz needs no key');
+    open my $pf, '<', "$croot/logs/nginx.pid" or die $!;
+    my ($cpid) = <$pf> =~ /(\d+)/;
+    kill 'QUIT', $cpid;
+    for (1 .. 100) { last unless kill 0, $cpid; sleep 0.05 }
+}
+
+open my $log, '<', "$root/logs/error.log" or die $!;
+my $text = do { local $/; <$log> };
+unlike($text, qr/\[alert\]|\[crit\]|exited on signal/,
+       'no worker crashed, no alert');
+
+done_testing();
