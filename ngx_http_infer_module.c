@@ -960,7 +960,10 @@ static ngx_int_t
 ngx_http_infer_engine_up(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
 {
     char           err[NGX_HTTP_INFER_ERRLEN], facts[512];
+    int64_t        start;
     infer_stats_t  st;
+
+    start = ngx_http_infer_now_us();
 
     if (infer_engine_create(&m->ecfg, &m->engine, err, sizeof(err))
         != INFER_OK)
@@ -989,8 +992,9 @@ ngx_http_infer_engine_up(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
 
     infer_engine_describe(m->engine, facts, sizeof(facts));
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                  "infer_model \"%V\" loaded from \"%V\": %s",
-                  &m->name, &m->dir, facts);
+                  "infer_model \"%V\" loaded from \"%V\": %s, load time "
+                  "%.3f s", &m->name, &m->dir, facts,
+                  (double) (ngx_http_infer_now_us() - start) / 1e6);
     infer_engine_stats(m->engine, &st);
     if (st.kernels_warning != NULL) {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0, "infer_model \"%V\": %s",
