@@ -131,8 +131,6 @@ ngx_http_infer_bridge_read(ngx_event_t *rev)
 
     } while (n == NGX_HTTP_INFER_POLL_BATCH);
 
-    ngx_http_infer_metrics_engine(m);
-
     if (!m->failure_seen && !infer_engine_alive(m->engine)) {
         ngx_http_infer_engine_failed(m, c->log);
     }

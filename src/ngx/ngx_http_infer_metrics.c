@@ -6,7 +6,9 @@
  * answers a scrape reads the sums of all of them.  Workers update it from
  * their event loop only: the bridge counts each engine event as it hands
  * it on, rejections are counted where they are logged, and the engines'
- * gauges are copied from their snapshots after each poll and every second.
+ * gauges and preemptions are copied from their snapshots every second and
+ * at each scrape (not after each poll: the snapshot's mutex is the
+ * scheduler's).
  *
  * Counters and histograms are per model (by name, so a reload, which reuses
  * the zone, continues them; they are only ever added to, never copied, so
