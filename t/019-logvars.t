@@ -187,7 +187,8 @@ for my $tp (undef, "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
 
 open my $log, '<', "$root/logs/error.log" or die $!;
 my $text = do { local $/; <$log> };
-like($text, qr/\[notice\]\ \d+\#\d+:\ infer_model\ "tiny"\ loaded\ from\ "[^"]+":
+like($text, qr/\[notice\]\ \d+\#\d+:\ infer_model\ "tiny"\ loaded\ from
+               \ "[^"]+":
                \ cpu\ \w+,\ weights\ [\d.]+\ [KMG]iB,
                .*KV\ cache\ [\d.]+\ [KMG]iB\ in\ \d+\ blocks
                .*,\ load\ time\ \d+\.\d{3}\ s$/mx,

@@ -86,8 +86,10 @@ END { quit() }
 
 # --- bad files: nginx -t says so ---------------------------------------------
 write_file("$root/conf/empty", "# nothing\n\n");
-for my $case (["$root/conf/nosuch", qr/infer_api_keys: cannot open "[^"]*nosuch"/],
-              ["$root/conf/empty", qr/infer_api_keys: "[^"]*empty" has no keys/]) {
+for my $case (["$root/conf/nosuch",
+               qr/infer_api_keys: cannot open "[^"]*nosuch"/],
+              ["$root/conf/empty",
+               qr/infer_api_keys: "[^"]*empty" has no keys/]) {
     my ($file, $re) = @$case;
     write_file("$root/conf/bad.conf", conf($file));
     run [$nginx, '-t', '-p', "$root/", '-c', "$root/conf/bad.conf",
@@ -196,17 +198,19 @@ SKIP: {
 {
     my (undef, undef, $text) = http('GET', '/metrics');
     my $n = 0;
-    $n += $1 while $text =~ /^infer_request_errors_total\{[^}]*kind="unauthorized"\} (\d+)$/mg;
+    $n += $1 while $text =~ /^infer_request_errors_total\{[^}]*
+                             kind="unauthorized"\}\ (\d+)$/mgx;
     is($n, 6 + 1 + ($python ? 2 : 0), "infer_metrics counts $n 401s");
 }
 
-# --- rotation: a reload rereads the file ---------------------------------------
+# --- rotation: a reload rereads the file ------------------------------------
 {
     write_file("$root/conf/keys", "sk-test-three\n");
     my $pid = pid_of();
     my ($st) = http('POST', '/v1/completions', $completion,
                     'Authorization: Bearer sk-test-one');
     is($st, 200, 'before the reload the old key works');
+    my @old = split ' ', qx(pgrep -P $pid);
     kill 'HUP', $pid;
     my $ok = 0;
     for (1 .. 100) {
@@ -216,6 +220,8 @@ SKIP: {
         if ($st == 200) { $ok = 1; last }
     }
     ok($ok, 'after the reload the new key works');
+    # until the old worker has gone it may still accept a connection
+    for (1 .. 100) { last unless grep { kill 0, $_ } @old; sleep 0.1 }
     ($st) = http('POST', '/v1/completions', $completion,
                  'Authorization: Bearer sk-test-one');
     is($st, 401, 'and the old one is refused');
