@@ -401,7 +401,7 @@ test_kv_and_attention(void)
     kc = malloc(sizeof(float) * POOL);
     vc = malloc(sizeof(float) * POOL);
     out = malloc(sizeof(float) * n * NH * HD);
-    want = malloc(sizeof(double) * n * NH * HD);
+    want = calloc((size_t) n * NH * HD, sizeof(double));
     fill(qkv, (size_t) n * W, 1.0f);
     for (i = 0; i < POOL; i++) {
         kc[i] = NAN;
