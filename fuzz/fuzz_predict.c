@@ -179,7 +179,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     positions = 0;
     for (i = 0; i < req.n_rows; i++) {
-        FUZZ_CHECK(req.n_ids[i] >= 1 && req.n_ids[i] < 512
+        FUZZ_CHECK(req.n_ids[i] >= 1 && req.n_ids[i] <= 512
                    && req.ids[i] != NULL, "row %d of %d ids passed", i,
                    req.n_ids[i]);
         for (k = 0; k < req.n_ids[i]; k++) {
