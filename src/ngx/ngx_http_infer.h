@@ -188,6 +188,8 @@ ngx_int_t ngx_http_infer_send(ngx_http_request_t *r, ngx_uint_t status,
     const char *content_type, char *body, size_t len);
 ngx_int_t ngx_http_infer_send_json(ngx_http_request_t *r, ngx_uint_t status,
     char *body, size_t len);
+ngx_table_elt_t *ngx_http_infer_find_header(ngx_http_request_t *r,
+    const char *name);
 /* Answers with an error body a front end made (malloc'd): its status,
  * Retry-After on a 503, and the log line of ngx_http_infer_log_reject. */
 ngx_int_t ngx_http_infer_send_error(ngx_http_request_t *r, ngx_uint_t status,

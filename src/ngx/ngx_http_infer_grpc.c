@@ -89,34 +89,6 @@ ngx_http_infer_grpc_of(ngx_http_request_t *r)
     return NULL;
 }
 
-static ngx_table_elt_t *
-ngx_http_infer_grpc_header(ngx_http_request_t *r, const char *name)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    len = ngx_strlen(name);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-    for (i = 0; /* void */; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
-}
-
 /* ---- status ------------------------------------------------------------- */
 
 /* grpc-status and grpc-message into a header list (trailers, or the
@@ -1120,7 +1092,7 @@ ngx_http_infer_grpc_handler(ngx_http_request_t *r)
         goto unimplemented;
     }
 
-    h = ngx_http_infer_grpc_header(r, "grpc-encoding");
+    h = ngx_http_infer_find_header(r, "grpc-encoding");
     if (h != NULL && !(h->value.len == 8
                        && ngx_strncmp(h->value.data, "identity", 8) == 0))
     {
@@ -1131,7 +1103,7 @@ ngx_http_infer_grpc_handler(ngx_http_request_t *r)
         goto unimplemented;
     }
 
-    h = ngx_http_infer_grpc_header(r, "grpc-timeout");
+    h = ngx_http_infer_find_header(r, "grpc-timeout");
     if (h != NULL) {
         if (infer_grpc_timeout((char *) h->value.data, h->value.len, &ms)
             != 0)

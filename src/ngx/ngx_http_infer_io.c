@@ -573,3 +573,27 @@ ngx_http_infer_stats_handler(ngx_http_request_t *r)
     body = infer_stats_body(names, st, (int) n, (long) ngx_pid, &len);
     return ngx_http_infer_send_json(r, NGX_HTTP_OK, body, len);
 }
+
+/* A request header by name, case-insensitively: the ones nginx does not
+ * index in headers_in (Accept in some builds, traceparent, grpc-*). */
+ngx_table_elt_t *
+ngx_http_infer_find_header(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].key.len == len
+                && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+            {
+                return &h[i];
+            }
+        }
+    }
+    return NULL;
+}

@@ -46,34 +46,6 @@ ngx_http_infer_ks_send_error(ngx_http_request_t *r, infer_ks_error_t *err)
                                      "application/json", body, len);
 }
 
-static ngx_table_elt_t *
-ngx_http_infer_ks_header(ngx_http_request_t *r, const char *name)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    len = ngx_strlen(name);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-    for (i = 0; /* void */; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
-}
-
 /* The model of a route, or NULL with the 404 (or 503) in err. */
 static ngx_http_infer_model_t *
 ngx_http_infer_ks_model(ngx_http_request_t *r, infer_ks_route_t *route,
@@ -1022,7 +994,7 @@ ngx_http_infer_ks_body(ngx_http_request_t *r)
         goto failed;
     }
 
-    h = ngx_http_infer_ks_header(r, "Content-Encoding");
+    h = ngx_http_infer_find_header(r, "Content-Encoding");
     if (h != NULL && !(h->value.len == 8
                        && ngx_strncasecmp(h->value.data,
                                           (u_char *) "identity", 8) == 0))
@@ -1042,7 +1014,7 @@ ngx_http_infer_ks_body(ngx_http_request_t *r)
     }
 
     job->header_len = job->body_len;
-    h = ngx_http_infer_ks_header(r, "Inference-Header-Content-Length");
+    h = ngx_http_infer_find_header(r, "Inference-Header-Content-Length");
     if (h != NULL && job->kind == INFER_KS_ROUTE_INFER) {
         v = &h->value;
         if (infer_ks_header_length((char *) v->data, v->len, job->body_len,

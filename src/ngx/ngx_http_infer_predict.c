@@ -45,29 +45,6 @@ ngx_http_infer_pred_cleanup(void *data)
     free(job->out);
 }
 
-/* The value of a request header by name (nginx keeps Accept in
- * headers_in only in some builds). */
-static ngx_table_elt_t *
-ngx_http_infer_pred_header(ngx_http_request_t *r, const char *name)
-{
-    size_t            len = ngx_strlen(name);
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    for (part = &r->headers_in.headers.part; part; part = part->next) {
-        h = part->elts;
-        for (i = 0; i < part->nelts; i++) {
-            if (h[i].key.len == len
-                && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-            {
-                return &h[i];
-            }
-        }
-    }
-    return NULL;
-}
-
 /* The body's format and the reply's, from Content-Type and Accept; -1
  * with err set (415, 406) when they name none of ours. */
 static ngx_int_t
@@ -94,7 +71,7 @@ ngx_http_infer_pred_formats(ngx_http_request_t *r, infer_pred_request_t *req,
     }
     req->format = f;
 
-    accept = ngx_http_infer_pred_header(r, "Accept");
+    accept = ngx_http_infer_find_header(r, "Accept");
     f = infer_pred_accept_format(accept ? (char *) accept->value.data : NULL,
                                  accept ? accept->value.len : 0,
                                  req->format);

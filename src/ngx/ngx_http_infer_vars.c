@@ -250,34 +250,6 @@ ngx_http_infer_traceparent_valid(ngx_str_t *tp)
            && ngx_http_infer_is_hex(p + 53, 2, 0);
 }
 
-static ngx_table_elt_t *
-ngx_http_infer_find_header(ngx_http_request_t *r, const char *name,
-    size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
-}
-
 /* $infer_traceparent (data 0) and $infer_trace_id (1): the response's
  * traceparent, made once per request and kept in its indexed value. */
 static ngx_int_t
@@ -314,8 +286,7 @@ ngx_http_infer_trace_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    h = ngx_http_infer_find_header(r, "traceparent",
-                                   sizeof("traceparent") - 1);
+    h = ngx_http_infer_find_header(r, "traceparent");
 
     if (h != NULL && ngx_http_infer_traceparent_valid(&h->value)) {
         /* its trace id and flags, our span */
