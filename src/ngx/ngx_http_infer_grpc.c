@@ -258,22 +258,6 @@ ngx_http_infer_grpc_model(ngx_http_request_t *r, const char *name,
     return m;
 }
 
-static int
-ngx_http_infer_grpc_unavailable(ngx_http_infer_model_t *m,
-    infer_ks_error_t *err)
-{
-    const char  *why;
-
-    why = ngx_http_infer_model_unavailable(m);
-    if (why == NULL) {
-        return 0;
-    }
-    infer_ks_set_error(err, NGX_HTTP_SERVICE_UNAVAILABLE, "model '%s' is "
-                       "not available in this worker: %s",
-                       (char *) m->name.data, why);
-    return 1;
-}
-
 static ngx_int_t
 ngx_http_infer_grpc_simple(ngx_http_request_t *r, ngx_http_infer_grpc_t *g)
 {
@@ -322,13 +306,13 @@ ngx_http_infer_grpc_simple(ngx_http_request_t *r, ngx_http_infer_grpc_t *g)
             return ngx_http_infer_grpc_error(r, &err);
         }
         if (g->method == INFER_GRPC_MODEL_READY) {
-            out = infer_ks_pb_flag(0, !ngx_http_infer_grpc_unavailable(m,
+            out = infer_ks_pb_flag(0, !ngx_http_infer_ks_unavailable(m,
                                                                      &err),
                                    &len);
             break;
         }
         /* the vocabulary (the logits' shape) is the engine's to tell */
-        if (ngx_http_infer_grpc_unavailable(m, &err)) {
+        if (ngx_http_infer_ks_unavailable(m, &err)) {
             return ngx_http_infer_grpc_error(r, &err);
         }
         out = infer_ks_pb_model_metadata((char *) m->name.data,
@@ -604,7 +588,7 @@ ngx_http_infer_grpc_stream_msg(ngx_http_infer_grpc_t *g,
                            (char *) m->name.data);
         goto failed;
     }
-    if (ngx_http_infer_grpc_unavailable(m, &job->err)) {
+    if (ngx_http_infer_ks_unavailable(m, &job->err)) {
         goto failed;
     }
 

@@ -77,7 +77,7 @@ ngx_http_infer_ks_model(ngx_http_request_t *r, infer_ks_route_t *route,
     return m;
 }
 
-static int
+int
 ngx_http_infer_ks_unavailable(ngx_http_infer_model_t *m,
     infer_ks_error_t *err)
 {

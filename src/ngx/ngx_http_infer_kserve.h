@@ -55,6 +55,10 @@ struct ngx_http_infer_ks_s {
     void                       *data;          /* the front end's */
 };
 
+/* 1 with err set (503, the reason) when the model's engine is not up in
+ * this worker. */
+int ngx_http_infer_ks_unavailable(ngx_http_infer_model_t *m,
+    infer_ks_error_t *err);
 /* A job in r->pool with REST's hooks. */
 ngx_http_infer_ks_t *ngx_http_infer_ks_job(ngx_http_request_t *r);
 /* Its model known: prepared (in the thread pool when bytes make it
