@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include "backend.h"
 #include "infer.h"
+#include "kvpool.h"
 #include "logits.h"
 #include "model.h"
 #include "outputs.h"
@@ -48,6 +49,8 @@ struct infer_seq {
     int               n_computed;    /* tokens whose keys/values are cached */
     int32_t          *blocks;        /* [max_blocks_per_seq] */
     int               n_blocks;
+    int               n_named;       /* leading blocks published by name */
+    uint64_t          last_name;     /* the name of block n_named - 1 */
     infer_sampling_t  sampling;
     infer_penalties_t penalties;
     int32_t          *bias_ids;      /* the penalties' logit bias */
@@ -127,8 +130,7 @@ struct infer_engine {
     infer_seq_t        **running;      /* admission order, oldest first */
     int                  n_running;
     infer_seq_t         *waiting;       /* FIFO; preempted go to the front */
-    int32_t             *free_blocks;
-    int                  n_free;
+    infer_kvpool_t      *pool;
     infer_seq_t        **step_seqs;
     int32_t             *b_tokens, *b_pos, *b_seq, *b_ctx, *b_table;
     int32_t             *b_logit;
@@ -371,8 +373,10 @@ static void
 release_blocks(infer_engine_t *e, infer_seq_t *s)
 {
     while (s->n_blocks > 0) {
-        e->free_blocks[e->n_free++] = s->blocks[--s->n_blocks];
+        infer_kvpool_release(e->pool, s->blocks[--s->n_blocks]);
     }
+    s->n_named = 0;
+    s->last_name = 0;
 }
 
 static void
@@ -416,7 +420,7 @@ reserve_blocks(infer_engine_t *e, infer_seq_t *s, int tokens)
 {
     int need = blocks_for(e, tokens) - s->n_blocks, i;
 
-    while (need > e->n_free) {
+    while (need > infer_kvpool_available(e->pool)) {
         infer_seq_t *victim = NULL;
 
         /* a paused sequence first: it would not use its blocks soon */
@@ -434,7 +438,7 @@ reserve_blocks(infer_engine_t *e, infer_seq_t *s, int tokens)
         preempt(e, victim);
     }
     for (i = 0; i < need; i++) {
-        s->blocks[s->n_blocks++] = e->free_blocks[--e->n_free];
+        s->blocks[s->n_blocks++] = infer_kvpool_alloc(e->pool);
     }
     return 0;
 }
@@ -962,7 +966,7 @@ publish_stats(infer_engine_t *e, int n_seqs)
 {
     e->counters.steps += n_seqs > 0;
     e->counters.n_blocks = e->n_blocks;
-    e->counters.free_blocks = e->n_free;
+    e->counters.free_blocks = infer_kvpool_available(e->pool);
     e->counters.running = e->n_running;
     pthread_mutex_lock(&e->mu);
     e->counters.waiting = e->n_pending;
@@ -1500,7 +1504,6 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
 {
     infer_engine_t        *e;
     infer_backend_params_t p;
-    int                    i;
 
     e = calloc(1, sizeof(*e));
     if (e == NULL) {
@@ -1571,7 +1574,7 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
     }
     e->max_blocks = blocks_for(e, e->context);
 
-    e->free_blocks = malloc(e->n_blocks * sizeof(int32_t));
+    e->pool = infer_kvpool_create(e->n_blocks, e->block_size, 0);
     e->running = calloc(e->max_seqs, sizeof(infer_seq_t *));
     e->step_seqs = calloc(e->max_seqs, sizeof(infer_seq_t *));
     e->b_tokens = malloc(e->max_batch_tokens * sizeof(int32_t));
@@ -1592,7 +1595,7 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
     e->text_cap = infer_tokenizer_max_token_bytes(e->tok) + 64;
     e->text = malloc(e->text_cap);
     e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!e->free_blocks || !e->running || !e->step_seqs || !e->b_tokens
+    if (!e->pool || !e->running || !e->step_seqs || !e->b_tokens
         || !e->b_pos || !e->b_seq || !e->b_ctx || !e->b_logit
         || !e->b_logit_pos || !e->b_table || !e->logits || !e->work
         || !e->counts || !e->sample_scratch || !e->text || e->efd < 0)
@@ -1600,10 +1603,6 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
         snprintf(err, errlen, "engine: out of memory or no eventfd");
         goto failed;
     }
-    for (i = 0; i < e->n_blocks; i++) {
-        e->free_blocks[i] = e->n_blocks - 1 - i;
-    }
-    e->n_free = e->n_blocks;
     e->counters.n_blocks = e->counters.free_blocks = e->n_blocks;
     e->stats = e->counters;
 
@@ -1696,7 +1695,7 @@ infer_engine_destroy(infer_engine_t *e)
     infer_tokenizer_free(e->tok);
     infer_model_close(e->model);
     free(e->controls);
-    free(e->free_blocks);
+    infer_kvpool_destroy(e->pool);
     free(e->running);
     free(e->step_seqs);
     free(e->b_tokens);
