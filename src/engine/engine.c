@@ -51,6 +51,8 @@ struct infer_seq {
     int               n_blocks;
     int               n_named;       /* leading blocks published by name */
     uint64_t          last_name;     /* the name of block n_named - 1 */
+    int               cached_tokens; /* from the cache, first admission */
+    int               admitted;      /* admitted at least once */
     infer_sampling_t  sampling;
     infer_penalties_t penalties;
     int32_t          *bias_ids;      /* the penalties' logit bias */
@@ -100,6 +102,7 @@ struct infer_engine {
     int                  max_seqs;
     int                  max_queue;
     int                  block_size;
+    int                  prefix_cache;  /* reuse cached blocks */
     int                  n_blocks;
     int                  max_blocks;    /* per sequence */
     int                  context;       /* usable tokens per sequence */
@@ -208,6 +211,7 @@ event_init(infer_event_node_t *n, infer_event_type_t type, infer_seq_t *s,
     n->ev.finish = finish;
     n->ev.prompt_tokens = s->n_prompt;
     n->ev.completion_tokens = s->n_generated;
+    n->ev.cached_tokens = s->cached_tokens;
     infer_outputs_take(&s->outputs, &n->ev);
 }
 
@@ -441,6 +445,68 @@ reserve_blocks(infer_engine_t *e, infer_seq_t *s, int tokens)
         s->blocks[s->n_blocks++] = infer_kvpool_alloc(e->pool);
     }
     return 0;
+}
+
+/* ---- the prefix cache ------------------------------------------------------ */
+
+/*
+ * A sequence (new, or preempted and back) takes the cached blocks of its
+ * longest cached prefix in whole blocks, and computes from the first
+ * position after them.  The cached part stops before the last token (its
+ * logits are what the next token is drawn from) and before the first
+ * position whose logits or logprobs the request wants; so every shared
+ * block lies strictly before the positions the sequence writes.
+ */
+static void
+attach_prefix(infer_engine_t *e, infer_seq_t *s)
+{
+    int       bs = e->block_size, limit, p, i;
+    uint64_t  name = 0, prev;
+    int32_t   b;
+
+    limit = s->n_tokens - 1;
+    for (p = 0; p < limit; p++) {
+        if (infer_outputs_want_row(&s->outputs, p)) {
+            limit = p;
+        }
+    }
+    limit /= bs;
+    for (i = 0; i < limit; i++) {
+        prev = name;
+        name = infer_kvpool_hash(prev, s->tokens + (size_t) i * bs, bs);
+        b = infer_kvpool_lookup(e->pool, name, prev,
+                                s->tokens + (size_t) i * bs);
+        if (b < 0) {
+            break;
+        }
+        s->blocks[s->n_blocks++] = b;
+        s->last_name = name;
+    }
+    s->n_named = s->n_blocks;
+    s->n_computed = s->n_blocks * bs;
+    e->counters.prefix_queries += s->n_tokens;
+    e->counters.prefix_hits += s->n_computed;
+    if (!s->admitted) {
+        s->cached_tokens = s->n_computed;
+    }
+}
+
+/* Names the blocks s has filled, for later sequences to find. */
+static void
+publish_blocks(infer_engine_t *e, infer_seq_t *s)
+{
+    int       bs = e->block_size;
+    uint64_t  name;
+    int32_t  *t;
+
+    while ((s->n_named + 1) * bs <= s->n_computed) {
+        t = s->tokens + (size_t) s->n_named * bs;
+        name = infer_kvpool_hash(s->last_name, t, bs);
+        infer_kvpool_publish(e->pool, s->blocks[s->n_named], name,
+                             s->last_name, t);
+        s->last_name = name;
+        s->n_named++;
+    }
 }
 
 /* ---- finishing ------------------------------------------------------------ */
@@ -766,6 +832,10 @@ admit(infer_engine_t *e)
         *pp = s->next;
         s->next = NULL;
         s->chunk = 0;
+        if (e->prefix_cache) {
+            attach_prefix(e, s);
+        }
+        s->admitted = 1;
         e->running[e->n_running++] = s;
         admitted++;
     }
@@ -910,6 +980,9 @@ seq_done(infer_engine_t *e, infer_seq_t *s)
 
     s->n_computed += s->chunk;
     s->chunk = 0;
+    if (e->prefix_cache) {
+        publish_blocks(e, s);
+    }
     draws = s->n_computed == s->n_tokens && s->max_tokens > 0;
 
     for (r = 0; r < s->n_rows - draws; r++) {
@@ -967,6 +1040,7 @@ publish_stats(infer_engine_t *e, int n_seqs)
     e->counters.steps += n_seqs > 0;
     e->counters.n_blocks = e->n_blocks;
     e->counters.free_blocks = infer_kvpool_available(e->pool);
+    e->counters.cached_blocks = infer_kvpool_cached(e->pool);
     e->counters.running = e->n_running;
     pthread_mutex_lock(&e->mu);
     e->counters.waiting = e->n_pending;
@@ -1520,6 +1594,7 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
     e->max_seqs = cfg->max_seqs > 0 ? cfg->max_seqs : 64;
     e->max_queue = cfg->max_queue > 0 ? cfg->max_queue : 256;
     e->block_size = cfg->block_size > 0 ? cfg->block_size : 16;
+    e->prefix_cache = !cfg->no_prefix_cache;
     e->max_output = cfg->max_output_bytes ? cfg->max_output_bytes
                                           : (size_t) 64 << 20;
     snprintf(e->backend_name, sizeof(e->backend_name), "%s",
@@ -1574,7 +1649,8 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
     }
     e->max_blocks = blocks_for(e, e->context);
 
-    e->pool = infer_kvpool_create(e->n_blocks, e->block_size, 0);
+    e->pool = infer_kvpool_create(e->n_blocks, e->block_size,
+                                  e->prefix_cache);
     e->running = calloc(e->max_seqs, sizeof(infer_seq_t *));
     e->step_seqs = calloc(e->max_seqs, sizeof(infer_seq_t *));
     e->b_tokens = malloc(e->max_batch_tokens * sizeof(int32_t));

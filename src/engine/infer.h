@@ -51,6 +51,7 @@ typedef struct {
                                       0 = 256 */
     size_t       max_output_bytes; /* logits and logprobs one request may
                                       ask for; 0 = 64 MiB */
+    int          no_prefix_cache;  /* 1: every prompt computed in full */
 } infer_engine_config_t;
 
 /* Most compute threads per rank a configuration may ask for. */
@@ -180,6 +181,9 @@ typedef struct {
     infer_finish_t      finish;
     int                 prompt_tokens;
     int                 completion_tokens;
+    int                 cached_tokens;   /* prompt tokens whose keys and
+                                            values came from the prefix
+                                            cache (when first admitted) */
 
     /* Logits rows computed since the previous event, for the consecutive
      * positions rows_first .. rows_first + n_rows - 1, each vocab floats
@@ -208,13 +212,17 @@ void infer_event_release(infer_event_t *ev);
 /* A snapshot taken at the end of the scheduler's last step. */
 typedef struct {
     int       n_blocks;          /* KV blocks in the pool */
-    int       free_blocks;
+    int       free_blocks;       /* free or cached, unreferenced */
+    int       cached_blocks;     /* of those, cached for reuse */
     int       running;
     int       waiting;           /* submitted or preempted, not running */
     uint64_t  steps;
     uint64_t  prompt_tokens;     /* computed, recomputation included */
     uint64_t  generated_tokens;
     uint64_t  preemptions;
+    uint64_t  prefix_queries;    /* prompt tokens looked up in the prefix
+                                    cache (at every admission) */
+    uint64_t  prefix_hits;       /* of those, found cached */
     /* facts fixed when the engine was created */
     const char *backend;         /* "cpu", "cuda" */
     const char *dtype;           /* the weights' type in memory */
