@@ -7,6 +7,7 @@
  *                 [max_batch_tokens=N] [max_seqs=N] [kv_cache=SIZE]
  *                 [max_queue=N] [timeout=TIME] [tp=N] [devices=LIST]
  *                 [max_output=SIZE] [dtype=auto|f32|bf16|f16]
+ *                 [prefix_cache=on|off]
  *                 [chat_template=auto|FILE]
  *                 [tool_parser=auto|hermes|llama3_json|mistral|none];
  *                                                                (http)
@@ -391,6 +392,17 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
             m->ecfg.kv_cache_bytes = (size_t) size;
         } else {
             m->ecfg.max_output_bytes = (size_t) size;
+        }
+        return NULL;
+    }
+
+    if (ngx_http_infer_key("prefix_cache")) {
+        if (v->len == 2 && ngx_strncmp(v->data, "on", 2) == 0) {
+            m->ecfg.no_prefix_cache = 0;
+        } else if (v->len == 3 && ngx_strncmp(v->data, "off", 3) == 0) {
+            m->ecfg.no_prefix_cache = 1;
+        } else {
+            return "on or off";
         }
         return NULL;
     }
@@ -989,6 +1001,8 @@ ngx_http_infer_engine_up(ngx_cycle_t *cycle, ngx_http_infer_model_t *m)
     m->created = ngx_time();
     m->error[0] = '\0';
     m->preemptions_seen = 0;          /* a new engine counts from 0 */
+    m->prefix_queries_seen = 0;
+    m->prefix_hits_seen = 0;
 
     infer_engine_describe(m->engine, facts, sizeof(facts));
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,

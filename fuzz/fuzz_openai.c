@@ -431,7 +431,7 @@ fuzz_check_logprobs(const uint8_t *data, size_t size, infer_oai_kind_t kind,
     float                 top_lp[FUZZ_MAX_IDS * FUZZ_MAX_TOP];
     size_t                n, i, k, got, last;
     int                   vocab, n_prompt, first;
-    infer_oai_response_t  rsp = { kind, "x", 1, "m" };
+    infer_oai_response_t  rsp = { kind, "x", 1, "m", 0 };
     infer_oai_choice_t    c;
     infer_oai_logprobs_t *l;
     infer_event_t         ev;

@@ -63,9 +63,12 @@ typedef struct {
     unsigned                 failure_seen:1;   /* its engine died: logged */
 
     /* Its figures in the infer_metrics zone (NULL: not counted), and the
-     * engine's preemptions already added there by this worker. */
+     * engine's preemptions and prefix cache queries and hits already added
+     * there by this worker. */
     void                    *metrics;
     uint64_t                 preemptions_seen;
+    uint64_t                 prefix_queries_seen;
+    uint64_t                 prefix_hits_seen;
 } ngx_http_infer_model_t;
 
 typedef struct {

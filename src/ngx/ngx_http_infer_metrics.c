@@ -6,7 +6,7 @@
  * answers a scrape reads the sums of all of them.  Workers update it from
  * their event loop only: the bridge counts each engine event as it hands
  * it on, rejections are counted where they are logged, and the engines'
- * gauges and preemptions are copied from their snapshots every second and
+ * gauges, preemptions and prefix cache counts are copied from their snapshots every second and
  * at each scrape (not after each poll: the snapshot's mutex is the
  * scheduler's).
  *
@@ -57,6 +57,8 @@ typedef struct {
     ngx_atomic_t             prompt_tokens;
     ngx_atomic_t             generation_tokens;
     ngx_atomic_t             preemptions;
+    ngx_atomic_t             prefix_queries;    /* prompt tokens */
+    ngx_atomic_t             prefix_hits;
     ngx_http_infer_hist_t    hist[NGX_HTTP_INFER_HISTS];
 } ngx_http_infer_metrics_model_t;
 
@@ -390,8 +392,19 @@ ngx_http_infer_metrics_exit_process(ngx_cycle_t *cycle)
     ngx_http_infer_metrics_slot = NULL;
 }
 
-/* This worker's gauges of m, and its engine's preemptions since the last
- * look. */
+/* Adds what an engine counter gained since this worker last looked. */
+static void
+ngx_http_infer_metrics_gain(ngx_atomic_t *counter, uint64_t now,
+    uint64_t *seen)
+{
+    if (now > *seen) {
+        (void) ngx_atomic_fetch_add(counter, (ngx_atomic_int_t) (now - *seen));
+    }
+    *seen = now;
+}
+
+/* This worker's gauges of m, and its engine's preemptions and prefix cache
+ * counts since the last look. */
 void
 ngx_http_infer_metrics_engine(ngx_http_infer_model_t *m)
 {
@@ -408,12 +421,12 @@ ngx_http_infer_metrics_engine(ngx_http_infer_model_t *m)
 
     } else {
         infer_engine_stats(m->engine, &st);
-        if (st.preemptions > m->preemptions_seen) {
-            (void) ngx_atomic_fetch_add(&mm->preemptions,
-                                 (ngx_atomic_int_t) (st.preemptions
-                                                     - m->preemptions_seen));
-        }
-        m->preemptions_seen = st.preemptions;
+        ngx_http_infer_metrics_gain(&mm->preemptions, st.preemptions,
+                                    &m->preemptions_seen);
+        ngx_http_infer_metrics_gain(&mm->prefix_queries, st.prefix_queries,
+                                    &m->prefix_queries_seen);
+        ngx_http_infer_metrics_gain(&mm->prefix_hits, st.prefix_hits,
+                                    &m->prefix_hits_seen);
     }
 
     if (ngx_http_infer_metrics_slot == NULL) {
@@ -793,6 +806,23 @@ ngx_http_infer_render(ngx_http_infer_text_t *t,
         ngx_http_infer_text(t, "infer_preemptions_total{model=\"%s\"} %llu\n",
                             names[i],
                             (unsigned long long) mms[i]->preemptions);
+    }
+
+    ngx_http_infer_family(t, "infer_prefix_cache_queries_total", "counter",
+                          "Prompt tokens looked up in the prefix cache.");
+    for (i = 0; i < n; i++) {
+        ngx_http_infer_text(t, "infer_prefix_cache_queries_total"
+                            "{model=\"%s\"} %llu\n", names[i],
+                            (unsigned long long) mms[i]->prefix_queries);
+    }
+
+    ngx_http_infer_family(t, "infer_prefix_cache_hits_total", "counter",
+                          "Prompt tokens found in the prefix cache (not "
+                          "computed).");
+    for (i = 0; i < n; i++) {
+        ngx_http_infer_text(t, "infer_prefix_cache_hits_total"
+                            "{model=\"%s\"} %llu\n", names[i],
+                            (unsigned long long) mms[i]->prefix_hits);
     }
 
     /* gauges: the sums of the live processes' slots */

@@ -326,6 +326,10 @@ ngx_http_infer_complete(ngx_http_infer_ctx_t *ctx, int gen,
     ch->finish = infer_oai_finish_reason(ev->finish);
     oai->prompt_tokens = ev->prompt_tokens;
     oai->completion_tokens += ev->completion_tokens;
+    /* with n choices: the prompt tokens cached for every one of them */
+    if (oai->n_done == 0 || ev->cached_tokens < oai->rsp.cached_tokens) {
+        oai->rsp.cached_tokens = ev->cached_tokens;
+    }
     last = ++oai->n_done == oai->req.n;
 
     if (oai->tool_fmt != INFER_TOOL_FMT_NONE

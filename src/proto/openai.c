@@ -1281,11 +1281,23 @@ infer_oai_error_chunk(const infer_oai_error_t *err, size_t *len)
 }
 
 static json_t *
-oai_usage(int prompt_tokens, int completion_tokens)
+oai_usage(const infer_oai_response_t *rsp, int prompt_tokens,
+    int completion_tokens)
 {
-    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", prompt_tokens,
-                     "completion_tokens", completion_tokens,
-                     "total_tokens", prompt_tokens + completion_tokens);
+    json_t  *u;
+
+    u = json_pack("{s:i,s:i,s:i}", "prompt_tokens", prompt_tokens,
+                  "completion_tokens", completion_tokens,
+                  "total_tokens", prompt_tokens + completion_tokens);
+    if (u != NULL && rsp->cached_tokens > 0
+        && json_object_set_new(u, "prompt_tokens_details",
+                               json_pack("{s:i}", "cached_tokens",
+                                         rsp->cached_tokens)) != 0)
+    {
+        json_decref(u);
+        return NULL;
+    }
+    return u;
 }
 
 static json_t *
@@ -1823,7 +1835,7 @@ infer_oai_completion_body(const infer_oai_response_t *rsp,
         }
     }
     if (json_object_set_new(o, "usage",
-                            oai_usage(prompt_tokens, completion_tokens))
+                            oai_usage(rsp, prompt_tokens, completion_tokens))
         != 0)
     {
         json_decref(o);
@@ -1908,7 +1920,8 @@ infer_oai_usage_chunk(const infer_oai_response_t *rsp, int prompt_tokens,
     if (o == NULL
         || json_object_set_new(o, "choices", json_array()) != 0
         || json_object_set_new(o, "usage",
-                               oai_usage(prompt_tokens, completion_tokens))
+                               oai_usage(rsp, prompt_tokens,
+                                         completion_tokens))
            != 0)
     {
         json_decref(o);
@@ -1960,8 +1973,8 @@ infer_stats_body(const char *const *names, const infer_stats_t *st,
     models = json_array();
     for (i = 0; models != NULL && i < n; i++) {
         if (json_array_append_new(models,
-                json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:i,s:i,s:I,s:I,"
-                          "s:s?,s:s?,s:i,s:i,s:I,s:s?,s:s?}",
+                json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:i,s:i,s:i,s:I,"
+                          "s:I,s:I,s:I,s:s?,s:s?,s:i,s:i,s:I,s:s?,s:s?}",
                           "name", names[i],
                           "running", st[i].running,
                           "waiting", st[i].waiting,
@@ -1972,6 +1985,11 @@ infer_stats_body(const char *const *names, const infer_stats_t *st,
                           "preemptions", (json_int_t) st[i].preemptions,
                           "kv_blocks", st[i].n_blocks,
                           "kv_blocks_free", st[i].free_blocks,
+                          "kv_blocks_cached", st[i].cached_blocks,
+                          "prefix_cache_queries",
+                          (json_int_t) st[i].prefix_queries,
+                          "prefix_cache_hits",
+                          (json_int_t) st[i].prefix_hits,
                           "kv_block_bytes", (json_int_t) st[i].kv_block_bytes,
                           "kv_bytes", (json_int_t) (st[i].kv_block_bytes
                                                     * st[i].n_blocks),

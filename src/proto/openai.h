@@ -175,6 +175,10 @@ typedef struct {
     const char        *id;          /* "cmpl-..." / "chatcmpl-..." */
     int64_t            created;     /* unix seconds */
     const char        *model;
+    int                cached_tokens;   /* prompt tokens from the prefix
+                                           cache: usage's
+                                           prompt_tokens_details, when
+                                           not 0 */
 } infer_oai_response_t;
 
 /* Every builder returns a malloc'd string (length in *len) or NULL when out

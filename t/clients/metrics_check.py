@@ -96,6 +96,8 @@ families = {
     'infer_requests': 'counter', 'infer_request_errors': 'counter',
     'infer_prompt_tokens': 'counter', 'infer_generation_tokens': 'counter',
     'infer_preemptions': 'counter',
+    'infer_prefix_cache_queries': 'counter',
+    'infer_prefix_cache_hits': 'counter',
     'infer_num_requests_running': 'gauge',
     'infer_num_requests_waiting': 'gauge',
     'infer_kv_cache_blocks': 'gauge', 'infer_kv_cache_used_blocks': 'gauge',
@@ -119,14 +121,20 @@ check(value(fams, 'infer_generation_tokens', 'infer_generation_tokens_total',
             model='tiny') == 0, 'a fresh zone counts nothing')
 
 # ---- 10 completions of 8 tokens, 2 errors ----------------------------------
-prompt_tokens = completion_tokens = 0
+# Their prompts share their first 40 tokens or so: a worker that has served
+# one finds its first two blocks in its prefix cache (16 tokens a block),
+# and says so in usage.prompt_tokens_details.
+prompt_tokens = completion_tokens = cached_tokens = 0
 finishes = {}
 for i in range(10):
     r, data = request('POST', '/v1/completions', json.dumps({
-        'model': 'tiny', 'prompt': 'Once upon a time %d' % i,
+        'model': 'tiny', 'prompt': 'Once upon a time there was a little '
+        'girl named Lily. ' * 3 + '%d' % i,
         'max_tokens': 8, 'temperature': 0}))
     body = json.loads(data)
     prompt_tokens += body['usage']['prompt_tokens']
+    cached_tokens += body['usage'].get('prompt_tokens_details',
+                                       {}).get('cached_tokens', 0)
     completion_tokens += body['usage']['completion_tokens']
     fr = body['choices'][0]['finish_reason']
     finishes[fr] = finishes.get(fr, 0) + 1
@@ -173,6 +181,15 @@ expect('infer_generation_tokens', 'infer_generation_tokens_total',
        completion_tokens, 'generated tokens', model='tiny')
 expect('infer_preemptions', 'infer_preemptions_total', 0, 'preemptions',
        model='tiny')
+# each request looked its prompt up once (no preemption): the queries are
+# the prompt tokens, the hits what the usage said was cached; two workers
+# and 10 requests: one worker served at least two, and hit
+expect('infer_prefix_cache_queries', 'infer_prefix_cache_queries_total',
+       prompt_tokens, 'prefix cache queries', model='tiny')
+expect('infer_prefix_cache_hits', 'infer_prefix_cache_hits_total',
+       cached_tokens, 'prefix cache hits', model='tiny')
+check(cached_tokens >= 32 and cached_tokens % 16 == 0,
+      'cached tokens in whole blocks, at least two (%d)' % cached_tokens)
 for h in ('infer_time_to_first_token_seconds',
           'infer_e2e_request_latency_seconds',
           'infer_request_prompt_tokens', 'infer_request_generation_tokens'):

@@ -123,7 +123,7 @@ test_error_utf8(void)
 
     /* a completion with no text at all still has a body */
     {
-        infer_oai_response_t rsp = { INFER_OAI_COMPLETION, "cmpl-1", 5, "m" };
+        infer_oai_response_t rsp = { INFER_OAI_COMPLETION, "cmpl-1", 5, "m", 0 };
         infer_oai_choice_t   none = { NULL, 0, "stop", NULL, NULL };
 
         body = infer_oai_completion_body(&rsp, &none, 1, 3, 1, &len);
@@ -449,9 +449,9 @@ static void
 test_bodies(void)
 {
     infer_oai_response_t  cmpl = { INFER_OAI_COMPLETION, "cmpl-1", 1700000000,
-                                   "tiny" };
+                                   "tiny", 0 };
     infer_oai_response_t  chat = { INFER_OAI_CHAT, "chatcmpl-2", 1700000001,
-                                   "tiny" };
+                                   "tiny", 0 };
     infer_oai_error_t     err;
     const char           *names[] = { "tiny", "big" };
     const int64_t         created[] = { 5, 7 };
@@ -519,6 +519,18 @@ test_bodies(void)
            "\"completion_tokens\":6,\"total_tokens\":10}}\n\n",
            "usage chunk");
     free(s);
+
+    /* prompt tokens from the prefix cache, as OpenAI reports them */
+    chat.cached_tokens = 3;
+    s = infer_oai_usage_chunk(&chat, 4, 6, &len);
+    is_str(s, "data: {\"id\":\"chatcmpl-2\",\"object\":"
+           "\"chat.completion.chunk\",\"created\":1700000001,\"model\":"
+           "\"tiny\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,"
+           "\"completion_tokens\":6,\"total_tokens\":10,"
+           "\"prompt_tokens_details\":{\"cached_tokens\":3}}}\n\n",
+           "usage chunk with 3 cached prompt tokens");
+    free(s);
+    chat.cached_tokens = 0;
 
     infer_oai_set_error(&err, 404, "invalid_request_error", "model",
                         "model_not_found", "The model '%s' does not exist",
@@ -764,8 +776,8 @@ lp_event(int first, int n, int32_t *ids, float *lp, int top,
 static void
 test_logprobs(void)
 {
-    infer_oai_response_t   cmpl = { INFER_OAI_COMPLETION, "cmpl-1", 7, "m" };
-    infer_oai_response_t   chat = { INFER_OAI_CHAT, "chatcmpl-1", 7, "m" };
+    infer_oai_response_t   cmpl = { INFER_OAI_COMPLETION, "cmpl-1", 7, "m", 0 };
+    infer_oai_response_t   chat = { INFER_OAI_CHAT, "chatcmpl-1", 7, "m", 0 };
     infer_tokenizer_t     *tok;
     infer_oai_logprobs_t  *l;
     infer_oai_choice_t     c;
@@ -959,7 +971,7 @@ test_tool_call_bodies(void)
     size_t                 len;
     json_t                *calls, *deltas;
     infer_oai_choice_t     c;
-    infer_oai_response_t   chat = { INFER_OAI_CHAT, "chatcmpl-1", 7, "m" };
+    infer_oai_response_t   chat = { INFER_OAI_CHAT, "chatcmpl-1", 7, "m", 0 };
 
     calls = json_pack("[{s:s,s:s,s:{s:s,s:s}}]", "id", "call_1", "type",
                       "function", "function", "name", "get_weather",
