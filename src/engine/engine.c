@@ -5,9 +5,11 @@
  * Every step the scheduler admits waiting requests up to max_seqs, gives
  * each running sequence in decode one token of the step's budget, fills the
  * rest with prefill chunks (so long prompts are split across steps and mixed
- * with decode), allocates KV blocks as positions grow, preempts the youngest
- * sequences when the block pool runs dry (they recompute later), runs one
- * forward pass, samples, and turns tokens into text events.
+ * with decode), allocates KV blocks as positions grow (reusing the blocks
+ * of a cached prefix), preempts the sequences that rank last (lowest
+ * priority, then youngest) when the block pool runs dry (they recompute
+ * later), runs one forward pass, samples, and turns tokens into text
+ * events.
  *
  * Threads: callers only touch the submit queue, the cancel list and the
  * event list, each under a mutex; everything else belongs to the scheduler.
@@ -52,6 +54,8 @@ struct infer_seq {
     int               n_named;       /* leading blocks published by name */
     uint64_t          last_name;     /* the name of block n_named - 1 */
     int               cached_tokens; /* from the cache, first admission */
+    int64_t           rank;          /* priority x aging + arrival ms:
+                                        lower is admitted first */
     int               admitted;      /* admitted at least once */
     infer_sampling_t  sampling;
     infer_penalties_t penalties;
@@ -103,6 +107,7 @@ struct infer_engine {
     int                  max_queue;
     int                  block_size;
     int                  prefix_cache;  /* reuse cached blocks */
+    int                  aging_ms;      /* a priority level per this wait */
     int                  n_blocks;
     int                  max_blocks;    /* per sequence */
     int                  context;       /* usable tokens per sequence */
@@ -130,9 +135,9 @@ struct infer_engine {
     infer_event_node_t  *step_head, *step_tail;  /* scheduler: this step's */
 
     /* the scheduler's own */
-    infer_seq_t        **running;      /* admission order, oldest first */
+    infer_seq_t        **running;      /* by rank, first first */
     int                  n_running;
-    infer_seq_t         *waiting;       /* FIFO; preempted go to the front */
+    infer_seq_t         *waiting;       /* by rank */
     infer_kvpool_t      *pool;
     infer_seq_t        **step_seqs;
     int32_t             *b_tokens, *b_pos, *b_seq, *b_ctx, *b_table;
@@ -398,7 +403,28 @@ remove_running(infer_engine_t *e, infer_seq_t *s)
     }
 }
 
-/* Frees a running sequence's blocks; it recomputes from scratch later. */
+/* Whether a is served after b: a later rank, or the same and later id. */
+static int
+ranks_after(const infer_seq_t *a, const infer_seq_t *b)
+{
+    return a->rank > b->rank || (a->rank == b->rank && a->id > b->id);
+}
+
+/* Puts s in the waiting line at its rank. */
+static void
+wait_in_line(infer_engine_t *e, infer_seq_t *s)
+{
+    infer_seq_t **pp = &e->waiting;
+
+    while (*pp != NULL && !ranks_after(*pp, s)) {
+        pp = &(*pp)->next;
+    }
+    s->next = *pp;
+    *pp = s;
+}
+
+/* Frees a running sequence's blocks; it recomputes later, from the blocks
+ * the prefix cache still holds. */
 static void
 preempt(infer_engine_t *e, infer_seq_t *s)
 {
@@ -407,16 +433,17 @@ preempt(infer_engine_t *e, infer_seq_t *s)
     s->n_computed = 0;
     s->chunk = 0;
     remove_running(e, s);
-    s->next = e->waiting;
-    e->waiting = s;
+    wait_in_line(e, s);
     pthread_mutex_lock(&e->mu);
     e->n_pending++;
     pthread_mutex_unlock(&e->mu);
 }
 
 /*
- * Gives s blocks for its first `tokens` positions, preempting the youngest
- * running sequences that are not in this step.  Returns -1 when nothing is
+ * Gives s blocks for its first `tokens` positions, preempting running
+ * sequences that are not in this step: paused ones first (they would not
+ * use their blocks soon), then those that rank last (lowest priority, then
+ * youngest), never one that ranks before s.  Returns -1 when nothing is
  * left to preempt.
  */
 static int
@@ -425,18 +452,18 @@ reserve_blocks(infer_engine_t *e, infer_seq_t *s, int tokens)
     int need = blocks_for(e, tokens) - s->n_blocks, i;
 
     while (need > infer_kvpool_available(e->pool)) {
-        infer_seq_t *victim = NULL;
+        infer_seq_t *victim = NULL, *c;
 
-        /* a paused sequence first: it would not use its blocks soon */
+        /* running is in rank order: the first found ranks last */
         for (i = e->n_running - 1; i >= 0; i--) {
-            if (e->running[i] != s && e->running[i]->chunk == 0
-                && (victim == NULL || (e->running[i]->paused
-                                       && !victim->paused)))
+            c = e->running[i];
+            if (c != s && c->chunk == 0
+                && (victim == NULL || (c->paused && !victim->paused)))
             {
-                victim = e->running[i];
+                victim = c;
             }
         }
-        if (victim == NULL) {
+        if (victim == NULL || (!victim->paused && ranks_after(s, victim))) {
             return -1;
         }
         preempt(e, victim);
@@ -815,13 +842,14 @@ draw(infer_engine_t *e, infer_seq_t *s, const float *row)
 
 /* ---- one step -------------------------------------------------------------- */
 
-/* Waiting sequences take free running slots in FIFO order; a paused one
- * keeps its place in line without taking a slot. */
+/* Waiting sequences take free running slots in rank order; a paused one
+ * keeps its place in line without taking a slot.  The running ones stay
+ * in rank order too: the step's budget goes to them in that order. */
 static void
 admit(infer_engine_t *e)
 {
     infer_seq_t **pp, *s;
-    int           admitted = 0;
+    int           admitted = 0, i;
 
     for (pp = &e->waiting; *pp != NULL && e->n_running < e->max_seqs; ) {
         s = *pp;
@@ -836,7 +864,13 @@ admit(infer_engine_t *e)
             attach_prefix(e, s);
         }
         s->admitted = 1;
-        e->running[e->n_running++] = s;
+        for (i = e->n_running; i > 0 && ranks_after(e->running[i - 1], s);
+             i--)
+        {
+            e->running[i] = e->running[i - 1];
+        }
+        e->running[i] = s;
+        e->n_running++;
         admitted++;
     }
     if (admitted) {
@@ -1206,16 +1240,14 @@ scheduler_thread(void *arg)
             pthread_mutex_unlock(&e->mu);
             break;
         }
-        /* submitted requests join the waiting FIFO behind preempted ones */
-        if (e->submitted_head != NULL) {
-            infer_seq_t **pp = &e->waiting;
+        /* submitted requests join the waiting line at their rank */
+        while (e->submitted_head != NULL) {
+            infer_seq_t *s = e->submitted_head;
 
-            while (*pp != NULL) {
-                pp = &(*pp)->next;
-            }
-            *pp = e->submitted_head;
-            e->submitted_head = e->submitted_tail = NULL;
+            e->submitted_head = s->next;
+            wait_in_line(e, s);
         }
+        e->submitted_tail = NULL;
         free(ctl);
         ctl = e->controls;
         n_ctl = e->n_controls;
@@ -1291,7 +1323,9 @@ validate(const infer_engine_t *e, const infer_request_t *r)
         || (r->n_bias > 0 && (r->bias_ids == NULL || r->bias == NULL))
         || r->prompt_logits < INFER_LOGITS_NONE
         || r->prompt_logits > INFER_LOGITS_PROMPT
-        || r->top_logprobs < 0 || r->top_logprobs > INFER_MAX_TOP_LOGPROBS)
+        || r->top_logprobs < 0 || r->top_logprobs > INFER_MAX_TOP_LOGPROBS
+        || r->priority < -INFER_PRIORITY_MAX
+        || r->priority > INFER_PRIORITY_MAX)
     {
         return INFER_EINVAL;
     }
@@ -1442,6 +1476,7 @@ infer_engine_submit(infer_engine_t *e, const infer_request_t *r,
         rc = INFER_EQUEUE_FULL;
     } else {
         s->id = ++e->next_id;
+        s->rank = (int64_t) r->priority * e->aging_ms + infer_now_ms();
         s->sampling.seed = r->has_seed
                            ? r->seed
                            : infer_rng_u64((uint64_t) infer_now_ms(), s->id);
@@ -1595,6 +1630,9 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
     e->max_queue = cfg->max_queue > 0 ? cfg->max_queue : 256;
     e->block_size = cfg->block_size > 0 ? cfg->block_size : 16;
     e->prefix_cache = !cfg->no_prefix_cache;
+    e->aging_ms = cfg->priority_aging_ms > 0
+                  && cfg->priority_aging_ms <= INFER_MAX_AGING_MS
+                  ? cfg->priority_aging_ms : 1000;
     e->max_output = cfg->max_output_bytes ? cfg->max_output_bytes
                                           : (size_t) 64 << 20;
     snprintf(e->backend_name, sizeof(e->backend_name), "%s",

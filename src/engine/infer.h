@@ -52,7 +52,18 @@ typedef struct {
     size_t       max_output_bytes; /* logits and logprobs one request may
                                       ask for; 0 = 64 MiB */
     int          no_prefix_cache;  /* 1: every prompt computed in full */
+    int          priority_aging_ms; /* a waiting request gains one level
+                                      of priority this often; 0 = 1000 */
 } infer_engine_config_t;
+
+/* Request priorities: lower is served first (as vLLM's), 0 by default.
+ * Waiting requests are admitted, and running ones keep their place when
+ * memory runs short, in the order of priority x aging + arrival (ms): equal
+ * priorities are first come, first served, and a request is never passed
+ * by one of a better priority p levels up that arrived more than p x
+ * aging later, so none waits forever behind a stream of better ones. */
+#define INFER_PRIORITY_MAX  1000000      /* |priority| at most */
+#define INFER_MAX_AGING_MS  3600000
 
 /* Most compute threads per rank a configuration may ask for. */
 #define INFER_MAX_THREADS  256
@@ -119,6 +130,7 @@ typedef struct {
     int            n_stop;
     int            ignore_eos;
     int64_t        deadline_ms;  /* CLOCK_MONOTONIC ms; 0 = none */
+    int            priority;     /* lower first; see INFER_PRIORITY_MAX */
     /* Outputs besides text, in the events (see infer_event_t).  Logits and
      * logprobs are the model's, before penalties, bias and temperature. */
     infer_logits_t prompt_logits;

@@ -8,6 +8,7 @@
  * changes results.
  */
 #include <poll.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@ typedef struct {
 
 static char   model_dir[1024];
 static int    prefix_off;       /* engines made with prefix_cache=off */
+static int    aging_ms;         /* their priority_aging_ms */
 static char  *expected;
 static size_t expected_len;
 
@@ -67,6 +69,7 @@ engine(int max_batch_tokens, int max_seqs, size_t kv_bytes, int tp,
     c.tp = tp;
     c.max_queue = max_queue;
     c.no_prefix_cache = prefix_off;
+    c.priority_aging_ms = aging_ms;
     if (infer_engine_create(&c, &e, err, sizeof(err)) != INFER_OK) {
         diag("engine: %s", err);
         return NULL;
@@ -1281,6 +1284,121 @@ test_prefix_cache(void)
     test_prefix_concurrent(16);
 }
 
+/* ---- priorities ---------------------------------------------------------------- */
+
+/* Collects until all n are done; order[k] is the index of the k-th to end. */
+static int
+end_order(infer_engine_t *e, result_t *res, int n, int *order)
+{
+    infer_event_t ev[32];
+    struct pollfd pfd = { infer_engine_event_fd(e), POLLIN, 0 };
+    int           ended = 0, k, i, j, idle = 0;
+
+    while (ended < n && idle < 600) {
+        if (poll(&pfd, 1, 100) == 0) {
+            idle++;
+        }
+        k = infer_engine_poll(e, ev, 32);
+        for (i = 0; i < k; i++) {
+            if (take(res, n, &ev[i])) {
+                for (j = 0; j < n; j++) {
+                    if (res[j].id == ev[i].id) {
+                        order[ended++] = j;
+                    }
+                }
+            }
+            infer_event_release(&ev[i]);
+        }
+    }
+    return ended == n ? 0 : -1;
+}
+
+static void
+test_priorities(void)
+{
+    infer_engine_t *e;
+    infer_request_t r = greedy(bos, 1, 30);
+    infer_stats_t   st;
+    result_t        res[5];
+    uint64_t        id;
+    int             order[5] = { -1, -1, -1, -1, -1 }, i, ended;
+
+    /* one running slot: four of priority 10 queued, then one of 0 */
+    memset(res, 0, sizeof(res));
+    e = engine(64, 1, 8 << 20, 1, 0, 0);
+    if (e == NULL) {
+        ok(0, "engine for priorities");
+        return;
+    }
+    r.priority = 10;
+    for (i = 0; i < 4; i++) {
+        infer_engine_submit(e, &r, &res[i].id);
+    }
+    r.priority = 0;
+    infer_engine_submit(e, &r, &res[4].id);
+    infer_engine_start(e, NULL, 0);
+    ended = end_order(e, res, 5, order) == 0;
+    ok(ended && order[0] == 4 && order[1] == 0
+       && order[2] == 1 && order[3] == 2 && order[4] == 3,
+       "priority 0 overtakes four of priority 10 queued before it, which "
+       "keep their order (ended: %d %d %d %d %d)", order[0], order[1],
+       order[2], order[3], order[4]);
+    r.priority = INFER_PRIORITY_MAX + 1;
+    is_int(infer_engine_submit(e, &r, &id), INFER_EINVAL,
+           "priority past INFER_PRIORITY_MAX is refused");
+    infer_engine_destroy(e);
+
+    /* aging of 20 ms a level: after 300 ms, priority 10 (rank 200 ms
+     * after its arrival) passes a newcomer of 0 (rank 300) but not one
+     * of -10 (rank 100) */
+    memset(res, 0, sizeof(res));
+    aging_ms = 20;
+    e = engine(64, 1, 8 << 20, 1, 0, 0);
+    aging_ms = 0;
+    if (e == NULL) {
+        ok(0, "engine for aging");
+        return;
+    }
+    r.priority = 10;
+    infer_engine_submit(e, &r, &res[0].id);
+    usleep(300 * 1000);
+    r.priority = 0;
+    infer_engine_submit(e, &r, &res[1].id);
+    r.priority = -10;
+    infer_engine_submit(e, &r, &res[2].id);
+    infer_engine_start(e, NULL, 0);
+    ended = end_order(e, res, 3, order) == 0;
+    ok(ended && order[0] == 2 && order[1] == 0
+       && order[2] == 1, "aged 300 ms at 20 ms a level, priority 10 goes "
+       "before a newer 0, after a newer -10 (ended: %d %d %d)", order[0],
+       order[1], order[2]);
+    infer_engine_destroy(e);
+
+    /* two sequences of 201 tokens in 16 blocks (256 tokens): the one of
+     * priority 5 is preempted, though the one of 0 came later */
+    memset(res, 0, sizeof(res));
+    e = engine(64, 2, 16 * 20480, 1, 0, 0);
+    if (e == NULL) {
+        ok(0, "engine for preemption by priority");
+        return;
+    }
+    r = greedy(bos, 1, 200);
+    r.priority = 5;
+    infer_engine_submit(e, &r, &res[0].id);
+    r.priority = 0;
+    infer_engine_submit(e, &r, &res[1].id);
+    infer_engine_start(e, NULL, 0);
+    ok(end_order(e, res, 2, order) == 0 && order[0] == 1,
+       "out of blocks, the lower priority is preempted: the later, "
+       "higher one ends first");
+    infer_engine_stats(e, &st);
+    ok(st.preemptions > 0 && same_as_expected(&res[0], expected_len)
+       && same_as_expected(&res[1], expected_len),
+       "both reproduce the reference (%llu preemptions)",
+       (unsigned long long) st.preemptions);
+    infer_engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -1308,6 +1426,7 @@ main(void)
     test_failed_step();
     test_check();
     test_prefix_cache();
+    test_priorities();
 
     free(expected);
     return done_testing();
