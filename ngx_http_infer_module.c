@@ -22,6 +22,7 @@
  *     infer_unsent_limit SIZE;                         (http, server, location)
  *     infer_max_n N;                                   (http, server, location)
  *     infer_api_keys FILE|off;                         (http, server, location)
+ *     infer_priority VALUE;                            (http, server, location)
  */
 #include "ngx_http_infer.h"
 
@@ -152,6 +153,13 @@ static ngx_command_t  ngx_http_infer_commands[] = {
       offsetof(ngx_http_infer_loc_conf_t, max_n),
       &ngx_http_infer_max_n_post },
 
+    { ngx_string("infer_priority"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_infer_loc_conf_t, priority),
+      NULL },
+
     { ngx_string("infer_api_keys"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_infer_api_keys,
@@ -246,6 +254,7 @@ ngx_http_infer_create_loc_conf(ngx_conf_t *cf)
     conf->unsent_limit = NGX_CONF_UNSET_SIZE;
     conf->max_n = NGX_CONF_UNSET;
     conf->api_keys = NGX_CONF_UNSET_PTR;
+    conf->priority = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -262,6 +271,7 @@ ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               64 * 1024);
     ngx_conf_merge_value(conf->max_n, prev->max_n, 8);
     ngx_conf_merge_ptr_value(conf->api_keys, prev->api_keys, NULL);
+    ngx_conf_merge_ptr_value(conf->priority, prev->priority, NULL);
 
     return NGX_CONF_OK;
 }

@@ -89,6 +89,7 @@ typedef struct {
                                                   one request */
     ngx_array_t             *api_keys;         /* SHA-256 digests, or
                                                   NULL: no check */
+    ngx_http_complex_value_t *priority;        /* infer_priority, or NULL */
 } ngx_http_infer_loc_conf_t;
 
 typedef struct ngx_http_infer_ctx_s  ngx_http_infer_ctx_t;

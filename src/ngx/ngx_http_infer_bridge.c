@@ -213,6 +213,40 @@ ngx_http_infer_ctx_create(ngx_http_request_t *r, ngx_http_infer_model_t *m,
     return ctx;
 }
 
+/*
+ * infer_priority: the operator's value, when it gives one, is the
+ * request's priority whatever its body asked for (a client cannot raise
+ * its own); an empty value leaves the body's.  A value that is not an
+ * integer within INFER_PRIORITY_MAX is the configuration's mistake: it is
+ * logged and the body's is kept.
+ */
+static void
+ngx_http_infer_priority(ngx_http_request_t *r, infer_request_t *req)
+{
+    ngx_str_t                   v;
+    ngx_int_t                   n;
+    ngx_uint_t                  neg;
+    ngx_http_infer_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
+    if (lcf->priority == NULL
+        || ngx_http_complex_value(r, lcf->priority, &v) != NGX_OK
+        || v.len == 0)
+    {
+        return;
+    }
+    neg = v.data[0] == '-';
+    n = ngx_atoi(v.data + neg, v.len - neg);
+    if (n == NGX_ERROR || n > INFER_PRIORITY_MAX) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "infer_priority: \"%V\" is not an integer from "
+                      "-%d to %d, ignored", &v, INFER_PRIORITY_MAX,
+                      INFER_PRIORITY_MAX);
+        return;
+    }
+    req->priority = neg ? -(int) n : (int) n;
+}
+
 int
 ngx_http_infer_ctx_submit(ngx_http_infer_ctx_t *ctx, int gen,
     infer_request_t *req)
@@ -220,6 +254,7 @@ ngx_http_infer_ctx_submit(ngx_http_infer_ctx_t *ctx, int gen,
     int                    rc;
     ngx_http_infer_gen_t  *g = &ctx->gens[gen];
 
+    ngx_http_infer_priority(ctx->r, req);
     req->user = g;
     g->start_us = ngx_http_infer_now_us();
     g->first_us = 0;

@@ -931,6 +931,7 @@ ngx_http_infer_engine_request(ngx_http_infer_oai_t *job, infer_request_t *ir)
     /* echo shows the prompt's tokens too, the first one without */
     ir->prompt_logprobs = req->logprobs && req->echo;
     ir->deadline_ms = infer_now_ms() + (int64_t) m->timeout;
+    ir->priority = req->priority;
 
     /* the choices share the cap one engine request has */
     bytes = infer_engine_output_bytes(m->engine, ir);

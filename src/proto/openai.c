@@ -584,6 +584,14 @@ oai_parse_sampling(json_t *root, infer_oai_request_t *req,
     }
     req->top_k = (rc > 0 && x > 0) ? (int) x : 0;
 
+    /* vLLM's scheduling priority: lower first */
+    rc = oai_get_int(root, "priority", -INFER_PRIORITY_MAX,
+                     INFER_PRIORITY_MAX, &x, err);
+    if (rc < 0) {
+        return -1;
+    }
+    req->priority = rc > 0 ? (int) x : 0;
+
     rc = oai_get_int(root, "seed", LLONG_MIN, LLONG_MAX, &x, err);
     if (rc < 0) {
         return -1;

@@ -64,6 +64,7 @@ typedef struct {
     int                    top_k;          /* 0: off */
     uint64_t               seed;
     int                    has_seed;
+    int                    priority;       /* lower first (vLLM's); 0 */
     double                 presence_penalty;    /* [-2, 2], default 0 */
     double                 frequency_penalty;   /* [-2, 2], default 0 */
     double                 repetition_penalty;  /* > 0, default 1 (off) */

@@ -178,7 +178,8 @@ test_completion_fields(void)
                "\"max_tokens\":7,\"temperature\":0.5,\"top_p\":0.9,"
                "\"top_k\":40,\"seed\":-3,\"stop\":[\"\\n\",\"Lily\"],"
                "\"stream\":true,\"stream_options\":{\"include_usage\":true},"
-               "\"n\":1,\"user\":\"u1\",\"logit_bias\":{},\"echo\":false}",
+               "\"n\":1,\"user\":\"u1\",\"logit_bias\":{},\"echo\":false,"
+               "\"priority\":-7}",
                INFER_OAI_COMPLETION, &req, &err);
     is_int(rc, 0, "full completion request parses");
     is_str(req.model, "tiny", "model");
@@ -188,6 +189,7 @@ test_completion_fields(void)
     ok(req.temperature == 0.5 && req.top_p == 0.9, "temperature, top_p");
     is_int(req.top_k, 40, "top_k");
     ok(req.has_seed && req.seed == (uint64_t) -3, "negative seed kept");
+    is_int(req.priority, -7, "priority");
     is_int(req.n_stop, 2, "two stop strings");
     is_str(req.stop[1], "Lily", "second stop string");
     ok(req.stream && req.include_usage, "stream with include_usage");
@@ -199,7 +201,8 @@ test_completion_fields(void)
     ok(rc == 0 && req.n_stop == 1 && strcmp(req.stop[0], "end") == 0,
        "stop as a string");
     ok(req.top_k == 0 && req.max_tokens == 0 && req.temperature == 1.0
-       && req.top_p == 1.0 && !req.has_seed && !req.stream,
+       && req.top_p == 1.0 && !req.has_seed && !req.stream
+       && req.priority == 0,
        "defaults: nulls are not given, top_k -1 is off");
     infer_oai_request_free(&req);
 }
@@ -283,6 +286,10 @@ test_invalid(void)
         INFER_OAI_COMPLETION, "top_k", "top_k -2");
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"seed\":1.5}",
         INFER_OAI_COMPLETION, "seed", "fractional seed");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"priority\":1000001}",
+        INFER_OAI_COMPLETION, "priority", "priority past 1000000");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"priority\":\"high\"}",
+        INFER_OAI_COMPLETION, "priority", "priority as a string");
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"n\":9}",
         INFER_OAI_COMPLETION, "n", "n above the maximum of 8");
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"n\":0}",
