@@ -1334,6 +1334,7 @@ infer_seq_create(infer_engine_t *e, const infer_request_t *r)
     infer_detok_init(&s->detok, e->tok,
                      r->n_prompt == 1
                      && r->prompt[0] == e->model->cfg.bos_token_id);
+    s->detok.keep_special = r->keep_special;
     return s;
 }
 

@@ -117,6 +117,8 @@ typedef struct {
     const char   *const *stop;   /* stop strings, not included in output */
     int            n_stop;
     int            ignore_eos;
+    int            keep_special; /* special tokens' text in the output
+                                    (vLLM's skip_special_tokens false) */
     int64_t        deadline_ms;  /* CLOCK_MONOTONIC ms; 0 = none */
     /* Outputs besides text, in the events (see infer_event_t).  Logits and
      * logprobs are the model's, before penalties, bias and temperature. */
