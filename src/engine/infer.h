@@ -200,12 +200,32 @@ typedef struct {
     float              *lp;
     int32_t            *lp_top_ids;
     float              *lp_top_lp;
+
+    /* Microseconds from submission until the request first joined the
+     * running batch (its queue time, as vLLM's "scheduled"), -1 while it
+     * has not (a request cancelled or timed out while waiting). */
+    int64_t             queue_us;
 } infer_event_t;
 
 /* Drains up to max events (and the event fd counter); returns the count.
  * Each event must be released with infer_event_release(). */
 int infer_engine_poll(infer_engine_t *e, infer_event_t *ev, int max);
 void infer_event_release(infer_event_t *ev);
+
+/* A histogram of the scheduler's steps: count[i] steps had a value of
+ * at most bounds[i] (and above bounds[i - 1]); count[INFER_STEP_BOUNDS]
+ * those above every bound. */
+#define INFER_STEP_BOUNDS  16
+
+typedef struct {
+    uint64_t  count[INFER_STEP_BOUNDS + 1];
+    uint64_t  sum;
+} infer_hist_t;
+
+/* The bounds: a step's wall time (forward pass and sampling) in
+ * microseconds, and the tokens it computed (prompt and generated). */
+extern const int64_t  infer_step_us_bounds[INFER_STEP_BOUNDS];
+extern const int64_t  infer_step_tokens_bounds[INFER_STEP_BOUNDS];
 
 /* A snapshot taken at the end of the scheduler's last step. */
 typedef struct {
@@ -217,6 +237,8 @@ typedef struct {
     uint64_t  prompt_tokens;     /* computed, recomputation included */
     uint64_t  generated_tokens;
     uint64_t  preemptions;
+    infer_hist_t  step_us;       /* steps that computed tokens */
+    infer_hist_t  step_tokens;
     /* facts fixed when the engine was created */
     const char *backend;         /* "cpu", "cuda" */
     const char *dtype;           /* the weights' type in memory */

@@ -105,6 +105,9 @@ families = {
     'infer_e2e_request_latency_seconds': 'histogram',
     'infer_request_prompt_tokens': 'histogram',
     'infer_request_generation_tokens': 'histogram',
+    'infer_request_queue_time_seconds': 'histogram',
+    'infer_engine_step_duration_seconds': 'histogram',
+    'infer_engine_step_tokens': 'histogram',
 }
 for name, kind in families.items():
     f = fams.get(name)
@@ -175,6 +178,7 @@ expect('infer_preemptions', 'infer_preemptions_total', 0, 'preemptions',
        model='tiny')
 for h in ('infer_time_to_first_token_seconds',
           'infer_e2e_request_latency_seconds',
+          'infer_request_queue_time_seconds',
           'infer_request_prompt_tokens', 'infer_request_generation_tokens'):
     expect(h, h + '_count', n_req, h + ' counts every request', model='tiny')
     expect(h, h + '_bucket', n_req, h + ' +Inf bucket', model='tiny',
@@ -194,6 +198,28 @@ ttft = value(fams, 'infer_time_to_first_token_seconds',
              'infer_time_to_first_token_seconds_sum', model='tiny')
 check(0 < ttft <= e2e < 60, 'latencies in seconds: ttft sum %s <= e2e sum %s'
       % (ttft, e2e))
+queue = value(fams, 'infer_request_queue_time_seconds',
+              'infer_request_queue_time_seconds_sum', model='tiny')
+check(0 <= queue < ttft, 'queue time sum %s < ttft sum %s' % (queue, ttft))
+# each request computes its prompt and every token it generated but the
+# last; the requests ran one after the other, so no step mixed two
+expect('infer_engine_step_tokens', 'infer_engine_step_tokens_sum',
+       prompt_tokens + completion_tokens - n_req,
+       'the engine steps computed every prompt and generated token but each '
+       "request's last", model='tiny')
+steps = value(fams, 'infer_engine_step_tokens',
+              'infer_engine_step_tokens_count', model='tiny')
+expect('infer_engine_step_duration_seconds',
+       'infer_engine_step_duration_seconds_count', steps,
+       'a duration for each of the %s steps' % steps, model='tiny')
+expect('infer_engine_step_tokens', 'infer_engine_step_tokens_bucket',
+       completion_tokens - n_req, "one token in each step but the prompts'",
+       model='tiny', le='1')
+step_s = value(fams, 'infer_engine_step_duration_seconds',
+               'infer_engine_step_duration_seconds_sum', model='tiny')
+check(steps == completion_tokens and 0 < step_s < e2e,
+      '%s steps, one per generated token, took %s s of the %s s e2e'
+      % (steps, step_s, e2e))
 buckets = [s.value for s in fams['infer_request_generation_tokens'].samples
            if s.name.endswith('_bucket')]
 check(buckets == sorted(buckets), 'buckets are cumulative')
