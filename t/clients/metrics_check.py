@@ -11,8 +11,10 @@ check prints "ok - ..." or "not ok - ..."; "done N" at the end.
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -41,11 +43,24 @@ def request(method, path, body=None, port=PORT):
     return r, data
 
 
+PROMTOOL = shutil.which('promtool')
+LINTED = 0
+
+
 def scrape():
-    """(pid of the worker, content type, text, {family: family})."""
+    """(pid of the worker, content type, text, {family: family}); the text
+    passes Debian's promtool check metrics when it is there."""
+    global LINTED
     r, data = request('GET', '/metrics')
     text = data.decode()
     fams = {f.name: f for f in text_string_to_metric_families(text)}
+    if PROMTOOL:
+        lint = subprocess.run([PROMTOOL, 'check', 'metrics'], input=data,
+                              capture_output=True)
+        if lint.returncode != 0 or lint.stdout or lint.stderr:
+            check(False, 'promtool check metrics: %s%s'
+                  % (lint.stdout.decode(), lint.stderr.decode()))
+        LINTED += 1
     return r.getheader('X-Pid'), r.getheader('Content-Type'), text, fams
 
 
@@ -302,5 +317,12 @@ expect('infer_requests', 'infer_requests_total', n_req + 2,
        'one more request after the reload', model='tiny')
 expect('infer_generation_tokens', 'infer_generation_tokens_total',
        gen + more, 'its tokens are added', model='tiny')
+
+if PROMTOOL:
+    check(LINTED > 0, "promtool check metrics passed %d scrapes (%s)"
+          % (LINTED, PROMTOOL))
+else:
+    print('# promtool not found (tools/deps.sh --test installs it): the '
+          'scrapes were not linted', flush=True)
 
 print('done %d' % N)
