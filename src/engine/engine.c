@@ -63,6 +63,8 @@ struct infer_seq {
     int64_t           deadline_ms;
     int64_t           submit_us;
     int64_t           queue_us;      /* until it first ran; -1: not yet */
+    uint64_t          first_step;    /* steps that computed it; 0: none */
+    uint64_t          last_step;
     infer_detok_t     detok;
     char             *held;          /* decoded text not yet emitted */
     size_t            held_len;
@@ -240,6 +242,8 @@ event_init(infer_event_node_t *n, infer_event_type_t type, infer_seq_t *s,
     n->ev.prompt_tokens = s->n_prompt;
     n->ev.completion_tokens = s->n_generated;
     n->ev.queue_us = s->queue_us;
+    n->ev.first_step = s->first_step;
+    n->ev.last_step = s->last_step;
     infer_outputs_take(&s->outputs, &n->ev);
 }
 
@@ -892,6 +896,10 @@ run_step(infer_engine_t *e, int n_seqs, char *err, size_t errlen)
         infer_seq_t *s = e->step_seqs[i];
 
         s->row0 = n_logits;
+        s->last_step = e->counters.steps + 1;
+        if (s->first_step == 0) {
+            s->first_step = s->last_step;
+        }
         for (j = 0; j < s->chunk; j++) {
             p = s->n_computed + j;
             e->b_tokens[n] = s->tokens[p];

@@ -205,6 +205,12 @@ typedef struct {
      * running batch (its queue time, as vLLM's "scheduled"), -1 while it
      * has not (a request cancelled or timed out while waiting). */
     int64_t             queue_us;
+    /* The engine's steps (numbered from 1, as infer_stats_t.steps counts
+     * them) that computed its first and latest tokens; 0: none yet.  With
+     * the trace id a front end logs, they follow a request to the steps
+     * that ran it. */
+    uint64_t            first_step;
+    uint64_t            last_step;
 } infer_event_t;
 
 /* Drains up to max events (and the event fd counter); returns the count.

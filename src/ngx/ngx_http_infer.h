@@ -119,6 +119,8 @@ typedef struct {
     int64_t                  end_us;           /* its final event, or 0 */
     int64_t                  queue_us;         /* the engine's queue time
                                                   (final event), or -1 */
+    uint64_t                 first_step;       /* the engine steps that */
+    uint64_t                 last_step;        /* ran it (final event) */
     unsigned                 live:1;           /* submitted, not done */
 } ngx_http_infer_gen_t;
 

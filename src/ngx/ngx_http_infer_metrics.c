@@ -549,6 +549,8 @@ ngx_http_infer_metrics_event(ngx_http_infer_ctx_t *ctx,
 
     g->end_us = now;
     g->queue_us = ev->queue_us;
+    g->first_step = ev->first_step;
+    g->last_step = ev->last_step;
 
     if (mm == NULL) {
         return;
