@@ -149,7 +149,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
  * (its length in *len) after checking every chunk. */
 static char *
 fuzz_detok(const infer_tokenizer_t *t, const int32_t *ids, size_t n,
-    int at_start, size_t *len)
+    int at_start, int keep_special, size_t *len)
 {
     infer_detok_t  d;
     size_t         cap = infer_tokenizer_max_token_bytes(t) + 8, k, i;
@@ -160,6 +160,7 @@ fuzz_detok(const infer_tokenizer_t *t, const int32_t *ids, size_t n,
     FUZZ_CHECK(all != NULL && chunk != NULL, "out of memory");
     *len = 0;
     infer_detok_init(&d, t, at_start);
+    d.keep_special = keep_special;
     for (i = 0; i <= n; i++) {
         k = i < n ? infer_detok_push(&d, ids[i], chunk, cap)
                   : infer_detok_flush(&d, chunk, cap);
@@ -238,7 +239,7 @@ fuzz_text(int k, int norm, const char *s, size_t len)
 
     /* Without a special token the text was one segment, normalized as a
      * whole. */
-    dec = fuzz_detok(t, ids1, n1, 1, &dlen);
+    dec = fuzz_detok(t, ids1, n1, 1, 0, &dlen);
     if (!special) {
         want = fuzz_expected(k, norm, s, &wlen);
         if (fuzz_tok_info[k].lossless
@@ -366,7 +367,9 @@ fuzz_ids(int k, int norm, const unsigned char *p, size_t len, int at_start)
         ids[i] = (int32_t) (v % (uint32_t) (infer_tokenizer_vocab_size(t)
                                             + 2)) - 1;
     }
-    dec = fuzz_detok(t, ids, n, at_start, &dlen);
+    /* special tokens' text kept: whole characters, bounded chunks */
+    free(fuzz_detok(t, ids, n, at_start, 1, &dlen));
+    dec = fuzz_detok(t, ids, n, at_start, 0, &dlen);
     if (!fuzz_tok_info[k].lossless && !at_start) {
         want = malloc((n + 1) * (infer_tokenizer_max_token_bytes(t) + 8));
         FUZZ_CHECK(want != NULL, "out of memory");

@@ -5,7 +5,8 @@
 # found from its published template.
 #
 # The model has random weights (build/infer-gen-model) and stories260K's
-# tokenizer with four added tokens, each the text of a whole tool call;
+# tokenizer with added tokens, each the text of a whole tool call, and
+# Mistral's special [TOOL_CALLS] with a call and content to go with it;
 # logit_bias +100 on one makes the model write it.  Plain Test::More: it
 # runs its own nginx (master and one worker).
 use strict;
@@ -53,10 +54,18 @@ my @calls = (
     q|{"name": "get_weather", "parameters": {"city": "Paris"}}|,
     q|[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]|,
     "<tool_call>\n" . q|{"name": "get_weather", "arguments": {"city": |,
+    # a real Mistral tokenizer's marker: a special token (tokenizer.json
+    # of Mistral-7B-Instruct-v0.3, Nemo), then the call as text, content
+    # before it
+    '[TOOL_CALLS]',
+    q|[{"name": "get_weather", "arguments": {"city": "Paris"}}]|,
+    'Let me check.',
 );
 for my $i (0 .. $#calls) {
     push @{ $tok->{added_tokens} }, {
-        id => $first + $i, content => $calls[$i], special => JSON::PP::false,
+        id => $first + $i, content => $calls[$i],
+        special => $calls[$i] eq '[TOOL_CALLS]' ? JSON::PP::true
+                                                : JSON::PP::false,
         normalized => JSON::PP::false, single_word => JSON::PP::false,
         lstrip => JSON::PP::false, rstrip => JSON::PP::false,
     };

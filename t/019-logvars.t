@@ -48,6 +48,7 @@ http {
         '"model":"\$infer_model","prompt_tokens":"\$infer_prompt_tokens",'
         '"completion_tokens":"\$infer_completion_tokens",'
         '"finish_reason":"\$infer_finish_reason","ttft":"\$infer_ttft",'
+        '"queue_time":"\$infer_queue_time","steps":"\$infer_engine_steps",'
         '"request_id":"\$infer_request_id","trace_id":"\$infer_trace_id",'
         '"traceparent":"\$infer_traceparent"}';
     access_log $root/logs/access.log infer;
@@ -123,6 +124,14 @@ my $tid = '4bf92f3577b34da6a3ce929d0e0e4736';
     is($l->{finish_reason}, 'length', '$infer_finish_reason');
     like($l->{ttft}, qr/^\d+\.\d{3}$/, '$infer_ttft in ms');
     ok($l->{ttft} > 0 && $l->{ttft} < 10000, "ttft $l->{ttft} ms");
+    like($l->{queue_time}, qr/^\d+\.\d{3}$/, '$infer_queue_time in ms');
+    ok($l->{queue_time} < $l->{ttft},
+       "queue time $l->{queue_time} ms, before the first token");
+    # alone in the engine: a step for the prompt and its first token, then
+    # one for each further token
+    like($l->{steps}, qr/^(\d+)-(\d+)$/, '$infer_engine_steps');
+    my ($s0, $s1) = $l->{steps} =~ /^(\d+)-(\d+)$/;
+    is(($s1 // 0) - ($s0 // 0) + 1, 8, "steps $l->{steps}: 8 of them");
     like($l->{request_id}, qr/^[0-9a-f]{24}$/, '$infer_request_id');
     is($rsp->{id}, "cmpl-$l->{request_id}",
        'the response id ends with $infer_request_id');

@@ -72,6 +72,18 @@ http {
             infer_api_keys off;
             infer_metrics;
         }
+        # satisfy any: the key or the address lets a request in
+        location /lan/ {
+            satisfy any;
+            allow 127.0.0.1;
+            deny all;
+            infer_openai tiny;
+        }
+        location /wan/ {
+            satisfy any;
+            deny all;
+            infer_openai tiny;
+        }
     }
 }
 _EOC_
@@ -151,6 +163,20 @@ for my $auth ('Bearer sk-test-one', 'bearer   sk-test-one  ',
     my ($st, $h, $b) = http('POST', '/v1/completions', $completion,
                             "Authorization: $auth");
     is($st, 200, "OpenAI, Authorization: $auth: 200");
+}
+
+# --- satisfy any: either the key or another access module lets it in --------
+{
+    my ($st, $h) = http('POST', '/lan/v1/completions', $completion);
+    is($st, 200, 'satisfy any: an allowed address needs no key');
+    ok(!exists $h->{'www-authenticate'}, '... and gets no WWW-Authenticate');
+    ($st) = http('POST', '/wan/v1/completions', $completion,
+                 'Authorization: Bearer sk-test-one');
+    is($st, 200, 'satisfy any: a denied address with a key gets in');
+    ($st, $h) = http('POST', '/wan/v1/completions', $completion,
+                     'Authorization: Bearer sk-wrong');
+    is($st, 401, 'satisfy any: a denied address with a wrong key: 401');
+    is($h->{'www-authenticate'}, 'Bearer', '... with WWW-Authenticate');
 }
 
 # --- KServe ------------------------------------------------------------------

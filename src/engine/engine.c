@@ -70,6 +70,10 @@ struct infer_seq {
     int               n_stop;
     int               ignore_eos;
     int64_t           deadline_ms;
+    int64_t           submit_us;
+    int64_t           queue_us;      /* until it first ran; -1: not yet */
+    uint64_t          first_step;    /* steps that computed it; 0: none */
+    uint64_t          last_step;
     infer_detok_t     detok;
     char             *held;          /* decoded text not yet emitted */
     size_t            held_len;
@@ -166,6 +170,37 @@ infer_now_ms(void)
     return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t
+now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+const int64_t  infer_step_us_bounds[INFER_STEP_BOUNDS] = {
+    250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 75000, 100000,
+    250000, 500000, 1000000, 2500000, 5000000, 10000000
+};
+
+const int64_t  infer_step_tokens_bounds[INFER_STEP_BOUNDS] = {
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384,
+    32768
+};
+
+static void
+hist_add(infer_hist_t *h, const int64_t *bounds, int64_t v)
+{
+    int  i;
+
+    for (i = 0; i < INFER_STEP_BOUNDS && v > bounds[i]; i++) {
+        /* void */
+    }
+    h->count[i]++;
+    h->sum += (uint64_t) v;
+}
+
 const char *
 infer_strerror(int rc)
 {
@@ -216,6 +251,9 @@ event_init(infer_event_node_t *n, infer_event_type_t type, infer_seq_t *s,
     n->ev.finish = finish;
     n->ev.prompt_tokens = s->n_prompt;
     n->ev.completion_tokens = s->n_generated;
+    n->ev.queue_us = s->queue_us;
+    n->ev.first_step = s->first_step;
+    n->ev.last_step = s->last_step;
     n->ev.cached_tokens = s->cached_tokens;
     infer_outputs_take(&s->outputs, &n->ev);
 }
@@ -860,6 +898,9 @@ admit(infer_engine_t *e)
         *pp = s->next;
         s->next = NULL;
         s->chunk = 0;
+        if (s->queue_us < 0) {
+            s->queue_us = now_us() - s->submit_us;
+        }
         if (e->prefix_cache) {
             attach_prefix(e, s);
         }
@@ -963,6 +1004,10 @@ run_step(infer_engine_t *e, int n_seqs, char *err, size_t errlen)
         infer_seq_t *s = e->step_seqs[i];
 
         s->row0 = n_logits;
+        s->last_step = e->counters.steps + 1;
+        if (s->first_step == 0) {
+            s->first_step = s->last_step;
+        }
         for (j = 0; j < s->chunk; j++) {
             p = s->n_computed + j;
             e->b_tokens[n] = s->tokens[p];
@@ -1217,8 +1262,8 @@ scheduler_thread(void *arg)
 {
     infer_engine_t  *e = arg;
     infer_control_t *ctl = NULL;
-    int              n_ctl, n_seqs;
-    int64_t          first;
+    int              n_ctl, n_seqs, i, tokens;
+    int64_t          first, t0;
     char             err[256];
 
     for ( ;; ) {
@@ -1259,12 +1304,20 @@ scheduler_thread(void *arg)
         apply_pauses(e, ctl, n_ctl);
         admit(e);
         n_seqs = plan_step(e);
+        t0 = now_us();
+        for (i = 0, tokens = 0; i < n_seqs; i++) {
+            tokens += e->step_seqs[i]->chunk;
+        }
         if (n_seqs > 0 && run_step(e, n_seqs, err, sizeof(err)) != 0) {
             fail_engine(e, err);
             break;
         }
         if (n_seqs > 0) {
             sample_step(e, n_seqs);
+            hist_add(&e->counters.step_us, infer_step_us_bounds,
+                     now_us() - t0);
+            hist_add(&e->counters.step_tokens, infer_step_tokens_bounds,
+                     tokens);
         }
         publish_stats(e, n_seqs);
         publish_events(e);
@@ -1439,6 +1492,8 @@ infer_seq_create(infer_engine_t *e, const infer_request_t *r)
     }
     s->ignore_eos = r->ignore_eos;
     s->deadline_ms = r->deadline_ms;
+    s->submit_us = now_us();
+    s->queue_us = -1;
     s->sampling.temperature = r->temperature;
     s->sampling.top_k = r->top_k;
     s->sampling.top_p = r->top_p;
@@ -1446,6 +1501,7 @@ infer_seq_create(infer_engine_t *e, const infer_request_t *r)
     infer_detok_init(&s->detok, e->tok,
                      r->n_prompt == 1
                      && r->prompt[0] == e->model->cfg.bos_token_id);
+    s->detok.keep_special = r->keep_special;
     return s;
 }
 

@@ -129,6 +129,8 @@ typedef struct {
     const char   *const *stop;   /* stop strings, not included in output */
     int            n_stop;
     int            ignore_eos;
+    int            keep_special; /* special tokens' text in the output
+                                    (vLLM's skip_special_tokens false) */
     int64_t        deadline_ms;  /* CLOCK_MONOTONIC ms; 0 = none */
     int            priority;     /* lower first; see INFER_PRIORITY_MAX */
     /* Outputs besides text, in the events (see infer_event_t).  Logits and
@@ -214,12 +216,38 @@ typedef struct {
     float              *lp;
     int32_t            *lp_top_ids;
     float              *lp_top_lp;
+
+    /* Microseconds from submission until the request first joined the
+     * running batch (its queue time, as vLLM's "scheduled"), -1 while it
+     * has not (a request cancelled or timed out while waiting). */
+    int64_t             queue_us;
+    /* The engine's steps (numbered from 1, as infer_stats_t.steps counts
+     * them) that computed its first and latest tokens; 0: none yet.  With
+     * the trace id a front end logs, they follow a request to the steps
+     * that ran it. */
+    uint64_t            first_step;
+    uint64_t            last_step;
 } infer_event_t;
 
 /* Drains up to max events (and the event fd counter); returns the count.
  * Each event must be released with infer_event_release(). */
 int infer_engine_poll(infer_engine_t *e, infer_event_t *ev, int max);
 void infer_event_release(infer_event_t *ev);
+
+/* A histogram of the scheduler's steps: count[i] steps had a value of
+ * at most bounds[i] (and above bounds[i - 1]); count[INFER_STEP_BOUNDS]
+ * those above every bound. */
+#define INFER_STEP_BOUNDS  16
+
+typedef struct {
+    uint64_t  count[INFER_STEP_BOUNDS + 1];
+    uint64_t  sum;
+} infer_hist_t;
+
+/* The bounds: a step's wall time (forward pass and sampling) in
+ * microseconds, and the tokens it computed (prompt and generated). */
+extern const int64_t  infer_step_us_bounds[INFER_STEP_BOUNDS];
+extern const int64_t  infer_step_tokens_bounds[INFER_STEP_BOUNDS];
 
 /* A snapshot taken at the end of the scheduler's last step. */
 typedef struct {
@@ -235,6 +263,8 @@ typedef struct {
     uint64_t  prefix_queries;    /* prompt tokens looked up in the prefix
                                     cache (at every admission) */
     uint64_t  prefix_hits;       /* of those, found cached */
+    infer_hist_t  step_us;       /* steps that computed tokens */
+    infer_hist_t  step_tokens;
     /* facts fixed when the engine was created */
     const char *backend;         /* "cpu", "cuda" */
     const char *dtype;           /* the weights' type in memory */

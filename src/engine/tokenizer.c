@@ -2908,13 +2908,20 @@ infer_detok_push(infer_detok_t *d, int32_t id, char *out, size_t cap)
     size_t                    len, n, i;
     int                       b;
 
-    if (id < 0 || id >= t->n_vocab || t->special[id]
-        || t->str_off[id] == INFER_TOK_NONE)
+    if (id < 0 || id >= t->n_vocab || t->str_off[id] == INFER_TOK_NONE
+        || (t->special[id] && !d->keep_special))
     {
         return 0;
     }
     s = (const unsigned char *) t->dec.p + t->dec_off[id];
     len = t->dec_off[id + 1] - t->dec_off[id];
+    if (t->special[id]) {
+        /* HF puts the token's content through the decoder like any other
+         * piece, so it ends a byte run and is the text's first token */
+        n = detok_run_end(d, out, cap);
+        d->at_start = 0;
+        return n + detok_bytes(d, s, len, out + n, cap - n);
+    }
     b = t->dec_byte_fallback && !t->dec_byte_level
         ? byte_token_value(t->strs.p + t->str_off[id], t->str_len[id])
         : -1;

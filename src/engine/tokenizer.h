@@ -50,7 +50,9 @@ size_t infer_tokenizer_min_ids(const infer_tokenizer_t *t, size_t len);
 /*
  * Streaming detokenizer: feeds tokens one at a time and emits only whole
  * UTF-8 characters; the bytes of an unfinished character are held back.
- * Special tokens decode to nothing.  The decoder's leading-space strip
+ * Special tokens decode to nothing, or with keep_special set (HF's
+ * decode(skip_special_tokens=False)) to their text, which ends a run of
+ * byte tokens.  The decoder's leading-space strip
  * (SentencePiece "Strip" decoder) applies only to the start of the text
  * when at_start is set (i.e. generation begins right after <s> or from
  * nothing).  With a ByteFallback decoder a run of byte tokens (<0xNN>) is
@@ -68,6 +70,8 @@ typedef struct {
     int                      n_run;
     int                      run_broken;    /* the run is U+FFFD to its end */
     int                      strip;         /* leading spaces still to drop */
+    int                      keep_special;  /* set after init: special
+                                               tokens' text is output */
 } infer_detok_t;
 
 void infer_detok_init(infer_detok_t *d, const infer_tokenizer_t *t,

@@ -63,10 +63,12 @@ typedef struct {
     unsigned                 failure_seen:1;   /* its engine died: logged */
 
     /* Its figures in the infer_metrics zone (NULL: not counted), and the
-     * engine's preemptions and prefix cache queries and hits already added
-     * there by this worker. */
+     * engine's preemptions, steps and prefix cache queries and hits already
+     * added there by this worker. */
     void                    *metrics;
     uint64_t                 preemptions_seen;
+    infer_hist_t             step_us_seen;
+    infer_hist_t             step_tokens_seen;
     uint64_t                 prefix_queries_seen;
     uint64_t                 prefix_hits_seen;
 } ngx_http_infer_model_t;
@@ -119,6 +121,10 @@ typedef struct {
     int64_t                  first_us;         /* its first token, or 0 */
     int64_t                  last_us;          /* its latest token */
     int64_t                  end_us;           /* its final event, or 0 */
+    int64_t                  queue_us;         /* the engine's queue time
+                                                  (final event), or -1 */
+    uint64_t                 first_step;       /* the engine steps that */
+    uint64_t                 last_step;        /* ran it (final event) */
     unsigned                 live:1;           /* submitted, not done */
 } ngx_http_infer_gen_t;
 

@@ -258,6 +258,9 @@ ngx_http_infer_ctx_submit(ngx_http_infer_ctx_t *ctx, int gen,
     req->user = g;
     g->start_us = ngx_http_infer_now_us();
     g->first_us = 0;
+    g->queue_us = -1;
+    g->first_step = 0;
+    g->last_step = 0;
     g->end_us = 0;
     rc = infer_engine_submit(ctx->model->engine, req, &g->id);
     if (rc != INFER_OK) {

@@ -250,6 +250,8 @@ ngx_http_infer_keys_handler(ngx_http_request_t *r)
     ngx_str_t                   token;
     ngx_uint_t                  i, k, match;
     const char                 *message;
+    ngx_table_elt_t            *h;
+    ngx_http_core_loc_conf_t   *clcf;
     ngx_http_infer_loc_conf_t  *ilcf;
 
     if (r != r->main) {
@@ -283,7 +285,26 @@ ngx_http_infer_keys_handler(ngx_http_request_t *r)
     }
 
     if (match) {
-        return NGX_DECLINED;
+        return NGX_OK;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    if (clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
+        /* another access module may still let the request in; if none
+         * does, nginx answers the 401 itself (its own page, which
+         * error_page can replace) */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "infer_api_keys: %s", message);
+        /* as auth_basic sets it: nginx drops it if access is granted */
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        h->hash = 1;
+        ngx_str_set(&h->key, "WWW-Authenticate");
+        ngx_str_set(&h->value, "Bearer");
+        r->headers_out.www_authenticate = h;
+        return NGX_HTTP_UNAUTHORIZED;
     }
 
     rc = ngx_http_infer_unauthorized(r, message);

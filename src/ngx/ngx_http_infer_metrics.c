@@ -39,6 +39,9 @@ enum {
     NGX_HTTP_INFER_H_E2E,
     NGX_HTTP_INFER_H_PROMPT,
     NGX_HTTP_INFER_H_GEN,
+    NGX_HTTP_INFER_H_QUEUE,
+    NGX_HTTP_INFER_H_STEP,
+    NGX_HTTP_INFER_H_STEP_TOKENS,
     NGX_HTTP_INFER_HISTS
 };
 
@@ -82,73 +85,68 @@ typedef struct {
     ngx_http_infer_metrics_proc_t   procs[NGX_HTTP_INFER_METRICS_PROCS];
 } ngx_http_infer_metrics_sh_t;
 
-typedef struct {
-    const char              *le;
-    int64_t                  limit;            /* us, or tokens */
-} ngx_http_infer_bucket_t;
-
+/* Bucket bounds in us (seconds) or tokens; a last bucket, +Inf, holds
+ * what is above them. */
 typedef struct {
     const char                     *name;
     const char                     *help;
-    const ngx_http_infer_bucket_t  *buckets;   /* ends with "+Inf" */
-    ngx_uint_t                      seconds;   /* the sum is in us */
+    const int64_t                  *bounds;
+    ngx_uint_t                      n;
+    ngx_uint_t                      seconds;   /* values are in us */
 } ngx_http_infer_hist_def_t;
 
+#define ngx_http_infer_bounds(b)  b, sizeof(b) / sizeof(b[0])
+
 /* As vLLM buckets them, with room below for small models on CPUs. */
-static const ngx_http_infer_bucket_t  ngx_http_infer_ttft_buckets[] = {
-    { "0.001", 1000 }, { "0.005", 5000 }, { "0.01", 10000 },
-    { "0.02", 20000 }, { "0.04", 40000 }, { "0.06", 60000 },
-    { "0.08", 80000 }, { "0.1", 100000 }, { "0.25", 250000 },
-    { "0.5", 500000 }, { "0.75", 750000 }, { "1", 1000000 },
-    { "2.5", 2500000 }, { "5", 5000000 }, { "7.5", 7500000 },
-    { "10", 10000000 }, { "20", 20000000 }, { "40", 40000000 },
-    { "80", 80000000 }, { "+Inf", INT64_MAX }
+static const int64_t  ngx_http_infer_ttft_buckets[] = {
+    1000, 5000, 10000, 20000, 40000, 60000, 80000, 100000, 250000, 500000,
+    750000, 1000000, 2500000, 5000000, 7500000, 10000000, 20000000, 40000000,
+    80000000
 };
 
-static const ngx_http_infer_bucket_t  ngx_http_infer_itl_buckets[] = {
-    { "0.0005", 500 }, { "0.001", 1000 }, { "0.0025", 2500 },
-    { "0.005", 5000 }, { "0.01", 10000 }, { "0.025", 25000 },
-    { "0.05", 50000 }, { "0.075", 75000 }, { "0.1", 100000 },
-    { "0.15", 150000 }, { "0.2", 200000 }, { "0.3", 300000 },
-    { "0.4", 400000 }, { "0.5", 500000 }, { "0.75", 750000 },
-    { "1", 1000000 }, { "2.5", 2500000 }, { "5", 5000000 },
-    { "10", 10000000 }, { "+Inf", INT64_MAX }
+static const int64_t  ngx_http_infer_itl_buckets[] = {
+    500, 1000, 2500, 5000, 10000, 25000, 50000, 75000, 100000, 150000, 200000,
+    300000, 400000, 500000, 750000, 1000000, 2500000, 5000000, 10000000
 };
 
-static const ngx_http_infer_bucket_t  ngx_http_infer_e2e_buckets[] = {
-    { "0.01", 10000 }, { "0.025", 25000 }, { "0.05", 50000 },
-    { "0.1", 100000 }, { "0.3", 300000 }, { "0.5", 500000 },
-    { "0.8", 800000 }, { "1", 1000000 }, { "1.5", 1500000 },
-    { "2", 2000000 }, { "2.5", 2500000 }, { "5", 5000000 },
-    { "10", 10000000 }, { "15", 15000000 }, { "20", 20000000 },
-    { "30", 30000000 }, { "40", 40000000 }, { "50", 50000000 },
-    { "60", 60000000 }, { "120", 120000000 }, { "+Inf", INT64_MAX }
+static const int64_t  ngx_http_infer_e2e_buckets[] = {
+    10000, 25000, 50000, 100000, 300000, 500000, 800000, 1000000, 1500000,
+    2000000, 2500000, 5000000, 10000000, 15000000, 20000000, 30000000,
+    40000000, 50000000, 60000000, 120000000
 };
 
-static const ngx_http_infer_bucket_t  ngx_http_infer_token_buckets[] = {
-    { "1", 1 }, { "2", 2 }, { "5", 5 }, { "10", 10 }, { "20", 20 },
-    { "50", 50 }, { "100", 100 }, { "200", 200 }, { "500", 500 },
-    { "1000", 1000 }, { "2000", 2000 }, { "5000", 5000 },
-    { "10000", 10000 }, { "20000", 20000 }, { "50000", 50000 },
-    { "100000", 100000 }, { "+Inf", INT64_MAX }
+static const int64_t  ngx_http_infer_token_buckets[] = {
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000,
+    100000
 };
 
 static const ngx_http_infer_hist_def_t  ngx_http_infer_hists[] = {
     { "infer_time_to_first_token_seconds",
       "Time from submitting an engine request to its first generated token.",
-      ngx_http_infer_ttft_buckets, 1 },
+      ngx_http_infer_bounds(ngx_http_infer_ttft_buckets), 1 },
     { "infer_inter_token_latency_seconds",
       "Time between generated tokens of an engine request (per token).",
-      ngx_http_infer_itl_buckets, 1 },
+      ngx_http_infer_bounds(ngx_http_infer_itl_buckets), 1 },
     { "infer_e2e_request_latency_seconds",
       "Time from submitting an engine request to its end.",
-      ngx_http_infer_e2e_buckets, 1 },
+      ngx_http_infer_bounds(ngx_http_infer_e2e_buckets), 1 },
     { "infer_request_prompt_tokens",
       "Prompt tokens of each finished engine request.",
-      ngx_http_infer_token_buckets, 0 },
+      ngx_http_infer_bounds(ngx_http_infer_token_buckets), 0 },
     { "infer_request_generation_tokens",
       "Generated tokens of each finished engine request.",
-      ngx_http_infer_token_buckets, 0 }
+      ngx_http_infer_bounds(ngx_http_infer_token_buckets), 0 },
+    { "infer_request_queue_time_seconds",
+      "Time from submitting an engine request until it joined the running "
+      "batch.",
+      ngx_http_infer_bounds(ngx_http_infer_e2e_buckets), 1 },
+    { "infer_engine_step_duration_seconds",
+      "Wall time of each engine step that computed tokens (forward pass "
+      "and sampling).",
+      infer_step_us_bounds, INFER_STEP_BOUNDS, 1 },
+    { "infer_engine_step_tokens",
+      "Tokens computed by each engine step (prompt and generated).",
+      infer_step_tokens_bounds, INFER_STEP_BOUNDS, 0 }
 };
 
 static const char  *ngx_http_infer_routes[NGX_HTTP_INFER_ROUTES] = {
@@ -403,8 +401,30 @@ ngx_http_infer_metrics_gain(ngx_atomic_t *counter, uint64_t now,
     *seen = now;
 }
 
-/* This worker's gauges of m, and its engine's preemptions and prefix cache
- * counts since the last look. */
+/* An engine's step histogram h as it is now: what it added since the last
+ * look (seen) goes into the model's. */
+static void
+ngx_http_infer_metrics_steps(ngx_http_infer_metrics_model_t *mm,
+    ngx_uint_t h, const infer_hist_t *now, infer_hist_t *seen)
+{
+    ngx_uint_t  k;
+
+    for (k = 0; k <= INFER_STEP_BOUNDS; k++) {
+        if (now->count[k] > seen->count[k]) {
+            (void) ngx_atomic_fetch_add(&mm->hist[h].buckets[k],
+                                        (ngx_atomic_int_t) (now->count[k]
+                                                        - seen->count[k]));
+        }
+    }
+    if (now->sum > seen->sum) {
+        (void) ngx_atomic_fetch_add(&mm->hist[h].sum,
+                                    (ngx_atomic_int_t) (now->sum - seen->sum));
+    }
+    *seen = *now;
+}
+
+/* This worker's gauges of m, and its engine's preemptions, steps and prefix
+ * cache counts since the last look. */
 void
 ngx_http_infer_metrics_engine(ngx_http_infer_model_t *m)
 {
@@ -427,6 +447,10 @@ ngx_http_infer_metrics_engine(ngx_http_infer_model_t *m)
                                     &m->prefix_queries_seen);
         ngx_http_infer_metrics_gain(&mm->prefix_hits, st.prefix_hits,
                                     &m->prefix_hits_seen);
+        ngx_http_infer_metrics_steps(mm, NGX_HTTP_INFER_H_STEP, &st.step_us,
+                                     &m->step_us_seen);
+        ngx_http_infer_metrics_steps(mm, NGX_HTTP_INFER_H_STEP_TOKENS,
+                                     &st.step_tokens, &m->step_tokens_seen);
     }
 
     if (ngx_http_infer_metrics_slot == NULL) {
@@ -489,11 +513,10 @@ static void
 ngx_http_infer_observe(ngx_http_infer_metrics_model_t *mm, ngx_uint_t h,
     int64_t v, ngx_uint_t n)
 {
-    ngx_uint_t                      i;
-    const ngx_http_infer_bucket_t  *b;
+    ngx_uint_t                        i;
+    const ngx_http_infer_hist_def_t  *hd = &ngx_http_infer_hists[h];
 
-    b = ngx_http_infer_hists[h].buckets;
-    for (i = 0; v > b[i].limit; i++) { /* void */ }
+    for (i = 0; i < hd->n && v > hd->bounds[i]; i++) { /* void */ }
 
     (void) ngx_atomic_fetch_add(&mm->hist[h].buckets[i],
                                 (ngx_atomic_int_t) n);
@@ -538,6 +561,9 @@ ngx_http_infer_metrics_event(ngx_http_infer_ctx_t *ctx,
     }
 
     g->end_us = now;
+    g->queue_us = ev->queue_us;
+    g->first_step = ev->first_step;
+    g->last_step = ev->last_step;
 
     if (mm == NULL) {
         return;
@@ -574,6 +600,9 @@ ngx_http_infer_metrics_event(ngx_http_infer_ctx_t *ctx,
     ngx_http_infer_observe(mm, NGX_HTTP_INFER_H_PROMPT, ev->prompt_tokens, 1);
     ngx_http_infer_observe(mm, NGX_HTTP_INFER_H_GEN, ev->completion_tokens,
                            1);
+    if (ev->queue_us >= 0) {
+        ngx_http_infer_observe(mm, NGX_HTTP_INFER_H_QUEUE, ev->queue_us, 1);
+    }
 }
 
 /* An error answer (ngx_http_infer_log_reject). */
@@ -725,7 +754,7 @@ ngx_http_infer_render(ngx_http_infer_text_t *t,
     ngx_http_infer_metrics_sh_t      *sh = imcf->metrics_sh;
     ngx_http_infer_metrics_proc_t    *proc;
     ngx_http_infer_metrics_model_t   *mms[NGX_HTTP_INFER_METRICS_MODELS + 1];
-    const ngx_http_infer_bucket_t    *b;
+    char                              le[32];
     const ngx_http_infer_hist_def_t  *hd;
 
     /* the models of this configuration that have an entry */
@@ -889,14 +918,21 @@ ngx_http_infer_render(ngx_http_infer_text_t *t,
 
         for (i = 0; i < n; i++) {
             cum = 0;
-            for (b = hd->buckets, k = 0; ; b++, k++) {
+            for (k = 0; k <= hd->n; k++) {
                 cum += mms[i]->hist[h].buckets[k];
-                ngx_http_infer_text(t, "%s_bucket{model=\"%s\",le=\"%s\"} "
-                                    "%llu\n", hd->name, names[i], b->le,
-                                    (unsigned long long) cum);
-                if (b->limit == INT64_MAX) {
-                    break;
+                if (k == hd->n) {
+                    le[0] = '\0';
+                } else if (hd->seconds) {
+                    snprintf(le, sizeof(le), "%.6g",
+                             (double) hd->bounds[k] / 1e6);
+                } else {
+                    snprintf(le, sizeof(le), "%lld",
+                             (long long) hd->bounds[k]);
                 }
+                ngx_http_infer_text(t, "%s_bucket{model=\"%s\",le=\"%s\"} "
+                                    "%llu\n", hd->name, names[i],
+                                    le[0] ? le : "+Inf",
+                                    (unsigned long long) cum);
             }
             v = mms[i]->hist[h].sum;
             if (hd->seconds) {

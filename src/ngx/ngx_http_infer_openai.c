@@ -922,6 +922,11 @@ ngx_http_infer_engine_request(ngx_http_infer_oai_t *job, infer_request_t *ir)
     ir->n_bias = req->n_bias;
     ir->stop = (const char *const *) req->stop;
     ir->n_stop = req->n_stop;
+    /* Mistral's calls begin with [TOOL_CALLS], a special token in its
+     * tokenizers: its parser needs to see it (as vLLM's turns
+     * skip_special_tokens off for it) */
+    ir->keep_special = !req->skip_special
+                       || job->tool_fmt == INFER_TOOL_FMT_MISTRAL;
     if (req->kind == INFER_OAI_CHAT && m->n_end_ids > 0) {
         ir->stop_ids = m->end_ids;
         ir->n_stop_ids = m->n_end_ids;

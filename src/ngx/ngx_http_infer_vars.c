@@ -8,6 +8,10 @@
  *     $infer_finish_reason      stop, length, cancelled, timeout or error
  *                               (its first engine request's)
  *     $infer_ttft               ms from submission to the first token
+ *     $infer_queue_time         ms from submission until the engine ran it
+ *                               (joined its running batch)
+ *     $infer_engine_steps       FIRST-LAST: the engine's steps that
+ *                               computed its first and last tokens
  *     $infer_request_id         24 hex digits (OpenAI's response id ends
  *                               with them)
  *     $infer_trace_id           the 32 hex digits of the trace
@@ -33,6 +37,8 @@ enum {
     NGX_HTTP_INFER_VAR_COMPLETION,
     NGX_HTTP_INFER_VAR_FINISH,
     NGX_HTTP_INFER_VAR_TTFT,
+    NGX_HTTP_INFER_VAR_QUEUE_TIME,
+    NGX_HTTP_INFER_VAR_STEPS,
     NGX_HTTP_INFER_VAR_REQUEST_ID
 };
 
@@ -59,6 +65,12 @@ static ngx_http_variable_t  ngx_http_infer_vars[] = {
 
     { ngx_string("infer_ttft"), NULL, ngx_http_infer_variable,
       NGX_HTTP_INFER_VAR_TTFT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("infer_queue_time"), NULL, ngx_http_infer_variable,
+      NGX_HTTP_INFER_VAR_QUEUE_TIME, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("infer_engine_steps"), NULL, ngx_http_infer_variable,
+      NGX_HTTP_INFER_VAR_STEPS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("infer_request_id"), NULL, ngx_http_infer_variable,
       NGX_HTTP_INFER_VAR_REQUEST_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
@@ -183,7 +195,11 @@ ngx_http_infer_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         break;
 
     case NGX_HTTP_INFER_VAR_TTFT:
-        if (g->first_us == 0) {
+    case NGX_HTTP_INFER_VAR_QUEUE_TIME:
+        us = data == NGX_HTTP_INFER_VAR_TTFT
+             ? (g->first_us != 0 ? g->first_us - g->start_us : -1)
+             : g->queue_us;
+        if (us < 0) {
             v->not_found = 1;
             return NGX_OK;
         }
@@ -191,9 +207,21 @@ ngx_http_infer_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         if (p == NULL) {
             return NGX_ERROR;
         }
-        us = g->first_us - g->start_us;
         v->data = p;
         v->len = ngx_sprintf(p, "%L.%03L", us / 1000, us % 1000) - p;
+        break;
+
+    case NGX_HTTP_INFER_VAR_STEPS:
+        if (g->first_step == 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+        p = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        v->data = p;
+        v->len = ngx_sprintf(p, "%uL-%uL", g->first_step, g->last_step) - p;
         break;
 
     default: /* NGX_HTTP_INFER_VAR_REQUEST_ID */

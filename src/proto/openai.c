@@ -622,6 +622,14 @@ oai_parse_sampling(json_t *root, infer_oai_request_t *req,
                     "positive, got %g", req->repetition_penalty);
         return -1;
     }
+
+    /* vLLM's: false puts special tokens' text in the output */
+    req->skip_special = 1;
+    if (oai_get_bool(root, "skip_special_tokens", &req->skip_special, err)
+        < 0)
+    {
+        return -1;
+    }
     return 0;
 }
 

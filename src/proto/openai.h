@@ -68,6 +68,9 @@ typedef struct {
     double                 presence_penalty;    /* [-2, 2], default 0 */
     double                 frequency_penalty;   /* [-2, 2], default 0 */
     double                 repetition_penalty;  /* > 0, default 1 (off) */
+    int                    skip_special;   /* skip_special_tokens, default
+                                              1: special tokens make no
+                                              text */
     int32_t               *bias_ids;       /* logit_bias: ids (not checked
                                               against a vocabulary yet) */
     float                 *bias;           /* and their biases */

@@ -8,8 +8,9 @@
  *     llama3_json  {"name": ..., "parameters": {...}} (Llama-3.1/3.2), the
  *                  whole output, several separated by ";"
  *     mistral      [TOOL_CALLS][{"name": ..., "arguments": {...}}, ...] or
- *                  [TOOL_CALLS]name[ARGS]{...}, after content; without the
- *                  marker (a special token the detokenizer drops) an
+ *                  [TOOL_CALLS]name[ARGS]{...}, after content (the
+ *                  marker is a special token: the engine keeps special
+ *                  tokens' text for this parser); without the marker an
  *                  output that is a JSON array of calls
  *
  * An output that does not parse is content, never an error.  Pure C over

@@ -11,8 +11,10 @@ check prints "ok - ..." or "not ok - ..."; "done N" at the end.
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -41,11 +43,24 @@ def request(method, path, body=None, port=PORT):
     return r, data
 
 
+PROMTOOL = shutil.which('promtool')
+LINTED = 0
+
+
 def scrape():
-    """(pid of the worker, content type, text, {family: family})."""
+    """(pid of the worker, content type, text, {family: family}); the text
+    passes Debian's promtool check metrics when it is there."""
+    global LINTED
     r, data = request('GET', '/metrics')
     text = data.decode()
     fams = {f.name: f for f in text_string_to_metric_families(text)}
+    if PROMTOOL:
+        lint = subprocess.run([PROMTOOL, 'check', 'metrics'], input=data,
+                              capture_output=True)
+        if lint.returncode != 0 or lint.stdout or lint.stderr:
+            check(False, 'promtool check metrics: %s%s'
+                  % (lint.stdout.decode(), lint.stderr.decode()))
+        LINTED += 1
     return r.getheader('X-Pid'), r.getheader('Content-Type'), text, fams
 
 
@@ -107,6 +122,9 @@ families = {
     'infer_e2e_request_latency_seconds': 'histogram',
     'infer_request_prompt_tokens': 'histogram',
     'infer_request_generation_tokens': 'histogram',
+    'infer_request_queue_time_seconds': 'histogram',
+    'infer_engine_step_duration_seconds': 'histogram',
+    'infer_engine_step_tokens': 'histogram',
 }
 for name, kind in families.items():
     f = fams.get(name)
@@ -192,6 +210,7 @@ check(cached_tokens >= 32 and cached_tokens % 16 == 0,
       'cached tokens in whole blocks, at least two (%d)' % cached_tokens)
 for h in ('infer_time_to_first_token_seconds',
           'infer_e2e_request_latency_seconds',
+          'infer_request_queue_time_seconds',
           'infer_request_prompt_tokens', 'infer_request_generation_tokens'):
     expect(h, h + '_count', n_req, h + ' counts every request', model='tiny')
     expect(h, h + '_bucket', n_req, h + ' +Inf bucket', model='tiny',
@@ -211,6 +230,29 @@ ttft = value(fams, 'infer_time_to_first_token_seconds',
              'infer_time_to_first_token_seconds_sum', model='tiny')
 check(0 < ttft <= e2e < 60, 'latencies in seconds: ttft sum %s <= e2e sum %s'
       % (ttft, e2e))
+queue = value(fams, 'infer_request_queue_time_seconds',
+              'infer_request_queue_time_seconds_sum', model='tiny')
+check(0 <= queue < ttft, 'queue time sum %s < ttft sum %s' % (queue, ttft))
+# each request computes its prompt but what the prefix cache held, and
+# every token it generated but the last; the requests ran one after the
+# other, so no step mixed two
+expect('infer_engine_step_tokens', 'infer_engine_step_tokens_sum',
+       prompt_tokens - cached_tokens + completion_tokens - n_req,
+       'the engine steps computed every prompt token not cached and every '
+       "generated token but each request's last", model='tiny')
+steps = value(fams, 'infer_engine_step_tokens',
+              'infer_engine_step_tokens_count', model='tiny')
+expect('infer_engine_step_duration_seconds',
+       'infer_engine_step_duration_seconds_count', steps,
+       'a duration for each of the %s steps' % steps, model='tiny')
+expect('infer_engine_step_tokens', 'infer_engine_step_tokens_bucket',
+       completion_tokens - n_req, "one token in each step but the prompts'",
+       model='tiny', le='1')
+step_s = value(fams, 'infer_engine_step_duration_seconds',
+               'infer_engine_step_duration_seconds_sum', model='tiny')
+check(steps == completion_tokens and 0 < step_s < e2e,
+      '%s steps, one per generated token, took %s s of the %s s e2e'
+      % (steps, step_s, e2e))
 buckets = [s.value for s in fams['infer_request_generation_tokens'].samples
            if s.name.endswith('_bucket')]
 check(buckets == sorted(buckets), 'buckets are cumulative')
@@ -293,5 +335,12 @@ expect('infer_requests', 'infer_requests_total', n_req + 2,
        'one more request after the reload', model='tiny')
 expect('infer_generation_tokens', 'infer_generation_tokens_total',
        gen + more, 'its tokens are added', model='tiny')
+
+if PROMTOOL:
+    check(LINTED > 0, "promtool check metrics passed %d scrapes (%s)"
+          % (LINTED, PROMTOOL))
+else:
+    print('# promtool not found (tools/deps.sh --test installs it): the '
+          'scrapes were not linted', flush=True)
 
 print('done %d' % N)

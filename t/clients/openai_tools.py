@@ -10,7 +10,11 @@ The model's tokenizer has four added tokens from FIRST_ID on, each the
 whole text of a tool call in one format (the last a Hermes call cut
 short); logit_bias +100 on one forces the model to write it.  A real
 model writes the same text over many tokens; the parser sees only the
-text.
+text.  Then three as a real Mistral model writes a call: content, the
+special token [TOOL_CALLS] and the call's JSON, forced in that order by
+biases 100, 90, 80 and a repetition penalty of 4 (a token written drops
+to a quarter, under the next one's bias; the random model's own logits
+are far smaller than the gaps).
 
 Prints "ok - WHAT" / "not ok - WHAT" lines and "# ..." reasons.
 """
@@ -21,6 +25,10 @@ import openai
 
 BASE, FIRST = sys.argv[1], int(sys.argv[2])
 HERMES, LLAMA3, MISTRAL, BROKEN = FIRST, FIRST + 1, FIRST + 2, FIRST + 3
+TOOL_CALLS, CALL_JSON, CONTENT = FIRST + 4, FIRST + 5, FIRST + 6
+IN_ORDER = {"logit_bias": {str(CONTENT): 100, str(TOOL_CALLS): 90,
+                           str(CALL_JSON): 80},
+            "extra_body": {"repetition_penalty": 4}, "max_tokens": 3}
 
 client = openai.OpenAI(base_url=BASE, api_key="unused", max_retries=0,
                        timeout=120)
@@ -39,6 +47,7 @@ WEATHER = {
     },
 }
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+MISTRAL_CALL_TEXT = '[{"name": "get_weather", "arguments": {"city": "Paris"}}]'
 
 
 def check(cond, what, *why):
@@ -138,6 +147,41 @@ flow("mistral", MISTRAL, mistral_id)
 stream("hermes", HERMES)
 stream("llama3", LLAMA3)
 stream("mistral", MISTRAL)
+
+# [TOOL_CALLS] as the special token it is in Mistral's tokenizers: the
+# mistral parser sees it (special tokens are kept for it, as vLLM's
+# keeps them), the content before it stays content
+r = client.chat.completions.create(model="mistral", messages=ASK,
+                                   tools=[WEATHER], **IN_ORDER)
+c = r.choices[0]
+calls = c.message.tool_calls or []
+check(c.finish_reason == "tool_calls" and len(calls) == 1
+      and calls[0].function.name == "get_weather"
+      and json.loads(calls[0].function.arguments) == {"city": "Paris"}
+      and mistral_id(calls[0].id) and c.message.content == "Let me check.",
+      "mistral: content, then a call after the special [TOOL_CALLS]", r)
+content, names = "", []
+for ch in client.chat.completions.create(model="mistral", messages=ASK,
+                                         tools=[WEATHER], stream=True,
+                                         **IN_ORDER):
+    for d in ch.choices:
+        content += d.delta.content or ""
+        names += [t.function.name for t in d.delta.tool_calls or []
+                  if t.function and t.function.name]
+check(content == "Let me check." and names == ["get_weather"],
+      "... streamed: the content, then the call", content, names)
+# elsewhere special tokens make no text unless skip_special_tokens is false
+r = client.chat.completions.create(model="hermes", messages=ASK,
+                                   **IN_ORDER)
+check(r.choices[0].message.content == "Let me check." + MISTRAL_CALL_TEXT,
+      "no tools: the special token is left out of the text", r)
+r = client.chat.completions.create(
+    model="hermes", messages=ASK, logit_bias=IN_ORDER["logit_bias"],
+    max_tokens=3, extra_body={"repetition_penalty": 4,
+                              "skip_special_tokens": False})
+check(r.choices[0].message.content
+      == "Let me check.[TOOL_CALLS]" + MISTRAL_CALL_TEXT,
+      "skip_special_tokens false: it is in the text", r)
 
 r = forced("hermes", HERMES, tool_choice={"type": "function",
                                           "function": {"name": "get_weather"}})

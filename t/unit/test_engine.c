@@ -32,6 +32,7 @@ typedef struct {
     int             prompt_tokens;
     int             completion_tokens;
     int             cached_tokens;
+    int64_t         queue_us;
 
     int             f16;            /* rows come as halves */
     int             vocab;
@@ -164,6 +165,7 @@ take(result_t *res, int n, const infer_event_t *ev)
     r->prompt_tokens = ev->prompt_tokens;
     r->completion_tokens = ev->completion_tokens;
     r->cached_tokens = ev->cached_tokens;
+    r->queue_us = ev->queue_us;
     return 1;
 }
 
@@ -248,7 +250,8 @@ test_shared_steps(void)
     result_t        res[4];
     infer_request_t r;
     infer_stats_t   st;
-    int             i;
+    int             i, want, big;
+    uint64_t        steps, tokens, us;
 
     if (e == NULL) {
         ok(0, "engine for shared steps");
@@ -275,6 +278,30 @@ test_shared_steps(void)
     is_int(res[2].completion_tokens, 60, "long-prompt request got 60 tokens");
     infer_engine_stats(e, &st);
     is_int(st.free_blocks, st.n_blocks, "every KV block back in the pool");
+
+    /* the step histograms: every step once, every computed token once (a
+     * request computes its prompt and all it generated but the last) */
+    for (i = 0, steps = 0, us = 0, tokens = 0; i <= INFER_STEP_BOUNDS; i++) {
+        steps += st.step_us.count[i];
+        tokens += st.step_tokens.count[i];
+    }
+    is_int((int) steps, (int) st.steps, "a step duration for each of the %d "
+           "steps", (int) st.steps);
+    is_int((int) tokens, (int) st.steps, "a token count for each step");
+    for (i = 0, want = 0; i < 4; i++) {
+        want += res[i].prompt_tokens + res[i].completion_tokens - 1;
+        us += res[i].queue_us >= 0;
+    }
+    is_int((int) st.step_tokens.sum, want, "the steps computed %d tokens",
+           want);
+    for (i = 0, big = 0; i < INFER_STEP_BOUNDS; i++) {
+        big += i > 0 && infer_step_tokens_bounds[i - 1] >= 32
+               ? (int) st.step_tokens.count[i] : 0;
+    }
+    ok(big == 0 && st.step_tokens.count[INFER_STEP_BOUNDS] == 0
+       && st.step_us.sum > 0, "no step above 32 tokens (a 24-token "
+       "budget); %.1f ms of steps", (double) st.step_us.sum / 1e3);
+    is_int((int) us, 4, "each request's queue time is known");
     infer_engine_destroy(e);
 }
 

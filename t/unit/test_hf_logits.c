@@ -50,79 +50,19 @@
 #include "rope_freq.h"
 #include "tap.h"
 #include "fam_ref.h"
+#include "hf_ref.h"
 
 #define TOL 1e-4
 
-typedef struct {
-    char     name[64];
-    char     source[256];
-    int      n_tokens;
-    int32_t  tokens[64];
-    int      vocab, stride, n_ids;
-    float   *ref;                   /* [n_tokens][n_ids] */
-} ref_t;
 
 static char gen_path[4096];
 static char err[1024];
 
 
-static int
-ref_read(const char *path, ref_t *r)
-{
-    FILE *f = fopen(path, "r");
-    char  line[512];
-    int   i, p, k;
-
-    memset(r, 0, sizeof(*r));
-    if (f == NULL) {
-        return -1;
-    }
-    while (fgets(line, sizeof(line), f) && line[0] == '#') {
-        /* comments */
-    }
-    if (sscanf(line, "model %63s", r->name) != 1
-        || fscanf(f, "source %255[^\n]\n", r->source) != 1
-        || fscanf(f, "tokens %d", &r->n_tokens) != 1
-        || r->n_tokens < 2 || r->n_tokens > 64)
-    {
-        goto bad;
-    }
-    for (i = 0; i < r->n_tokens; i++) {
-        if (fscanf(f, "%d", &r->tokens[i]) != 1) {
-            goto bad;
-        }
-    }
-    if (fscanf(f, " vocab %d stride %d ids %d", &r->vocab, &r->stride,
-               &r->n_ids) != 3 || r->stride < 1 || r->n_ids < 1
-        || (r->n_ids - 1) * r->stride >= r->vocab)
-    {
-        goto bad;
-    }
-    r->ref = malloc(sizeof(float) * r->n_tokens * r->n_ids);
-    for (p = 0; r->ref && p < r->n_tokens; p++) {
-        if (fscanf(f, " pos %d", &i) != 1 || i != p) {
-            goto bad;
-        }
-        for (k = 0; k < r->n_ids; k++) {
-            if (fscanf(f, "%f", &r->ref[p * r->n_ids + k]) != 1) {
-                goto bad;
-            }
-        }
-    }
-    fclose(f);
-    return r->ref ? 0 : -1;
-bad:
-    fclose(f);
-    free(r->ref);
-    r->ref = NULL;
-    return -1;
-}
-
-
 /* Runs tokens [from, to) as one batch of sequence 0 and stores the logits
  * of every one of them into out[from..to). */
 static int
-run_steps(infer_backend_t *b, const ref_t *r, int from, int to,
+run_steps(infer_backend_t *b, const hf_ref_t *r, int from, int to,
     int block_size, float *out)
 {
     int32_t  pos[64], seq[64], lt[64], bt[64], ctx;
@@ -157,7 +97,7 @@ run_steps(infer_backend_t *b, const ref_t *r, int from, int to,
 
 /* max |ours - ref| / max |ref| over the stored ids of every position. */
 static double
-compare(const ref_t *r, const float *got, int *argmax_same)
+compare(const hf_ref_t *r, const float *got, int *argmax_same)
 {
     double  maxd = 0, maxr = 0, d;
     int     p, k, ar, ag;
@@ -191,7 +131,7 @@ static void
 test_ref(const char *file, const char *tmp, const char *dtype,
     const char *want_dtype)
 {
-    ref_t                    r;
+    hf_ref_t                    r;
     char                     path[4200], dir[4200], cmd[12288];
     infer_model_t           *m = NULL;
     infer_backend_t         *b = NULL;
@@ -201,7 +141,7 @@ test_ref(const char *file, const char *tmp, const char *dtype,
     int                      i, am, rc;
 
     snprintf(path, sizeof(path), "t/data/ref/%s.logits", file);
-    if (!ok(ref_read(path, &r) == 0, "%s: reference parsed", path)) {
+    if (!ok(hf_ref_read(path, &r) == 0, "%s: reference parsed", path)) {
         return;
     }
     if (strncmp(r.source, "gen ", 4) == 0) {
@@ -340,13 +280,13 @@ bf16_backend(const infer_model_t *m, int threads)
 static void
 test_bf16_logits(const infer_model_t *m)
 {
-    ref_t            r;
+    hf_ref_t            r;
     infer_backend_t *b;
     float           *got;
     double           rel;
     int              am;
 
-    if (!ok(ref_read("t/data/ref/stories260K-bf16.logits", &r) == 0,
+    if (!ok(hf_ref_read("t/data/ref/stories260K-bf16.logits", &r) == 0,
             "stories260K-bf16: reference parsed"))
     {
         return;

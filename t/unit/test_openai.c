@@ -579,6 +579,7 @@ test_scoring_fields(void)
                "\"echo\":true,\"logprobs\":5,\"n\":3,\"best_of\":3,"
                "\"presence_penalty\":0.5,\"frequency_penalty\":-2,"
                "\"repetition_penalty\":1.3,\"min_tokens\":0,"
+               "\"skip_special_tokens\":false,"
                "\"logit_bias\":{\"12\":-100,\"007\":5.5},\"suffix\":null}",
                INFER_OAI_COMPLETION, &req, &err);
     is_int(rc, 0, "a scoring request parses: %s", rc ? err.message : "");
@@ -588,6 +589,7 @@ test_scoring_fields(void)
        "echo, logprobs 5 (alternatives), n 3");
     ok(req.presence_penalty == 0.5 && req.frequency_penalty == -2.0
        && req.repetition_penalty == 1.3, "the penalties");
+    ok(!req.skip_special, "skip_special_tokens false");
     ok(req.n_bias == 2 && req.bias_ids[0] == 12 && req.bias[0] == -100.0f
        && req.bias_ids[1] == 7 && req.bias[1] == 5.5f,
        "logit_bias in the body's order, decimal keys");
@@ -596,7 +598,8 @@ test_scoring_fields(void)
     rc = parse("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":0}",
                INFER_OAI_COMPLETION, &req, &err);
     ok(rc == 0 && req.logprobs && req.top_logprobs == 0 && !req.echo
-       && req.n == 1 && req.repetition_penalty == 1.0 && !req.has_max_tokens,
+       && req.n == 1 && req.repetition_penalty == 1.0 && !req.has_max_tokens
+       && req.skip_special,
        "logprobs 0: the chosen token's only; defaults elsewhere");
     infer_oai_request_free(&req);
 
@@ -641,6 +644,9 @@ test_scoring_fields(void)
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"frequency_penalty\":\"0\"}",
         INFER_OAI_COMPLETION, "frequency_penalty",
         "frequency_penalty as a string");
+    bad("{\"model\":\"m\",\"prompt\":\"x\",\"skip_special_tokens\":1}",
+        INFER_OAI_COMPLETION, "skip_special_tokens",
+        "skip_special_tokens not a boolean");
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"repetition_penalty\":0}",
         INFER_OAI_COMPLETION, "repetition_penalty", "repetition_penalty 0");
     bad("{\"model\":\"m\",\"prompt\":\"x\",\"repetition_penalty\":-1.2}",

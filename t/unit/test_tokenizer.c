@@ -193,11 +193,12 @@ whole_utf8(const unsigned char *s, size_t len)
 }
 
 
-/* Streams ids through the detokenizer; *chunks_ok tells whether every
- * chunk was whole UTF-8.  Returns the malloc'd concatenation. */
+/* Streams ids through the detokenizer, special tokens kept or not;
+ * *chunks_ok tells whether every chunk was whole UTF-8.  Returns the
+ * malloc'd concatenation. */
 static char *
-detok_all(const infer_tokenizer_t *t, const int32_t *ids, int n,
-    int at_start, int *chunks_ok, size_t *out_len)
+detok_special(const infer_tokenizer_t *t, const int32_t *ids, int n,
+    int at_start, int keep_special, int *chunks_ok, size_t *out_len)
 {
     infer_detok_t  d;
     size_t         cap = infer_tokenizer_max_token_bytes(t) + 8, len = 0;
@@ -207,6 +208,7 @@ detok_all(const infer_tokenizer_t *t, const int32_t *ids, int n,
 
     *chunks_ok = 1;
     infer_detok_init(&d, t, at_start);
+    d.keep_special = keep_special;
     for (i = 0; i <= n; i++) {
         k = i < n ? infer_detok_push(&d, ids[i], chunk, cap)
                   : infer_detok_flush(&d, chunk, cap);
@@ -220,6 +222,14 @@ detok_all(const infer_tokenizer_t *t, const int32_t *ids, int n,
     free(chunk);
     *out_len = len;
     return all;
+}
+
+
+static char *
+detok_all(const infer_tokenizer_t *t, const int32_t *ids, int n,
+    int at_start, int *chunks_ok, size_t *out_len)
+{
+    return detok_special(t, ids, n, at_start, 0, chunks_ok, out_len);
 }
 
 
@@ -324,10 +334,11 @@ static const char  *detok_refs[] = {
 
 
 /* DATA/<name>.detok: "ids<TAB>decode" a line, decode as HF's
- * decode(ids, skip_special_tokens=True); streamed from the start of the
- * text (at_start), chunk by chunk whole characters. */
+ * decode(ids, skip_special_tokens=True), and <name>.detok-keep the same
+ * ids as decode(ids, skip_special_tokens=False); streamed from the start
+ * of the text (at_start), chunk by chunk whole characters. */
 static void
-test_detok_ref(const infer_tokenizer_t *t, const char *name)
+test_detok_file(const infer_tokenizer_t *t, const char *name, int keep)
 {
     char      path[512], *txt, **lines, *tab, *got;
     size_t    len = 0, glen, wlen;
@@ -341,7 +352,8 @@ test_detok_ref(const infer_tokenizer_t *t, const char *name)
     if (!listed) {
         return;
     }
-    snprintf(path, sizeof(path), DATA "/%s.detok", name);
+    snprintf(path, sizeof(path), DATA "/%s.detok%s", name,
+             keep ? "-keep" : "");
     txt = tap_read_file(path, &len);
     if (!ok(txt != NULL, "%s: %s is readable", name, path)) {
         return;
@@ -357,7 +369,7 @@ test_detok_ref(const infer_tokenizer_t *t, const char *name)
         *tab = '\0';
         nw = parse_ids(lines[i], ids, 4096);
         wlen = unescape(tab + 1);
-        got = detok_all(t, ids, nw, 1, &chunks_ok, &glen);
+        got = detok_special(t, ids, nw, 1, keep, &chunks_ok, &glen);
         if (!chunks_ok || glen != wlen || memcmp(got, tab + 1, wlen) != 0) {
             if (fail++ < 10) {
                 diag("%s: ids %s", name, lines[i]);
@@ -368,10 +380,19 @@ test_detok_ref(const infer_tokenizer_t *t, const char *name)
         }
         free(got);
     }
-    ok(n >= 100 && fail == 0, "%s: %d decodes of chosen ids as HF's "
-       "(%d differ)", name, n, fail);
+    ok(n >= 100 && fail == 0, "%s: %d decodes of chosen ids as HF's, "
+       "special tokens %s (%d differ)", name, n, keep ? "kept" : "skipped",
+       fail);
     free(lines);
     free(txt);
+}
+
+
+static void
+test_detok_ref(const infer_tokenizer_t *t, const char *name)
+{
+    test_detok_file(t, name, 0);
+    test_detok_file(t, name, 1);
 }
 
 

@@ -29,6 +29,8 @@ for the tokenizers of DETOK:
   t/data/tokenizer/<name>.detok  "ids<TAB>decode" a line, decode as
                                  decode(ids, skip_special_tokens=True),
                                  escaped like the corpus
+  t/data/tokenizer/<name>.detok-keep  the same ids as
+                                 decode(ids, skip_special_tokens=False)
 made of the hand-written cases below and of random ones (fixed seed).  The
 C detokenizer holds a run of byte tokens back for 32 bytes at most: random
 cases where a run valid for 32 bytes breaks later are left out, as there
@@ -217,19 +219,25 @@ def valid_start(data):
 
 
 def broken_past_hold(tok, ids):
-    """Whether a run of byte tokens (special tokens, skipped by decode, do
-    not end one) is valid for DETOK_RUN bytes and not valid as a whole:
-    the C detokenizer has let its start out by then."""
+    """Whether a run of byte tokens is valid for DETOK_RUN bytes and not
+    valid as a whole: the C detokenizer has let its start out by then.
+    Special tokens end a run only when decode keeps them: a case counts
+    if it breaks past the hold either way."""
     special = {i for i, a in tok.get_added_tokens_decoder().items()
                if a.special}
-    runs, run = [], bytearray()
+    runs, run, kept = [], bytearray(), bytearray()
     for i in ids:
         t = tok.id_to_token(i)
         if re.fullmatch(r"<0x[0-9A-F]{2}>", t):
             run.append(int(t[3:5], 16))
+            kept.append(int(t[3:5], 16))
         elif i not in special:
-            runs.append(run)
-            run = bytearray()
+            runs += [run, kept]
+            run, kept = bytearray(), bytearray()
+        else:
+            runs.append(kept)
+            kept = bytearray()
+    runs.append(kept)
     runs.append(run)
     for r in runs:
         if len(r) >= DETOK_RUN and valid_start(r[:DETOK_RUN]):
@@ -270,6 +278,11 @@ def detok_cases(name, tok, rng):
         chars = gpt2_byte_chars()
         cases = [[tok.token_to_id(chars[b]) for b in c]
                  for c in BYTE_LEVEL_CASES]
+        eot = tok.token_to_id("<|endoftext|>")
+        if eot is not None:     # a special token inside and around
+            han = cases[1]
+            cases += [[eot], han[:1] + [eot] + han[1:], [eot] + cases[2],
+                      han + [eot, eot]]
         cases += random_byte_level(tok, rng, 100)
     for c in cases:
         assert None not in c, (name, c)
@@ -280,7 +293,7 @@ def detok_cases(name, tok, rng):
 DETOK = ["gpt2", "llama2", "stories260K", "stories260K-bytes"]
 
 
-def check_transformers(name, rel, cases, want):
+def check_transformers(name, rel, cases, want, skip):
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -289,7 +302,7 @@ def check_transformers(name, rel, cases, want):
         return
     tf = AutoTokenizer.from_pretrained(os.path.join(SHARED, rel))
     for ids, w in zip(cases, want):
-        got = tf.decode(ids, skip_special_tokens=True)
+        got = tf.decode(ids, skip_special_tokens=skip)
         if got != w:
             sys.exit("%s: transformers decodes %s as %r, tokenizers as %r"
                      % (name, ids, got, w))
@@ -327,15 +340,19 @@ def main():
         if name in DETOK:
             rng = random.Random("detok " + name)
             dcases = detok_cases(name, tok, rng)
-            want = [tok.decode(c, skip_special_tokens=True) for c in dcases]
-            with open(os.path.join(DATA, name + ".detok"), "w",
-                      encoding="utf-8", newline="\n") as f:
-                for c, w in zip(dcases, want):
-                    f.write("%s\t%s\n" % (" ".join(str(i) for i in c),
-                                          escape(w)))
-            print("%s: %d decodes" % (name, len(dcases)), file=sys.stderr)
-            if name in TOKENIZERS:
-                check_transformers(name, TOKENIZERS[name], dcases, want)
+            for ext, skip in ((".detok", True), (".detok-keep", False)):
+                want = [tok.decode(c, skip_special_tokens=skip)
+                        for c in dcases]
+                with open(os.path.join(DATA, name + ext), "w",
+                          encoding="utf-8", newline="\n") as f:
+                    for c, w in zip(dcases, want):
+                        f.write("%s\t%s\n" % (" ".join(str(i) for i in c),
+                                              escape(w)))
+                print("%s%s: %d decodes" % (name, ext, len(dcases)),
+                      file=sys.stderr)
+                if name in TOKENIZERS:
+                    check_transformers(name, TOKENIZERS[name], dcases, want,
+                                       skip)
 
 
 if __name__ == "__main__":
