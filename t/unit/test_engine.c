@@ -7,6 +7,7 @@
  * tensor parallelism) must reproduce those bytes exactly: batching never
  * changes results.
  */
+#include <libgen.h>
 #include <poll.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -1286,8 +1287,80 @@ test_prefix_concurrent(int pool_blocks)
     }
 }
 
+
+/*
+ * Gemma 2's local layers (a sliding window of 128 in tiny-gemma2) share
+ * blocks too: keys are stored by absolute position and the window is a
+ * mask, so a reused prefix of 176 tokens, longer than the window, gives a
+ * request what it would have computed: with a budget of one block, the
+ * same tokens and logits bit for bit (the same chunks, see
+ * test_prefix_sequential).
+ */
 static void
-test_prefix_cache(void)
+test_prefix_window(const char *gen)
+{
+    char            dir[] = "/tmp/infer-test-prefix-XXXXXX", cmd[2300];
+    char            saved[sizeof(model_dir)];
+    static int32_t  prompts[2][200];
+    infer_request_t req[2];
+    result_t        res[2][2];
+    infer_engine_t *e;
+    double          worst = 0;
+    int             i, off, vocab = 0, bits = 0, good = 1;
+    uint64_t        x = 12345;
+
+    if (mkdtemp(dir) == NULL) {
+        ok(0, "temporary directory for tiny-gemma2");
+        return;
+    }
+    snprintf(cmd, sizeof(cmd), "'%s' '%s/m' --preset tiny-gemma2 "
+             ">/dev/null", gen, dir);
+    if (!ok(system(cmd) == 0, "tiny-gemma2 generated")) {
+        return;
+    }
+    memcpy(saved, model_dir, sizeof(saved));
+    snprintf(model_dir, sizeof(model_dir), "%s/m", dir);
+    memset(res, 0, sizeof(res));
+    for (off = 0; off < 2; off++) {
+        prefix_off = off;
+        e = engine(16, 4, 8 << 20, 1, 0, 1);
+        if (e == NULL) {
+            good = 0;
+            break;
+        }
+        vocab = infer_engine_vocab_size(e);
+        for (i = 0; off == 0 && i < 200; i++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            prompts[0][i] = i == 0 ? 2 : (int32_t) ((x >> 33) % vocab);
+            prompts[1][i] = i < 180 ? prompts[0][i]
+                                    : (int32_t) ((x >> 17) % vocab);
+        }
+        for (i = 0; i < 2; i++) {
+            req[i] = greedy(prompts[i], 200, 16);
+            req[i].gen_logits = 1;
+        }
+        good &= run_requests(e, req, res[off], 2, 0) == 0;
+        infer_engine_destroy(e);
+    }
+    prefix_off = 0;
+    memcpy(model_dir, saved, sizeof(saved));
+    ok(good && res[0][1].cached_tokens == 176,
+       "tiny-gemma2: the second prompt reused 176 tokens (%d), more than "
+       "the window of 128", res[0][1].cached_tokens);
+    good = good && same_tokens(res[0], res[1], 2, &bits, &worst);
+    ok(good && bits, "tiny-gemma2, cache on and off: the same tokens and "
+       "logits bit for bit (worst %.3g)", worst);
+    for (i = 0; i < 2; i++) {
+        free_results(res[i], 2);
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        diag("could not remove %s", dir);
+    }
+}
+
+static void
+test_prefix_cache(const char *gen)
 {
     infer_engine_t *e = engine(64, 4, 8 << 20, 1, 0, 1);
     infer_request_t r = greedy(bos, 1, 200);
@@ -1309,6 +1382,7 @@ test_prefix_cache(void)
     test_prefix_sequential(64);
     test_prefix_concurrent(0);
     test_prefix_concurrent(16);
+    test_prefix_window(gen);
 }
 
 /* ---- priorities ---------------------------------------------------------------- */
@@ -1427,9 +1501,9 @@ test_priorities(void)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
-    char path[1100];
+    char path[1100], self[1024], gen[1100];
 
     snprintf(model_dir, sizeof(model_dir), "%s/models/stories260K",
              shared_dir());
@@ -1452,7 +1526,12 @@ main(void)
     test_outputs();
     test_failed_step();
     test_check();
-    test_prefix_cache();
+    /* the generator beside this binary's directory, as test_hf_logits */
+    (void) argc;
+    snprintf(self, sizeof(self), "%s", argv[0]);
+    snprintf(gen, sizeof(gen), "%s/../infer-gen-model", dirname(self));
+    test_prefix_cache(getenv("INFER_GEN_MODEL") ? getenv("INFER_GEN_MODEL")
+                                                : gen);
     test_priorities();
 
     free(expected);
