@@ -1143,7 +1143,7 @@ free_results(result_t *res, int n)
  * transformers), a wrong block or position is off by far more.
  */
 static void
-test_prefix_sequential(int budget)
+test_prefix_sequential(int budget, int tp)
 {
     static int32_t  prompts[5][80];
     static const int shape[5][2] = {
@@ -1169,10 +1169,10 @@ test_prefix_sequential(int budget)
     }
     for (off = 0; off < 2; off++) {
         prefix_off = off;
-        e = engine(budget, 8, 8 << 20, 1, 0, 1);
+        e = engine(budget, 8, 8 << 20, tp, 0, 1);
         ok(e != NULL && run_requests(e, req, res[off], 5, 0) == 0,
-           "prefix cache %s: five requests in turn, budget %d",
-           off ? "off" : "on", budget);
+           "prefix cache %s: five requests in turn, budget %d, tp=%d",
+           off ? "off" : "on", budget, tp);
         if (e != NULL) {
             infer_engine_stats(e, &st[off]);
             infer_engine_destroy(e);
@@ -1378,8 +1378,9 @@ test_prefix_cache(const char *gen)
     story[0] = 1;
     memcpy(story + 1, ref.tokens, 200 * sizeof(int32_t));
 
-    test_prefix_sequential(16);
-    test_prefix_sequential(64);
+    test_prefix_sequential(16, 1);
+    test_prefix_sequential(64, 1);
+    test_prefix_sequential(16, 2);      /* one pool, the table to each rank */
     test_prefix_concurrent(0);
     test_prefix_concurrent(16);
     test_prefix_window(gen);
