@@ -1,59 +1,32 @@
 # Priorities and the prefix cache through nginx.  One worker, one running
 # sequence at a time (max_seqs=1), generations of 500 tokens (min_tokens:
-# no early end): requests sent while one runs wait, and the order in which
-# their responses end is the order the scheduler admitted them.
-#   - infer_priority from a map of the API key: a gold request sent after
-#     three bronze ones ends before the two that waited longest;
+# no early end).  Two requests of 8 choices each (16 engine requests, run
+# one after the other), then one of a single choice, sent 10 ms apart:
+# first come, first served, the single one would end last; admitted by
+# priority it runs as soon as the choice running when it came ends, and
+# ends first.
+#   - infer_priority from a map of the API key: gold (0) before bronze (10);
 #   - the body's "priority" where no infer_priority is set, the same;
 #   - where infer_priority gives a value, the body's cannot raise it;
 #   - the prefix cache: the second of two requests with the same 40-token
 #     prompt reports 32 cached tokens in its usage and /stats counts them;
 #     with prefix_cache=off, nothing cached.
-# Plain Test::More with its own nginx.
+# Plain Test::More with its own nginx (t/lib/InferNginx.pm).
 use strict;
 use warnings;
 
-use Cwd ();
+use InferNginx;
 use IO::Select;
 use IO::Socket::INET;
-use IPC::Run qw(run);
 use Test::More;
 use Time::HiRes qw(sleep);
 
-my $here = Cwd::cwd();
-my $root = "$here/t/servroot-priority";
-my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
-my $port = ($ENV{TEST_NGINX_PORT} || 1984) + 23;
-my $model = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
-my $modules = join '', map { "load_module $_;\n" }
-                       split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
+my $srv = InferNginx->new(name => 'priority', port => 23);
+my $model = $srv->model;
+my $port = $srv->port;
+END { $srv->stop if $srv }
 
-sub pid_of {
-    open my $fh, '<', "$root/logs/nginx.pid" or return;
-    my ($pid) = <$fh> =~ /(\d+)/;
-    return $pid;
-}
-
-sub quit {
-    my $pid = pid_of() or return;
-    kill 'QUIT', $pid;
-    for (1 .. 100) { last unless kill 0, $pid; sleep 0.05 }
-}
-
-quit();
-system("rm -rf '$root' && mkdir -p '$root/logs' '$root/conf'") == 0 or die;
-open my $conf, '>', "$root/conf/nginx.conf" or die $!;
-print $conf <<"_EOC_";
-$modules
-worker_processes 1;
-master_process on;
-daemon on;
-error_log $root/logs/error.log info;
-pid $root/logs/nginx.pid;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $root/body;
+$srv->start(http => <<"_EOC_");
     infer_model tiny $model threads=1 max_seqs=1;
     infer_model cold $model threads=1 prefix_cache=off;
     map \$http_x_api_key \$infer_prio {
@@ -70,18 +43,7 @@ http {
         location /v1/ { infer_openai tiny cold; }
         location = /stats { infer_stats; }
     }
-}
 _EOC_
-close $conf;
-END { quit() }
-
-run [$nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf",
-     '-e', "$root/logs/error.log"], \undef, \my $o, \my $e;
-is($? >> 8, 0, 'nginx starts') or diag($e);
-for (1 .. 200) {
-    last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
-    sleep 0.05;
-}
 
 sub send_request {
     my ($path, $body, $key) = @_;
@@ -93,7 +55,7 @@ sub send_request {
     return $s;
 }
 
-# Sends the requests 50 ms apart (the first is running when the others
+# Sends the requests 10 ms apart (the first is running when the others
 # come) and returns the indices in the order their responses ended.
 sub end_order {
     my @reqs = @_;
@@ -103,7 +65,7 @@ sub end_order {
         my $s = send_request(@{ $reqs[$i] });
         $idx{$s} = $i;
         $sel->add($s);
-        sleep 0.05;
+        sleep 0.01;
     }
     my $deadline = time + 60;
     while ($sel->count && time < $deadline) {
@@ -120,25 +82,23 @@ sub end_order {
 
 my $long = '{"model":"tiny","prompt":[1],"max_tokens":500,"min_tokens":500,'
          . '"temperature":0%s}';
-my $plain = sprintf $long, '';
+my $eight = sprintf $long, ',"n":8';
+my $one = sprintf $long, '';
 
-# bronze, bronze, bronze, gold: gold waits only for the running one
-is(end_order((map { ['/keyed/v1/completions', $plain, 'bronze'] } 1 .. 3),
-             ['/keyed/v1/completions', $plain, 'gold']),
-   '0 3 1 2', 'infer_priority by API key: gold (0) overtakes the two '
-   . 'bronze (10) waiting before it');
+is(end_order((map { ['/keyed/v1/completions', $eight, 'bronze'] } 1 .. 2),
+             ['/keyed/v1/completions', $one, 'gold']),
+   '2 0 1', 'infer_priority by API key: gold (0) overtakes the 15 bronze '
+   . '(10) choices waiting before it');
 
-# no infer_priority: the body's priority
-is(end_order((map { ['/v1/completions', sprintf($long, ',"priority":5')] }
-              1 .. 3),
+is(end_order((map { ['/v1/completions', sprintf($long, ',"n":8,"priority":5')] }
+              1 .. 2),
              ['/v1/completions', sprintf($long, ',"priority":-1')]),
-   '0 3 1 2', 'the body\'s priority -1 overtakes three of 5');
+   '2 0 1', 'no infer_priority: the body\'s priority -1 overtakes 5');
 
-# infer_priority gives 10 to bronze: the body's -100 does not count
-is(end_order((map { ['/keyed/v1/completions', $plain, 'bronze'] } 1 .. 3),
+is(end_order((map { ['/keyed/v1/completions', $eight, 'bronze'] } 1 .. 2),
              ['/keyed/v1/completions', sprintf($long, ',"priority":-100'),
               'bronze']),
-   '0 1 2 3', 'where infer_priority gives a value the body\'s priority '
+   '0 1 2', 'where infer_priority gives a value the body\'s priority '
    . 'cannot raise it: first come, first served');
 
 # ---- the prefix cache -----------------------------------------------------
@@ -188,4 +148,5 @@ for my $name ('tiny', 'cold') {
     }
 }
 
+$srv->log_clean;
 done_testing();
