@@ -1701,6 +1701,13 @@ infer_engine_create(const infer_engine_config_t *cfg, infer_engine_t **out,
         goto failed;
     }
     e->vocab = e->model->cfg.vocab_size;
+    /* dynamic NTK and longrope turn a key by frequencies of the whole
+     * sequence's length: a block's keys depend on more than its prefix,
+     * so a block computed for a shorter sequence is not what a longer one
+     * would compute */
+    if (infer_rope_depends_on_length(&e->model->cfg.rope)) {
+        e->prefix_cache = 0;
+    }
 
     memset(&p, 0, sizeof(p));
     if (check_dtype(cfg->dtype, cfg->backend, err, errlen) != 0) {

@@ -1353,6 +1353,32 @@ test_prefix_window(const char *gen)
     for (i = 0; i < 2; i++) {
         free_results(res[i], 2);
     }
+
+    /* dynamic NTK RoPE: keys depend on the sequence's length, not only
+     * on its prefix: no cache */
+    snprintf(cmd, sizeof(cmd), "'%s' '%s/d' --preset tiny-llama-dynamic "
+             ">/dev/null", gen, dir);
+    if (ok(system(cmd) == 0, "tiny-llama-dynamic generated")) {
+        infer_stats_t st;
+
+        memset(&st, 0, sizeof(st));
+
+        snprintf(model_dir, sizeof(model_dir), "%s/d", dir);
+        e = engine(64, 4, 8 << 20, 1, 0, 1);
+        memcpy(model_dir, saved, sizeof(saved));
+        for (i = 0; i < 2; i++) {
+            req[i] = greedy(prompts[0], 40, 2);
+        }
+        good = e != NULL && run_requests(e, req, res[0], 2, 0) == 0;
+        if (e != NULL) {
+            infer_engine_stats(e, &st);
+            infer_engine_destroy(e);
+        }
+        ok(good && res[0][1].cached_tokens == 0 && st.prefix_queries == 0,
+           "tiny-llama-dynamic (rope_type dynamic): a repeated prompt is "
+           "computed again, the cache is off");
+        free_results(res[0], 2);
+    }
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0) {
         diag("could not remove %s", dir);
