@@ -21,7 +21,7 @@ use IO::Socket::INET;
 use Test::More;
 use Time::HiRes qw(sleep);
 
-my $srv = InferNginx->new(name => 'priority', port => 23);
+my $srv = InferNginx->new(name => 'priority', port => 24);
 my $model = $srv->model;
 my $port = $srv->port;
 END { $srv->stop if $srv }
