@@ -51,6 +51,7 @@ static ngx_http_infer_model_t *
 ngx_http_infer_ks_model(ngx_http_request_t *r, infer_ks_route_t *route,
     infer_ks_error_t *err)
 {
+    ngx_str_t                   allowed;
     ngx_http_infer_model_t     *m;
     ngx_http_infer_loc_conf_t  *ilcf;
 
@@ -60,6 +61,16 @@ ngx_http_infer_ks_model(ngx_http_request_t *r, infer_ks_route_t *route,
         infer_ks_set_error(err, NGX_HTTP_NOT_FOUND, "unknown model '%.*s'",
                            (int) ngx_min(route->model_len, 256),
                            route->model);
+        return NULL;
+    }
+    if (ngx_http_infer_allowed_models(r, &allowed) != NGX_OK) {
+        infer_ks_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                           "out of memory");
+        return NULL;
+    }
+    if (!ngx_http_infer_model_allowed(&allowed, m)) {
+        infer_ks_set_error(err, NGX_HTTP_FORBIDDEN, "this client may not "
+                           "use the model '%s'", (char *) m->name.data);
         return NULL;
     }
     if (route->version != NULL
