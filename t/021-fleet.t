@@ -32,9 +32,10 @@ my %env = (FLEET_DIR => $dir, FLEET_PORT => $port, NGINX_BIN => $nginx,
 # of IPC::Run's, which then waits for them to exit
 sub fleet {
     local @ENV{keys %env} = values %env;
-    system("'$repo/tools/fleet.sh' @_ </dev/null >'$dir.out' 2>&1");
+    system("mkdir -p '$dir' && '$repo/tools/fleet.sh' @_ </dev/null"
+           . " >'$dir/fleet.out' 2>&1");
     my $rc = $? >> 8;
-    open my $fh, '<', "$dir.out" or return ($rc, '');
+    open my $fh, '<', "$dir/fleet.out" or return ($rc, '');
     return ($rc, do { local $/; <$fh> });
 }
 
