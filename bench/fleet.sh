@@ -15,7 +15,8 @@
 # Environment (defaults in brackets): CONNS [64], DURATION [10] seconds per
 # measured run after WARMUP [2], ROUNDS [2], FLEET_PORT [5170], BUILD
 # [build], MODEL [../shared/models/stories260K], FLEET_MODEL_ARGS
-# [threads=1].  Not part of make test.
+# [threads=1].  Needs libssl-dev (Debian) for bench/fleet/load.c; not part
+# of make test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -49,6 +49,7 @@ sub curl {
 
 sub completion {
     my ($m, $where, @headers) = @_;
+    $where //= '';
     return curl("$port$where/v1/completions",
                 qq{{"model":"$m","prompt":"Once","max_tokens":2}}, @headers);
 }
