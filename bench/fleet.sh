@@ -46,12 +46,33 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-run() {   # NAME ARGS...: one measured run, a line of the table
-    local name=$1 line
+hz=$(getconf CLK_TCK)
+cpu() {   # PREFIX: CPU ticks (user + system) of its master and workers
+    local m t=0 p
+    m=$(cat "$1/logs/nginx.pid")
+    for p in $m $(pgrep -P "$m"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo $t
+}
+
+# NAME ARGS...: one measured run, a line of the table: the load's figures,
+# then the CPU time per request of the instance and of the front (over the
+# whole run, warm-up included, so per request of all it answered)
+run() {
+    local name=$1 line i0 f0 i1 f1
     shift
+    i0=$(cpu "$dir/i1") f0=$(cpu "$dir/front")
     line=$("$build/fleet-load" "$@" -c "$conns" -d "$duration" \
            -w "$warmup" -P /v1/completions -b "$body")
-    printf '%s\t%s\n' "$name" "$line" | tee -a "$out/fleet.tsv"
+    i1=$(cpu "$dir/i1") f1=$(cpu "$dir/front")
+    printf '%s\t%s %s\n' "$name" "$line" "$(awk -v n="$(echo "$line" |
+        cut -d' ' -f2)" -v d="$duration" -v w="$warmup" -v hz="$hz" \
+        -v i="$((i1 - i0))" -v f="$((f1 - f0))" 'BEGIN {
+            r = n * (d + w) / d
+            printf "instance_cpu_us %.0f front_cpu_us %.0f",
+                   i * 1e6 / hz / r, f * 1e6 / hz / r }')" \
+        | tee -a "$out/fleet.tsv"
 }
 
 : > "$out/fleet.tsv"
