@@ -22,7 +22,8 @@ the clients saw:
   no engine     one instance reloaded with an engine that cannot start
                 answers 503 (health too); clients see none
   rolling       nginx -s reload of every instance in turn: no failure
-  same bytes    SSE through the front is the direct stream's bytes (but
+  same bytes    SSE through the front (HTTP/1.1, and HTTP/2 with curl) is
+                the direct stream's bytes (but
                 for its id and created), gRPC ModelInfer's response too
   mTLS          no certificate, another CA's, an instance's certificate at
                 an instance, a model the client may not call: 403 in
@@ -492,6 +493,18 @@ def same_bytes():
           and norm(direct) == norm(proxied),
           "SSE through the front: the direct stream's bytes (%d; ids and "
           "created aside)" % len(direct), (proxied[:400], direct[:400]))
+    # and over HTTP/2 (ALPN), as curl speaks it
+    h2 = subprocess.run(
+        ["curl", "-s", "--http2", "-N", "-o", "-", "-w", "\n%{http_version}",
+         "--cacert", CERTS + "/ca.crt", "--cert", CERTS + "/alice.crt",
+         "--key", CERTS + "/alice.key", "-H",
+         "Content-Type: application/json", "-d", json.dumps(chat),
+         "https://localhost:%d/v1/chat/completions" % PORT],
+        capture_output=True, timeout=60).stdout
+    h2_body, _, version = h2.rpartition(b"\n")
+    check(version == b"2" and norm(h2_body) == norm(direct),
+          "SSE through the front over HTTP/2: the same bytes",
+          (version, h2_body[:400]))
 
     import grpc
     from grpc_tools import protoc
