@@ -63,6 +63,8 @@ for (split /\n/, $cout) {
         $n++;
     } elsif (/^done (\d+)$/) {
         $done = $1;
+    } elsif (/^#! ?(.*)$/) {
+        diag($1);
     } elsif (/^# ?(.*)$/) {
         note($1);
     }

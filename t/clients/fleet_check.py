@@ -30,7 +30,7 @@ the clients saw:
                 OpenAI's shape (gRPC PERMISSION_DENIED)
 
 Prints one line per check, "ok - ..." or "not ok - ...", "# " lines with
-the counts, then "done N".
+the counts, "#! " lines with what a failed check saw, then "done N".
 """
 import http.client
 import json
@@ -60,7 +60,7 @@ def check(cond, what, detail=""):
     print(("ok - " if cond else "not ok - ") + what, flush=True)
     if not cond and detail:
         for line in str(detail).splitlines()[:20]:
-            print("# " + line, flush=True)
+            print("#! " + line, flush=True)     # the suite's diag
     return cond
 
 
@@ -187,11 +187,21 @@ def start_instance(i):
     return wait(lambda: healthy(i), 30)
 
 
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def reload_instance(i, ready=True):
-    """nginx -s reload; waits for a new worker (serving, if ready)"""
+    """nginx -s reload; waits until the old worker has exited (until then
+    it may still accept) and the new one answers (serving, if ready)"""
     old = worker_pid(i)
     os.kill(master(i), signal.SIGHUP)
-    return wait(lambda: worker_pid(i) not in (None, old)
+    return wait(lambda: (old is None or not alive(old))
+                and worker_pid(i) not in (None, old)
                 and (healthy(i) or not ready), 30)
 
 
