@@ -61,6 +61,19 @@ typedef struct {
     SSL  *ssl;
 } conn_t;
 
+static void
+conn_close(conn_t *c)
+{
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+}
+
 static int
 conn_open(conn_t *c)
 {
@@ -101,28 +114,8 @@ conn_open(conn_t *c)
     return 0;
 
 fail:
-    if (c->ssl != NULL) {
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0) {
-        close(c->fd);
-    }
-    c->fd = -1;
+    conn_close(c);
     return -1;
-}
-
-static void
-conn_close(conn_t *c)
-{
-    if (c->ssl != NULL) {
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
 }
 
 static ssize_t

@@ -236,7 +236,6 @@ static ngx_http_infer_model_t *
 ngx_http_infer_grpc_model(ngx_http_request_t *r, const char *name,
     const char *version, infer_ks_error_t *err)
 {
-    ngx_str_t                   allowed;
     ngx_http_infer_model_t     *m;
     ngx_http_infer_loc_conf_t  *ilcf;
 
@@ -247,14 +246,7 @@ ngx_http_infer_grpc_model(ngx_http_request_t *r, const char *name,
                            name);
         return NULL;
     }
-    if (ngx_http_infer_allowed_models(r, &allowed) != NGX_OK) {
-        infer_ks_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                           "out of memory");
-        return NULL;
-    }
-    if (!ngx_http_infer_model_allowed(&allowed, m)) {
-        infer_ks_set_error(err, NGX_HTTP_FORBIDDEN, "this client may not "
-                           "use the model '%s'", (char *) m->name.data);
+    if (ngx_http_infer_ks_forbidden(r, m, err)) {
         return NULL;
     }
     if (version[0] != '\0'
