@@ -232,7 +232,7 @@ def metric(i, family, **labels):
 PROMPT = "Once upon a time"
 PLAIN = {"model": "default", "prompt": PROMPT, "max_tokens": 8,
          "temperature": 0}
-STREAM = {"model": "default", "prompt": PROMPT, "max_tokens": 120,
+STREAM = {"model": "default", "prompt": PROMPT, "max_tokens": 400,
           "temperature": 0, "stream": True}
 
 
@@ -338,7 +338,7 @@ def references():
     REF_STREAM = sse_text(body2)
     check(st == 200 and st2 == 200 and REF_PLAIN and REF_STREAM
           and REF_STREAM.startswith(REF_PLAIN),
-          "references from instance i1's unix socket (greedy, 8 and 120 "
+          "references from instance i1's unix socket (greedy, 8 and 400 "
           "tokens)", (st, st2, REF_PLAIN, REF_STREAM))
 
 
@@ -363,12 +363,14 @@ def spread():
 
 
 def kill9():
+    m = master(2)
+    pids = [m] + children(m)
     load = Load(plain=6, streams=3)
-    # kill when a stream is under way on i2, so that one is cut
-    on_i2 = wait(lambda: any(v[0] == "i2" for v in
-                             list(load.streaming.values())), 20)
-    time.sleep(0.3)
-    signal_instance(2, signal.SIGKILL)
+    # kill as a stream has just begun on i2, so that one is cut
+    on_i2 = wait(lambda: any(v[0] == "i2" and time.monotonic() - v[1] < 0.1
+                             for v in list(load.streaming.values())), 20)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()       # nothing starts on i2 after this
     time.sleep(5)
     res = load.stop()
