@@ -22,6 +22,7 @@
  *     infer_unsent_limit SIZE;                         (http, server, location)
  *     infer_max_n N;                                   (http, server, location)
  *     infer_api_keys FILE|off;                         (http, server, location)
+ *     infer_allowed_models VALUE;                      (http, server, location)
  *     infer_priority VALUE;                            (http, server, location)
  */
 #include "ngx_http_infer.h"
@@ -167,6 +168,13 @@ static ngx_command_t  ngx_http_infer_commands[] = {
       0,
       NULL },
 
+    { ngx_string("infer_allowed_models"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_infer_loc_conf_t, allowed_models),
+      NULL },
+
       ngx_null_command
 };
 
@@ -248,6 +256,7 @@ ngx_http_infer_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->models = NULL;
+     *     conf->allowed_models = NULL;
      */
 
     conf->reject_log_level = NGX_CONF_UNSET_UINT;
@@ -271,6 +280,9 @@ ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               64 * 1024);
     ngx_conf_merge_value(conf->max_n, prev->max_n, 8);
     ngx_conf_merge_ptr_value(conf->api_keys, prev->api_keys, NULL);
+    if (conf->allowed_models == NULL) {
+        conf->allowed_models = prev->allowed_models;
+    }
     ngx_conf_merge_ptr_value(conf->priority, prev->priority, NULL);
 
     return NGX_CONF_OK;

@@ -91,6 +91,8 @@ typedef struct {
                                                   one request */
     ngx_array_t             *api_keys;         /* SHA-256 digests, or
                                                   NULL: no check */
+    ngx_http_complex_value_t *allowed_models;  /* the names a request may
+                                                  use, or NULL: any */
     ngx_http_complex_value_t *priority;        /* infer_priority, or NULL */
 } ngx_http_infer_loc_conf_t;
 
@@ -211,6 +213,10 @@ void ngx_http_infer_log_reject(ngx_http_request_t *r, ngx_uint_t status,
 /* The whole request body as one NUL-terminated string in r->pool. */
 u_char *ngx_http_infer_read_body(ngx_http_request_t *r, size_t *len);
 /* A model of the location by name, or NULL. */
+ngx_int_t ngx_http_infer_allowed_models(ngx_http_request_t *r,
+    ngx_str_t *list);
+ngx_uint_t ngx_http_infer_model_allowed(ngx_str_t *list,
+    ngx_http_infer_model_t *m);
 ngx_http_infer_model_t *ngx_http_infer_find_model(
     ngx_http_infer_loc_conf_t *ilcf, const char *name, size_t len);
 /* The HTTP status of an engine return code (400, 503, 500...). */

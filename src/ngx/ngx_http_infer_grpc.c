@@ -246,6 +246,9 @@ ngx_http_infer_grpc_model(ngx_http_request_t *r, const char *name,
                            name);
         return NULL;
     }
+    if (ngx_http_infer_ks_forbidden(r, m, err)) {
+        return NULL;
+    }
     if (version[0] != '\0'
         && ngx_strcmp(version, NGX_HTTP_INFER_KS_VERSION) != 0)
     {

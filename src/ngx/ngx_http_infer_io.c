@@ -174,6 +174,61 @@ ngx_http_infer_read_body(ngx_http_request_t *r, size_t *len)
     return body;
 }
 
+/*
+ * infer_allowed_models: the request's list of model names (its value in
+ * r->pool), or a list with NULL data where the location does not limit
+ * them.  Evaluated in the event loop; the list is only read afterwards,
+ * so a thread of the pool may check it.
+ */
+ngx_int_t
+ngx_http_infer_allowed_models(ngx_http_request_t *r, ngx_str_t *list)
+{
+    ngx_http_infer_loc_conf_t  *ilcf;
+
+    ngx_str_null(list);
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
+    if (ilcf->allowed_models == NULL) {
+        return NGX_OK;
+    }
+    if (ngx_http_complex_value(r, ilcf->allowed_models, list) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    if (list->data == NULL) {
+        list->data = (u_char *) "";     /* empty, but set: none allowed */
+    }
+    return NGX_OK;
+}
+
+/* Whether m is a name of the list (separated by spaces or commas) or the
+ * list holds "*"; an unset list allows every model, an empty one none. */
+ngx_uint_t
+ngx_http_infer_model_allowed(ngx_str_t *list, ngx_http_infer_model_t *m)
+{
+    u_char  *p, *end, *word;
+
+    if (list->data == NULL) {
+        return 1;
+    }
+    p = list->data;
+    end = p + list->len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ',')) {
+            p++;
+        }
+        word = p;
+        while (p < end && *p != ' ' && *p != ',') {
+            p++;
+        }
+        if ((p - word == 1 && *word == '*')
+            || ((size_t) (p - word) == m->name.len
+                && ngx_strncmp(word, m->name.data, m->name.len) == 0))
+        {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 ngx_http_infer_model_t *
 ngx_http_infer_find_model(ngx_http_infer_loc_conf_t *ilcf, const char *name,
     size_t len)

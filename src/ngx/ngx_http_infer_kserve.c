@@ -62,6 +62,9 @@ ngx_http_infer_ks_model(ngx_http_request_t *r, infer_ks_route_t *route,
                            route->model);
         return NULL;
     }
+    if (ngx_http_infer_ks_forbidden(r, m, err)) {
+        return NULL;
+    }
     if (route->version != NULL
         && (route->version_len != sizeof(NGX_HTTP_INFER_KS_VERSION) - 1
             || ngx_strncmp(route->version, NGX_HTTP_INFER_KS_VERSION,
@@ -75,6 +78,25 @@ ngx_http_infer_ks_model(ngx_http_request_t *r, infer_ks_route_t *route,
         return NULL;
     }
     return m;
+}
+
+int
+ngx_http_infer_ks_forbidden(ngx_http_request_t *r, ngx_http_infer_model_t *m,
+    infer_ks_error_t *err)
+{
+    ngx_str_t  allowed;
+
+    if (ngx_http_infer_allowed_models(r, &allowed) != NGX_OK) {
+        infer_ks_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                           "out of memory");
+        return 1;
+    }
+    if (!ngx_http_infer_model_allowed(&allowed, m)) {
+        infer_ks_set_error(err, NGX_HTTP_FORBIDDEN, "this client may not "
+                           "use the model '%s'", (char *) m->name.data);
+        return 1;
+    }
+    return 0;
 }
 
 int

@@ -55,6 +55,10 @@ struct ngx_http_infer_ks_s {
     void                       *data;          /* the front end's */
 };
 
+/* 1 with err set (403) when infer_allowed_models does not let the request
+ * call the model (500 when it cannot be evaluated). */
+int ngx_http_infer_ks_forbidden(ngx_http_request_t *r,
+    ngx_http_infer_model_t *m, infer_ks_error_t *err);
 /* 1 with err set (503, the reason) when the model's engine is not up in
  * this worker. */
 int ngx_http_infer_ks_unavailable(ngx_http_infer_model_t *m,

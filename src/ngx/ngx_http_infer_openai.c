@@ -43,6 +43,7 @@ typedef struct {
     infer_oai_kind_t            kind;
     ngx_http_infer_route_t      route;
     ngx_http_infer_loc_conf_t  *conf;
+    ngx_str_t                   allowed;       /* infer_allowed_models */
     u_char                     *body;          /* in r->pool */
     size_t                      body_len;
     infer_oai_request_t         req;
@@ -855,6 +856,13 @@ ngx_http_infer_prepare(void *data)
                             "the model '%s' does not exist", req->model);
         return;
     }
+    if (!ngx_http_infer_model_allowed(&job->allowed, m)) {
+        infer_oai_set_error(err, NGX_HTTP_FORBIDDEN, NGX_HTTP_INFER_INVALID,
+                            "model", "model_not_allowed",
+                            "this client may not use the model '%s'",
+                            m->name.data);
+        return;
+    }
     why = ngx_http_infer_model_unavailable(m);
     if (why != NULL) {
         infer_oai_set_error(err, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -1153,7 +1161,9 @@ ngx_http_infer_body_handler(ngx_http_request_t *r)
     job->conf = ngx_http_get_module_loc_conf(r, ngx_http_infer_module);
 
     job->body = ngx_http_infer_read_body(r, &job->body_len);
-    if (job->body == NULL) {
+    if (job->body == NULL
+        || ngx_http_infer_allowed_models(r, &job->allowed) != NGX_OK)
+    {
         infer_oai_set_error(&job->err, NGX_HTTP_INTERNAL_SERVER_ERROR,
                             "server_error", NULL, NULL,
                             "cannot read the request body");

@@ -18,6 +18,7 @@ infer_grpc_status_of_http(int status)
     case 200: return INFER_GRPC_OK;
     case 400: return INFER_GRPC_INVALID_ARGUMENT;
     case 401: return INFER_GRPC_UNAUTHENTICATED;
+    case 403: return INFER_GRPC_PERMISSION_DENIED;
     case 404: return INFER_GRPC_NOT_FOUND;
     case 413:
     case 429: return INFER_GRPC_RESOURCE_EXHAUSTED;

@@ -89,6 +89,9 @@ test_headers(void)
     is_int(infer_grpc_status_of_http(401), INFER_GRPC_UNAUTHENTICATED,
            "401 is UNAUTHENTICATED (16)");
     is_int(INFER_GRPC_UNAUTHENTICATED, 16, "UNAUTHENTICATED is 16");
+    is_int(infer_grpc_status_of_http(403), INFER_GRPC_PERMISSION_DENIED,
+           "403 is PERMISSION_DENIED");
+    is_int(INFER_GRPC_PERMISSION_DENIED, 7, "PERMISSION_DENIED is 7");
     is_int(infer_grpc_status_of_http(503), INFER_GRPC_UNAVAILABLE,
            "503 is UNAVAILABLE");
     is_int(infer_grpc_status_of_http(504), INFER_GRPC_DEADLINE_EXCEEDED,
