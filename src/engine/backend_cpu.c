@@ -3,7 +3,9 @@
  * with the kernels for this CPU: blas.c).  Weights are float32, or with
  * dtype=bf16 the matrices (embedding and lm_head included) stay bfloat16
  * in memory, half the bytes a token reads, and are widened to float32 as
- * the products load them: activations and sums stay float32.
+ * the products load them; with dtype=int8 they are int8 with a float32
+ * scale per output row (int8.c), a quarter of the bytes.  Activations and
+ * sums stay float32.
  *
  * One forward pass for every family, over a flat batch of tokens from many
  * sequences; what differs between families (norm kind and placement,
@@ -40,6 +42,7 @@
 #include "blas.h"
 #include "comm.h"
 #include "crew.h"
+#include "int8.h"
 #include "rope_freq.h"
 
 /*
@@ -55,17 +58,36 @@ float tanhf(float x);
 #pragma omp declare simd notinbranch
 float erff(float x);
 
-/* A weight matrix [rows, cols]: float32, or bfloat16 (dtype=bf16). */
+/* The matrices' type in memory (dtype=). */
+typedef enum {
+    CPU_F32,
+    CPU_BF16,
+    CPU_INT8
+} cpu_wtype_t;
+
+/* A weight matrix [rows, cols]: float32, bfloat16 (dtype=bf16), or int8
+ * with one scale per row (dtype=int8). */
 typedef struct {
     const float    *f32;
     const uint16_t *bf16;
+    const int8_t   *i8;
+    const float    *scale;            /* [rows], with i8 */
 } cpu_mat_t;
 
-#define cpu_mat_set(m)  ((m).f32 != NULL || (m).bf16 != NULL)
+#define cpu_mat_set(m)  ((m).f32 != NULL || (m).bf16 != NULL || (m).i8 != NULL)
 
-/* bf16 products: rows a thread takes at a time; floats of widened rows */
-#define BF16_CHUNK        16
-#define BF16_TILE_FLOATS  (1 << 21)
+/* bf16 and int8 products: rows a thread takes at a time; floats of
+ * widened rows */
+#define ROW_CHUNK     16
+#define WTILE_FLOATS  (1 << 21)
+
+/*
+ * Up to this many rows of x an int8 product reads the int8 weights
+ * directly (infer_i8_gemm); more widen a tile of W and use sgemm.  At 2048
+ * x 5632, 1 thread (loaded machine): 13 ms against 33 ms at 16 rows, 22
+ * against 31 at 32, even at 64, 113 against 153 at 128.
+ */
+#define I8_DIRECT_ROWS  32
 
 typedef struct {
     const float *attn_norm, *attn_norm_b;  /* [H]; b: LayerNorm */
@@ -102,15 +124,17 @@ typedef struct {
     int                  next_pair;   /* taken with an atomic add */
 } cpu_attention_job_t;
 
-/* A bfloat16 product's rows shared by the helpers (linear_bf16). */
+/* A bfloat16 or int8 product's rows shared by the helpers (linear_rows). */
 typedef struct {
     int                  widen;       /* 1: widen W rows into wtile only */
     const float         *x;
-    const uint16_t      *w;
+    const uint16_t      *w;           /* bf16, or: */
+    const int8_t        *w8;          /* int8 ... */
+    const float         *scale;       /* ... and its rows' scales */
     float               *y;
     int                  n, in, out;
     atomic_int           next_row;
-} cpu_bf16_job_t;
+} cpu_mat_job_t;
 
 struct cpu_rank {
     cpu_backend_t *be;
@@ -128,10 +152,10 @@ struct cpu_rank {
     int32_t       *decodes;       /* [max_tokens]: tokens alone in a run */
     int            n_prompts, n_decodes;
     cpu_attention_job_t  job;
-    cpu_bf16_job_t       bf16_job;
+    cpu_mat_job_t        mat_job;
     int                  helping;     /* what the helpers run: 0 attention,
-                                         1 a bf16 product */
-    float               *wtile;       /* bf16 rows widened for sgemm */
+                                         1 a bf16 or int8 product */
+    float               *wtile;       /* bf16/int8 rows widened for sgemm */
     infer_crew_t         helpers;
     int                  rc;
 };
@@ -146,7 +170,7 @@ struct cpu_backend {
     int                   max_seqs;
     int                   ctx_cap;     /* longest context the KV pool holds */
     size_t                scratch_floats;
-    int                   bf16;        /* the matrices are bfloat16 */
+    cpu_wtype_t           wtype;       /* the matrices' type */
     cpu_mat_t             embed;       /* [V, H] */
     const float          *pos_embed;   /* [max_position, H] or NULL */
     cpu_mat_t             lm_head;     /* [V, H] */
@@ -178,23 +202,33 @@ struct cpu_backend {
  * otherwise it is converted into a copy the backend owns.
  */
 /* A copy the backend owns of a block of t, as float32. */
-static float *
-cpu_copy(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
-    int64_t nr, int64_t c0, int64_t nc)
+/* A buffer of size bytes that the backend owns (freed with it). */
+static void *
+cpu_own(cpu_backend_t *be, size_t size)
 {
-    float  *copy;
-    void  **owned;
+    void  *p, **owned;
 
     owned = realloc(be->owned, (be->n_owned + 1) * sizeof(void *));
     if (owned == NULL) {
         return NULL;
     }
     be->owned = owned;
-    copy = malloc((size_t) nr * nc * sizeof(float));
+    p = malloc(size > 0 ? size : 1);
+    if (p != NULL) {
+        be->owned[be->n_owned++] = p;
+    }
+    return p;
+}
+
+static float *
+cpu_copy(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
+    int64_t nr, int64_t c0, int64_t nc)
+{
+    float  *copy = cpu_own(be, (size_t) nr * nc * sizeof(float));
+
     if (copy == NULL) {
         return NULL;
     }
-    be->owned[be->n_owned++] = copy;
     be->weight_bytes += (size_t) nr * nc * sizeof(float);
     infer_tensor_read_f32(t, r0, nr, c0, nc, copy);
     return copy;
@@ -234,9 +268,44 @@ cpu_bias(cpu_backend_t *be, const infer_tensor_t *t, int64_t c0, int64_t nc,
 }
 
 /*
- * A matrix block as the products read it: float32 as above, or with
+ * dtype=int8: each row quantized with its scale (int8.h).  The scale is
+ * the whole row's even when this rank holds a block of its columns
+ * (o_proj, down_proj under tp), so that the ranks' partial sums add up to
+ * the tp=1 product.
+ */
+static int
+cpu_matrix_i8(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
+    int64_t nr, int64_t c0, int64_t nc, cpu_mat_t *out)
+{
+    int64_t  cols = t->ndim == 1 ? t->shape[0] : t->shape[1], r;
+    int8_t  *q = cpu_own(be, (size_t) nr * nc), *qrow;
+    float   *scale = cpu_own(be, (size_t) nr * sizeof(float));
+    float   *row = malloc((size_t) cols * sizeof(float));
+
+    qrow = malloc((size_t) cols);
+    if (q == NULL || scale == NULL || row == NULL || qrow == NULL) {
+        free(row);
+        free(qrow);
+        return -1;
+    }
+    for (r = 0; r < nr; r++) {
+        infer_tensor_read_f32(t, r0 + r, 1, 0, cols, row);
+        infer_i8_quantize_row(row, (int) cols, qrow, &scale[r]);
+        memcpy(q + r * nc, qrow + c0, (size_t) nc);
+    }
+    free(row);
+    free(qrow);
+    be->weight_bytes += (size_t) nr * nc + (size_t) nr * sizeof(float);
+    out->i8 = q;
+    out->scale = scale;
+    return 0;
+}
+
+/*
+ * A matrix block as the products read it: float32 as above; with
  * dtype=bf16 bfloat16, pointing into the mapping when the file holds
- * aligned bf16 rows, else rounded (to nearest even) into an owned copy.
+ * aligned bf16 rows, else rounded (to nearest even) into an owned copy;
+ * with dtype=int8 quantized into an owned copy.
  */
 static int
 cpu_matrix(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
@@ -245,13 +314,14 @@ cpu_matrix(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
     int64_t          cols = t->ndim == 1 ? t->shape[0] : t->shape[1];
     const uint16_t  *mapped;
     uint16_t        *copy;
-    void           **owned;
 
-    out->f32 = NULL;
-    out->bf16 = NULL;
-    if (!be->bf16) {
+    memset(out, 0, sizeof(*out));
+    if (be->wtype == CPU_F32) {
         out->f32 = cpu_weight(be, t, r0, nr, c0, nc);
         return out->f32 != NULL ? 0 : -1;
+    }
+    if (be->wtype == CPU_INT8) {
+        return cpu_matrix_i8(be, t, r0, nr, c0, nc, out);
     }
     be->weight_bytes += (size_t) nr * nc * sizeof(uint16_t);
     mapped = c0 == 0 && nc == cols ? infer_tensor_bf16_rows(t, r0) : NULL;
@@ -259,16 +329,10 @@ cpu_matrix(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
         out->bf16 = mapped;
         return 0;
     }
-    owned = realloc(be->owned, (be->n_owned + 1) * sizeof(void *));
-    if (owned == NULL) {
-        return -1;
-    }
-    be->owned = owned;
-    copy = malloc((size_t) nr * nc * sizeof(uint16_t));
+    copy = cpu_own(be, (size_t) nr * nc * sizeof(uint16_t));
     if (copy == NULL) {
         return -1;
     }
-    be->owned[be->n_owned++] = copy;
     infer_tensor_read_bf16(t, r0, nr, c0, nc, copy);
     out->bf16 = copy;
     return 0;
@@ -388,8 +452,8 @@ cpu_alloc_rank(cpu_backend_t *be, cpu_rank_t *rk)
                          * sizeof(float));
     rk->prompts = malloc(T * 2 * sizeof(int32_t));
     rk->decodes = malloc(T * sizeof(int32_t));
-    if (be->bf16) {
-        rk->wtile = malloc(BF16_TILE_FLOATS * sizeof(float));
+    if (be->wtype != CPU_F32) {
+        rk->wtile = malloc(WTILE_FLOATS * sizeof(float));
         if (rk->wtile == NULL) {
             return -1;
         }
@@ -444,6 +508,12 @@ embedding(const cpu_mat_t *table, const float *pos_table, float scale,
         if (table->bf16 != NULL) {
             for (i = 0; i < H; i++) {
                 xr[i] = bf16_float(table->bf16[row + i]) * scale;
+            }
+        } else if (table->i8 != NULL) {
+            float s = table->scale[tokens[t]] * scale;
+
+            for (i = 0; i < H; i++) {
+                xr[i] = (float) table->i8[row + i] * s;
             }
         } else if (scale == 1.0f) {
             memcpy(xr, table->f32 + row, H * sizeof(float));
@@ -542,32 +612,39 @@ widen_bf16(float *dst, const uint16_t *src, size_t n)
     }
 }
 
-/* Rows of the current bf16 job, BF16_CHUNK at a time, until none is left;
- * every thread of the rank runs it. */
+/* Rows of the current bf16 or int8 job, ROW_CHUNK at a time, until none
+ * is left; every thread of the rank runs it. */
 static void
-linear_bf16_rows(cpu_rank_t *rk)
+linear_rows(cpu_rank_t *rk)
 {
-    cpu_bf16_job_t *j = &rk->bf16_job;
-    int             r0, r1, r, t;
+    cpu_mat_job_t *j = &rk->mat_job;
+    int            r0, r1, r, t;
 
     for (;;) {
-        r0 = atomic_fetch_add_explicit(&j->next_row, BF16_CHUNK,
+        r0 = atomic_fetch_add_explicit(&j->next_row, ROW_CHUNK,
                                        memory_order_relaxed);
         if (r0 >= j->out) {
             return;
         }
-        r1 = r0 + BF16_CHUNK < j->out ? r0 + BF16_CHUNK : j->out;
-        if (j->widen) {
+        r1 = r0 + ROW_CHUNK < j->out ? r0 + ROW_CHUNK : j->out;
+        if (j->w8 != NULL && j->widen) {
+            infer_i8_dequantize(j->w8 + (size_t) r0 * j->in, j->scale + r0,
+                                r1 - r0, j->in,
+                                rk->wtile + (size_t) r0 * j->in);
+        } else if (j->w8 != NULL) {
+            infer_i8_gemm(j->x, j->n, j->in, j->w8 + (size_t) r0 * j->in,
+                          j->scale + r0, r1 - r0, j->y + r0, j->out);
+        } else if (j->widen) {
             widen_bf16(rk->wtile + (size_t) r0 * j->in,
                        j->w + (size_t) r0 * j->in,
                        (size_t) (r1 - r0) * j->in);
-            continue;
-        }
-        for (r = r0; r < r1; r++) {
-            for (t = 0; t < j->n; t++) {
-                j->y[(size_t) t * j->out + r] =
-                    dot_bf16(j->x + (size_t) t * j->in,
-                             j->w + (size_t) r * j->in, j->in);
+        } else {
+            for (r = r0; r < r1; r++) {
+                for (t = 0; t < j->n; t++) {
+                    j->y[(size_t) t * j->out + r] =
+                        dot_bf16(j->x + (size_t) t * j->in,
+                                 j->w + (size_t) r * j->in, j->in);
+                }
             }
         }
     }
@@ -575,48 +652,56 @@ linear_bf16_rows(cpu_rank_t *rk)
 
 /* The helpers and this thread share the job's rows. */
 static void
-linear_bf16_share(cpu_rank_t *rk)
+linear_share(cpu_rank_t *rk)
 {
     rk->helping = 1;
-    atomic_store_explicit(&rk->bf16_job.next_row, 0, memory_order_relaxed);
+    atomic_store_explicit(&rk->mat_job.next_row, 0, memory_order_relaxed);
     infer_crew_begin(&rk->helpers);
-    linear_bf16_rows(rk);
+    linear_rows(rk);
     infer_crew_end(&rk->helpers);
     rk->helping = 0;
 }
 
 /*
- * y = x W^T with W in bfloat16.  A few rows (decode) are dot products that
- * read each weight once, shared by the rank's threads: the product is
- * bound by reading W, which is half of float32's bytes.  More rows
- * (prefill) widen W a tile of rows at a time, also shared, and multiply the
- * tile with sgemm, which is bound by arithmetic: widening costs one pass
- * over the tile per n rows of x.
+ * y = x W^T with W in bfloat16 or int8.  A few rows of x (decode) are
+ * products that read each weight once, W's rows shared by the rank's
+ * threads: the product is bound by reading W, which is half (bf16) or a
+ * quarter (int8) of float32's bytes.  More rows (prefill) widen W a tile
+ * of rows at a time, also shared, and multiply the tile with sgemm, which
+ * is bound by arithmetic: widening costs one pass over the tile per n rows
+ * of x.  bf16 reads directly below 4 rows of x (dot products, one per row
+ * and token), int8 up to I8_DIRECT_ROWS (infer_i8_gemm, which widens each
+ * weight once for all the rows of x).
  */
 static void
-linear_bf16(cpu_rank_t *rk, float *y, const float *x, const uint16_t *W,
+linear_narrow(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *W,
     int n, int in, int out)
 {
-    cpu_bf16_job_t *j = &rk->bf16_job;
-    int             r0, rows, tile = BF16_TILE_FLOATS / in;
+    cpu_mat_job_t *j = &rk->mat_job;
+    int            r0, rows, tile = WTILE_FLOATS / in, direct;
 
+    direct = W->i8 != NULL ? n <= I8_DIRECT_ROWS : n < 4;
     j->x = x;
     j->in = in;
     j->n = n;
-    if (n < 4 || tile < 1) {
+    j->w = W->bf16;
+    j->w8 = W->i8;
+    j->scale = W->scale;
+    if (direct || tile < 1) {
         j->widen = 0;
-        j->w = W;
         j->y = y;
         j->out = out;
-        linear_bf16_share(rk);
+        linear_share(rk);
         return;
     }
     for (r0 = 0; r0 < out; r0 += tile) {
         rows = out - r0 < tile ? out - r0 : tile;
         j->widen = 1;
-        j->w = W + (size_t) r0 * in;
+        j->w = W->bf16 != NULL ? W->bf16 + (size_t) r0 * in : NULL;
+        j->w8 = W->i8 != NULL ? W->i8 + (size_t) r0 * in : NULL;
+        j->scale = W->i8 != NULL ? W->scale + r0 : NULL;
         j->out = rows;
-        linear_bf16_share(rk);
+        linear_share(rk);
         infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows,
                          in, 1.0f, x, in, rk->wtile, in, 0.0f, y + r0, out);
     }
@@ -629,8 +714,8 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     const float *W = Wm->f32;
     int          t;
 
-    if (Wm->bf16 != NULL) {
-        linear_bf16(rk, y, x, Wm->bf16, n, in, out);
+    if (Wm->bf16 != NULL || Wm->i8 != NULL) {
+        linear_narrow(rk, y, x, Wm, n, in, out);
     } else if (n < 4) {
         for (t = 0; t < n; t++) {
             infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W,
@@ -939,14 +1024,15 @@ attention_prompts(cpu_backend_t *be, cpu_rank_t *rk)
     }
 }
 
-/* What a helper runs when woken: attention pairs, or a bf16 product. */
+/* What a helper runs when woken: attention pairs, or a bf16 or int8
+ * product. */
 static void
 rank_helper(void *arg, int index)
 {
     cpu_rank_t *rk = arg;
 
     if (rk->helping == 1) {
-        linear_bf16_rows(rk);
+        linear_rows(rk);
     } else {
         attention_decodes(rk->be, rk, index);
     }
@@ -1253,18 +1339,22 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     be->max_tokens = p->max_batch_tokens;
 
     /* the weights' type in memory: bf16 checkpoints stay bf16 unless f32
-     * is asked for */
+     * is asked for; int8 only when asked for */
     if (p->dtype == NULL || strcmp(p->dtype, "auto") == 0) {
-        be->bf16 = m->embed->dtype == INFER_DT_BF16;
-    } else if (strcmp(p->dtype, "bf16") == 0 || strcmp(p->dtype, "f32") == 0)
-    {
-        be->bf16 = strcmp(p->dtype, "bf16") == 0;
+        be->wtype = m->embed->dtype == INFER_DT_BF16 ? CPU_BF16 : CPU_F32;
+    } else if (strcmp(p->dtype, "f32") == 0) {
+        be->wtype = CPU_F32;
+    } else if (strcmp(p->dtype, "bf16") == 0) {
+        be->wtype = CPU_BF16;
+    } else if (strcmp(p->dtype, "int8") == 0) {
+        be->wtype = CPU_INT8;
     } else {
         snprintf(err, errlen, "dtype=%s: the cpu backend holds weights as "
-                 "f32 or bf16", p->dtype);
+                 "f32, bf16 or int8", p->dtype);
         goto failed;
     }
-    p->dtype_used = be->bf16 ? "bf16" : "f32";
+    p->dtype_used = be->wtype == CPU_INT8 ? "int8"
+                    : be->wtype == CPU_BF16 ? "bf16" : "f32";
 
     /* the budget covers keys and values of every layer across all ranks */
     per_block = infer_backend_kv_block_bytes(&infer_backend_cpu, c,
@@ -1286,7 +1376,9 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     if (infer_blas_load(err, errlen) != 0) {
         goto failed;
     }
-    snprintf(p->kernels, sizeof(p->kernels), "%s", infer_blas_kernels());
+    snprintf(p->kernels, sizeof(p->kernels), "%s%s%s", infer_blas_kernels(),
+             be->wtype == CPU_INT8 ? "; int8 products: " : "",
+             be->wtype == CPU_INT8 ? infer_i8_kernel() : "");
     p->kernels_warning = infer_blas_warning();
     if (p->threads > 0) {
         infer_blas.set_num_threads(p->threads);
