@@ -42,6 +42,7 @@
 #include "blas.h"
 #include "comm.h"
 #include "crew.h"
+#include "gemm_narrow.h"
 #include "int8.h"
 #include "rope_freq.h"
 
@@ -76,18 +77,19 @@ typedef struct {
 
 #define cpu_mat_set(m)  ((m).f32 != NULL || (m).bf16 != NULL || (m).i8 != NULL)
 
-/* bf16 and int8 products: rows a thread takes at a time; floats of
+/* the helpers' products: rows of W a thread takes at a time; floats of
  * widened rows */
 #define ROW_CHUNK     16
 #define WTILE_FLOATS  (1 << 21)
 
 /*
- * Up to this many rows of x an int8 product reads the int8 weights
- * directly (infer_i8_gemm); more widen a tile of W and use sgemm.  At 2048
- * x 5632, 1 thread (loaded machine): 13 ms against 33 ms at 16 rows, 22
- * against 31 at 32, even at 64, 113 against 153 at 128.
+ * Up to this many rows of x the products read W directly (gemm_narrow.h);
+ * more go to sgemm.  2048 x 5632, 1 thread, loaded machine: at 16 rows
+ * narrow float32 14-16 ms against sgemm's 18-23, at 32 rows 25-29
+ * against 31-43, at 64 rows 56-61 against 32-35; int8 13 ms against 33
+ * for its widened tile and sgemm at 16 rows, 113 against 153 at 128.
  */
-#define I8_DIRECT_ROWS  32
+#define NARROW_ROWS  32
 
 typedef struct {
     const float *attn_norm, *attn_norm_b;  /* [H]; b: LayerNorm */
@@ -124,10 +126,11 @@ typedef struct {
     int                  next_pair;   /* taken with an atomic add */
 } cpu_attention_job_t;
 
-/* A bfloat16 or int8 product's rows shared by the helpers (linear_rows). */
+/* A product's rows shared by the helpers (linear_rows). */
 typedef struct {
     int                  widen;       /* 1: widen W rows into wtile only */
     const float         *x;
+    const float         *wf;          /* float32, or: */
     const uint16_t      *w;           /* bf16, or: */
     const int8_t        *w8;          /* int8 ... */
     const float         *scale;       /* ... and its rows' scales */
@@ -154,7 +157,7 @@ struct cpu_rank {
     cpu_attention_job_t  job;
     cpu_mat_job_t        mat_job;
     int                  helping;     /* what the helpers run: 0 attention,
-                                         1 a bf16 or int8 product */
+                                         1 a product's rows */
     float               *wtile;       /* bf16/int8 rows widened for sgemm */
     infer_crew_t         helpers;
     int                  rc;
@@ -574,32 +577,6 @@ norm(float *y, const float *x, const float *w, const float *b, int n, int H,
     }
 }
 
-/*
- * y[n, out] = x[n, in] W[out, in]^T (+ b).  Below 4 rows, one sgemv per row:
- * OpenBLAS's sgemm packs W even for a single row and measured 2.8x slower
- * than sgemv at n=1 (2048x5632, 2 threads: 2.40 ms vs 0.86 ms); at n=4 the
- * two break even.  The two paths round differently in the last bit; the
- * batching tests hold the generated text to the reference regardless.
- */
-/*
- * One row of a bfloat16 product: x . w with w widened in registers and the
- * sum in float32 (8 or 16 lanes, FMA, on CPUs that have AVX2 or AVX-512:
- * the ifunc picks the clone when the library loads).
- */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-static float
-dot_bf16(const float *x, const uint16_t *w, int n)
-{
-    float s = 0.0f;
-    int   i;
-
-#pragma omp simd reduction(+:s)
-    for (i = 0; i < n; i++) {
-        s += x[i] * bf16_float(w[i]);
-    }
-    return s;
-}
-
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 static void
 widen_bf16(float *dst, const uint16_t *src, size_t n)
@@ -612,13 +589,15 @@ widen_bf16(float *dst, const uint16_t *src, size_t n)
     }
 }
 
-/* Rows of the current bf16 or int8 job, ROW_CHUNK at a time, until none
- * is left; every thread of the rank runs it. */
+/* Rows of the current job, ROW_CHUNK at a time, until none is left: a
+ * narrow product's, or those of a tile to widen for sgemm; every thread
+ * of the rank runs it. */
 static void
 linear_rows(cpu_rank_t *rk)
 {
     cpu_mat_job_t *j = &rk->mat_job;
-    int            r0, r1, r, t;
+    int            r0, r1;
+    size_t         at;
 
     for (;;) {
         r0 = atomic_fetch_add_explicit(&j->next_row, ROW_CHUNK,
@@ -627,25 +606,21 @@ linear_rows(cpu_rank_t *rk)
             return;
         }
         r1 = r0 + ROW_CHUNK < j->out ? r0 + ROW_CHUNK : j->out;
-        if (j->w8 != NULL && j->widen) {
-            infer_i8_dequantize(j->w8 + (size_t) r0 * j->in, j->scale + r0,
-                                r1 - r0, j->in,
-                                rk->wtile + (size_t) r0 * j->in);
-        } else if (j->w8 != NULL) {
-            infer_i8_gemm(j->x, j->n, j->in, j->w8 + (size_t) r0 * j->in,
-                          j->scale + r0, r1 - r0, j->y + r0, j->out);
+        at = (size_t) r0 * j->in;
+        if (j->widen && j->w8 != NULL) {
+            infer_i8_dequantize(j->w8 + at, j->scale + r0, r1 - r0, j->in,
+                                rk->wtile + at);
         } else if (j->widen) {
-            widen_bf16(rk->wtile + (size_t) r0 * j->in,
-                       j->w + (size_t) r0 * j->in,
-                       (size_t) (r1 - r0) * j->in);
+            widen_bf16(rk->wtile + at, j->w + at, (size_t) (r1 - r0) * j->in);
+        } else if (j->w8 != NULL) {
+            infer_gemm_narrow_i8(j->x, j->n, j->in, j->w8 + at,
+                                 j->scale + r0, r1 - r0, j->y + r0, j->out);
+        } else if (j->w != NULL) {
+            infer_gemm_narrow_bf16(j->x, j->n, j->in, j->w + at, r1 - r0,
+                                   j->y + r0, j->out);
         } else {
-            for (r = r0; r < r1; r++) {
-                for (t = 0; t < j->n; t++) {
-                    j->y[(size_t) t * j->out + r] =
-                        dot_bf16(j->x + (size_t) t * j->in,
-                                 j->w + (size_t) r * j->in, j->in);
-                }
-            }
+            infer_gemm_narrow_f32(j->x, j->n, j->in, j->wf + at, r1 - r0,
+                                  j->y + r0, j->out);
         }
     }
 }
@@ -663,68 +638,63 @@ linear_share(cpu_rank_t *rk)
 }
 
 /*
- * y = x W^T with W in bfloat16 or int8.  A few rows of x (decode) are
- * products that read each weight once, W's rows shared by the rank's
- * threads: the product is bound by reading W, which is half (bf16) or a
- * quarter (int8) of float32's bytes.  More rows (prefill) widen W a tile
- * of rows at a time, also shared, and multiply the tile with sgemm, which
- * is bound by arithmetic: widening costs one pass over the tile per n rows
- * of x.  bf16 reads directly below 4 rows of x (dot products, one per row
- * and token), int8 up to I8_DIRECT_ROWS (infer_i8_gemm, which widens each
- * weight once for all the rows of x).
+ * y[n, out] = x[n, in] W[out, in]^T (+ b).
+ *
+ * Up to NARROW_ROWS rows of x (decode steps) the narrow products
+ * (gemm_narrow.h) read W once, where it lies, its rows shared by the
+ * rank's threads: bound by reading W (4, 2 or 1 bytes a weight) for a few
+ * rows, then by the arithmetic.  OpenBLAS's sgemm packs W into a copy on
+ * every call, which at 16 rows of x is most of its time.  float32 below 4
+ * rows stays with sgemv, which reads W once too (2048x5632, 1 thread: 3.0
+ * ms, the narrow product the same).  The paths round differently in the
+ * last bit; the batching tests hold the generated text to the reference
+ * regardless.
+ *
+ * More rows (prefill) go to sgemm, which is bound by arithmetic; bf16 and
+ * int8 weights are widened to float32 a tile of rows at a time first,
+ * also shared, one more pass over the tile per n rows of x.
  */
-static void
-linear_narrow(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *W,
-    int n, int in, int out)
-{
-    cpu_mat_job_t *j = &rk->mat_job;
-    int            r0, rows, tile = WTILE_FLOATS / in, direct;
-
-    direct = W->i8 != NULL ? n <= I8_DIRECT_ROWS : n < 4;
-    j->x = x;
-    j->in = in;
-    j->n = n;
-    j->w = W->bf16;
-    j->w8 = W->i8;
-    j->scale = W->scale;
-    if (direct || tile < 1) {
-        j->widen = 0;
-        j->y = y;
-        j->out = out;
-        linear_share(rk);
-        return;
-    }
-    for (r0 = 0; r0 < out; r0 += tile) {
-        rows = out - r0 < tile ? out - r0 : tile;
-        j->widen = 1;
-        j->w = W->bf16 != NULL ? W->bf16 + (size_t) r0 * in : NULL;
-        j->w8 = W->i8 != NULL ? W->i8 + (size_t) r0 * in : NULL;
-        j->scale = W->i8 != NULL ? W->scale + r0 : NULL;
-        j->out = rows;
-        linear_share(rk);
-        infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows,
-                         in, 1.0f, x, in, rk->wtile, in, 0.0f, y + r0, out);
-    }
-}
-
 static void
 linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     const float *b, int n, int in, int out)
 {
-    const float *W = Wm->f32;
-    int          t;
+    cpu_mat_job_t *j = &rk->mat_job;
+    int            r0, rows, tile = WTILE_FLOATS / in, t;
 
-    if (Wm->bf16 != NULL || Wm->i8 != NULL) {
-        linear_narrow(rk, y, x, Wm, n, in, out);
-    } else if (n < 4) {
+    j->x = x;
+    j->in = in;
+    j->n = n;
+    j->wf = Wm->f32;
+    j->w = Wm->bf16;
+    j->w8 = Wm->i8;
+    j->scale = Wm->scale;
+    j->widen = 0;
+    if (Wm->f32 != NULL && n < 4) {
         for (t = 0; t < n; t++) {
-            infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W,
-                             in, x + (size_t) t * in, 1, 0.0f,
+            infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f,
+                             Wm->f32, in, x + (size_t) t * in, 1, 0.0f,
                              y + (size_t) t * out, 1);
         }
-    } else {
+    } else if (n <= NARROW_ROWS || (Wm->f32 == NULL && tile < 1)) {
+        j->y = y;
+        j->out = out;
+        linear_share(rk);
+    } else if (Wm->f32 != NULL) {
         infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out,
-                         in, 1.0f, x, in, W, in, 0.0f, y, out);
+                         in, 1.0f, x, in, Wm->f32, in, 0.0f, y, out);
+    } else {
+        for (r0 = 0; r0 < out; r0 += tile) {
+            rows = out - r0 < tile ? out - r0 : tile;
+            j->widen = 1;
+            j->w = Wm->bf16 != NULL ? Wm->bf16 + (size_t) r0 * in : NULL;
+            j->w8 = Wm->i8 != NULL ? Wm->i8 + (size_t) r0 * in : NULL;
+            j->scale = Wm->i8 != NULL ? Wm->scale + r0 : NULL;
+            j->out = rows;
+            linear_share(rk);
+            infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n,
+                             rows, in, 1.0f, x, in, rk->wtile, in, 0.0f,
+                             y + r0, out);
+        }
     }
     if (b != NULL) {
         add_bias(y, b, n, out);
@@ -1024,8 +994,7 @@ attention_prompts(cpu_backend_t *be, cpu_rank_t *rk)
     }
 }
 
-/* What a helper runs when woken: attention pairs, or a bf16 or int8
- * product. */
+/* What a helper runs when woken: attention pairs, or a product's rows. */
 static void
 rank_helper(void *arg, int index)
 {
@@ -1378,7 +1347,7 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     }
     snprintf(p->kernels, sizeof(p->kernels), "%s%s%s", infer_blas_kernels(),
              be->wtype == CPU_INT8 ? "; int8 products: " : "",
-             be->wtype == CPU_INT8 ? infer_i8_kernel() : "");
+             be->wtype == CPU_INT8 ? infer_gemm_narrow_kernel() : "");
     p->kernels_warning = infer_blas_warning();
     if (p->threads > 0) {
         infer_blas.set_num_threads(p->threads);

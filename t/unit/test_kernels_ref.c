@@ -11,6 +11,7 @@
 #include "act.h"
 #include "attention.h"
 #include "embed.h"
+#include "gemm_narrow.h"
 #include "gemm_w8.h"
 #include "int8.h"
 #include "kvcache.h"
@@ -608,7 +609,7 @@ test_gemm_w8(void)
         infer_i8_quantize_row(wf, IN, w + (size_t) r * IN, &scale[r]);
     }
     infer_ref_gemm_w8a16(x, w, scale, N, IN, OUT, want);
-    infer_i8_gemm_ref(x, N, IN, w, scale, OUT, got, OUT);
+    infer_gemm_narrow_i8_ref(x, N, IN, w, scale, OUT, got, OUT);
     for (t = 0; t < N; t++) {
         for (r = 0; r < OUT; r++) {
             bound = 0;
