@@ -1345,9 +1345,9 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     if (infer_blas_load(err, errlen) != 0) {
         goto failed;
     }
-    snprintf(p->kernels, sizeof(p->kernels), "%s%s%s", infer_blas_kernels(),
-             be->wtype == CPU_INT8 ? "; int8 products: " : "",
-             be->wtype == CPU_INT8 ? infer_gemm_narrow_kernel() : "");
+    /* sgemm and sgemv for prefill, ours for decode (linear()) */
+    snprintf(p->kernels, sizeof(p->kernels), "%s; decode products: %s",
+             infer_blas_kernels(), infer_gemm_narrow_kernel());
     p->kernels_warning = infer_blas_warning();
     if (p->threads > 0) {
         infer_blas.set_num_threads(p->threads);
