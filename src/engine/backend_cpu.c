@@ -198,13 +198,6 @@ struct cpu_backend {
 
 /* ---- weights ------------------------------------------------------------ */
 
-/*
- * A float32 view of rows [r0, r0+nr) x cols [c0, c0+nc) of a tensor.  When
- * the file already holds aligned float32 and the block is contiguous the
- * view points into the mapping, so worker processes share the page cache;
- * otherwise it is converted into a copy the backend owns.
- */
-/* A copy the backend owns of a block of t, as float32. */
 /* A buffer of size bytes that the backend owns (freed with it). */
 static void *
 cpu_own(cpu_backend_t *be, size_t size)
@@ -223,6 +216,7 @@ cpu_own(cpu_backend_t *be, size_t size)
     return p;
 }
 
+/* A copy the backend owns of a block of t, as float32. */
 static float *
 cpu_copy(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
     int64_t nr, int64_t c0, int64_t nc)
@@ -237,6 +231,12 @@ cpu_copy(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
     return copy;
 }
 
+/*
+ * A float32 view of rows [r0, r0+nr) x cols [c0, c0+nc) of a tensor.  When
+ * the file already holds aligned float32 and the block is contiguous the
+ * view points into the mapping, so worker processes share the page cache;
+ * otherwise it is converted into a copy the backend owns.
+ */
 static const float *
 cpu_weight(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
     int64_t nr, int64_t c0, int64_t nc)
