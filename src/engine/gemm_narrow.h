@@ -9,7 +9,7 @@
  * registers once for every 4 rows of x.  OpenBLAS's sgemm packs W into a
  * copy first, every call: at 16 rows of x that is most of its time
  * (TinyLlama's gate_proj, 1 thread: 40 ms, against 13 ms here for int8).
- * AVX2+FMA where the CPU has them (4 rows of x x 2 rows of W of float32
+ * AVX2+FMA where the CPU has them (4 rows of x x 3 rows of W of float32
  * sums per pass; 1 x 4 for a single row of x), else the plain C
  * references below, one dot product at a time.
  */
