@@ -644,9 +644,10 @@ linear_share(cpu_rank_t *rk)
  * (gemm_narrow.h) read W once, where it lies, its rows shared by the
  * rank's threads: bound by reading W (4, 2 or 1 bytes a weight) for a few
  * rows, then by the arithmetic.  OpenBLAS's sgemm packs W into a copy on
- * every call, which at 16 rows of x is most of its time.  float32 below 4
- * rows stays with sgemv, which reads W once too (2048x5632, 1 thread: 3.0
- * ms, the narrow product the same).  The paths round differently in the
+ * every call, which at 16 rows of x is most of its time.  A single float32
+ * row stays with sgemv, which reads W once too (2048x5632, 1 thread: 3.0
+ * ms, the narrow product the same); for 2 or 3 rows sgemv would read W
+ * once per row.  The paths round differently in the
  * last bit; the batching tests hold the generated text to the reference
  * regardless.
  *
@@ -669,7 +670,7 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     j->w8 = Wm->i8;
     j->scale = Wm->scale;
     j->widen = 0;
-    if (Wm->f32 != NULL && n < 4) {
+    if (Wm->f32 != NULL && n == 1) {
         for (t = 0; t < n; t++) {
             infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f,
                              Wm->f32, in, x + (size_t) t * in, 1, 0.0f,

@@ -168,11 +168,12 @@ NAME(const float *x, int in, const WT *w, const float *scale, float *y,     \
 
 /* The tiles over all rows of x and W: 1 x 4 for one row of x (four sums
  * in flight), else 4 x 3 (12 sums, 3 rows of widened weights and a row of
- * x: the 16 AVX2 registers; 1.5-2x faster than 4 x 2 at 16 rows of x),
- * and 1 x 1 for what is left. */
+ * x: the 16 AVX2 registers; 1.5-2x faster than 4 x 2 at 16 rows of x)
+ * with 1 x 3 for the last rows of x, and 1 x 1 for the last rows of W. */
 #define NARROW_AVX2(NAME, WT, LOAD8, ELEM, SCALE)                           \
 NARROW_TILE(NAME##_4x3, WT, LOAD8, ELEM, SCALE, 4, 3)                       \
 NARROW_TILE(NAME##_1x4, WT, LOAD8, ELEM, SCALE, 1, 4)                       \
+NARROW_TILE(NAME##_1x3, WT, LOAD8, ELEM, SCALE, 1, 3)                       \
 NARROW_TILE(NAME##_1x1, WT, LOAD8, ELEM, SCALE, 1, 1)                       \
                                                                             \
 static AVX2 void                                                            \
@@ -195,16 +196,8 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
                            sc, y + (size_t) t * ldy + r, ldy);              \
             }                                                               \
             for (; t < n; t++) {                                            \
-                NAME##_1x1(x + (size_t) t * in, in, w + (size_t) r * in,    \
+                NAME##_1x3(x + (size_t) t * in, in, w + (size_t) r * in,    \
                            sc, y + (size_t) t * ldy + r, ldy);              \
-                NAME##_1x1(x + (size_t) t * in, in,                         \
-                           w + (size_t) (r + 1) * in,                       \
-                           sc != NULL ? sc + 1 : NULL,                      \
-                           y + (size_t) t * ldy + r + 1, ldy);              \
-                NAME##_1x1(x + (size_t) t * in, in,                         \
-                           w + (size_t) (r + 2) * in,                       \
-                           sc != NULL ? sc + 2 : NULL,                      \
-                           y + (size_t) t * ldy + r + 2, ldy);              \
             }                                                               \
         }                                                                   \
     }                                                                       \
