@@ -647,9 +647,8 @@ linear_share(cpu_rank_t *rk)
  * every call, which at 16 rows of x is most of its time.  A single float32
  * row stays with sgemv, which reads W once too (2048x5632, 1 thread: 3.0
  * ms, the narrow product the same); for 2 or 3 rows sgemv would read W
- * once per row.  The paths round differently in the
- * last bit; the batching tests hold the generated text to the reference
- * regardless.
+ * once per row.  The paths round differently in the last bit; the
+ * batching tests hold the generated text to the reference regardless.
  *
  * More rows (prefill) go to sgemm, which is bound by arithmetic; bf16 and
  * int8 weights are widened to float32 a tile of rows at a time first,
