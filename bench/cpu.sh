@@ -87,7 +87,7 @@ for _ in $(seq "$rounds"); do
     wbytes=$(sed -n 's/^infer-cli: .*, weights \([0-9.]* [KMG]iB\),.*/\1/p' <<<"$ours")
     if [ "$peer" = llama.cpp ]; then
         read -r p d <<<"$(llama_round)"
-        bw=$(best "$bw" "$("$tmp/membw" "$threads" 1024 3 | awk '{ print $1 }')")
+        bw=$(best "$bw" "$("$tmp/membw" "$threads" 1024 5 | awk '{ print $1 }')")
     else
         pj=$("$python" bench/cpu_peer.py "$model" --threads "$threads" \
              --batch "$batch" --prompt-len "$plen" --gen-len "$glen" \
