@@ -6,7 +6,7 @@
  *     infer_model NAME DIR [backend=cpu|cuda] [threads=N]
  *                 [max_batch_tokens=N] [max_seqs=N] [kv_cache=SIZE]
  *                 [max_queue=N] [timeout=TIME] [tp=N] [devices=LIST]
- *                 [max_output=SIZE] [dtype=auto|f32|bf16|f16]
+ *                 [max_output=SIZE] [dtype=auto|f32|bf16|int8|f16]
  *                 [prefix_cache=on|off]
  *                 [chat_template=auto|FILE]
  *                 [tool_parser=auto|hermes|llama3_json|mistral|none];
@@ -371,9 +371,10 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
         if (!(v->len == 4 && ngx_strncmp(v->data, "auto", 4) == 0)
             && !(v->len == 3 && ngx_strncmp(v->data, "f32", 3) == 0)
             && !(v->len == 4 && ngx_strncmp(v->data, "bf16", 4) == 0)
+            && !(v->len == 4 && ngx_strncmp(v->data, "int8", 4) == 0)
             && !(v->len == 3 && ngx_strncmp(v->data, "f16", 3) == 0))
         {
-            return "auto, f32, bf16 (cpu) or f16 (cuda)";
+            return "auto, f32, bf16, int8 (cpu) or f16 (cuda)";
         }
         m->ecfg.dtype = (const char *) v->data;
         return NULL;

@@ -48,7 +48,24 @@ qr/infer_model "tiny" loaded from "[^"]+": cpu bf16, weights [\d.]+ KiB, 1 threa
 
 
 
-=== TEST 3: health check of a loaded engine
+=== TEST 3: dtype=int8 quantizes stories260K's matrices at load and serves its text
+(per-row int8: this continuation is still the float32 one), with the
+dtype and the quarter-size weights in the load line
+--- http_config
+    infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 dtype=int8;
+--- config
+    location /v1/ { infer_openai tiny; }
+--- request
+POST /v1/completions
+{"model":"tiny","prompt":[1],"max_tokens":16,"temperature":0}
+--- response_body_like chomp
+"text":"Once upon a time, there was a little girl named Lily\.
+--- error_log eval
+qr/infer_model "tiny" loaded from "[^"]+": cpu int8, weights 2[0-9][0-9]\.\d KiB, 1 thread x tp=1/
+
+
+
+=== TEST 4: health check of a loaded engine
 --- http_config
     infer_model tiny $TEST_NGINX_MODEL_DIR threads=1 max_batch_tokens=256
                 max_seqs=8 kv_cache=4m max_queue=16 timeout=30s tp=1
@@ -63,7 +80,7 @@ GET /healthz
 
 
 
-=== TEST 4: two models behind one location
+=== TEST 5: two models behind one location
 --- http_config
     infer_model a $TEST_NGINX_MODEL_DIR;
     infer_model b $TEST_NGINX_MODEL_DIR

@@ -38,7 +38,8 @@ typedef struct {
     int            max_batch_tokens;
     int            max_seqs;
     const char    *dtype;         /* weights in memory: "f32", "bf16",
-                                     NULL or "auto" (the backend's choice) */
+                                     "int8", NULL or "auto" (the
+                                     backend's choice) */
     int            n_blocks;      /* out: blocks that fit the budget */
     const char    *dtype_used;    /* out: what dtype became (NULL: the
                                      backend does not say) */

@@ -3,7 +3,9 @@
  * with the kernels for this CPU: blas.c).  Weights are float32, or with
  * dtype=bf16 the matrices (embedding and lm_head included) stay bfloat16
  * in memory, half the bytes a token reads, and are widened to float32 as
- * the products load them: activations and sums stay float32.
+ * the products load them; with dtype=int8 they are int8 with a float32
+ * scale per output row (int8.c), a quarter of the bytes.  Activations and
+ * sums stay float32.
  *
  * One forward pass for every family, over a flat batch of tokens from many
  * sequences; what differs between families (norm kind and placement,
@@ -40,6 +42,8 @@
 #include "blas.h"
 #include "comm.h"
 #include "crew.h"
+#include "gemm_narrow.h"
+#include "int8.h"
 #include "rope_freq.h"
 
 /*
@@ -55,17 +59,37 @@ float tanhf(float x);
 #pragma omp declare simd notinbranch
 float erff(float x);
 
-/* A weight matrix [rows, cols]: float32, or bfloat16 (dtype=bf16). */
+/* The matrices' type in memory (dtype=). */
+typedef enum {
+    CPU_F32,
+    CPU_BF16,
+    CPU_INT8
+} cpu_wtype_t;
+
+/* A weight matrix [rows, cols]: float32, bfloat16 (dtype=bf16), or int8
+ * with one scale per row (dtype=int8). */
 typedef struct {
     const float    *f32;
     const uint16_t *bf16;
+    const int8_t   *i8;
+    const float    *scale;            /* [rows], with i8 */
 } cpu_mat_t;
 
-#define cpu_mat_set(m)  ((m).f32 != NULL || (m).bf16 != NULL)
+#define cpu_mat_set(m)  ((m).f32 != NULL || (m).bf16 != NULL || (m).i8 != NULL)
 
-/* bf16 products: rows a thread takes at a time; floats of widened rows */
-#define BF16_CHUNK        16
-#define BF16_TILE_FLOATS  (1 << 21)
+/* the helpers' products: rows of W a thread takes at a time; floats of
+ * widened rows */
+#define ROW_CHUNK     16
+#define WTILE_FLOATS  (1 << 21)
+
+/*
+ * Up to this many rows of x the products read W directly (gemm_narrow.h);
+ * more go to sgemm.  2048 x 5632, 1 thread, loaded machine: at 16 rows
+ * narrow float32 14-16 ms against sgemm's 18-23, at 32 rows 25-29
+ * against 31-43, at 64 rows 56-61 against 32-35; int8 13 ms against 33
+ * for its widened tile and sgemm at 16 rows, 113 against 153 at 128.
+ */
+#define NARROW_ROWS  32
 
 typedef struct {
     const float *attn_norm, *attn_norm_b;  /* [H]; b: LayerNorm */
@@ -102,15 +126,18 @@ typedef struct {
     int                  next_pair;   /* taken with an atomic add */
 } cpu_attention_job_t;
 
-/* A bfloat16 product's rows shared by the helpers (linear_bf16). */
+/* A product's rows shared by the helpers (linear_rows). */
 typedef struct {
     int                  widen;       /* 1: widen W rows into wtile only */
     const float         *x;
-    const uint16_t      *w;
+    const float         *wf;          /* float32, or: */
+    const uint16_t      *w;           /* bf16, or: */
+    const int8_t        *w8;          /* int8 ... */
+    const float         *scale;       /* ... and its rows' scales */
     float               *y;
     int                  n, in, out;
     atomic_int           next_row;
-} cpu_bf16_job_t;
+} cpu_mat_job_t;
 
 struct cpu_rank {
     cpu_backend_t *be;
@@ -128,10 +155,10 @@ struct cpu_rank {
     int32_t       *decodes;       /* [max_tokens]: tokens alone in a run */
     int            n_prompts, n_decodes;
     cpu_attention_job_t  job;
-    cpu_bf16_job_t       bf16_job;
+    cpu_mat_job_t        mat_job;
     int                  helping;     /* what the helpers run: 0 attention,
-                                         1 a bf16 product */
-    float               *wtile;       /* bf16 rows widened for sgemm */
+                                         1 a product's rows */
+    float               *wtile;       /* bf16/int8 rows widened for sgemm */
     infer_crew_t         helpers;
     int                  rc;
 };
@@ -146,7 +173,7 @@ struct cpu_backend {
     int                   max_seqs;
     int                   ctx_cap;     /* longest context the KV pool holds */
     size_t                scratch_floats;
-    int                   bf16;        /* the matrices are bfloat16 */
+    cpu_wtype_t           wtype;       /* the matrices' type */
     cpu_mat_t             embed;       /* [V, H] */
     const float          *pos_embed;   /* [max_position, H] or NULL */
     cpu_mat_t             lm_head;     /* [V, H] */
@@ -171,35 +198,45 @@ struct cpu_backend {
 
 /* ---- weights ------------------------------------------------------------ */
 
-/*
- * A float32 view of rows [r0, r0+nr) x cols [c0, c0+nc) of a tensor.  When
- * the file already holds aligned float32 and the block is contiguous the
- * view points into the mapping, so worker processes share the page cache;
- * otherwise it is converted into a copy the backend owns.
- */
-/* A copy the backend owns of a block of t, as float32. */
-static float *
-cpu_copy(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
-    int64_t nr, int64_t c0, int64_t nc)
+/* A buffer of size bytes that the backend owns (freed with it). */
+static void *
+cpu_own(cpu_backend_t *be, size_t size)
 {
-    float  *copy;
-    void  **owned;
+    void  *p, **owned;
 
     owned = realloc(be->owned, (be->n_owned + 1) * sizeof(void *));
     if (owned == NULL) {
         return NULL;
     }
     be->owned = owned;
-    copy = malloc((size_t) nr * nc * sizeof(float));
+    p = malloc(size > 0 ? size : 1);
+    if (p != NULL) {
+        be->owned[be->n_owned++] = p;
+    }
+    return p;
+}
+
+/* A copy the backend owns of a block of t, as float32. */
+static float *
+cpu_copy(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
+    int64_t nr, int64_t c0, int64_t nc)
+{
+    float  *copy = cpu_own(be, (size_t) nr * nc * sizeof(float));
+
     if (copy == NULL) {
         return NULL;
     }
-    be->owned[be->n_owned++] = copy;
     be->weight_bytes += (size_t) nr * nc * sizeof(float);
     infer_tensor_read_f32(t, r0, nr, c0, nc, copy);
     return copy;
 }
 
+/*
+ * A float32 view of rows [r0, r0+nr) x cols [c0, c0+nc) of a tensor.  When
+ * the file already holds aligned float32 and the block is contiguous the
+ * view points into the mapping, so worker processes share the page cache;
+ * otherwise it is converted into a copy the backend owns.
+ */
 static const float *
 cpu_weight(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
     int64_t nr, int64_t c0, int64_t nc)
@@ -234,9 +271,44 @@ cpu_bias(cpu_backend_t *be, const infer_tensor_t *t, int64_t c0, int64_t nc,
 }
 
 /*
- * A matrix block as the products read it: float32 as above, or with
+ * dtype=int8: each row quantized with its scale (int8.h).  The scale is
+ * the whole row's even when this rank holds a block of its columns
+ * (o_proj, down_proj under tp), so that the ranks' partial sums add up to
+ * the tp=1 product.
+ */
+static int
+cpu_matrix_i8(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
+    int64_t nr, int64_t c0, int64_t nc, cpu_mat_t *out)
+{
+    int64_t  cols = t->ndim == 1 ? t->shape[0] : t->shape[1], r;
+    int8_t  *q = cpu_own(be, (size_t) nr * nc), *qrow;
+    float   *scale = cpu_own(be, (size_t) nr * sizeof(float));
+    float   *row = malloc((size_t) cols * sizeof(float));
+
+    qrow = malloc((size_t) cols);
+    if (q == NULL || scale == NULL || row == NULL || qrow == NULL) {
+        free(row);
+        free(qrow);
+        return -1;
+    }
+    for (r = 0; r < nr; r++) {
+        infer_tensor_read_f32(t, r0 + r, 1, 0, cols, row);
+        infer_i8_quantize_row(row, (int) cols, qrow, &scale[r]);
+        memcpy(q + r * nc, qrow + c0, (size_t) nc);
+    }
+    free(row);
+    free(qrow);
+    be->weight_bytes += (size_t) nr * nc + (size_t) nr * sizeof(float);
+    out->i8 = q;
+    out->scale = scale;
+    return 0;
+}
+
+/*
+ * A matrix block as the products read it: float32 as above; with
  * dtype=bf16 bfloat16, pointing into the mapping when the file holds
- * aligned bf16 rows, else rounded (to nearest even) into an owned copy.
+ * aligned bf16 rows, else rounded (to nearest even) into an owned copy;
+ * with dtype=int8 quantized into an owned copy.
  */
 static int
 cpu_matrix(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
@@ -245,13 +317,14 @@ cpu_matrix(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
     int64_t          cols = t->ndim == 1 ? t->shape[0] : t->shape[1];
     const uint16_t  *mapped;
     uint16_t        *copy;
-    void           **owned;
 
-    out->f32 = NULL;
-    out->bf16 = NULL;
-    if (!be->bf16) {
+    memset(out, 0, sizeof(*out));
+    if (be->wtype == CPU_F32) {
         out->f32 = cpu_weight(be, t, r0, nr, c0, nc);
         return out->f32 != NULL ? 0 : -1;
+    }
+    if (be->wtype == CPU_INT8) {
+        return cpu_matrix_i8(be, t, r0, nr, c0, nc, out);
     }
     be->weight_bytes += (size_t) nr * nc * sizeof(uint16_t);
     mapped = c0 == 0 && nc == cols ? infer_tensor_bf16_rows(t, r0) : NULL;
@@ -259,16 +332,10 @@ cpu_matrix(cpu_backend_t *be, const infer_tensor_t *t, int64_t r0,
         out->bf16 = mapped;
         return 0;
     }
-    owned = realloc(be->owned, (be->n_owned + 1) * sizeof(void *));
-    if (owned == NULL) {
-        return -1;
-    }
-    be->owned = owned;
-    copy = malloc((size_t) nr * nc * sizeof(uint16_t));
+    copy = cpu_own(be, (size_t) nr * nc * sizeof(uint16_t));
     if (copy == NULL) {
         return -1;
     }
-    be->owned[be->n_owned++] = copy;
     infer_tensor_read_bf16(t, r0, nr, c0, nc, copy);
     out->bf16 = copy;
     return 0;
@@ -388,8 +455,8 @@ cpu_alloc_rank(cpu_backend_t *be, cpu_rank_t *rk)
                          * sizeof(float));
     rk->prompts = malloc(T * 2 * sizeof(int32_t));
     rk->decodes = malloc(T * sizeof(int32_t));
-    if (be->bf16) {
-        rk->wtile = malloc(BF16_TILE_FLOATS * sizeof(float));
+    if (be->wtype != CPU_F32) {
+        rk->wtile = malloc(WTILE_FLOATS * sizeof(float));
         if (rk->wtile == NULL) {
             return -1;
         }
@@ -444,6 +511,12 @@ embedding(const cpu_mat_t *table, const float *pos_table, float scale,
         if (table->bf16 != NULL) {
             for (i = 0; i < H; i++) {
                 xr[i] = bf16_float(table->bf16[row + i]) * scale;
+            }
+        } else if (table->i8 != NULL) {
+            float s = table->scale[tokens[t]] * scale;
+
+            for (i = 0; i < H; i++) {
+                xr[i] = (float) table->i8[row + i] * s;
             }
         } else if (scale == 1.0f) {
             memcpy(xr, table->f32 + row, H * sizeof(float));
@@ -504,32 +577,6 @@ norm(float *y, const float *x, const float *w, const float *b, int n, int H,
     }
 }
 
-/*
- * y[n, out] = x[n, in] W[out, in]^T (+ b).  Below 4 rows, one sgemv per row:
- * OpenBLAS's sgemm packs W even for a single row and measured 2.8x slower
- * than sgemv at n=1 (2048x5632, 2 threads: 2.40 ms vs 0.86 ms); at n=4 the
- * two break even.  The two paths round differently in the last bit; the
- * batching tests hold the generated text to the reference regardless.
- */
-/*
- * One row of a bfloat16 product: x . w with w widened in registers and the
- * sum in float32 (8 or 16 lanes, FMA, on CPUs that have AVX2 or AVX-512:
- * the ifunc picks the clone when the library loads).
- */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-static float
-dot_bf16(const float *x, const uint16_t *w, int n)
-{
-    float s = 0.0f;
-    int   i;
-
-#pragma omp simd reduction(+:s)
-    for (i = 0; i < n; i++) {
-        s += x[i] * bf16_float(w[i]);
-    }
-    return s;
-}
-
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 static void
 widen_bf16(float *dst, const uint16_t *src, size_t n)
@@ -542,104 +589,112 @@ widen_bf16(float *dst, const uint16_t *src, size_t n)
     }
 }
 
-/* Rows of the current bf16 job, BF16_CHUNK at a time, until none is left;
- * every thread of the rank runs it. */
+/* Rows of the current job, ROW_CHUNK at a time, until none is left: a
+ * narrow product's, or those of a tile to widen for sgemm; every thread
+ * of the rank runs it. */
 static void
-linear_bf16_rows(cpu_rank_t *rk)
+linear_rows(cpu_rank_t *rk)
 {
-    cpu_bf16_job_t *j = &rk->bf16_job;
-    int             r0, r1, r, t;
+    cpu_mat_job_t *j = &rk->mat_job;
+    int            r0, r1;
+    size_t         at;
 
     for (;;) {
-        r0 = atomic_fetch_add_explicit(&j->next_row, BF16_CHUNK,
+        r0 = atomic_fetch_add_explicit(&j->next_row, ROW_CHUNK,
                                        memory_order_relaxed);
         if (r0 >= j->out) {
             return;
         }
-        r1 = r0 + BF16_CHUNK < j->out ? r0 + BF16_CHUNK : j->out;
-        if (j->widen) {
-            widen_bf16(rk->wtile + (size_t) r0 * j->in,
-                       j->w + (size_t) r0 * j->in,
-                       (size_t) (r1 - r0) * j->in);
-            continue;
-        }
-        for (r = r0; r < r1; r++) {
-            for (t = 0; t < j->n; t++) {
-                j->y[(size_t) t * j->out + r] =
-                    dot_bf16(j->x + (size_t) t * j->in,
-                             j->w + (size_t) r * j->in, j->in);
-            }
+        r1 = r0 + ROW_CHUNK < j->out ? r0 + ROW_CHUNK : j->out;
+        at = (size_t) r0 * j->in;
+        if (j->widen && j->w8 != NULL) {
+            infer_i8_dequantize(j->w8 + at, j->scale + r0, r1 - r0, j->in,
+                                rk->wtile + at);
+        } else if (j->widen) {
+            widen_bf16(rk->wtile + at, j->w + at, (size_t) (r1 - r0) * j->in);
+        } else if (j->w8 != NULL) {
+            infer_gemm_narrow_i8(j->x, j->n, j->in, j->w8 + at,
+                                 j->scale + r0, r1 - r0, j->y + r0, j->out);
+        } else if (j->w != NULL) {
+            infer_gemm_narrow_bf16(j->x, j->n, j->in, j->w + at, r1 - r0,
+                                   j->y + r0, j->out);
+        } else {
+            infer_gemm_narrow_f32(j->x, j->n, j->in, j->wf + at, r1 - r0,
+                                  j->y + r0, j->out);
         }
     }
 }
 
 /* The helpers and this thread share the job's rows. */
 static void
-linear_bf16_share(cpu_rank_t *rk)
+linear_share(cpu_rank_t *rk)
 {
     rk->helping = 1;
-    atomic_store_explicit(&rk->bf16_job.next_row, 0, memory_order_relaxed);
+    atomic_store_explicit(&rk->mat_job.next_row, 0, memory_order_relaxed);
     infer_crew_begin(&rk->helpers);
-    linear_bf16_rows(rk);
+    linear_rows(rk);
     infer_crew_end(&rk->helpers);
     rk->helping = 0;
 }
 
 /*
- * y = x W^T with W in bfloat16.  A few rows (decode) are dot products that
- * read each weight once, shared by the rank's threads: the product is
- * bound by reading W, which is half of float32's bytes.  More rows
- * (prefill) widen W a tile of rows at a time, also shared, and multiply the
- * tile with sgemm, which is bound by arithmetic: widening costs one pass
- * over the tile per n rows of x.
+ * y[n, out] = x[n, in] W[out, in]^T (+ b).
+ *
+ * Up to NARROW_ROWS rows of x (decode steps) the narrow products
+ * (gemm_narrow.h) read W once, where it lies, its rows shared by the
+ * rank's threads: bound by reading W (4, 2 or 1 bytes a weight) for a few
+ * rows, then by the arithmetic.  OpenBLAS's sgemm packs W into a copy on
+ * every call, which at 16 rows of x is most of its time.  A single float32
+ * row stays with sgemv, which reads W once too (2048x5632, 1 thread: 3.0
+ * ms, the narrow product the same); for 2 or 3 rows sgemv would read W
+ * once per row.  The paths round differently in the last bit; the
+ * batching tests hold the generated text to the reference regardless.
+ *
+ * More rows (prefill) go to sgemm, which is bound by arithmetic; bf16 and
+ * int8 weights are widened to float32 a tile of rows at a time first,
+ * also shared, one more pass over the tile per n rows of x.
  */
-static void
-linear_bf16(cpu_rank_t *rk, float *y, const float *x, const uint16_t *W,
-    int n, int in, int out)
-{
-    cpu_bf16_job_t *j = &rk->bf16_job;
-    int             r0, rows, tile = BF16_TILE_FLOATS / in;
-
-    j->x = x;
-    j->in = in;
-    j->n = n;
-    if (n < 4 || tile < 1) {
-        j->widen = 0;
-        j->w = W;
-        j->y = y;
-        j->out = out;
-        linear_bf16_share(rk);
-        return;
-    }
-    for (r0 = 0; r0 < out; r0 += tile) {
-        rows = out - r0 < tile ? out - r0 : tile;
-        j->widen = 1;
-        j->w = W + (size_t) r0 * in;
-        j->out = rows;
-        linear_bf16_share(rk);
-        infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows,
-                         in, 1.0f, x, in, rk->wtile, in, 0.0f, y + r0, out);
-    }
-}
-
 static void
 linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     const float *b, int n, int in, int out)
 {
-    const float *W = Wm->f32;
-    int          t;
+    cpu_mat_job_t *j = &rk->mat_job;
+    int            r0, rows, tile = WTILE_FLOATS / in, t;
 
-    if (Wm->bf16 != NULL) {
-        linear_bf16(rk, y, x, Wm->bf16, n, in, out);
-    } else if (n < 4) {
+    j->x = x;
+    j->in = in;
+    j->n = n;
+    j->wf = Wm->f32;
+    j->w = Wm->bf16;
+    j->w8 = Wm->i8;
+    j->scale = Wm->scale;
+    j->widen = 0;
+    if (Wm->f32 != NULL && n == 1) {
         for (t = 0; t < n; t++) {
-            infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W,
-                             in, x + (size_t) t * in, 1, 0.0f,
+            infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f,
+                             Wm->f32, in, x + (size_t) t * in, 1, 0.0f,
                              y + (size_t) t * out, 1);
         }
-    } else {
+    } else if (n <= NARROW_ROWS || (Wm->f32 == NULL && tile < 1)) {
+        j->y = y;
+        j->out = out;
+        linear_share(rk);
+    } else if (Wm->f32 != NULL) {
         infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out,
-                         in, 1.0f, x, in, W, in, 0.0f, y, out);
+                         in, 1.0f, x, in, Wm->f32, in, 0.0f, y, out);
+    } else {
+        for (r0 = 0; r0 < out; r0 += tile) {
+            rows = out - r0 < tile ? out - r0 : tile;
+            j->widen = 1;
+            j->w = Wm->bf16 != NULL ? Wm->bf16 + (size_t) r0 * in : NULL;
+            j->w8 = Wm->i8 != NULL ? Wm->i8 + (size_t) r0 * in : NULL;
+            j->scale = Wm->i8 != NULL ? Wm->scale + r0 : NULL;
+            j->out = rows;
+            linear_share(rk);
+            infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n,
+                             rows, in, 1.0f, x, in, rk->wtile, in, 0.0f,
+                             y + r0, out);
+        }
     }
     if (b != NULL) {
         add_bias(y, b, n, out);
@@ -939,14 +994,14 @@ attention_prompts(cpu_backend_t *be, cpu_rank_t *rk)
     }
 }
 
-/* What a helper runs when woken: attention pairs, or a bf16 product. */
+/* What a helper runs when woken: attention pairs, or a product's rows. */
 static void
 rank_helper(void *arg, int index)
 {
     cpu_rank_t *rk = arg;
 
     if (rk->helping == 1) {
-        linear_bf16_rows(rk);
+        linear_rows(rk);
     } else {
         attention_decodes(rk->be, rk, index);
     }
@@ -1253,18 +1308,22 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     be->max_tokens = p->max_batch_tokens;
 
     /* the weights' type in memory: bf16 checkpoints stay bf16 unless f32
-     * is asked for */
+     * is asked for; int8 only when asked for */
     if (p->dtype == NULL || strcmp(p->dtype, "auto") == 0) {
-        be->bf16 = m->embed->dtype == INFER_DT_BF16;
-    } else if (strcmp(p->dtype, "bf16") == 0 || strcmp(p->dtype, "f32") == 0)
-    {
-        be->bf16 = strcmp(p->dtype, "bf16") == 0;
+        be->wtype = m->embed->dtype == INFER_DT_BF16 ? CPU_BF16 : CPU_F32;
+    } else if (strcmp(p->dtype, "f32") == 0) {
+        be->wtype = CPU_F32;
+    } else if (strcmp(p->dtype, "bf16") == 0) {
+        be->wtype = CPU_BF16;
+    } else if (strcmp(p->dtype, "int8") == 0) {
+        be->wtype = CPU_INT8;
     } else {
         snprintf(err, errlen, "dtype=%s: the cpu backend holds weights as "
-                 "f32 or bf16", p->dtype);
+                 "f32, bf16 or int8", p->dtype);
         goto failed;
     }
-    p->dtype_used = be->bf16 ? "bf16" : "f32";
+    p->dtype_used = be->wtype == CPU_INT8 ? "int8"
+                    : be->wtype == CPU_BF16 ? "bf16" : "f32";
 
     /* the budget covers keys and values of every layer across all ranks */
     per_block = infer_backend_kv_block_bytes(&infer_backend_cpu, c,
@@ -1286,7 +1345,9 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     if (infer_blas_load(err, errlen) != 0) {
         goto failed;
     }
-    snprintf(p->kernels, sizeof(p->kernels), "%s", infer_blas_kernels());
+    /* sgemm and sgemv for prefill, ours for decode (linear()) */
+    snprintf(p->kernels, sizeof(p->kernels), "%s; decode products: %s",
+             infer_blas_kernels(), infer_gemm_narrow_kernel());
     p->kernels_warning = infer_blas_warning();
     if (p->threads > 0) {
         infer_blas.set_num_threads(p->threads);

@@ -1592,7 +1592,8 @@ infer_engine_pause(infer_engine_t *e, uint64_t id, int paused)
 
 /* ---- life cycle ------------------------------------------------------------ */
 
-/* The dtypes a backend holds weights in: cpu f32 or bf16, cuda f16. */
+/* The dtypes a backend holds weights in: cpu f32, bf16 or int8, cuda
+ * f16. */
 static int
 check_dtype(const char *dtype, const char *backend, char *err,
     size_t errlen)
@@ -1603,12 +1604,13 @@ check_dtype(const char *dtype, const char *backend, char *err,
         return 0;
     }
     if (cuda ? strcmp(dtype, "f16") == 0
-             : strcmp(dtype, "f32") == 0 || strcmp(dtype, "bf16") == 0)
+             : strcmp(dtype, "f32") == 0 || strcmp(dtype, "bf16") == 0
+               || strcmp(dtype, "int8") == 0)
     {
         return 0;
     }
     snprintf(err, errlen, "dtype=%s: backend=%s holds weights as %s", dtype,
-             cuda ? "cuda" : "cpu", cuda ? "f16" : "f32 or bf16");
+             cuda ? "cuda" : "cpu", cuda ? "f16" : "f32, bf16 or int8");
     return -1;
 }
 

@@ -28,6 +28,8 @@ main(void)
 #include "act.h"
 #include "attention.h"
 #include "embed.h"
+#include "gemm_w8.h"
+#include "int8.h"
 #include "kvcache.h"
 #include "model.h"
 #include "norm.h"
@@ -721,6 +723,65 @@ test_sample(int vocab, int quantised)
     free(scratch_h);
 }
 
+/*
+ * W8A16 against its reference: fp16 x (exact in the reference), int8
+ * weights quantized as the CPU backend does; fp32 sums in another order
+ * and the fp16 rounding of y (4.9e-4 relative), so 1e-3 relative plus
+ * 1e-3 of the row's largest |y| (cancelling sums).  Widths that take the
+ * vector path (in % 8 == 0) and the scalar one; n = 1, a partial launch
+ * of 8 tokens, and more than one launch.
+ */
+static void
+test_gemm_w8(int n, int in, int out)
+{
+    uint16_t *x = malloc((size_t) n * in * sizeof(uint16_t));
+    uint16_t *got = malloc((size_t) n * out * sizeof(uint16_t));
+    float    *xf = malloc((size_t) n * in * sizeof(float));
+    float    *wf = malloc((size_t) in * sizeof(float));
+    float    *scale = malloc((size_t) out * sizeof(float));
+    float    *want = malloc((size_t) n * out * sizeof(float));
+    int8_t   *w = malloc((size_t) out * in);
+    void     *d_x, *d_w, *d_s, *d_y;
+    char      what[96];
+    double    ymax = 0;
+    int       r, i;
+
+    fill_half(x, xf, (size_t) n * in, 1.0f);
+    for (r = 0; r < out; r++) {
+        for (i = 0; i < in; i++) {
+            wf[i] = frand() * 0.05f * (1 + r % 4);
+        }
+        infer_i8_quantize_row(wf, in, w + (size_t) r * in, &scale[r]);
+    }
+    infer_ref_gemm_w8a16(xf, w, scale, n, in, out, want);
+    for (i = 0; i < n * out; i++) {
+        ymax = fabs(want[i]) > ymax ? fabs(want[i]) : ymax;
+    }
+    d_x = dev_copy(x, (size_t) n * in * sizeof(uint16_t));
+    d_w = dev_copy(w, (size_t) out * in);
+    d_s = dev_copy(scale, (size_t) out * sizeof(float));
+    d_y = dev_poison((size_t) n * out * sizeof(uint16_t));
+    if (launched("gemm_w8a16", infer_cuda_gemm_w8a16(d_x, d_w, d_s, n, in,
+                                                     out, d_y, 0)))
+    {
+        dev_get(got, d_y, (size_t) n * out * sizeof(uint16_t));
+        snprintf(what, sizeof(what), "gemm_w8a16 %d x %d x %d = reference",
+                 n, in, out);
+        close_h(what, got, want, (size_t) n * out, 1e-3, 1e-3 * ymax);
+    }
+    cudaFree(d_x);
+    cudaFree(d_w);
+    cudaFree(d_s);
+    cudaFree(d_y);
+    free(x);
+    free(got);
+    free(xf);
+    free(wf);
+    free(scale);
+    free(want);
+    free(w);
+}
+
 int
 main(void)
 {
@@ -783,6 +844,10 @@ main(void)
     }
     test_sample(1000, 1);
     test_sample(32003, 0);
+    test_gemm_w8(1, 2048, 37);
+    test_gemm_w8(5, 2048, 256);
+    test_gemm_w8(19, 5632, 67);
+    test_gemm_w8(3, 301, 9);
     return done_testing();
 }
 

@@ -41,6 +41,17 @@
  * tokens before each continuation first differs from transformers', over
  * all 512: measured 88% against its bf16 run (held to >= 75%) and 95%
  * against its float32 one (reported).
+ *
+ * dtype=int8 (int8.h: one scale per row, computed at load; float32
+ * activations) against transformers' float32, the same files: the
+ * weights' rounding (up to half a step of max|row| / 127) moves logits by
+ * 1.5e-2 (stories260K), 2.4e-2 (tiny-llama-f32: the TinyLlama
+ * architecture, GQA, vocab 32000) and 2.0e-2 (tiny-qwen2-f16) relative,
+ * held to 5e-2; the argmax is transformers' at 21/21, 19/20 and 20/20
+ * positions, held to 90%; greedy agreement on stories260K as above
+ * measured 76% (390 of 512), held to >= 60%.  tp=2 must equal tp=1 of the
+ * same dtype within 1e-5 (measured <= 1.1e-6; int8 scales are the whole
+ * row's on every rank).
  */
 #include <libgen.h>
 #include <math.h>
@@ -53,6 +64,9 @@
 #include "hf_ref.h"
 
 #define TOL 1e-4
+#define INT8_TOL    5e-2
+#define INT8_TOP1   0.9
+#define INT8_AGREE  0.6
 
 
 static char gen_path[4096];
@@ -95,9 +109,11 @@ run_steps(infer_backend_t *b, const hf_ref_t *r, int from, int to,
 }
 
 
-/* max |ours - ref| / max |ref| over the stored ids of every position. */
+/* max |ours - ref| / max |ref| over the stored ids of every position;
+ * *argmax_same: 1 when the argmax is the reference's at every position,
+ * and *same_at (when not NULL) the positions where it is. */
 static double
-compare(const hf_ref_t *r, const float *got, int *argmax_same)
+compare_at(const hf_ref_t *r, const float *got, int *argmax_same, int *same_at)
 {
     double  maxd = 0, maxr = 0, d;
     int     p, k, ar, ag;
@@ -122,23 +138,55 @@ compare(const hf_ref_t *r, const float *got, int *argmax_same)
             }
         }
         *argmax_same &= ar == ag;
+        if (same_at != NULL) {
+            *same_at += ar == ag;
+        }
     }
     return maxr > 0 ? maxd / maxr : INFINITY;
 }
 
+static double
+compare(const hf_ref_t *r, const float *got, int *argmax_same)
+{
+    return compare_at(r, got, argmax_same, NULL);
+}
+
+
+/* max |a - b| / max |b| over n values */
+static double
+rel_diff(const float *a, const float *b, size_t n)
+{
+    double maxd = 0, maxb = 0, d;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        d = fabs((double) a[i] - b[i]);
+        maxd = d > maxd || isnan(d) ? d : maxd;
+        maxb = fabs(b[i]) > maxb ? fabs(b[i]) : maxb;
+    }
+    return maxb > 0 ? maxd / maxb : INFINITY;
+}
+
+/*
+ * The reference file's model with dtype held within tol of transformers'
+ * logits and the argmax its at a fraction >= top1 of the positions (1:
+ * all), as one prefill, as prefill + decode, and at tp=2 (which must also
+ * be tp=1's logits but for the summation order: TP_TOL).
+ */
+#define TP_TOL  1e-5
 
 static void
 test_ref(const char *file, const char *tmp, const char *dtype,
-    const char *want_dtype)
+    const char *want_dtype, double tol, double top1)
 {
     hf_ref_t                    r;
     char                     path[4200], dir[4200], cmd[12288];
     infer_model_t           *m = NULL;
     infer_backend_t         *b = NULL;
     infer_backend_params_t   p;
-    float                   *got = NULL;
+    float                   *got = NULL, *tp1 = NULL;
     double                   rel;
-    int                      i, am, rc;
+    int                      i, am, same, rc;
 
     snprintf(path, sizeof(path), "t/data/ref/%s.logits", file);
     if (!ok(hf_ref_read(path, &r) == 0, "%s: reference parsed", path)) {
@@ -175,6 +223,10 @@ test_ref(const char *file, const char *tmp, const char *dtype,
     p.kv_cache_bytes = (size_t) 2 * m->cfg.num_layers * m->cfg.num_kv_heads
                        * m->cfg.head_dim * sizeof(float) * 64;
     got = calloc((size_t) r.n_tokens * r.vocab, sizeof(float));
+    tp1 = calloc((size_t) r.n_tokens * r.vocab, sizeof(float));
+    if (got == NULL || tp1 == NULL) {
+        goto done;
+    }
     if (!ok(infer_backend_create("cpu", m, &p, &b, err, sizeof(err)) == 0,
             "%s: cpu backend", file))
     {
@@ -190,14 +242,18 @@ test_ref(const char *file, const char *tmp, const char *dtype,
         diag("%s", err);
         goto done;
     }
-    rel = compare(&r, got, &am);
-    if (!ok(rel <= TOL, "%s: prefill of %d tokens, max rel err %.3g <= %g",
-            file, r.n_tokens, rel, TOL))
+    same = 0;
+    rel = compare_at(&r, got, &am, &same);
+    if (!ok(rel <= tol, "%s: %s prefill of %d tokens, max rel err %.3g <= "
+            "%g", file, want_dtype, r.n_tokens, rel, tol))
     {
         diag("max |diff| / max |ref| = %.6g over %d positions x %d ids",
              rel, r.n_tokens, r.n_ids);
     }
-    ok(am, "%s: prefill argmax agrees at every position", file);
+    ok(same >= top1 * r.n_tokens, "%s: %s prefill argmax agrees at %d of "
+       "%d positions (>= %.0f%%)", file, want_dtype, same, r.n_tokens,
+       100 * top1);
+    memcpy(tp1, got, sizeof(float) * r.n_tokens * r.vocab);
     infer_backend_destroy(b);
     b = NULL;
 
@@ -215,10 +271,14 @@ test_ref(const char *file, const char *tmp, const char *dtype,
         diag("%s", err);
         goto done;
     }
-    rel = compare(&r, got, &am);
-    ok(rel <= TOL, "%s: prefill %d + decode %d, max rel err %.3g <= %g",
-       file, r.n_tokens / 2, r.n_tokens - r.n_tokens / 2, rel, TOL);
-    ok(am, "%s: decode argmax agrees at every position", file);
+    same = 0;
+    rel = compare_at(&r, got, &am, &same);
+    ok(rel <= tol, "%s: %s prefill %d + decode %d, max rel err %.3g <= %g",
+       file, want_dtype, r.n_tokens / 2, r.n_tokens - r.n_tokens / 2, rel,
+       tol);
+    ok(same >= top1 * r.n_tokens, "%s: %s decode argmax agrees at %d of %d "
+       "positions (>= %.0f%%)", file, want_dtype, same, r.n_tokens,
+       100 * top1);
     infer_backend_destroy(b);
     b = NULL;
 
@@ -235,14 +295,20 @@ test_ref(const char *file, const char *tmp, const char *dtype,
         diag("%s", err);
         goto done;
     }
-    rel = compare(&r, got, &am);
-    ok(rel <= TOL && am, "%s: tp=2 prefill, max rel err %.3g <= %g, "
-       "argmax agrees", file, rel, TOL);
+    same = 0;
+    rel = compare_at(&r, got, &am, &same);
+    ok(rel <= tol && same >= top1 * r.n_tokens, "%s: %s tp=2 prefill, max "
+       "rel err %.3g <= %g, argmax agrees at %d of %d", file, want_dtype,
+       rel, tol, same, r.n_tokens);
+    rel = rel_diff(got, tp1, (size_t) r.n_tokens * r.vocab);
+    ok(rel <= TP_TOL, "%s: %s tp=2 = tp=1 but for the summation order: max "
+       "rel diff %.3g <= %g", file, want_dtype, rel, TP_TOL);
 
 done:
     infer_backend_destroy(b);
     infer_model_close(m);
     free(got);
+    free(tp1);
     free(r.ref);
 }
 
@@ -255,13 +321,13 @@ done:
 #define BF16_GEN        32
 
 static infer_backend_t *
-bf16_backend(const infer_model_t *m, int threads)
+dtype_backend(const infer_model_t *m, const char *dtype, int threads)
 {
     infer_backend_params_t  p;
     infer_backend_t        *b = NULL;
 
     memset(&p, 0, sizeof(p));
-    p.dtype = "bf16";
+    p.dtype = dtype;
     p.threads = threads;
     p.tp = 1;
     p.block_size = 8;
@@ -292,7 +358,7 @@ test_bf16_logits(const infer_model_t *m)
         return;
     }
     got = calloc((size_t) r.n_tokens * r.vocab, sizeof(float));
-    b = bf16_backend(m, 2);
+    b = dtype_backend(m, "bf16", 2);
     if (ok(b != NULL && got != NULL
            && run_steps(b, &r, 0, r.n_tokens, 8, got) == 0,
            "stories260K dtype=bf16: prefill forward"))
@@ -310,8 +376,8 @@ test_bf16_logits(const infer_model_t *m)
 /* Greedy over the corpus, EOS excluded: the tokens that agree with the
  * reference's before the first difference, summed; -1 on failure. */
 static int
-bf16_greedy(infer_backend_t *b, const infer_model_t *m, const char *path,
-    int *total)
+greedy_agreement(infer_backend_t *b, const infer_model_t *m,
+    const char *path, int *total)
 {
     FILE    *f = fopen(path, "r");
     char     line[8192], *s, *e;
@@ -393,23 +459,43 @@ bf16_greedy(infer_backend_t *b, const infer_model_t *m, const char *path,
 static void
 test_bf16_greedy(const infer_model_t *m)
 {
-    infer_backend_t *b = bf16_backend(m, 2);
+    infer_backend_t *b = dtype_backend(m, "bf16", 2);
     int              agree, total = 0;
 
-    agree = b != NULL ? bf16_greedy(b, m, "t/data/ref/stories260K-bf16.greedy",
-                                    &total)
-                      : -1;
+    agree = b != NULL
+            ? greedy_agreement(b, m, "t/data/ref/stories260K-bf16.greedy",
+                               &total)
+            : -1;
     ok(agree >= 0 && agree >= BF16_AGREE * total, "stories260K dtype=bf16: "
        "greedy as transformers' bf16 for %d of %d tokens (%.0f%% >= %.0f%%)",
        agree, total, total ? 100.0 * agree / total : 0.0, 100 * BF16_AGREE);
     infer_backend_destroy(b);
-    b = bf16_backend(m, 1);
-    agree = b != NULL ? bf16_greedy(b, m, "t/data/ref/stories260K-f32.greedy",
-                                    &total)
-                      : -1;
+    b = dtype_backend(m, "bf16", 1);
+    agree = b != NULL
+            ? greedy_agreement(b, m, "t/data/ref/stories260K-f32.greedy",
+                               &total)
+            : -1;
     ok(agree >= 0, "stories260K dtype=bf16: greedy as transformers' float32 "
        "for %d of %d tokens (%.0f%%, reported)", agree, total,
        total ? 100.0 * agree / total : 0.0);
+    infer_backend_destroy(b);
+}
+
+/* int8 against transformers' float32 greedy continuations */
+static void
+test_int8_greedy(const infer_model_t *m)
+{
+    infer_backend_t *b = dtype_backend(m, "int8", 2);
+    int              agree, total = 0;
+
+    agree = b != NULL
+            ? greedy_agreement(b, m, "t/data/ref/stories260K-f32.greedy",
+                               &total)
+            : -1;
+    ok(agree >= 0 && agree >= INT8_AGREE * total, "stories260K dtype=int8: "
+       "greedy as transformers' float32 for %d of %d tokens (%.0f%% >= "
+       "%.0f%%)", agree, total, total ? 100.0 * agree / total : 0.0,
+       100 * INT8_AGREE);
     infer_backend_destroy(b);
 }
 
@@ -428,6 +514,7 @@ test_bf16(void)
     }
     test_bf16_logits(m);
     test_bf16_greedy(m);
+    test_int8_greedy(m);
     infer_model_close(m);
 }
 
@@ -566,15 +653,20 @@ main(int argc, char **argv)
 {
     static const struct {
         const char *file, *dtype, *want;
+        double      tol, top1;
     } refs[] = {
-        { "stories260K", NULL, "f32" },
-        { "tiny-llama-f32", NULL, "f32" },
-        { "tiny-llama-bf16", NULL, "bf16" },     /* a bf16 checkpoint */
-        { "tiny-llama-bf16", "f32", "f32" },     /* widened on request */
-        { "stories260K-bf16w", "bf16", "bf16" }, /* rounded at load */
-        { "tiny-mistral-f32", NULL, "f32" },
-        { "tiny-qwen2-f32", NULL, "f32" },
-        { "tiny-qwen2-f16", NULL, "f32" }
+        { "stories260K", NULL, "f32", TOL, 1 },
+        { "tiny-llama-f32", NULL, "f32", TOL, 1 },
+        { "tiny-llama-bf16", NULL, "bf16", TOL, 1 },    /* a bf16 checkpoint */
+        { "tiny-llama-bf16", "f32", "f32", TOL, 1 },    /* widened on request */
+        { "stories260K-bf16w", "bf16", "bf16", TOL, 1 }, /* rounded at load */
+        { "tiny-mistral-f32", NULL, "f32", TOL, 1 },
+        { "tiny-qwen2-f32", NULL, "f32", TOL, 1 },
+        { "tiny-qwen2-f16", NULL, "f32", TOL, 1 },
+        /* quantized at load, against transformers' float32 */
+        { "stories260K", "int8", "int8", INT8_TOL, INT8_TOP1 },
+        { "tiny-llama-f32", "int8", "int8", INT8_TOL, INT8_TOP1 },
+        { "tiny-qwen2-f16", "int8", "int8", INT8_TOL, INT8_TOP1 }
     };
     static const struct {
         const char *name;
@@ -610,7 +702,8 @@ main(int argc, char **argv)
         return 1;
     }
     for (i = 0; only == NULL && i < sizeof(refs) / sizeof(refs[0]); i++) {
-        test_ref(refs[i].file, tmp, refs[i].dtype, refs[i].want);
+        test_ref(refs[i].file, tmp, refs[i].dtype, refs[i].want,
+                 refs[i].tol, refs[i].top1);
     }
     if (only == NULL) {
         test_bf16();

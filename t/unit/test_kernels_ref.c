@@ -11,6 +11,9 @@
 #include "act.h"
 #include "attention.h"
 #include "embed.h"
+#include "gemm_narrow.h"
+#include "gemm_w8.h"
+#include "int8.h"
 #include "kvcache.h"
 #include "norm.h"
 #include "rope.h"
@@ -577,6 +580,52 @@ test_sample_rows(void)
        && r.top_p == (double) 0.9f, "sample row: top_p sorts all");
 }
 
+/*
+ * The W8A16 reference: a known answer, and on random data the CPU
+ * backend's int8 product (the same weights and scales, float32 sums)
+ * within a float32 sum's bound, in * FLT_EPSILON * sum |terms|.
+ */
+static void
+test_gemm_w8(void)
+{
+    enum { N = 5, IN = 301, OUT = 13 };
+    static const float  kx[2 * 3] = { 1, 2, 3, -1, 0.5f, 0 };
+    static const int8_t kw[2 * 3] = { 1, -2, 3, 127, 0, -127 };
+    static const float  ks[2] = { 0.5f, 0.25f };
+    float               ky[2 * 2], x[N * IN], wf[IN], scale[OUT];
+    float               want[N * OUT], got[N * OUT];
+    int8_t              w[OUT * IN];
+    double              bound, e, worst = 0;
+    int                 r, t, i;
+
+    infer_ref_gemm_w8a16(kx, kw, ks, 2, 3, 2, ky);
+    /* (1 - 4 + 9) / 2, (127 - 381) / 4, (-1 - 1) / 2, -127 / 4 */
+    ok(ky[0] == 3.0f && ky[1] == -63.5f && ky[2] == -1.0f
+       && ky[3] == -31.75f, "gemm_w8a16 ref: known answer");
+
+    fill(x, N * IN, 1.0f);
+    for (r = 0; r < OUT; r++) {
+        fill(wf, IN, 0.1f * (r + 1));
+        infer_i8_quantize_row(wf, IN, w + (size_t) r * IN, &scale[r]);
+    }
+    infer_ref_gemm_w8a16(x, w, scale, N, IN, OUT, want);
+    infer_gemm_narrow_i8_ref(x, N, IN, w, scale, OUT, got, OUT);
+    for (t = 0; t < N; t++) {
+        for (r = 0; r < OUT; r++) {
+            bound = 0;
+            for (i = 0; i < IN; i++) {
+                bound += fabs((double) x[t * IN + i] * w[r * IN + i]
+                              * scale[r]);
+            }
+            bound *= (IN + 1) * 1.2e-7;
+            e = fabs((double) got[t * OUT + r] - want[t * OUT + r]) / bound;
+            worst = e > worst || e != e ? e : worst;
+        }
+    }
+    ok(worst <= 1.0, "gemm_w8a16 ref = the CPU backend's int8 product "
+       "within a float32 sum's bound (worst %.3g of it)", worst);
+}
+
 int
 main(void)
 {
@@ -589,5 +638,6 @@ main(void)
     test_kv_and_attention();
     test_plan();
     test_sample_rows();
+    test_gemm_w8();
     return done_testing();
 }

@@ -1,0 +1,184 @@
+/*
+ * The narrow products (gemm_narrow.c) on random data against float64.
+ *
+ * For each weight type (float32, bfloat16, int8 with per-row scales) the
+ * vector kernel and the plain C one against sum_i x_i w_i scale computed
+ * in double from the exact values the kernel reads, held to the bound of a
+ * float32 sum of `in` terms, (in + 1) * FLT_EPSILON * sum_i |x_i w_i
+ * scale| (any summation order meets it; a wrong lane, tail or scale is off
+ * by whole terms, orders of magnitude above it), on shapes that exercise
+ * every tile and tail (rows of x 1..17, rows of W 1..37, widths not a
+ * multiple of 8), writing only their rows of y.  One weight changed by a
+ * large step must fall outside the bound, so the bound can fail.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include "gemm_narrow.h"
+#include "int8.h"
+#include "model.h"
+#include "tap.h"
+
+enum { MAXN = 17, MAXR = 37, MAXIN = 2051 };
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+/* uniform in [-1, 1), from a 64-bit LCG's high bits */
+static float
+uniform(void)
+{
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float) ((double) (rng >> 11) / (double) (1ull << 52) - 1.0);
+}
+
+typedef enum { W_F32, W_BF16, W_I8 } wtype_t;
+
+static const char *const type_names[] = { "f32", "bf16", "int8" };
+
+/* the weights in each type, and the exact values a kernel reads */
+typedef struct {
+    float    f32[MAXR * MAXIN];
+    uint16_t bf16[MAXR * MAXIN];
+    int8_t   i8[MAXR * MAXIN];
+    float    scale[MAXR];
+    double   value[MAXR * MAXIN];   /* w * scale */
+} weights_t;
+
+static void
+make_weights(weights_t *W, wtype_t type, int in)
+{
+    float row[MAXIN];
+    int   r, i;
+
+    for (r = 0; r < MAXR; r++) {
+        for (i = 0; i < in; i++) {
+            row[i] = uniform() * (1 + r % 3);
+        }
+        if (type == W_I8) {
+            infer_i8_quantize_row(row, in, W->i8 + (size_t) r * in,
+                                  &W->scale[r]);
+        }
+        for (i = 0; i < in; i++) {
+            size_t k = (size_t) r * in + i;
+
+            W->f32[k] = row[i];
+            W->bf16[k] = infer_float_to_bf16(row[i]);
+            W->value[k] = type == W_F32 ? row[i]
+                          : type == W_BF16 ? infer_bf16_to_float(W->bf16[k])
+                          : (double) W->i8[k] * W->scale[r];
+        }
+    }
+}
+
+static void
+run(wtype_t type, int vec, const float *x, int n, int in,
+    const weights_t *W, int rows, float *y, int ldy)
+{
+    switch (type) {
+    case W_F32:
+        (vec ? infer_gemm_narrow_f32 : infer_gemm_narrow_f32_ref)(
+            x, n, in, W->f32, rows, y, ldy);
+        break;
+    case W_BF16:
+        (vec ? infer_gemm_narrow_bf16 : infer_gemm_narrow_bf16_ref)(
+            x, n, in, W->bf16, rows, y, ldy);
+        break;
+    default:
+        (vec ? infer_gemm_narrow_i8 : infer_gemm_narrow_i8_ref)(
+            x, n, in, W->i8, W->scale, rows, y, ldy);
+    }
+}
+
+/* max over outputs of |got - ref| / bound */
+static double
+error(const float *x, int n, int in, const weights_t *W, int rows,
+    const float *y, int ldy)
+{
+    double ref, sabs, term, worst = 0, e;
+    int    t, r, i;
+
+    for (t = 0; t < n; t++) {
+        for (r = 0; r < rows; r++) {
+            ref = sabs = 0;
+            for (i = 0; i < in; i++) {
+                term = (double) x[(size_t) t * in + i]
+                       * W->value[(size_t) r * in + i];
+                ref += term;
+                sabs += fabs(term);
+            }
+            e = fabs(y[(size_t) t * ldy + r] - ref)
+                / ((in + 1) * (double) FLT_EPSILON * sabs + 1e-30);
+            worst = e > worst || isnan(e) ? e : worst;
+        }
+    }
+    return worst;
+}
+
+static void
+test_type(wtype_t type, const float *x, weights_t *W)
+{
+    static const int ns[] = { 1, 2, 3, 4, 5, 8, 16, 17 };
+    static const int rowss[] = { 1, 2, 3, 4, 5, 7, 37 };
+    static const int ins[] = { 8, 13, 64, 300, 2051 };
+    static float     y[MAXN * (MAXR + 3)];
+    double           e, worst[2] = { 0, 0 };
+    int              a, b, c, i, vec, shapes = 0, sentinel = 1;
+
+    for (a = 0; a < (int) (sizeof(ins) / sizeof(ins[0])); a++) {
+        int in = ins[a];
+
+        make_weights(W, type, in);
+        for (b = 0; b < (int) (sizeof(ns) / sizeof(ns[0])); b++) {
+            for (c = 0; c < (int) (sizeof(rowss) / sizeof(rowss[0])); c++) {
+                int n = ns[b], rows = rowss[c], ldy = rows + 3;
+
+                for (vec = 0; vec < 2; vec++) {
+                    /* the columns past rows must stay untouched */
+                    for (i = 0; i < n * ldy; i++) {
+                        y[i] = -7.0f;
+                    }
+                    run(type, vec, x, n, in, W, rows, y, ldy);
+                    e = error(x, n, in, W, rows, y, ldy);
+                    worst[vec] = e > worst[vec] || isnan(e) ? e : worst[vec];
+                    for (i = 0; i < n; i++) {
+                        sentinel &= y[(size_t) i * ldy + rows] == -7.0f;
+                    }
+                }
+                shapes++;
+            }
+        }
+    }
+    ok(worst[0] <= 1.0, "%s (C): %d shapes within a float32 sum's bound of "
+       "float64 (worst %.3g of it)", type_names[type], shapes, worst[0]);
+    ok(worst[1] <= 1.0, "%s (%s): %d shapes within a float32 sum's bound "
+       "of float64 (worst %.3g of it)", type_names[type],
+       infer_gemm_narrow_kernel(), shapes, worst[1]);
+    ok(sentinel, "%s: writes only its rows of y", type_names[type]);
+
+    /* one weight changed by a large step (at an x of magnitude >= 0.5)
+     * is outside the bound: the test can fail */
+    for (i = 0; fabsf(x[i]) < 0.5f; i++) {
+    }
+    W->f32[i] += 1.5f;
+    W->bf16[i] = infer_float_to_bf16(infer_bf16_to_float(W->bf16[i]) + 1.5f);
+    W->i8[i] = (int8_t) (W->i8[i] > 0 ? W->i8[i] - 100 : W->i8[i] + 100);
+    run(type, 1, x, 1, 2051, W, 4, y, 4);
+    ok(error(x, 1, 2051, W, 4, y, 4) > 1.0, "%s: one weight off by a "
+       "large step is outside the bound", type_names[type]);
+}
+
+int
+main(void)
+{
+    static float     x[MAXN * MAXIN];
+    static weights_t W;
+    int              i;
+
+    for (i = 0; i < MAXN * MAXIN; i++) {
+        x[i] = uniform();
+    }
+    test_type(W_F32, x, &W);
+    test_type(W_BF16, x, &W);
+    test_type(W_I8, x, &W);
+    return done_testing();
+}
