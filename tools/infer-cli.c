@@ -411,12 +411,33 @@ bench_event(infer_event_t *ev, void *arg)
     return 0;
 }
 
+/* When every one of batch sequences has drawn its first token (the
+ * engine's generated count, published after each step, has grown by
+ * batch since base): the end of their prefill.  Not from the token
+ * events: a token whose text is not complete UTF-8 yet, or has none,
+ * comes in a later event, with a random-weight model often only in the
+ * last. */
+static double
+first_tokens_at(infer_engine_t *e, uint64_t base, int batch)
+{
+    infer_stats_t    st;
+    struct timespec  nap = { 0, 100000 };
+
+    for ( ;; ) {
+        infer_engine_stats(e, &st);
+        if (st.generated_tokens >= base + (uint64_t) batch
+            || !infer_engine_alive(e))
+        {
+            return now_s();
+        }
+        nanosleep(&nap, NULL);
+    }
+}
+
 /*
  * Prefill: B prompts of P tokens with max_tokens 1.  Decode: the same with
- * G tokens each; what that takes beyond the prefill pass is the G - 1
- * decode steps.  (Not timed from the first token events: a token whose
- * text is not complete UTF-8 yet, or has none, comes in a later event,
- * with a random-weight model often only in the last.)
+ * G tokens each, timed from the end of their prefill to their end: the
+ * G - 1 decode steps.
  */
 static int
 run_bench(infer_engine_t *e, cli_t *c)
@@ -426,7 +447,8 @@ run_bench(infer_engine_t *e, cli_t *c)
     int32_t        *ids;
     int             i, pass, vocab = infer_engine_vocab_size(e), rc;
     uint64_t        id;
-    double          t0, t_prefill = 0, t_end;
+    double          t0, t_prefill = 0, t_decode = 0, t_end;
+    infer_stats_t   st;
 
     if (c->prompt_len + c->gen_len > infer_engine_context_length(e)) {
         fprintf(stderr, "infer-cli: prompt-len + gen-len exceeds the "
@@ -440,6 +462,7 @@ run_bench(infer_engine_t *e, cli_t *c)
 
     for (pass = 0; pass < 2; pass++) {
         memset(&b, 0, sizeof(b));
+        infer_engine_stats(e, &st);
         t0 = now_s();
         for (i = 0; i < c->batch; i++) {
             int k;
@@ -460,6 +483,9 @@ run_bench(infer_engine_t *e, cli_t *c)
                 return 1;
             }
         }
+        if (pass == 1) {
+            t_decode = first_tokens_at(e, st.generated_tokens, c->batch);
+        }
         if (drain(e, c->batch, bench_event, &b) != 0) {
             free(ids);
             return 1;
@@ -471,7 +497,7 @@ run_bench(infer_engine_t *e, cli_t *c)
                    c->batch, c->prompt_len, t_prefill,
                    c->batch * c->prompt_len / t_prefill);
         } else {
-            double dt = t_end - t0 - t_prefill;
+            double dt = t_end - t_decode;
             int    steps = b.generated - c->batch;
 
             printf("decode: batch %d x %d tokens in %.3f s: %.1f tokens/s "
