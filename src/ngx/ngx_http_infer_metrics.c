@@ -427,8 +427,8 @@ ngx_http_infer_metrics_gain(ngx_atomic_t *counter, uint64_t now,
     *seen = now;
 }
 
-/* An engine's step histogram h as it is now: what it added since the last
- * look (seen) goes into the model's. */
+/* An engine's step histogram h: what each bucket and the sum gained since
+ * the last look (seen) goes into the model's. */
 static void
 ngx_http_infer_metrics_steps(ngx_http_infer_metrics_model_t *mm,
     ngx_uint_t h, const infer_hist_t *now, infer_hist_t *seen)
@@ -436,17 +436,10 @@ ngx_http_infer_metrics_steps(ngx_http_infer_metrics_model_t *mm,
     ngx_uint_t  k;
 
     for (k = 0; k <= INFER_STEP_BOUNDS; k++) {
-        if (now->count[k] > seen->count[k]) {
-            (void) ngx_atomic_fetch_add(&mm->hist[h].buckets[k],
-                                        (ngx_atomic_int_t) (now->count[k]
-                                                        - seen->count[k]));
-        }
+        ngx_http_infer_metrics_gain(&mm->hist[h].buckets[k], now->count[k],
+                                    &seen->count[k]);
     }
-    if (now->sum > seen->sum) {
-        (void) ngx_atomic_fetch_add(&mm->hist[h].sum,
-                                    (ngx_atomic_int_t) (now->sum - seen->sum));
-    }
-    *seen = *now;
+    ngx_http_infer_metrics_gain(&mm->hist[h].sum, now->sum, &seen->sum);
 }
 
 /* This worker's gauges of m, and its engine's preemptions, steps and prefix
