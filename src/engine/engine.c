@@ -161,15 +161,6 @@ struct infer_engine {
 
 static void infer_seq_free(infer_seq_t *s);
 
-int64_t
-infer_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t
 now_us(void)
 {
@@ -177,6 +168,12 @@ now_us(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t
+infer_now_ms(void)
+{
+    return now_us() / 1000;
 }
 
 const int64_t  infer_step_us_bounds[INFER_STEP_BOUNDS] = {
