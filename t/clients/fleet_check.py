@@ -6,8 +6,9 @@ A fleet that tools/fleet.sh started (FLEET_DIR, the front on PORT, N = 3
 instances on PORT + i, each also on FLEET_DIR/iI/infer.sock).  Clients
 talk to the front as the certificates' "alice" does (HTTP/1.1 over TLS,
 keep-alive); references are direct calls to an instance's unix socket.
-While load runs, each step does something to one instance and counts what
-the clients saw:
+Each step begins once every instance answers through the front again (the
+circuits the step before opened have closed); then, while load runs, it
+does something to one instance and counts what the clients saw:
 
   spread        requests reach every instance (their X-Infer-Instance,
                 and each instance's own infer_requests_total)
@@ -52,6 +53,7 @@ CERTS = DIR + "/certs"
 READ_TIMEOUT, CONNECT_TIMEOUT, FAIL_TIMEOUT = 10, 2, 10
 
 checks = 0
+STEP_BEGAN, STEP_LOG = time.monotonic(), 0
 
 
 def check(cond, what, detail=""):
@@ -323,9 +325,40 @@ def summary(name, results):
     return bad
 
 
+def front_log_from(offset):
+    """the front's error and warn lines written since offset"""
+    with open(DIR + "/front/logs/error.log") as f:
+        f.seek(offset)
+        return [line.rstrip() for line in f
+                if "[error]" in line or "[warn]" in line]
+
+
 def failures(bad):
-    return "\n".join("%s %s on %s: %s" % (r["kind"], r["status"], r["inst"],
-                                          r["err"]) for r in bad[:10])
+    if not bad:
+        return ""
+    lines = ["%s %s on %s after %.2f s: %s"
+             % (r["kind"], r["status"], r["inst"], r["t0"] - STEP_BEGAN,
+                r["err"]) for r in bad[:6]]
+    return "\n".join(lines + ["the front's log in this step:"]
+                     + front_log_from(STEP_LOG)[-12:])
+
+
+def serving_all():
+    """requests one at a time through the front until every instance has
+    answered one: circuits that a step before opened are closed again
+    (they stay open fail_timeout after the instance's last failure)"""
+    seen = set()
+
+    def one():
+        try:
+            st, hdr, _ = call(front(timeout=30), "/v1/completions", PLAIN)
+            if st == 200:
+                seen.add(hdr.get("x-infer-instance"))
+        except (OSError, http.client.HTTPException):
+            pass
+        return len(seen) == N
+
+    return wait(one, FAIL_TIMEOUT + 15)
 
 
 # ---- the steps ---------------------------------------------------------------
@@ -473,9 +506,6 @@ def no_engine():
 
 def rolling():
     load = Load(plain=6, streams=2)
-    # the steps before opened circuits: wait until every instance serves
-    every = wait(lambda: len({r["inst"] for r in list(load.results)})
-                 == N, FAIL_TIMEOUT + 10)
     began = time.monotonic()
     ok = True
     for i in range(1, N + 1):
@@ -484,7 +514,7 @@ def rolling():
     res = load.stop()
     bad = summary("rolling reload", res)
     seen = {r["inst"] for r in res if r["t0"] > began}
-    check(every and len(seen) == N, "rolling: every instance served while "
+    check(len(seen) == N, "rolling: every instance served while "
           "they were reloaded", seen)
     check(ok, "rolling: each instance has a new worker, serving")
     check(res and not bad, "rolling reload under load: no failed request "
@@ -627,11 +657,21 @@ def mtls():
 
 def main():
     references()
+    global STEP_BEGAN, STEP_LOG
     for step in (spread, kill9, sigstop, tiny_queue, no_engine, rolling,
                  same_bytes, mtls):
         t = time.monotonic()
+        # each step begins with the whole fleet serving, so that what it
+        # counts is its own doing, not a circuit the step before opened
+        check(serving_all(), "%s: every instance serves through the front "
+              "before it begins" % step.__name__)
+        STEP_BEGAN = time.monotonic()
+        STEP_LOG = os.path.getsize(DIR + "/front/logs/error.log")
+        note("%s: the fleet settled in %.1f s" % (step.__name__,
+                                                    STEP_BEGAN - t))
         step()
-        note("%s took %.1f s" % (step.__name__, time.monotonic() - t))
+        note("%s took %.1f s" % (step.__name__,
+                                 time.monotonic() - STEP_BEGAN))
     print("done %d" % checks)
 
 
