@@ -134,6 +134,8 @@ typedef struct {
     const uint16_t      *w;           /* bf16, or: */
     const int8_t        *w8;          /* int8 ... */
     const float         *scale;       /* ... and its rows' scales */
+    const int16_t       *xq;          /* one row of x for int8 W, */
+    const float         *xscale;      /* quantized (gemm_narrow.h) */
     float               *y;
     int                  n, in, out;
     atomic_int           next_row;
@@ -159,6 +161,8 @@ struct cpu_rank {
     int                  helping;     /* what the helpers run: 0 attention,
                                          1 a product's rows */
     float               *wtile;       /* bf16/int8 rows widened for sgemm */
+    int16_t             *xq;          /* int8: a row of x quantized, */
+    float               *xscale;      /* and its blocks' scales */
     infer_crew_t         helpers;
     int                  rc;
 };
@@ -438,6 +442,7 @@ cpu_alloc_rank(cpu_backend_t *be, cpu_rank_t *rk)
     size_t  T = be->max_tokens, H = c->hidden_size, hd = c->head_dim;
     size_t  kv = (size_t) c->num_layers * be->n_blocks * rk->n_kv_heads
                  * be->block_size * hd;
+    size_t  in;
 
     rk->k_cache = malloc(kv * sizeof(float));
     rk->v_cache = malloc(kv * sizeof(float));
@@ -458,6 +463,16 @@ cpu_alloc_rank(cpu_backend_t *be, cpu_rank_t *rk)
     if (be->wtype != CPU_F32) {
         rk->wtile = malloc(WTILE_FLOATS * sizeof(float));
         if (rk->wtile == NULL) {
+            return -1;
+        }
+    }
+    if (be->wtype == CPU_INT8) {
+        /* the widest input of a product: hidden, heads or intermediate */
+        in = H > rk->n_heads * hd ? H : rk->n_heads * hd;
+        in = in > (size_t) rk->inter ? in : (size_t) rk->inter;
+        rk->xq = malloc(in * sizeof(int16_t));
+        rk->xscale = malloc((in / INFER_NARROW_XBLOCK + 1) * sizeof(float));
+        if (rk->xq == NULL || rk->xscale == NULL) {
             return -1;
         }
     }
@@ -612,6 +627,9 @@ linear_rows(cpu_rank_t *rk)
                                 rk->wtile + at);
         } else if (j->widen) {
             widen_bf16(rk->wtile + at, j->w + at, (size_t) (r1 - r0) * j->in);
+        } else if (j->xq != NULL) {
+            infer_gemm_narrow_i8_x16(j->xq, j->xscale, j->in, j->w8 + at,
+                                     j->scale + r0, r1 - r0, j->y + r0);
         } else if (j->w8 != NULL) {
             infer_gemm_narrow_i8(j->x, j->n, j->in, j->w8 + at,
                                  j->scale + r0, r1 - r0, j->y + r0, j->out);
@@ -668,8 +686,16 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     j->w = Wm->bf16;
     j->w8 = Wm->i8;
     j->scale = Wm->scale;
+    j->xq = NULL;
     j->widen = 0;
-    if (Wm->f32 != NULL && n == 1) {
+    if (Wm->i8 != NULL && n == 1) {
+        infer_gemm_narrow_quantize_x16(x, in, rk->xq, rk->xscale);
+        j->xq = rk->xq;
+        j->xscale = rk->xscale;
+        j->y = y;
+        j->out = out;
+        linear_share(rk);
+    } else if (Wm->f32 != NULL && n == 1) {
         for (t = 0; t < n; t++) {
             infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f,
                              Wm->f32, in, x + (size_t) t * in, 1, 0.0f,
@@ -1463,6 +1489,8 @@ cpu_destroy(infer_backend_t *bk)
             free(rk->prompts);
             free(rk->decodes);
             free(rk->wtile);
+            free(rk->xq);
+            free(rk->xscale);
         }
         free(be->ranks);
     }

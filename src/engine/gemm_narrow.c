@@ -3,6 +3,7 @@
  * gemm_narrow.h).  One tile routine per weight type, made by one macro:
  * what differs is how 8 weights become 8 floats.
  */
+#include <math.h>
 #include <string.h>
 #include <immintrin.h>
 #include "gemm_narrow.h"
@@ -78,6 +79,69 @@ infer_gemm_narrow_i8_ref(const float *x, int n, int in, const int8_t *w,
     const float *scale, int rows, float *y, int ldy)
 {
     ref_i8(x, n, in, w, scale, rows, y, ldy);
+}
+
+/* ---- int8 weights x int16 activations, one row of x ---------------------- */
+
+void
+infer_gemm_narrow_quantize_x16(const float *x, int in, int16_t *xq,
+    float *xscale)
+{
+    int   b, i, i0, i1;
+    float m, q;
+
+    for (b = 0, i0 = 0; i0 < in; b++, i0 = i1) {
+        i1 = i0 + INFER_NARROW_XBLOCK < in ? i0 + INFER_NARROW_XBLOCK : in;
+        m = 0.0f;
+        for (i = i0; i < i1; i++) {
+            m = fabsf(x[i]) > m || isnan(x[i]) ? fabsf(x[i]) : m;
+        }
+        /* an infinity or NaN in the block makes its outputs NaN, as the
+         * float32 products would, instead of vanishing in the rounding */
+        if (!isfinite(m)) {
+            memset(xq + i0, 0, (size_t) (i1 - i0) * sizeof(*xq));
+            xscale[b] = NAN;
+            continue;
+        }
+        q = m > 0.0f ? 32767.0f / m : 0.0f;
+        for (i = i0; i < i1; i++) {
+            xq[i] = (int16_t) lrintf(x[i] * q);
+        }
+        xscale[b] = m / 32767.0f;
+    }
+}
+
+/* one row's sum of xq[i0..i1) w[i0..i1), exact */
+static inline int32_t
+dot_x16(const int16_t *xq, const int8_t *w, int i0, int i1)
+{
+    int32_t s = 0;
+    int     i;
+
+    for (i = i0; i < i1; i++) {
+        s += (int32_t) xq[i] * w[i];
+    }
+    return s;
+}
+
+void
+infer_gemm_narrow_i8_x16_ref(const int16_t *xq, const float *xscale,
+    int in, const int8_t *w, const float *scale, int rows, float *y)
+{
+    const int8_t *wr;
+    float         s;
+    int           r, b, i0, i1;
+
+    for (r = 0; r < rows; r++) {
+        wr = w + (size_t) r * in;
+        s = 0.0f;
+        for (b = 0, i0 = 0; i0 < in; b++, i0 = i1) {
+            i1 = i0 + INFER_NARROW_XBLOCK < in ? i0 + INFER_NARROW_XBLOCK
+                                                : in;
+            s += (float) dot_x16(xq, wr, i0, i1) * xscale[b];
+        }
+        y[r] = s * scale[r];
+    }
 }
 
 /* ---- AVX2 + FMA ---------------------------------------------------------- */
@@ -210,6 +274,84 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
     }                                                                       \
 }
 
+/*
+ * RB rows of W against one row of x, a block at a time: 16 weights a
+ * row widened to int16 and multiplied pairwise into 8 int32 lanes
+ * (pmaddwd), exact within the block, then converted and scaled into 8
+ * float lanes a row; the last block's tail (in not a multiple of 16)
+ * one by one.  While it reads its rows it asks for the next RB rows' same
+ * bytes (PREFETCH_NEXT): with 2 KiB rows each of the RB streams is too
+ * short for the hardware prefetcher to get ahead of.
+ */
+#define X16_TILE(NAME, RB)                                                  \
+static AVX2 void                                                            \
+NAME(const int16_t *xq, const float *xscale, int in, const int8_t *w,       \
+    const float *scale, float *y, int ahead)                                \
+{                                                                           \
+    __m256i acc[RB], xv;                                                    \
+    __m256  sum[RB], xs;                                                    \
+    float   tail[RB];                                                       \
+    int     b, i, i0, i1, r;                                                \
+                                                                            \
+    _Pragma("GCC unroll 8")                                                 \
+    for (r = 0; r < RB; r++) {                                              \
+        sum[r] = _mm256_setzero_ps();                                       \
+        tail[r] = 0.0f;                                                     \
+    }                                                                       \
+    for (b = 0, i0 = 0; i0 < in; b++, i0 = i1) {                            \
+        i1 = i0 + INFER_NARROW_XBLOCK < in ? i0 + INFER_NARROW_XBLOCK : in; \
+        _Pragma("GCC unroll 8")                                             \
+        for (r = 0; r < RB; r++) {                                          \
+            acc[r] = _mm256_setzero_si256();                                \
+        }                                                                   \
+        for (i = i0; i + 16 <= i1; i += 16) {                               \
+            if (ahead) {                                                    \
+                _mm_prefetch((const char *) (w + (size_t) (RB + ((i >> 4)   \
+                             % RB)) * in + i), _MM_HINT_T0);                \
+            }                                                               \
+            xv = _mm256_loadu_si256((const __m256i *) (xq + i));            \
+            _Pragma("GCC unroll 8")                                         \
+            for (r = 0; r < RB; r++) {                                      \
+                acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(xv,     \
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(                   \
+                        (const __m128i *) (w + (size_t) r * in + i)))));    \
+            }                                                               \
+        }                                                                   \
+        xs = _mm256_set1_ps(xscale[b]);                                     \
+        _Pragma("GCC unroll 8")                                             \
+        for (r = 0; r < RB; r++) {                                          \
+            sum[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r]), xs,        \
+                                     sum[r]);                               \
+            if (i < i1) {                                                   \
+                tail[r] += (float) dot_x16(xq, w + (size_t) r * in, i, i1)  \
+                           * xscale[b];                                     \
+            }                                                               \
+        }                                                                   \
+    }                                                                       \
+    for (r = 0; r < RB; r++) {                                              \
+        y[r] = (hsum8(sum[r]) + tail[r]) * scale[r];                        \
+    }                                                                       \
+}
+
+X16_TILE(avx2_x16_1x4, 4)
+X16_TILE(avx2_x16_1x1, 1)
+
+static AVX2 void
+avx2_i8_x16(const int16_t *xq, const float *xscale, int in,
+    const int8_t *w, const float *scale, int rows, float *y)
+{
+    int r = 0;
+
+    for (; r + 4 <= rows; r += 4) {
+        avx2_x16_1x4(xq, xscale, in, w + (size_t) r * in, scale + r, y + r,
+                     r + 8 <= rows);
+    }
+    for (; r < rows; r++) {
+        avx2_x16_1x1(xq, xscale, in, w + (size_t) r * in, scale + r, y + r,
+                     0);
+    }
+}
+
 NARROW_AVX2(avx2_f32, float, load8_f32, elem_f32, 1.0f)
 NARROW_AVX2(avx2_bf16, uint16_t, load8_bf16, elem_bf16, 1.0f)
 NARROW_AVX2(avx2_i8, int8_t, load8_i8, elem_i8, scale[r])
@@ -242,6 +384,14 @@ infer_gemm_narrow_i8(const float *x, int n, int in, const int8_t *w,
     const float *scale, int rows, float *y, int ldy)
 {
     (have_avx2() ? avx2_i8 : ref_i8)(x, n, in, w, scale, rows, y, ldy);
+}
+
+void
+infer_gemm_narrow_i8_x16(const int16_t *xq, const float *xscale, int in,
+    const int8_t *w, const float *scale, int rows, float *y)
+{
+    (have_avx2() ? avx2_i8_x16 : infer_gemm_narrow_i8_x16_ref)(
+        xq, xscale, in, w, scale, rows, y);
 }
 
 const char *

@@ -25,6 +25,34 @@ void infer_gemm_narrow_bf16(const float *x, int n, int in,
 void infer_gemm_narrow_i8(const float *x, int n, int in, const int8_t *w,
     const float *scale, int rows, float *y, int ldy);
 
+/*
+ * One row of x against int8 W with integer products: x is quantized to
+ * int16 in blocks of INFER_NARROW_XBLOCK inputs, each with its own scale
+ * (max |x| / 32767 over the block; a block's rounding is at most 1/65534
+ * of its largest element, far below the int8 weights' 1/254), and
+ *
+ *     y[r] = scale[r] * sum_b xscale[b] * sum_{i in b} xq[i] * W[r * in + i]
+ *
+ * with the inner sums exact in int32 (|xq w| <= 32767 * 127, 128 terms).
+ * Widening int8 to float32 for every weight (cvt + fma per 8 weights and
+ * row) made batch-1 decode bound by the arithmetic at 57% of the memory
+ * roofline; pmaddwd does 16 multiply-adds with one widening per 16
+ * weights; with the next rows' bytes prefetched as it goes, 1.3-1.5x the
+ * float32 widening's speed from memory (2048 x 5632, 1 thread).  Batches
+ * of x stay with the float32 tiles, where each widened weight serves 4
+ * rows of x: an int16 4 x 3 tile measured slower there (25 against 38
+ * GMAC/s with W in cache).
+ */
+#define INFER_NARROW_XBLOCK  128
+
+/* xq [in] and xscale [ceil(in / INFER_NARROW_XBLOCK)] from x [in] */
+void infer_gemm_narrow_quantize_x16(const float *x, int in, int16_t *xq,
+    float *xscale);
+void infer_gemm_narrow_i8_x16(const int16_t *xq, const float *xscale,
+    int in, const int8_t *w, const float *scale, int rows, float *y);
+void infer_gemm_narrow_i8_x16_ref(const int16_t *xq, const float *xscale,
+    int in, const int8_t *w, const float *scale, int rows, float *y);
+
 /* The references (float32 sums in index order), and the fallbacks. */
 void infer_gemm_narrow_f32_ref(const float *x, int n, int in,
     const float *w, int rows, float *y, int ldy);

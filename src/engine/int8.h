@@ -5,12 +5,13 @@
  *
  *     scale[r] = max_i |W[r][i]| / 127,   q[r][i] = round(W[r][i] / scale[r])
  *
- * Activations stay float32: a product multiplies float32 x by the int8
- * weights widened in registers and applies the row's scale to the sum
- * (gemm_narrow.h), so a token reads one byte per weight.  There is no
- * int8 x int8 dot product here: this CPU class (AVX2, no VNNI) gains
- * little from it, and it would add the activations' rounding to the
- * weights'.
+ * A token reads one byte per weight.  Batch-1 decode quantizes its row of
+ * activations to int16 in blocks of 128 and sums integer products
+ * (gemm_narrow.h: a 1/65534 rounding next to the weights' 1/254); batches
+ * multiply float32 x by the weights widened in registers, and prefill
+ * widens tiles of rows for sgemm.  There is no int8 x int8 product: this
+ * CPU class (AVX2, no VNNI) gains little from it at batch sizes where the
+ * arithmetic matters, and int8 activations would double the rounding.
  */
 #ifndef INFER_INT8_H
 #define INFER_INT8_H

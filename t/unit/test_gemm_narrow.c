@@ -9,11 +9,13 @@
  * by whole terms, orders of magnitude above it), on shapes that exercise
  * every tile and tail (rows of x 1..17, rows of W 1..37, widths not a
  * multiple of 8), writing only their rows of y.  One weight changed by a
- * large step must fall outside the bound, so the bound can fail.
+ * large step must fall outside the bound, so the bound can fail.  And int8
+ * W against one row of x quantized to int16 (infer_gemm_narrow_i8_x16).
  */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 #include "gemm_narrow.h"
 #include "int8.h"
 #include "model.h"
@@ -167,6 +169,98 @@ test_type(wtype_t type, const float *x, weights_t *W)
        "large step is outside the bound", type_names[type]);
 }
 
+/*
+ * One row of x quantized to int16 in blocks (infer_gemm_narrow_quantize_x16)
+ * against int8 W: the quantized x within half a step of x, and the
+ * products against float64 over the quantized values (the integer block
+ * sums are exact; what is left is float32 rounding of one term a block).
+ */
+static void
+test_x16(const float *x, weights_t *W)
+{
+    static const int ins[] = { 8, 13, 64, 127, 128, 129, 300, 2051 };
+    static const int rowss[] = { 1, 3, 4, 5, 8, 9, 37 };
+    static int16_t   xq[MAXIN];
+    static float     xs[MAXIN / INFER_NARROW_XBLOCK + 1], y[MAXR + 1];
+    static float     xnan[MAXIN];
+    double           ref, sabs, term, e, qerr = 0, worst[2] = { 0, 0 };
+    int              a, c, vec, r, i, b, in, rows, shapes = 0;
+    int              sentinel = 1;
+
+    for (a = 0; a < (int) (sizeof(ins) / sizeof(ins[0])); a++) {
+        in = ins[a];
+        make_weights(W, W_I8, in);
+        infer_gemm_narrow_quantize_x16(x, in, xq, xs);
+        for (i = 0; i < in; i++) {
+            b = i / INFER_NARROW_XBLOCK;
+            e = fabs((double) xq[i] * xs[b] - x[i]) / xs[b];
+            qerr = e > qerr || isnan(e) ? e : qerr;
+        }
+        for (c = 0; c < (int) (sizeof(rowss) / sizeof(rowss[0])); c++) {
+            rows = rowss[c];
+            for (vec = 0; vec < 2; vec++) {
+                y[rows] = -7.0f;
+                (vec ? infer_gemm_narrow_i8_x16
+                     : infer_gemm_narrow_i8_x16_ref)(xq, xs, in, W->i8,
+                                                     W->scale, rows, y);
+                sentinel &= y[rows] == -7.0f;
+                for (r = 0; r < rows; r++) {
+                    ref = sabs = 0;
+                    for (i = 0; i < in; i++) {
+                        term = (double) xq[i] * xs[i / INFER_NARROW_XBLOCK]
+                               * W->value[(size_t) r * in + i];
+                        ref += term;
+                        sabs += fabs(term);
+                    }
+                    e = fabs(y[r] - ref)
+                        / ((in / 8 + 4) * (double) FLT_EPSILON * sabs
+                           + 1e-30);
+                    worst[vec] = e > worst[vec] || isnan(e) ? e
+                                 : worst[vec];
+                }
+            }
+            shapes++;
+        }
+    }
+    /* half a step, and float32's rounding of x * 32767 / max (up to
+     * 32767 * 2^-24 = 0.002 of a step, twice: the product and 1 / scale) */
+    ok(qerr <= 0.5 + 0.005, "int8 x int16: x quantized within half a step "
+       "of its block's scale and float32 rounding (worst %.4f step)", qerr);
+    ok(worst[0] <= 1.0, "int8 x int16 (C): %d shapes within float32 "
+       "rounding of float64 over the quantized x (worst %.3g of the bound)",
+       shapes, worst[0]);
+    ok(worst[1] <= 1.0, "int8 x int16 (%s): %d shapes within float32 "
+       "rounding of float64 over the quantized x (worst %.3g of the bound)",
+       infer_gemm_narrow_kernel(), shapes, worst[1]);
+    ok(sentinel, "int8 x int16: writes only its rows of y");
+
+    /* an infinity in a block is not rounded away: that row's sum is NaN */
+    memcpy(xnan, x, sizeof(float) * 300);
+    xnan[200] = INFINITY;
+    make_weights(W, W_I8, 300);
+    infer_gemm_narrow_quantize_x16(xnan, 300, xq, xs);
+    infer_gemm_narrow_i8_x16(xq, xs, 300, W->i8, W->scale, 4, y);
+    ok(isnan(y[0]) && isnan(y[3]) && isnan(xs[1]) && !isnan(xs[0]),
+       "int8 x int16: an infinite x makes the outputs NaN, as float32 would");
+
+    /* one weight changed by a large step is outside the bound */
+    make_weights(W, W_I8, 2051);
+    infer_gemm_narrow_quantize_x16(x, 2051, xq, xs);
+    for (i = 0; fabsf(x[i]) < 0.5f; i++) {
+    }
+    W->i8[i] = (int8_t) (W->i8[i] > 0 ? W->i8[i] - 100 : W->i8[i] + 100);
+    infer_gemm_narrow_i8_x16(xq, xs, 2051, W->i8, W->scale, 1, y);
+    W->i8[i] = (int8_t) (W->i8[i] > 0 ? W->i8[i] - 100 : W->i8[i] + 100);
+    ref = sabs = 0;
+    for (r = 0; r < 2051; r++) {
+        term = (double) xq[r] * xs[r / INFER_NARROW_XBLOCK] * W->value[r];
+        ref += term;
+        sabs += fabs(term);
+    }
+    ok(fabs(y[0] - ref) > (2051 / 8 + 4) * (double) FLT_EPSILON * sabs,
+       "int8 x int16: one weight off by a large step is outside the bound");
+}
+
 int
 main(void)
 {
@@ -180,5 +274,6 @@ main(void)
     test_type(W_F32, x, &W);
     test_type(W_BF16, x, &W);
     test_type(W_I8, x, &W);
+    test_x16(x, &W);
     return done_testing();
 }
