@@ -190,7 +190,7 @@ load8_i8(const int8_t *w)
 #define NARROW_TILE(NAME, WT, LOAD8, ELEM, SCALE, TB, RB)                   \
 static AVX2 void                                                            \
 NAME(const float *x, int in, const WT *w, const float *scale, float *y,     \
-    int ldy)                                                                \
+    int ldy, int ahead)                                                     \
 {                                                                           \
     __m256 acc[TB][RB], wv[RB], xv;                                         \
     float  s;                                                               \
@@ -205,6 +205,10 @@ NAME(const float *x, int in, const WT *w, const float *scale, float *y,     \
         }                                                                   \
     }                                                                       \
     for (i = 0; i + 8 <= in; i += 8) {                                      \
+        if (ahead) {                                                        \
+            _mm_prefetch((const char *) (w + (size_t) (RB + ((i >> 3)       \
+                         % RB)) * in + i), _MM_HINT_T0);                    \
+        }                                                                   \
         _Pragma("GCC unroll 8")                                             \
         for (r = 0; r < RB; r++) {                                          \
             wv[r] = LOAD8(w + (size_t) r * in + i);                         \
@@ -250,18 +254,19 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
     if (n == 1) {                                                           \
         for (; r + 4 <= rows; r += 4) {                                     \
             sc = scale != NULL ? scale + r : NULL;                          \
-            NAME##_1x4(x, in, w + (size_t) r * in, sc, y + r, ldy);         \
+            NAME##_1x4(x, in, w + (size_t) r * in, sc, y + r, ldy,          \
+                       r + 8 <= rows);                                      \
         }                                                                   \
     } else {                                                                \
         for (; r + 3 <= rows; r += 3) {                                     \
             sc = scale != NULL ? scale + r : NULL;                          \
             for (t = 0; t + 4 <= n; t += 4) {                               \
                 NAME##_4x3(x + (size_t) t * in, in, w + (size_t) r * in,    \
-                           sc, y + (size_t) t * ldy + r, ldy);              \
+                           sc, y + (size_t) t * ldy + r, ldy, 0);           \
             }                                                               \
             for (; t < n; t++) {                                            \
                 NAME##_1x3(x + (size_t) t * in, in, w + (size_t) r * in,    \
-                           sc, y + (size_t) t * ldy + r, ldy);              \
+                           sc, y + (size_t) t * ldy + r, ldy, 0);           \
             }                                                               \
         }                                                                   \
     }                                                                       \
@@ -269,7 +274,7 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
         sc = scale != NULL ? scale + r : NULL;                              \
         for (t = 0; t < n; t++) {                                           \
             NAME##_1x1(x + (size_t) t * in, in, w + (size_t) r * in, sc,    \
-                       y + (size_t) t * ldy + r, ldy);                      \
+                       y + (size_t) t * ldy + r, ldy, 0);                   \
         }                                                                   \
     }                                                                       \
 }
