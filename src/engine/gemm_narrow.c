@@ -185,7 +185,10 @@ load8_i8(const int8_t *w)
  * TB rows of x by RB rows of W: every weight is widened once and
  * multiplied into TB sums, so the conversion is paid once per TB rows of
  * x, and the TB x RB independent sums keep the FMA units busy past their
- * latency.
+ * latency.  With ahead, the first pass over these rows of W also asks
+ * for the next RB rows' same bytes, one row a step in turn: the rows are
+ * short streams (2-11 KiB) that the hardware prefetcher starts late on
+ * (batch 16, 5632 x 2048, 1 thread: bf16 5.5-5.9 ms against 6.8-8.0).
  */
 #define NARROW_TILE(NAME, WT, LOAD8, ELEM, SCALE, TB, RB)                   \
 static AVX2 void                                                            \
@@ -262,7 +265,8 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
             sc = scale != NULL ? scale + r : NULL;                          \
             for (t = 0; t + 4 <= n; t += 4) {                               \
                 NAME##_4x3(x + (size_t) t * in, in, w + (size_t) r * in,    \
-                           sc, y + (size_t) t * ldy + r, ldy, 0);           \
+                           sc, y + (size_t) t * ldy + r, ldy,               \
+                           t == 0 && r + 6 <= rows);                        \
             }                                                               \
             for (; t < n; t++) {                                            \
                 NAME##_1x3(x + (size_t) t * in, in, w + (size_t) r * in,    \
