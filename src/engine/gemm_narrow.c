@@ -289,7 +289,7 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
  * (pmaddwd), exact within the block, then converted and scaled into 8
  * float lanes a row; the last block's tail (in not a multiple of 16)
  * one by one.  While it reads its rows it asks for the next RB rows' same
- * bytes (PREFETCH_NEXT): with 2 KiB rows each of the RB streams is too
+ * bytes (ahead): with 2 KiB rows each of the RB streams is too
  * short for the hardware prefetcher to get ahead of.
  */
 #define X16_TILE(NAME, RB)                                                  \
