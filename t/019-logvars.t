@@ -1,49 +1,20 @@
 # Log variables and trace context: a log_format of every $infer_* variable
 # (escape=json), requests with and without a traceparent, and each access
 # log line compared with the response it belongs to.  Plain Test::More with
-# its own nginx.
+# its own nginx (t/lib/InferNginx.pm).
 use strict;
 use warnings;
 
-use Cwd ();
-use IO::Socket::INET;
-use IPC::Run qw(run);
 use JSON::PP;
 use Test::More;
 use Time::HiRes qw(sleep);
+use InferNginx;
 
-my $here = Cwd::cwd();
-my $root = "$here/t/servroot-logvars";
-my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
-my $port = ($ENV{TEST_NGINX_PORT} || 1984) + 21;
-my $model = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
-my $modules = join '', map { "load_module $_;\n" }
-                       split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
+my $srv = InferNginx->new(name => 'logvars', port => 21);
+END { $srv->stop if $srv }
+my ($root, $port, $model) = ($srv->root, $srv->port, $srv->model);
 
-sub pid_of {
-    open my $fh, '<', "$root/logs/nginx.pid" or return;
-    my ($pid) = <$fh> =~ /(\d+)/;
-    return $pid;
-}
-
-sub quit {
-    my $pid = pid_of() or return;
-    kill 'QUIT', $pid;
-    for (1 .. 100) { last unless kill 0, $pid; sleep 0.05 }
-}
-
-quit();
-system("rm -rf '$root' && mkdir -p '$root/logs' '$root/conf'") == 0 or die;
-open my $conf, '>', "$root/conf/nginx.conf" or die $!;
-print $conf <<"_EOC_";
-$modules
-worker_processes 1;
-master_process on;
-daemon on;
-error_log $root/logs/error.log info;
-pid $root/logs/nginx.pid;
-events { worker_connections 64; }
-http {
+$srv->start(access_log => "$root/logs/access.log infer", http => <<"_EOC_");
     log_format infer escape=json '{"uri":"\$uri","status":\$status,'
         '"model":"\$infer_model","prompt_tokens":"\$infer_prompt_tokens",'
         '"completion_tokens":"\$infer_completion_tokens",'
@@ -51,45 +22,15 @@ http {
         '"queue_time":"\$infer_queue_time","steps":"\$infer_engine_steps",'
         '"request_id":"\$infer_request_id","trace_id":"\$infer_trace_id",'
         '"traceparent":"\$infer_traceparent"}';
-    access_log $root/logs/access.log infer;
-    client_body_temp_path $root/body;
     infer_model tiny $model threads=1;
     server {
         listen 127.0.0.1:$port;
         location /v1/ { infer_openai tiny; }
         location = /healthz { infer_health; }
     }
-}
 _EOC_
-close $conf;
-END { quit() }
 
-run [$nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf",
-     '-e', "$root/logs/error.log"], \undef, \my $o, \my $e;
-is($? >> 8, 0, 'nginx starts') or diag($e);
-for (1 .. 200) {
-    last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
-    sleep 0.05;
-}
-
-# (status, {lower-case header => value}, body)
-sub http {
-    my ($method, $path, $body, @headers) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
-                                  Timeout => 30) or die "connect: $!";
-    my $req = "$method $path HTTP/1.0\r\nHost: localhost\r\n"
-              . join('', map { "$_\r\n" } @headers);
-    $req .= "Content-Type: application/json\r\nContent-Length: "
-            . length($body) . "\r\n" if defined $body;
-    print $s $req, "\r\n", $body // '';
-    local $/;
-    my $r = <$s>;
-    my ($head, $rest) = split /\r\n\r\n/, $r, 2;
-    my ($status) = $head =~ m{^HTTP/1\.\d (\d+)};
-    my %h = map { /^([^:]+):\s*(.*)$/ ? (lc $1, $2) : () }
-            split /\r\n/, $head;
-    return ($status, \%h, $rest);
-}
+sub http { $srv->http(@_) }
 
 my @log_seen;
 sub log_lines {
@@ -194,15 +135,12 @@ for my $tp (undef, "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
     is($l->{trace_id}, '', 'nor in its log line');
 }
 
-open my $log, '<', "$root/logs/error.log" or die $!;
-my $text = do { local $/; <$log> };
-like($text, qr/\[notice\]\ \d+\#\d+:\ infer_model\ "tiny"\ loaded\ from
+like($srv->log, qr/\[notice\]\ \d+\#\d+:\ infer_model\ "tiny"\ loaded\ from
                \ "[^"]+":
                \ cpu\ \w+,\ weights\ [\d.]+\ [KMG]iB,
                .*KV\ cache\ [\d.]+\ [KMG]iB\ in\ \d+\ blocks
                .*,\ load\ time\ \d+\.\d{3}\ s$/mx,
      'the start-up line: backend, dtype, weights, KV cache, load time');
-unlike($text, qr/\[alert\]|\[crit\]|exited on signal/,
-       'no worker crashed, no alert');
+$srv->log_clean;
 
 done_testing();

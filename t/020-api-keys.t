@@ -2,60 +2,29 @@
 # here with Perl's Digest::SHA), 401 in each protocol's error shape (OpenAI
 # JSON, KServe JSON, gRPC UNAUTHENTICATED through grpcio), keys rotated by a
 # reload, and bad files refused by nginx -t.  Plain Test::More with its own
-# nginx.
+# nginx (t/lib/InferNginx.pm).
 use strict;
 use warnings;
 
-use Cwd ();
 use Digest::SHA qw(sha256_hex);
 use IO::Socket::INET;
 use IPC::Run qw(run);
 use JSON::PP;
 use Test::More;
 use Time::HiRes qw(sleep);
+use InferNginx;
 
-my $here = Cwd::cwd();
-my $root = "$here/t/servroot-keys";
-my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
-our $port = ($ENV{TEST_NGINX_PORT} || 1984) + 22;
-my $h2c_port = $port + 1;
+my $srv = InferNginx->new(name => 'keys', port => 22);
+END { $srv->stop if $srv }
+my ($root, $model, $nginx) = ($srv->root, $srv->model, $srv->nginx);
+my ($port, $h2c_port) = ($srv->port, $srv->port(1));
 my $python = $ENV{TEST_PYTHON};
-my $model = $ENV{TEST_NGINX_MODEL_DIR} or die "TEST_NGINX_MODEL_DIR unset";
-my $modules = join '', map { "load_module $_;\n" }
-                       split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
 
-sub pid_of {
-    open my $fh, '<', "$root/logs/nginx.pid" or return;
-    my ($pid) = <$fh> =~ /(\d+)/;
-    return $pid;
-}
+sub write_file { $srv->write_conf(@_) }
 
-sub quit {
-    my $pid = pid_of() or return;
-    kill 'QUIT', $pid;
-    for (1 .. 100) { last unless kill 0, $pid; sleep 0.05 }
-}
-
-sub write_file {
-    my ($name, $text) = @_;
-    open my $fh, '>', $name or die "$name: $!";
-    print $fh $text;
-    close $fh;
-}
-
-sub conf {
+sub server {
     my ($keys) = @_;
     return <<"_EOC_";
-$modules
-worker_processes 1;
-master_process on;
-daemon on;
-error_log $root/logs/error.log info;
-pid $root/logs/nginx.pid;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $root/body;
     infer_model tiny $model threads=1;
     server {
         listen 127.0.0.1:$port;
@@ -85,16 +54,11 @@ http {
             infer_openai tiny;
         }
     }
-}
 _EOC_
 }
 
-quit();
-system("rm -rf '$root' && mkdir -p '$root/logs' '$root/conf'") == 0 or die;
 write_file("$root/conf/keys", "# the team's keys\nsk-test-one\n\n  "
            . sha256_hex('sk-test-two') . "  \r\n");
-write_file("$root/conf/nginx.conf", conf("$root/conf/keys"));
-END { quit() }
 
 # --- bad files: nginx -t says so ---------------------------------------------
 write_file("$root/conf/empty", "# nothing\n\n");
@@ -103,38 +67,16 @@ for my $case (["$root/conf/nosuch",
               ["$root/conf/empty",
                qr/infer_api_keys: "[^"]*empty" has no keys/]) {
     my ($file, $re) = @$case;
-    write_file("$root/conf/bad.conf", conf($file));
-    run [$nginx, '-t', '-p', "$root/", '-c', "$root/conf/bad.conf",
-         '-e', "$root/logs/error-t.log"], \undef, \my $o, \my $e;
-    isnt($? >> 8, 0, "nginx -t refuses $file");
-    like($e, $re, 'and says why');
+    my ($rc, $err) = $srv->test_conf(http => server($file));
+    isnt($rc, 0, "nginx -t refuses $file");
+    like($err, $re, 'and says why');
 }
 
-run [$nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf",
-     '-e', "$root/logs/error.log"], \undef, \my $o, \my $e;
-is($? >> 8, 0, 'nginx starts') or diag($e);
-for (1 .. 200) {
-    last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
-    sleep 0.05;
-}
+$srv->start(http => server("$root/conf/keys"));
 
-sub http {
-    my ($method, $path, $body, @headers) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
-                                  Timeout => 30) or die "connect: $!";
-    my $req = "$method $path HTTP/1.0\r\nHost: localhost\r\n"
-              . join('', map { "$_\r\n" } @headers);
-    $req .= "Content-Type: application/json\r\nContent-Length: "
-            . length($body) . "\r\n" if defined $body;
-    print $s $req, "\r\n", $body // '';
-    local $/;
-    my $r = <$s>;
-    my ($head, $rest) = split /\r\n\r\n/, $r, 2;
-    my ($status) = $head =~ m{^HTTP/1\.\d (\d+)};
-    my %h = map { /^([^:]+):\s*(.*)$/ ? (lc $1, $2) : () }
-            split /\r\n/, $head;
-    return ($status, \%h, $rest);
-}
+# to this nginx, or (local $port) to another
+our $to = $port;
+sub http { InferNginx::http_to($to, @_) }
 
 my $completion = '{"model":"tiny","prompt":"Once","max_tokens":2}';
 
@@ -232,12 +174,10 @@ SKIP: {
 # --- rotation: a reload rereads the file ------------------------------------
 {
     write_file("$root/conf/keys", "sk-test-three\n");
-    my $pid = pid_of();
     my ($st) = http('POST', '/v1/completions', $completion,
                     'Authorization: Bearer sk-test-one');
     is($st, 200, 'before the reload the old key works');
-    my @old = split ' ', qx(pgrep -P $pid);
-    kill 'HUP', $pid;
+    my @old = $srv->reload;
     my $ok = 0;
     for (1 .. 100) {
         sleep 0.1;
@@ -247,7 +187,7 @@ SKIP: {
     }
     ok($ok, 'after the reload the new key works');
     # until the old worker has gone it may still accept a connection
-    for (1 .. 100) { last unless grep { kill 0, $_ } @old; sleep 0.1 }
+    $srv->wait_gone(@old);
     ($st) = http('POST', '/v1/completions', $completion,
                  'Authorization: Bearer sk-test-one');
     is($st, 401, 'and the old one is refused');
@@ -256,13 +196,12 @@ SKIP: {
 # --- conf/nginx-keys.conf as shipped: keys, then limit_req per key ---------
 {
     my $croot = "$root/shipped";
-    my $cport = $port + 2;
+    my $cport = $srv->port(2);
     system("mkdir -p '$croot/conf' '$croot/logs' '$croot/modules'") == 0
         or die;
     my ($so) = split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
     symlink $so, "$croot/modules/ngx_http_infer_module.so" or die $!;
-    my $repo = $ENV{INFER_ROOT} || $here;
-    open my $in, '<', "$repo/conf/nginx-keys.conf" or die $!;
+    open my $in, '<', $srv->repo . "/conf/nginx-keys.conf" or die $!;
     my $c = do { local $/; <$in> };
     $c =~ s/127\.0\.0\.1:8080/127.0.0.1:$cport/ or die;
     $c =~ s/listen 127\.0\.0\.1:8081 http2;//;
@@ -277,7 +216,7 @@ SKIP: {
         last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$cport");
         sleep 0.05;
     }
-    local $port = $cport;
+    local $to = $cport;
     my ($st) = http('POST', '/v1/completions',
                     '{"model":"default","prompt":"x","max_tokens":1}');
     is($st, 401, 'shipped: no key, 401');
@@ -308,9 +247,6 @@ SKIP: {
     for (1 .. 100) { last unless kill 0, $cpid; sleep 0.05 }
 }
 
-open my $log, '<', "$root/logs/error.log" or die $!;
-my $text = do { local $/; <$log> };
-unlike($text, qr/\[alert\]|\[crit\]|exited on signal/,
-       'no worker crashed, no alert');
+$srv->log_clean;
 
 done_testing();

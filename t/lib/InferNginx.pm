@@ -9,6 +9,7 @@ package InferNginx;
 #   my $srv = InferNginx->new(name => 'kserve', port => 14);
 #   $srv->start(http => "infer_model tiny ... server { ... }");
 #   $srv->client('kserve_check.py', ["$repo/t/clients/x.py", ...]);
+#   my ($status, $headers, $body) = $srv->http('GET', '/healthz');
 #   $srv->log_clean;
 #
 # Environment: TEST_NGINX_BINARY, TEST_NGINX_LOAD_MODULES, TEST_NGINX_PORT
@@ -53,27 +54,45 @@ sub nginx  { $_[0]{nginx} }
 sub port   { $_[0]{base} + ($_[1] || 0) }
 
 # The whole configuration: the suite's text inside http { }, after the
-# lines every suite has.
+# lines every suite has.  Options: workers (1), connections (64), events
+# (more of the events block), access_log (its arguments, placed after the
+# suite's text so that a log_format there is known; else off).
 sub conf {
     my ($self, %o) = @_;
     my $root = $self->{root};
     my $modules = join '', map { "load_module $_;\n" }
                            split ' ', $ENV{TEST_NGINX_LOAD_MODULES} || '';
     my $conns = $o{connections} || 64;
+    my $workers = $o{workers} || 1;
+    my $events = $o{events} || '';
+    my $log = $o{access_log} || 'off';
     return <<"_EOC_";
 $modules
-worker_processes 1;
+worker_processes $workers;
 master_process on;
 daemon on;
 error_log $root/logs/error.log info;
 pid $root/logs/nginx.pid;
-events { worker_connections $conns; }
+events { worker_connections $conns; $events }
 http {
-    access_log off;
     client_body_temp_path $root/body;
 $o{http}
+    access_log $log;
 }
 _EOC_
+}
+
+# nginx -t of a configuration made as conf() makes it, in a file of its
+# own; returns nginx's exit code and what it printed.
+sub test_conf {
+    my ($self, %o) = @_;
+    my $root = $self->{root};
+    my ($out, $err) = ('', '');
+
+    $self->write_conf("$root/conf/test.conf", $self->conf(%o));
+    run [$self->{nginx}, '-t', '-p', "$root/", '-c', "$root/conf/test.conf",
+         '-e', "$root/logs/error-t.log"], \undef, \$out, \$err;
+    return ($? >> 8, $err);
 }
 
 sub write_conf {
@@ -116,6 +135,47 @@ sub stop {
     my $pid = $self->pid or return;
     kill 'QUIT', $pid;
     for (1 .. 200) { last unless kill 0, $pid; sleep 0.05 }
+}
+
+# nginx -s reload; returns the old workers' pids (they may still accept
+# until they exit: wait_gone)
+sub reload {
+    my $self = shift;
+    my $pid = $self->pid or return;
+    my @old = split ' ', qx(pgrep -P $pid);
+    kill 'HUP', $pid;
+    return @old;
+}
+
+sub wait_gone {
+    my ($self, @pids) = @_;
+    for (1 .. 100) { last unless grep { kill 0, $_ } @pids; sleep 0.1 }
+}
+
+# One HTTP/1.0 request to 127.0.0.1:PORT: (status, {lower-case header =>
+# value}, body).  A body is sent as JSON.
+sub http_to {
+    my ($port, $method, $path, $body, @headers) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                  Timeout => 30) or die "connect: $!";
+    my $req = "$method $path HTTP/1.0\r\nHost: localhost\r\n"
+              . join('', map { "$_\r\n" } @headers);
+    $req .= "Content-Type: application/json\r\nContent-Length: "
+            . length($body) . "\r\n" if defined $body;
+    print $s $req, "\r\n", $body // '';
+    local $/;
+    my $r = <$s> // '';
+    my ($head, $rest) = split /\r\n\r\n/, $r, 2;
+    my ($status) = $head =~ m{^HTTP/1\.\d (\d+)};
+    my %h = map { /^([^:]+):\s*(.*)$/ ? (lc $1, $2) : () }
+            split /\r\n/, $head;
+    return ($status, \%h, $rest);
+}
+
+# the same to this nginx's first port
+sub http {
+    my $self = shift;
+    return http_to($self->port, @_);
 }
 
 # Runs the Python client: each of its "ok [N] - what" / "not ok [N] - what"
