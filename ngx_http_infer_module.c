@@ -24,6 +24,7 @@
  *     infer_api_keys FILE|off;                         (http, server, location)
  *     infer_allowed_models VALUE;                      (http, server, location)
  *     infer_priority VALUE;                            (http, server, location)
+ *     infer_proxy_stream_errors on|off;                (http, server, location)
  */
 #include "ngx_http_infer.h"
 
@@ -147,6 +148,13 @@ static ngx_command_t  ngx_http_infer_commands[] = {
       offsetof(ngx_http_infer_loc_conf_t, reject_log_level),
       &ngx_http_infer_log_levels },
 
+    { ngx_string("infer_proxy_stream_errors"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_infer_loc_conf_t, proxy_stream_errors),
+      NULL },
+
     { ngx_string("infer_max_n"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -214,11 +222,14 @@ ngx_http_infer_preconfiguration(ngx_conf_t *cf)
     return ngx_http_infer_add_variables(cf);
 }
 
-/* traceparent in the preaccess phase, infer_api_keys in the access one */
+/* traceparent in the preaccess phase, infer_api_keys in the access one,
+ * infer_proxy_stream_errors' body filter */
 static ngx_int_t
 ngx_http_infer_postconfiguration(ngx_conf_t *cf)
 {
-    if (ngx_http_infer_trace_init(cf) != NGX_OK) {
+    if (ngx_http_infer_trace_init(cf) != NGX_OK
+        || ngx_http_infer_proxy_init(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
     return ngx_http_infer_keys_init(cf);
@@ -264,6 +275,7 @@ ngx_http_infer_create_loc_conf(ngx_conf_t *cf)
     conf->max_n = NGX_CONF_UNSET;
     conf->api_keys = NGX_CONF_UNSET_PTR;
     conf->priority = NGX_CONF_UNSET_PTR;
+    conf->proxy_stream_errors = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -284,6 +296,8 @@ ngx_http_infer_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->allowed_models = prev->allowed_models;
     }
     ngx_conf_merge_ptr_value(conf->priority, prev->priority, NULL);
+    ngx_conf_merge_value(conf->proxy_stream_errors,
+                         prev->proxy_stream_errors, 0);
 
     return NGX_CONF_OK;
 }

@@ -94,6 +94,9 @@ typedef struct {
     ngx_http_complex_value_t *allowed_models;  /* the names a request may
                                                   use, or NULL: any */
     ngx_http_complex_value_t *priority;        /* infer_priority, or NULL */
+    ngx_flag_t               proxy_stream_errors;
+                                               /* a cut proxied SSE stream
+                                                  ends with an error event */
 } ngx_http_infer_loc_conf_t;
 
 typedef struct ngx_http_infer_ctx_s  ngx_http_infer_ctx_t;
@@ -259,6 +262,9 @@ int64_t ngx_http_infer_now_us(void);
 ngx_int_t ngx_http_infer_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_infer_trace_init(ngx_conf_t *cf);
 const char *ngx_http_infer_finish_name(ngx_uint_t type, ngx_uint_t finish);
+
+/* infer_proxy_stream_errors' body filter (ngx_http_infer_proxy.c). */
+ngx_int_t ngx_http_infer_proxy_init(ngx_conf_t *cf);
 
 /* infer_api_keys (ngx_http_infer_keys.c). */
 char *ngx_http_infer_api_keys(ngx_conf_t *cf, ngx_command_t *cmd,

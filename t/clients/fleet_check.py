@@ -14,7 +14,8 @@ does something to one instance and counts what the clients saw:
                 and each instance's own infer_requests_total)
   kill -9       non-streamed requests all answer 200 with the reference
                 text (retried); the streams that were on the instance end
-                with an error promptly, the others complete
+                promptly with an error event (the front's
+                infer_proxy_stream_errors), the others complete
   SIGSTOP       everything still answers 200, within the front's
                 timeouts; the front disables the instance (its circuit);
                 after SIGCONT it serves again
@@ -247,6 +248,16 @@ def sse_text(body):
     return text
 
 
+def last_event(body):
+    """the last event's data as JSON, or None"""
+    events = [line[6:] for line in body.split(b"\n")
+              if line.startswith(b"data: {")]
+    try:
+        return json.loads(events[-1]) if events else None
+    except ValueError:
+        return None
+
+
 class Load:
     """threads sending requests through the front until stopped"""
 
@@ -285,6 +296,7 @@ class Load:
                     res["ok"] = (r.status == 200
                                  and data.endswith(b"data: [DONE]\n\n")
                                  and sse_text(data) == REF_STREAM)
+                    res["last"] = last_event(data)
                 else:
                     res["ok"] = (r.status == 200 and json.loads(data)
                                  ["choices"][0]["text"] == self.plain_ref)
@@ -416,12 +428,18 @@ def kill9():
     cut = [r for r in res if r["kind"] == "stream" and not r["ok"]]
     check(on_i2 and cut, "kill -9: a stream was on i2 when it died (%d "
           "cut)" % len(cut))
-    check(all(r["inst"] == "i2" and r["t0"] < killed and r["err"]
+    # the front's infer_proxy_stream_errors: an error event and the
+    # stream's clean end, not a connection closed mid-stream
+    check(all(r["inst"] == "i2" and r["t0"] < killed
+              and (r.get("last") or {}).get("error", {}).get("code")
+              == "upstream_failed"
               and r["t1"] - killed < 15 for r in cut),
           "kill -9: the cut streams were all on i2 and ended with an "
-          "error within 15 s, none hung", failures(cut) + "\n" + "\n".join(
-              "began %.2f s, ended %.2f s after the kill"
-              % (r["t0"] - killed, r["t1"] - killed) for r in cut))
+          "OpenAI error event within 15 s, none hung",
+          failures(cut) + "\n" + "\n".join(
+              "began %.2f s, ended %.2f s after the kill, last event %s"
+              % (r["t0"] - killed, r["t1"] - killed, r.get("last"))
+              for r in cut))
     done = [r for r in res if r["kind"] == "stream" and r["ok"]]
     note("kill -9: %d streams complete, %d cut (%s)"
          % (len(done), len(cut), "; ".join(str(r["err"])[:80]
