@@ -156,18 +156,46 @@ rel_diff(const float *a, const float *b, int n)
     return d / fmax(mx, 1e-30);
 }
 
+/*
+ * The text of tokens[1..n] into text, and *expected the known greedy
+ * text (NULL when unreadable); the text's length, or -1 (reported) when
+ * the tokenizer does not load.
+ */
+static int
+greedy_text(const char *dir, const int32_t *tokens, int n, char *text,
+    size_t size, char **expected)
+{
+    infer_tokenizer_t *tok;
+    infer_detok_t      dt;
+    char               path[1100], err[256];
+    int                i, len = 0;
+
+    *expected = NULL;
+    if (infer_tokenizer_load(dir, &tok, err, sizeof(err)) != 0) {
+        ok(0, "tokenizer: %s", err);
+        return -1;
+    }
+    infer_detok_init(&dt, tok, 1);
+    for (i = 1; i <= n; i++) {
+        len += infer_detok_push(&dt, tokens[i], text + len, size - len);
+    }
+    len += infer_detok_flush(&dt, text + len, size - len);
+    text[len] = '\0';
+    infer_tokenizer_free(tok);
+    snprintf(path, sizeof(path), "%s/expected_greedy_200.txt", dir);
+    *expected = tap_read_file(path, NULL);
+    return len;
+}
+
 static void
 test_greedy(const infer_model_t *m, infer_backend_t *cpu,
     infer_backend_t *gpu, const char *dir, int32_t *tokens)
 {
-    float              lc[V], lg[V];
-    step_t             st;
-    double             worst = 0.0, d;
-    int                i, agree = 0, len = 0;
-    char               path[1100], text[4096], *expected;
-    infer_tokenizer_t *tok;
-    infer_detok_t      dt;
-    char               err[256];
+    float   lc[V], lg[V];
+    step_t  st;
+    double  worst = 0.0, d;
+    int     i, agree = 0, len;
+    char    text[4096], *expected;
 
     (void) m;
     tokens[0] = 1;
@@ -188,20 +216,10 @@ test_greedy(const infer_model_t *m, infer_backend_t *cpu,
     is_int(agree, STEPS, "greedy: GPU argmax = CPU argmax for %d steps",
            STEPS);
 
-    if (infer_tokenizer_load(dir, &tok, err, sizeof(err)) != 0) {
-        ok(0, "tokenizer: %s", err);
+    len = greedy_text(dir, tokens, STEPS, text, sizeof(text), &expected);
+    if (len < 0) {
         return;
     }
-    infer_detok_init(&dt, tok, 1);
-    for (i = 1; i <= STEPS; i++) {
-        len += infer_detok_push(&dt, tokens[i], text + len,
-                                sizeof(text) - len);
-    }
-    len += infer_detok_flush(&dt, text + len, sizeof(text) - len);
-    text[len] = '\0';
-    infer_tokenizer_free(tok);
-    snprintf(path, sizeof(path), "%s/expected_greedy_200.txt", dir);
-    expected = tap_read_file(path, NULL);
     ok(expected != NULL && len > 100
        && strncmp(expected, text, len) == 0,
        "greedy: %d tokens are a prefix of expected_greedy_200.txt", STEPS);
@@ -396,17 +414,15 @@ int8_bytes(const infer_model_t *m)
 static void
 test_int8(const infer_model_t *m, infer_backend_t *gpu16, const char *dir)
 {
-    static float       lc[24 * V], lg[24 * V], l16[V];
-    static int32_t     pre[24];
-    infer_backend_t   *cpu8, *gpu8;
-    infer_tokenizer_t *tok;
-    infer_detok_t      dt;
-    step_t             st;
-    size_t             bytes = 0;
-    double             worst = 0.0, worst16 = 0.0, d;
-    int32_t            tokens[STEPS8 + 1];
-    int                i, agree = 0, len = 0, same = 0;
-    char               path[1100], text[4096], err[256], *expected;
+    static float     lc[24 * V], lg[24 * V], l16[V];
+    static int32_t   pre[24];
+    infer_backend_t *cpu8, *gpu8;
+    step_t           st;
+    size_t           bytes = 0;
+    double           worst = 0.0, worst16 = 0.0, d;
+    int32_t          tokens[STEPS8 + 1];
+    int              i, agree = 0, len, same = 0;
+    char             text[4096], *expected;
 
     cpu8 = make_dtype("cpu", m, "int8", NULL);
     gpu8 = make_dtype("cuda", m, "int8", &bytes);
@@ -441,25 +457,17 @@ test_int8(const infer_model_t *m, infer_backend_t *gpu16, const char *dir)
        worst16);
     is_int(agree, STEPS8, "dtype=int8 greedy: GPU argmax = CPU int8 argmax "
            "for %d steps", STEPS8);
-    if (infer_tokenizer_load(dir, &tok, err, sizeof(err)) == 0) {
-        infer_detok_init(&dt, tok, 1);
-        for (i = 1; i <= STEPS8; i++) {
-            len += infer_detok_push(&dt, tokens[i], text + len,
-                                    sizeof(text) - len);
-        }
-        len += infer_detok_flush(&dt, text + len, sizeof(text) - len);
-        text[len] = '\0';
-        infer_tokenizer_free(tok);
-        snprintf(path, sizeof(path), "%s/expected_greedy_200.txt", dir);
-        expected = tap_read_file(path, NULL);
-        while (expected != NULL && same < len && expected[same] == text[same])
-        {
-            same++;
-        }
+    len = greedy_text(dir, tokens, STEPS8, text, sizeof(text), &expected);
+    while (len > 0 && expected != NULL && same < len
+           && expected[same] == text[same])
+    {
+        same++;
+    }
+    if (len > 0) {
         diag("int8 greedy text (%d of its %d bytes as float32's): %s", same,
              len, text);
-        free(expected);
     }
+    free(expected);
 
     /* 24 rows: cuBLAS on widened tiles, and the chunked lm_head */
     memcpy(pre, prompt, sizeof(prompt));
