@@ -37,7 +37,7 @@ main(void)
 #define PROMPT   16
 #define STEPS8   32             /* dtype=int8 decode steps */
 #define INT8_TOL    5e-3       /* as test_cuda_model.c */
-#define INT8_TP_TOL 5e-3
+#define INT8_TP_TOL 5e-3       /* measured 1.4e-3 under kernels/emu */
 
 static const int32_t prompt[PROMPT] = {
     1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
@@ -249,8 +249,10 @@ check_model(const infer_model_t *m, infer_backend_t *cpu, const char *dir,
  * values are those of tp=1.  Decode (the W8A16 kernel) against the CPU's
  * dtype=int8 within INT8_TOL of its largest logit, as test_cuda_model.c
  * holds tp=1 (fp16 activations; the weights are the same), with the same
- * argmax; against the first run (tp1, NULL: this is it) within
- * INT8_TP_TOL, the fp16 rounding of each all-reduced partial.
+ * argmax (measured 1.5e-3 at tp=1, 1.9e-3 at tp=2 under kernels/emu);
+ * at tp > 1 against the tp=1 run's logits (tp1, which a tp=1 run fills)
+ * within INT8_TP_TOL: the fp16 rounding of each all-reduced partial and
+ * sums in another order.
  */
 static void
 check_int8(const infer_model_t *m, infer_backend_t *cpu8, int tp,
