@@ -388,7 +388,7 @@ ngx_http_infer_model_param(ngx_http_infer_model_t *m, ngx_str_t *key,
             && !(v->len == 4 && ngx_strncmp(v->data, "int8", 4) == 0)
             && !(v->len == 3 && ngx_strncmp(v->data, "f16", 3) == 0))
         {
-            return "auto, f32, bf16, int8 (cpu) or f16 (cuda)";
+            return "auto, f32, bf16 (cpu), int8 or f16 (cuda)";
         }
         m->ecfg.dtype = (const char *) v->data;
         return NULL;

@@ -106,3 +106,30 @@ infer_cuda_gemm_w8a16(const uint16_t *x, const int8_t *w, const float *scale,
     }
     return (int) cudaGetLastError();
 }
+
+/* One element a thread, over the whole block of rows. */
+static __global__ void
+dequant_w8_kernel(const int8_t *w, const float *scale, int in, size_t n,
+    __half *y)
+{
+    size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+
+    if (i < n) {
+        y[i] = __float2half(scale[i / in] * (float) w[i]);
+    }
+}
+
+extern "C" int
+infer_cuda_dequant_w8(const int8_t *w, const float *scale, int rows, int in,
+    uint16_t *y, void *stream)
+{
+    size_t n = (size_t) rows * in;
+
+    if (n == 0) {
+        return 0;
+    }
+    dequant_w8_kernel<<<(unsigned) ((n + 255) / 256), 256, 0,
+                        (cudaStream_t) stream>>>(
+        w, scale, in, n, reinterpret_cast<__half *>(y));
+    return (int) cudaGetLastError();
+}

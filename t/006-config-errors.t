@@ -40,7 +40,7 @@ my @cases = (
      qr/infer_model "tiny": kv_cache=1024 bytes holds no block of 16 tokens \(one block needs 20480 bytes with backend=cpu\)/],
     ['bad dtype',
      "infer_model tiny $model dtype=int4;", '',
-     qr/invalid value "int4" of "dtype" in "infer_model", expected auto, f32, bf16, int8 \(cpu\) or f16 \(cuda\)/],
+     qr/invalid value "int4" of "dtype" in "infer_model", expected auto, f32, bf16 \(cpu\), int8 or f16 \(cuda\)/],
     ['a dtype the backend does not hold',
      "infer_model tiny $model dtype=f16;", '',
      qr/infer_model "tiny": dtype=f16: backend=cpu holds weights as f32, bf16 or int8/],

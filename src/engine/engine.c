@@ -1590,7 +1590,7 @@ infer_engine_pause(infer_engine_t *e, uint64_t id, int paused)
 /* ---- life cycle ------------------------------------------------------------ */
 
 /* The dtypes a backend holds weights in: cpu f32, bf16 or int8, cuda
- * f16. */
+ * f16 or int8. */
 static int
 check_dtype(const char *dtype, const char *backend, char *err,
     size_t errlen)
@@ -1600,14 +1600,15 @@ check_dtype(const char *dtype, const char *backend, char *err,
     if (dtype == NULL || strcmp(dtype, "auto") == 0) {
         return 0;
     }
-    if (cuda ? strcmp(dtype, "f16") == 0
-             : strcmp(dtype, "f32") == 0 || strcmp(dtype, "bf16") == 0
-               || strcmp(dtype, "int8") == 0)
+    if (strcmp(dtype, "int8") == 0
+        || (cuda ? strcmp(dtype, "f16") == 0
+                 : strcmp(dtype, "f32") == 0 || strcmp(dtype, "bf16") == 0))
     {
         return 0;
     }
     snprintf(err, errlen, "dtype=%s: backend=%s holds weights as %s", dtype,
-             cuda ? "cuda" : "cpu", cuda ? "f16" : "f32, bf16 or int8");
+             cuda ? "cuda" : "cpu",
+             cuda ? "f16 or int8" : "f32, bf16 or int8");
     return -1;
 }
 

@@ -37,8 +37,8 @@ typedef struct {
     const char  *backend;          /* "cpu" (default) or "cuda" */
     const char  *dtype;            /* weights in memory: NULL or "auto"
                                       (bf16 checkpoints bf16, others f32
-                                      on cpu; f16 on cuda), "f32", "bf16",
-                                      "int8" (cpu), "f16" (cuda) */
+                                      on cpu; f16 on cuda), "f32", "bf16"
+                                      (cpu), "int8", "f16" (cuda) */
     int          threads;          /* compute threads per rank; 0 = 1 */
     int          tp;               /* tensor-parallel ranks; 0 = 1 */
     const int   *devices;          /* device ids for the ranks (cuda) */

@@ -338,7 +338,8 @@ fam_compare(const fam_ref_t *r, const fam_case_t *c, const float *got,
 /* A backend by name ("cpu", "cuda") for the family tests: room for the
  * long prompt in one step and FAM_SEQS sequences of FAM_MAXB blocks. */
 static infer_backend_t *
-fam_backend(const infer_model_t *m, const char *name, int tp)
+fam_backend_dtype(const infer_model_t *m, const char *name, int tp,
+    const char *dtype)
 {
     infer_backend_params_t     p;
     infer_backend_t           *b;
@@ -350,6 +351,7 @@ fam_backend(const infer_model_t *m, const char *name, int tp)
         return NULL;
     }
     memset(&p, 0, sizeof(p));
+    p.dtype = dtype;
     p.threads = 1;
     p.tp = tp;
     p.block_size = FAM_BS;
@@ -364,6 +366,12 @@ fam_backend(const infer_model_t *m, const char *name, int tp)
         return NULL;
     }
     return b;
+}
+
+static infer_backend_t *
+fam_backend(const infer_model_t *m, const char *name, int tp)
+{
+    return fam_backend_dtype(m, name, tp, NULL);
 }
 
 /* The whole prompt of c as chunks of `chunk` tokens (decode steps when

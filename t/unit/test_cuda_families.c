@@ -108,6 +108,56 @@ gpu_case(const char *file, infer_backend_t *b, const fam_ref_t *r,
 }
 
 /*
+ * dtype=int8 on the GPU against the CPU's dtype=int8 (the same int8
+ * weights and scales): the 37-token prompt as a 20-token chunk (cuBLAS
+ * on widened int8 tiles) and 4-token ones (the W8A16 kernel), at tp=1
+ * and, given two devices, tp=2 (o_proj and down_proj rows split, scales
+ * the whole row's).
+ * GPU_TOL: fp16 activations as in the f16 case (the weights being the
+ * CPU's, the difference is smaller), while a missing feature (a bias, a
+ * view, a norm's offset) would move the logits by 0.3 or more.  Measured
+ * under kernels/emu (tp=1 / tp=2): tiny-gpt2 1.2e-3 / 1.2e-3, tiny-phi3
+ * 3.0e-3 / 2.8e-3, tiny-qwen3 3.2e-3 / 3.1e-3, tiny-gemma2 7.8e-3 /
+ * 8.9e-3.
+ */
+static void
+gpu_int8(const char *file, const infer_model_t *m, const fam_ref_t *r,
+    float *got)
+{
+    const fam_case_t *c = &r->cases[1];
+    infer_backend_t  *cpu, *b;
+    float            *want = malloc((size_t) 64 * r->vocab * sizeof(float));
+    int               tp, count = 0;
+
+    cudaGetDeviceCount(&count);
+    cpu = fam_backend_dtype(m, "cpu", 1, "int8");
+    if (!ok(want != NULL && cpu != NULL
+            && fam_prefill(cpu, c, 20, 4, want, r->vocab) == 0,
+            "%s: cpu int8 prefill runs", file))
+    {
+        goto done;
+    }
+    for (tp = 1; tp <= (count >= 2 ? 2 : 1); tp++) {
+        b = fam_backend_dtype(m, "cuda", tp, "int8");
+        if (!ok(b != NULL && fam_prefill(b, c, 20, 4, got, r->vocab) == 0,
+                "%s: cuda int8 tp=%d prefill runs", file, tp))
+        {
+            infer_backend_destroy(b);
+            goto done;
+        }
+        ok(rel_diff(got, want, (size_t) c->n_pos * r->vocab) <= GPU_TOL,
+           "%s: int8 tp=%d: %d tokens (20 + 4 + ...) within %.3g of the "
+           "CPU int8's (<= %g)", file, tp, c->n,
+           rel_diff(got, want, (size_t) c->n_pos * r->vocab), GPU_TOL);
+        infer_backend_destroy(b);
+    }
+
+done:
+    infer_backend_destroy(cpu);
+    free(want);
+}
+
+/*
  * The family's model again with what long prompts reach cut short (a
  * window of 12, longrope's original length 24, dynamic NTK's 24); 0 when
  * the family has nothing of the kind.
@@ -240,6 +290,8 @@ gpu_family(const char *file, const char *tmp)
         infer_backend_destroy(b);
         b = NULL;
     }
+
+    gpu_int8(file, m, &r, got);
 
     /* teacher-forced decode: the second greedy prompt (20 tokens) with
      * transformers' tokens, alone, then batched beside the 37-token

@@ -782,6 +782,58 @@ test_gemm_w8(int n, int in, int out)
     free(w);
 }
 
+/*
+ * The prefill path's widening of int8 rows to fp16: exact, since kernel
+ * and host both round the same float32 product scale * q to nearest even.
+ * A zero row (scale 0) and odd sizes included.
+ */
+static void
+test_dequant_w8(int rows, int in)
+{
+    size_t    n = (size_t) rows * in, i;
+    int8_t   *w = malloc(n);
+    float    *wf = malloc(n * sizeof(float));
+    float    *scale = malloc((size_t) rows * sizeof(float));
+    uint16_t *want = malloc(n * sizeof(uint16_t));
+    uint16_t *got = malloc(n * sizeof(uint16_t));
+    void     *d_w, *d_s, *d_y;
+    int       r, bad = 0;
+
+    for (i = 0; i < n; i++) {
+        r = (int) (i / in);
+        wf[i] = r == 1 ? 0.0f : frand() * (1 + r % 5);
+    }
+    for (r = 0; r < rows; r++) {
+        infer_i8_quantize_row(wf + (size_t) r * in, in, w + (size_t) r * in,
+                              &scale[r]);
+    }
+    infer_i8_dequantize(w, scale, rows, in, wf);
+    for (i = 0; i < n; i++) {
+        want[i] = infer_float_to_half(wf[i]);
+    }
+    d_w = dev_copy(w, n);
+    d_s = dev_copy(scale, (size_t) rows * sizeof(float));
+    d_y = dev_poison(n * sizeof(uint16_t));
+    if (launched("dequant_w8", infer_cuda_dequant_w8(d_w, d_s, rows, in, d_y,
+                                                     0)))
+    {
+        dev_get(got, d_y, n * sizeof(uint16_t));
+        for (i = 0; i < n; i++) {
+            bad += got[i] != want[i];
+        }
+        is_int(bad, 0, "dequant_w8 %d x %d: fp16(scale * q) exactly", rows,
+               in);
+    }
+    cudaFree(d_w);
+    cudaFree(d_s);
+    cudaFree(d_y);
+    free(w);
+    free(wf);
+    free(scale);
+    free(want);
+    free(got);
+}
+
 int
 main(void)
 {
@@ -848,6 +900,8 @@ main(void)
     test_gemm_w8(5, 2048, 256);
     test_gemm_w8(19, 5632, 67);
     test_gemm_w8(3, 301, 9);
+    test_dequant_w8(7, 301);
+    test_dequant_w8(40, 2048);
     return done_testing();
 }
 

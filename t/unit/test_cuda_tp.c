@@ -8,7 +8,7 @@
  * each all-reduced partial, far below that.  Greedy tokens must match
  * exactly and decode to a prefix of expected_greedy_200.txt.  Device
  * decode (logits kept, device sampling, CUDA graphs that capture the
- * NCCL calls) must reproduce the same tokens.
+ * NCCL calls) must reproduce the same tokens.  dtype=int8: check_int8.
  */
 #include <math.h>
 #include <stdio.h>
@@ -35,6 +35,9 @@ main(void)
 #define MB       16             /* blocks per sequence: 256 positions */
 #define STEPS    64
 #define PROMPT   16
+#define STEPS8   32             /* dtype=int8 decode steps */
+#define INT8_TOL    5e-3       /* as test_cuda_model.c */
+#define INT8_TP_TOL 5e-3       /* measured 1.4e-3 under kernels/emu */
 
 static const int32_t prompt[PROMPT] = {
     1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
@@ -42,13 +45,14 @@ static const int32_t prompt[PROMPT] = {
 };
 
 static infer_backend_t *
-make(const char *name, const infer_model_t *m, int tp, const int *devices,
-    char *err, size_t errlen)
+make_dtype(const char *name, const infer_model_t *m, int tp,
+    const int *devices, const char *dtype, char *err, size_t errlen)
 {
     infer_backend_params_t p;
     infer_backend_t       *b;
 
     memset(&p, 0, sizeof(p));
+    p.dtype = dtype;
     p.threads = 1;
     p.tp = tp;
     p.devices = devices;
@@ -61,6 +65,13 @@ make(const char *name, const infer_model_t *m, int tp, const int *devices,
         return NULL;
     }
     return b;
+}
+
+static infer_backend_t *
+make(const char *name, const infer_model_t *m, int tp, const int *devices,
+    char *err, size_t errlen)
+{
+    return make_dtype(name, m, tp, devices, NULL, err, errlen);
 }
 
 typedef struct {
@@ -232,6 +243,65 @@ check_model(const infer_model_t *m, infer_backend_t *cpu, const char *dir,
     infer_backend_destroy(gpu);
 }
 
+/*
+ * dtype=int8 sharded: o_proj's and down_proj's rows are split between the
+ * ranks but each rank's scales are the whole row's, so every rank's int8
+ * values are those of tp=1.  Decode (the W8A16 kernel) against the CPU's
+ * dtype=int8 within INT8_TOL of its largest logit, as test_cuda_model.c
+ * holds tp=1 (fp16 activations; the weights are the same), with the same
+ * argmax (measured 1.5e-3 at tp=1, 1.9e-3 at tp=2 under kernels/emu);
+ * at tp > 1 against the tp=1 run's logits (tp1, which a tp=1 run fills)
+ * within INT8_TP_TOL: the fp16 rounding of each all-reduced partial and
+ * sums in another order.
+ */
+static void
+check_int8(const infer_model_t *m, infer_backend_t *cpu8, int tp,
+    const int *devices, float *tp1, const char *what)
+{
+    float            lc[V], lg[V];
+    int32_t          tokens[STEPS8 + 1];
+    infer_backend_t *gpu;
+    double           worst = 0.0, worst_tp = 0.0, d;
+    char             err[512];
+    int              i, agree = 0;
+
+    gpu = make_dtype("cuda", m, tp, devices, "int8", err, sizeof(err));
+    ok(gpu != NULL, "%s int8: cuda backend created%s%s", what,
+       gpu == NULL ? ": " : "", gpu == NULL ? err : "");
+    if (gpu == NULL) {
+        return;
+    }
+    tokens[0] = 1;
+    for (i = 0; i < STEPS8; i++) {
+        if (step_run(cpu8, &tokens[i], i, 1, 0, lc) != 0
+            || step_run(gpu, &tokens[i], i, 1, 0, lg) != 0)
+        {
+            ok(0, "%s int8: greedy step %d ran", what, i);
+            infer_backend_destroy(gpu);
+            return;
+        }
+        d = rel_diff(lg, lc, V);
+        worst = d > worst ? d : worst;
+        if (tp > 1) {
+            d = rel_diff(lg, tp1 + (size_t) i * V, V);
+            worst_tp = d > worst_tp ? d : worst_tp;
+        } else {
+            memcpy(tp1 + (size_t) i * V, lg, sizeof(lg));
+        }
+        tokens[i + 1] = infer_argmax(lg, V);
+        agree += tokens[i + 1] == infer_argmax(lc, V);
+    }
+    ok(worst <= INT8_TOL, "%s int8: decode logits within %.0e of the CPU "
+       "int8's largest (worst step %.2e)", what, INT8_TOL, worst);
+    is_int(agree, STEPS8, "%s int8: GPU argmax = CPU int8 argmax for %d "
+           "steps", what, STEPS8);
+    if (tp > 1) {
+        ok(worst_tp <= INT8_TP_TOL, "%s int8 = tp=1 int8 within %.0e "
+           "(worst step %.2e)", what, INT8_TP_TOL, worst_tp);
+    }
+    infer_backend_destroy(gpu);
+}
+
 static void
 check_refusals(const infer_model_t *m, int count)
 {
@@ -264,7 +334,8 @@ main(void)
     static const int two[2] = { 0, 1 };
     char             dir[1024], err[512], reason[160];
     infer_model_t   *m;
-    infer_backend_t *cpu;
+    infer_backend_t *cpu, *cpu8;
+    static float     tp1[STEPS8 * V];
     int              count = 0;
     cudaError_t      rc = cudaGetDeviceCount(&count);
 
@@ -294,6 +365,20 @@ main(void)
         check_model(m, cpu, dir, 2, two, "tp=2");
     } else {
         ok(1, "# SKIP tp=2 needs 2 CUDA devices, %d found", count);
+    }
+    cpu8 = make_dtype("cpu", m, 1, NULL, "int8", err, sizeof(err));
+    ok(cpu8 != NULL, "cpu int8 backend created%s%s",
+       cpu8 == NULL ? ": " : "", cpu8 == NULL ? err : "");
+    if (cpu8 != NULL) {
+        setenv("INFER_CUDA_NCCL", "1", 1);
+        check_int8(m, cpu8, 1, NULL, tp1, "tp=1 over NCCL");
+        unsetenv("INFER_CUDA_NCCL");
+        if (count >= 2) {
+            check_int8(m, cpu8, 2, two, tp1, "tp=2");
+        } else {
+            ok(1, "# SKIP int8 tp=2 needs 2 CUDA devices, %d found", count);
+        }
+        infer_backend_destroy(cpu8);
     }
     check_refusals(m, count);
 

@@ -50,6 +50,10 @@ cudaError_t emu_func_set_attribute(const void *f, cudaFuncAttribute a, int v);
 void emu_set_error(cudaError_t e);
 #ifdef __cplusplus
 }
+/* the vector types the kernels load through, aligned as CUDA's */
+struct alignas(8) int2 { int x, y; };
+struct alignas(8) float2 { float x, y; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
 template <class F> cudaError_t cudaFuncSetAttribute(F f, cudaFuncAttribute a,
     int v) { return emu_func_set_attribute((const void *) f, a, v); }
 #endif

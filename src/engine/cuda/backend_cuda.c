@@ -1,8 +1,10 @@
 /*
  * CUDA backend: fp16 weights and activations, an fp32 residual stream,
  * fp32 accumulation everywhere (cuBLAS GEMMs with fp32 compute on tensor
- * cores, our kernels for the rest).  One forward pass for every family,
- * reading the model's configuration as the CPU backend does:
+ * cores, our kernels for the rest).  dtype=int8 holds the projections as
+ * the CPU backend's int8 rows and per-row scales (lay_out, linear).
+ * One forward pass for every family, reading the model's configuration
+ * as the CPU backend does:
  *
  *     x = embed[token] * embed_scale (+ pos_embed[position])
  *     h = norm(x) * w_attn_norm
@@ -47,6 +49,8 @@
 #include "attention.h"
 #include "act.h"
 #include "embed.h"
+#include "gemm_w8.h"
+#include "int8.h"
 #include "kvcache.h"
 #include "norm.h"
 #include "rope.h"
@@ -58,17 +62,38 @@
 #define CUDA_BLAS_WORKSPACE (32u << 20)
 #define CUDA_ALIGN          256
 
+/*
+ * dtype=int8: products of up to this many rows read the int8 weights
+ * directly (gemm_w8.h: 8 rows a launch, so 16 rows read them twice, as
+ * many bytes as fp16 once); more rows (prefill, large decode batches) are
+ * bound by math, not bytes, and go to cuBLAS on fp16 tiles widened from
+ * the int8 rows, at most CUDA_W8_TILE weights at a time.  Not yet timed
+ * on a GPU: bench/gpu.sh is where the crossover belongs.
+ */
+#define CUDA_W8_ROWS        16
+#define CUDA_W8_TILE        ((size_t) 16 << 20)
+
+/* A projection's weights [rows][cols]: fp16, or with dtype=int8 int8 with
+ * one float32 scale per row (int8.h). */
+typedef struct {
+    uint16_t   *f16;
+    int8_t     *i8;
+    float      *scale;         /* [rows], with i8 */
+} cuda_mat_t;
+
 typedef struct {
     uint16_t   *attn_norm, *attn_norm_b;  /* b: LayerNorm's */
-    uint16_t   *wqkv;          /* [(nh + 2 nkv) hd][hidden] */
+    cuda_mat_t  wqkv;          /* [(nh + 2 nkv) hd][hidden] */
     uint16_t   *bqkv;          /* or NULL */
     uint16_t   *q_norm, *k_norm;          /* [hd] or NULL */
-    uint16_t   *wo, *bo;       /* [hidden][nh hd], [hidden] or NULL */
+    cuda_mat_t  wo;            /* [hidden][nh hd] */
+    uint16_t   *bo;            /* [hidden] or NULL */
     uint16_t   *post_attn_norm;           /* or NULL */
     uint16_t   *mlp_norm, *mlp_norm_b;
-    uint16_t   *w_in;          /* [2 inter][hidden] gate | up, or [inter] */
+    cuda_mat_t  w_in;          /* [2 inter][hidden] gate | up, or [inter] */
     uint16_t   *b_in;          /* or NULL */
-    uint16_t   *w_down, *b_down;          /* [hidden][inter], [hidden] */
+    cuda_mat_t  w_down;        /* [hidden][inter] */
+    uint16_t   *b_down;        /* [hidden] */
     uint16_t   *post_mlp_norm;
     float       scale;         /* of the attention scores */
     int         window;        /* 0: the whole context */
@@ -117,6 +142,7 @@ typedef struct {
     void                 *blas_ws;
 
     void                 *weights;          /* one allocation */
+    size_t                weight_bytes;     /* in it, padding excluded */
     uint16_t             *embed;
     uint16_t             *pos_embed;        /* or NULL */
     uint16_t             *final_norm, *final_norm_b;
@@ -138,6 +164,8 @@ typedef struct {
     uint16_t             *h, *qkv, *attn, *proj, *gate_up, *act;
     float                *logits;
     float                *part_ml, *part_o;
+    uint16_t             *w_tile;           /* int8 rows widened, or NULL */
+    size_t                tile_elems;
 
     int32_t              *d_meta;           /* device and pinned host */
     int32_t              *h_meta;
@@ -164,6 +192,7 @@ typedef struct {
  */
 struct cuda_backend {
     int                   tp;
+    int                   int8;             /* dtype=int8 */
     cuda_rank_t          *ranks;
     infer_comm_t         *comm;
 
@@ -239,24 +268,72 @@ typedef struct {
 typedef struct {
     char      *base;
     size_t     off;
-    uint16_t  *stage;           /* host staging, stage_elems halves */
+    size_t     bytes;           /* laid out, padding excluded */
+    uint16_t  *stage;           /* host staging: the largest upload */
     float      norm_offset;     /* Gemma's 1 in (1 + w) */
+    int        int8;            /* dtype=int8 */
 } cuda_loader_t;
+
+/* What put() stores of a tensor's values. */
+typedef enum {
+    PUT_AS_IS,                  /* fp16 of the file's values */
+    PUT_NORM,                   /* a norm's: the family's offset added */
+    PUT_INT8_VALUES             /* dtype=int8: its rows quantized, in fp16 */
+} cuda_put_t;
+
+/*
+ * Row r of a slice's tensor quantized whole (int8.h), into q and *scale:
+ * the scale is the whole row's even when the rank holds a block of its
+ * columns (o_proj, down_proj under tp), as on the CPU backend, so that
+ * the ranks' partial sums add up to the tp=1 product.  row: the tensor's
+ * width in floats.
+ */
+static void
+quantize_row(const cuda_slice_t *s, int64_t r, float *row, int8_t *q,
+    float *scale)
+{
+    const infer_tensor_t *t = s->t;
+    int64_t               cols = t->ndim == 1 ? t->shape[0] : t->shape[1];
+
+    infer_tensor_read_f32(t, s->r0 + r, 1, 0, cols, row);
+    infer_i8_quantize_row(row, (int) cols, q, scale);
+}
+
+/* A row of the tensor in floats, and one in int8: quantize_row's. */
+static int
+row_buffers(const cuda_slice_t *s, float **row, int8_t **q, char *err,
+    size_t errlen)
+{
+    int64_t cols = s->t->ndim == 1 ? s->t->shape[0] : s->t->shape[1];
+
+    *row = malloc((size_t) cols * sizeof(float));
+    *q = malloc((size_t) cols);
+    if (*row == NULL || *q == NULL) {
+        free(*row);
+        free(*q);
+        snprintf(err, errlen, "backend=cuda: out of host memory");
+        return -1;
+    }
+    return 0;
+}
 
 /*
  * Copies slices (stacked by rows: q, k, v or gate, up) to the next place
  * in the allocation as fp16, through the staging buffer; only the shard
  * is read from the mapping.  A norm's weight gets the family's offset
- * first, in float32 as transformers adds it.
+ * first, in float32 as transformers adds it.  PUT_INT8_VALUES stores
+ * fp16(scale * q), the values dtype=int8 gives the CPU backend's matrix.
  */
 static int
 put(cuda_loader_t *ld, uint16_t **dst, const cuda_slice_t *s, int n,
-    int norm, char *err, size_t errlen)
+    cuda_put_t kind, char *err, size_t errlen)
 {
-    size_t  elems = 0, off = 0;
-    float  *f;
-    int64_t j;
-    int     i;
+    size_t    elems = 0, off = 0;
+    float    *f, scale;
+    int8_t   *q;
+    int64_t   j, r;
+    uint16_t *out;
+    int       i;
 
     for (i = 0; i < n; i++) {
         elems += (size_t) s[i].nr * s[i].nc;
@@ -264,10 +341,12 @@ put(cuda_loader_t *ld, uint16_t **dst, const cuda_slice_t *s, int n,
     *dst = ld->base == NULL ? NULL : (uint16_t *) (ld->base + ld->off);
     ld->off += align_up(elems * 2);
     if (ld->base == NULL) {
+        ld->bytes += elems * 2;
         return 0;
     }
     for (i = 0; i < n; i++) {
-        if (norm && ld->norm_offset != 0.0f) {
+        out = ld->stage + off;
+        if (kind == PUT_NORM && ld->norm_offset != 0.0f) {
             f = malloc((size_t) s[i].nc * sizeof(float));
             if (f == NULL) {
                 snprintf(err, errlen, "backend=cuda: out of host memory");
@@ -275,18 +354,95 @@ put(cuda_loader_t *ld, uint16_t **dst, const cuda_slice_t *s, int n,
             }
             infer_tensor_read_f32(s[i].t, 0, 1, s[i].c0, s[i].nc, f);
             for (j = 0; j < s[i].nc; j++) {
-                ld->stage[off + j] = infer_float_to_half(ld->norm_offset
-                                                         + f[j]);
+                out[j] = infer_float_to_half(ld->norm_offset + f[j]);
             }
             free(f);
+        } else if (kind == PUT_INT8_VALUES) {
+            if (row_buffers(&s[i], &f, &q, err, errlen) != 0) {
+                return -1;
+            }
+            for (r = 0; r < s[i].nr; r++) {
+                quantize_row(&s[i], r, f, q, &scale);
+                for (j = 0; j < s[i].nc; j++) {
+                    out[r * s[i].nc + j] =
+                        infer_float_to_half(scale * (float) q[s[i].c0 + j]);
+                }
+            }
+            free(f);
+            free(q);
         } else {
             infer_tensor_read_f16(s[i].t, s[i].r0, s[i].nr, s[i].c0,
-                                  s[i].nc, ld->stage + off);
+                                  s[i].nc, out);
         }
         off += (size_t) s[i].nr * s[i].nc;
     }
     CUDA_CHECK(cudaMemcpy(*dst, ld->stage, off * sizeof(uint16_t),
                           cudaMemcpyHostToDevice));
+    return 0;
+}
+
+/*
+ * A projection's slices (stacked by rows, as put's): fp16, or with
+ * dtype=int8 quantized row by row (quantize_row) into int8 and its
+ * scales, staged through the same buffer (elems bytes fit in its halves).
+ */
+static int
+put_matrix(cuda_loader_t *ld, cuda_mat_t *dst, const cuda_slice_t *s,
+    int n, char *err, size_t errlen)
+{
+    size_t  elems = 0, rows = 0, off = 0, row0 = 0;
+    float      *f, *scales;
+    int8_t     *q, *stage = (int8_t *) ld->stage;
+    int64_t     r;
+    int         i;
+    cudaError_t rc;
+
+    memset(dst, 0, sizeof(*dst));
+    if (!ld->int8) {
+        return put(ld, &dst->f16, s, n, PUT_AS_IS, err, errlen);
+    }
+    for (i = 0; i < n; i++) {
+        elems += (size_t) s[i].nr * s[i].nc;
+        rows += (size_t) s[i].nr;
+    }
+    if (ld->base == NULL) {
+        ld->off += align_up(elems) + align_up(rows * sizeof(float));
+        ld->bytes += elems + rows * sizeof(float);
+        return 0;
+    }
+    dst->i8 = (int8_t *) (ld->base + ld->off);
+    ld->off += align_up(elems);
+    dst->scale = (float *) (ld->base + ld->off);
+    ld->off += align_up(rows * sizeof(float));
+    scales = malloc(rows * sizeof(float));
+    if (scales == NULL) {
+        snprintf(err, errlen, "backend=cuda: out of host memory");
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        if (row_buffers(&s[i], &f, &q, err, errlen) != 0) {
+            free(scales);
+            return -1;
+        }
+        for (r = 0; r < s[i].nr; r++) {
+            quantize_row(&s[i], r, f, q, &scales[row0 + r]);
+            memcpy(stage + off + r * s[i].nc, q + s[i].c0,
+                   (size_t) s[i].nc);
+        }
+        free(f);
+        free(q);
+        off += (size_t) s[i].nr * s[i].nc;
+        row0 += (size_t) s[i].nr;
+    }
+    rc = cudaMemcpy(dst->i8, stage, elems, cudaMemcpyHostToDevice);
+    if (rc == cudaSuccess) {
+        rc = cudaMemcpy(dst->scale, scales, rows * sizeof(float),
+                        cudaMemcpyHostToDevice);
+    }
+    free(scales);
+    if (rc != cudaSuccess) {
+        return cuda_fail(err, errlen, "cudaMemcpy (int8 weights)", rc);
+    }
     return 0;
 }
 
@@ -297,6 +453,13 @@ put(cuda_loader_t *ld, uint16_t **dst, const cuda_slice_t *s, int n,
  * heads.  Embeddings, norms and the output biases (added after the
  * all-reduce) are replicated; lm_head (when not tied) lives on rank 0
  * only.
+ *
+ * dtype=int8 makes the projections int8 (put_matrix).  The embedding and
+ * lm_head stay fp16 in memory but hold their int8-quantized values, so
+ * the model is the CPU backend's dtype=int8 model: the lookup reads one
+ * row a token, and the head's product goes to cuBLAS in fp32 logits (the
+ * W8A16 kernel writes fp16); their bytes are a small share of a
+ * billion-parameter model's.
  */
 static int
 lay_out(cuda_rank_t *cb, const infer_model_t *m, cuda_loader_t *ld,
@@ -305,6 +468,7 @@ lay_out(cuda_rank_t *cb, const infer_model_t *m, cuda_loader_t *ld,
     const infer_model_config_t  *c = &cb->cfg;
     const infer_layer_weights_t *lw;
     cuda_layer_t                *ly;
+    cuda_put_t                   table;
     int64_t  H = c->hidden_size, I = c->intermediate_size;
     int64_t  qd = (int64_t) c->num_heads * c->head_dim;
     int64_t  kd = (int64_t) c->num_kv_heads * c->head_dim;
@@ -312,76 +476,87 @@ lay_out(cuda_rank_t *cb, const infer_model_t *m, cuda_loader_t *ld,
     int64_t  V = c->vocab_size, hd = c->head_dim;
     int      l, tied = m->lm_head == m->embed;
 
-#define PUT(dst, norm, ...)                                                 \
+#define PUT(dst, kind, ...)                                                 \
     do {                                                                    \
         const cuda_slice_t list_[] = { __VA_ARGS__ };                       \
-        if (put(ld, &(dst), list_, sizeof(list_) / sizeof(list_[0]), norm,  \
+        if (put(ld, &(dst), list_, sizeof(list_) / sizeof(list_[0]), kind,  \
                 err, errlen) != 0)                                          \
         {                                                                   \
             return -1;                                                      \
         }                                                                   \
     } while (0)
-#define VEC(dst, t, norm, c0, nc)                                           \
+#define MAT(dst, ...)                                                       \
+    do {                                                                    \
+        const cuda_slice_t list_[] = { __VA_ARGS__ };                       \
+        if (put_matrix(ld, &(dst), list_, sizeof(list_) / sizeof(list_[0]), \
+                       err, errlen) != 0)                                   \
+        {                                                                   \
+            return -1;                                                      \
+        }                                                                   \
+    } while (0)
+#define VEC(dst, t, kind, c0, nc)                                           \
     do {                                                                    \
         (dst) = NULL;                                                       \
         if ((t) != NULL) {                                                  \
-            PUT(dst, norm, { t, 0, 1, c0, nc });                            \
+            PUT(dst, kind, { t, 0, 1, c0, nc });                            \
         }                                                                   \
     } while (0)
 
-    PUT(cb->embed, 0, { m->embed, 0, V, 0, H });
+    table = ld->int8 ? PUT_INT8_VALUES : PUT_AS_IS;
+    PUT(cb->embed, table, { m->embed, 0, V, 0, H });
     cb->pos_embed = NULL;
     if (m->pos_embed != NULL) {
-        PUT(cb->pos_embed, 0, { m->pos_embed, 0, m->pos_embed->shape[0], 0,
-                                H });
+        PUT(cb->pos_embed, PUT_AS_IS, { m->pos_embed, 0,
+                                        m->pos_embed->shape[0], 0, H });
     }
     cb->lm_head = cb->embed;
     if (!tied) {
         cb->lm_head = NULL;
         if (cb->rank == 0) {
-            PUT(cb->lm_head, 0, { m->lm_head, 0, V, 0, H });
+            PUT(cb->lm_head, table, { m->lm_head, 0, V, 0, H });
         }
     }
-    VEC(cb->final_norm, m->final_norm, 1, 0, H);
-    VEC(cb->final_norm_b, m->final_norm_b, 0, 0, H);
+    VEC(cb->final_norm, m->final_norm, PUT_NORM, 0, H);
+    VEC(cb->final_norm_b, m->final_norm_b, PUT_AS_IS, 0, H);
     for (l = 0; l < c->num_layers; l++) {
         lw = &m->layers[l];
         ly = &cb->layers[l];
         ly->scale = infer_model_attn_scale(c, l);
         ly->window = infer_model_window(c, l);
-        VEC(ly->attn_norm, lw->attn_norm, 1, 0, H);
-        VEC(ly->attn_norm_b, lw->attn_norm_b, 0, 0, H);
-        PUT(ly->wqkv, 0, { lw->wq, q0, qd, 0, H }, { lw->wk, k0, kd, 0, H },
+        VEC(ly->attn_norm, lw->attn_norm, PUT_NORM, 0, H);
+        VEC(ly->attn_norm_b, lw->attn_norm_b, PUT_AS_IS, 0, H);
+        MAT(ly->wqkv, { lw->wq, q0, qd, 0, H }, { lw->wk, k0, kd, 0, H },
             { lw->wv, k0, kd, 0, H });
         ly->bqkv = NULL;
         if (lw->bq != NULL) {
-            PUT(ly->bqkv, 0, { lw->bq, 0, 1, q0, qd },
+            PUT(ly->bqkv, PUT_AS_IS, { lw->bq, 0, 1, q0, qd },
                 { lw->bk, 0, 1, k0, kd }, { lw->bv, 0, 1, k0, kd });
         }
-        VEC(ly->q_norm, lw->q_norm, 1, 0, hd);
-        VEC(ly->k_norm, lw->k_norm, 1, 0, hd);
-        PUT(ly->wo, 0, { lw->wo, 0, H, q0, qd });
-        VEC(ly->bo, lw->bo, 0, 0, H);
-        VEC(ly->post_attn_norm, lw->post_attn_norm, 1, 0, H);
-        VEC(ly->mlp_norm, lw->mlp_norm, 1, 0, H);
-        VEC(ly->mlp_norm_b, lw->mlp_norm_b, 0, 0, H);
+        VEC(ly->q_norm, lw->q_norm, PUT_NORM, 0, hd);
+        VEC(ly->k_norm, lw->k_norm, PUT_NORM, 0, hd);
+        MAT(ly->wo, { lw->wo, 0, H, q0, qd });
+        VEC(ly->bo, lw->bo, PUT_AS_IS, 0, H);
+        VEC(ly->post_attn_norm, lw->post_attn_norm, PUT_NORM, 0, H);
+        VEC(ly->mlp_norm, lw->mlp_norm, PUT_NORM, 0, H);
+        VEC(ly->mlp_norm_b, lw->mlp_norm_b, PUT_AS_IS, 0, H);
         ly->b_in = NULL;
         if (lw->w_gate != NULL) {
-            PUT(ly->w_in, 0, { lw->w_gate, i0, I, 0, H },
+            MAT(ly->w_in, { lw->w_gate, i0, I, 0, H },
                 { lw->w_up, i0, I, 0, H });
             if (lw->b_up != NULL) {
-                PUT(ly->b_in, 0, { lw->b_gate, 0, 1, i0, I },
+                PUT(ly->b_in, PUT_AS_IS, { lw->b_gate, 0, 1, i0, I },
                     { lw->b_up, 0, 1, i0, I });
             }
         } else {
-            PUT(ly->w_in, 0, { lw->w_up, i0, I, 0, H });
-            VEC(ly->b_in, lw->b_up, 0, i0, I);
+            MAT(ly->w_in, { lw->w_up, i0, I, 0, H });
+            VEC(ly->b_in, lw->b_up, PUT_AS_IS, i0, I);
         }
-        PUT(ly->w_down, 0, { lw->w_down, 0, H, i0, I });
-        VEC(ly->b_down, lw->b_down, 0, 0, H);
-        VEC(ly->post_mlp_norm, lw->post_mlp_norm, 1, 0, H);
+        MAT(ly->w_down, { lw->w_down, 0, H, i0, I });
+        VEC(ly->b_down, lw->b_down, PUT_AS_IS, 0, H);
+        VEC(ly->post_mlp_norm, lw->post_mlp_norm, PUT_NORM, 0, H);
     }
 #undef PUT
+#undef MAT
 #undef VEC
     return 0;
 }
@@ -403,11 +578,13 @@ load_weights(cuda_rank_t *cb, const infer_model_t *m, char *err,
     }
     memset(&ld, 0, sizeof(ld));
     ld.norm_offset = c->norm_offset;
+    ld.int8 = cb->be->int8;
     if (lay_out(cb, m, &ld, err, errlen) != 0
         || cuda_alloc(&cb->weights, ld.off, "weights", err, errlen) != 0)
     {
         return -1;
     }
+    cb->weight_bytes = ld.bytes;
     /* the largest upload: embedding, positions, qkv, gate/up, o, down */
     most = V * H;
     if (m->pos_embed != NULL && (int64_t) c->max_position * H > most) {
@@ -468,6 +645,7 @@ rank_release(cuda_rank_t *cb)
     cudaFree(cb->logits);
     cudaFree(cb->part_ml);
     cudaFree(cb->part_o);
+    cudaFree(cb->w_tile);
     cudaFree(cb->d_meta);
     cudaFreeHost(cb->h_meta);
     cudaFree(cb->sample_scratch);
@@ -514,7 +692,7 @@ alloc_buffers(cuda_rank_t *cb, char *err, size_t errlen)
     size_t T = cb->max_tokens, H = c->hidden_size, I = c->intermediate_size;
     size_t hd = c->head_dim, nh = c->num_heads, nkv = c->num_kv_heads;
     size_t slots = (size_t) cb->max_seqs * INFER_ATTN_MAX_SPLIT * nh;
-    size_t half = c->rope.dim / 2;
+    size_t half = c->rope.dim / 2, most;
     float  inv_freq[INFER_ROPE_MAX_HEAD / 2];
 
     if (cuda_alloc((void **) &cb->x, T * H * 4, "residual", err, errlen)
@@ -543,6 +721,19 @@ alloc_buffers(cuda_rank_t *cb, char *err, size_t errlen)
                       err, errlen))
     {
         return -1;
+    }
+    /* dtype=int8: the widened tile of products over CUDA_W8_ROWS rows */
+    if (cb->be->int8 && T > CUDA_W8_ROWS) {
+        most = (nh + 2 * nkv) * hd * H;
+        most = most > cb->in_width * H ? most : cb->in_width * H;
+        most = most > H * nh * hd ? most : H * nh * hd;
+        most = most > H * I ? most : H * I;
+        cb->tile_elems = most < CUDA_W8_TILE ? most : CUDA_W8_TILE;
+        if (cuda_alloc((void **) &cb->w_tile, cb->tile_elems * 2,
+                       "int8 widening tile", err, errlen) != 0)
+        {
+            return -1;
+        }
     }
     cb->sample_bytes = infer_cuda_sample_scratch_bytes(cb->max_logits,
                                                        c->vocab_size);
@@ -734,6 +925,13 @@ cuda_init(infer_backend_t *b, const infer_model_t *m,
     if (check_config(c, err, errlen) != 0) {
         return -1;
     }
+    if (p->dtype != NULL && strcmp(p->dtype, "auto") != 0
+        && strcmp(p->dtype, "f16") != 0 && strcmp(p->dtype, "int8") != 0)
+    {
+        snprintf(err, errlen, "dtype=%s: the cuda backend holds weights as "
+                 "f16 or int8", p->dtype);
+        return -1;
+    }
     devices = malloc(tp * sizeof(int));
     be = calloc(1, sizeof(*be));
     if (devices == NULL || be == NULL) {
@@ -748,6 +946,7 @@ cuda_init(infer_backend_t *b, const infer_model_t *m,
         return -1;
     }
     be->tp = tp;
+    be->int8 = p->dtype != NULL && strcmp(p->dtype, "int8") == 0;
     b->priv = be;
     be->ranks = calloc(tp, sizeof(cuda_rank_t));
     if (be->ranks == NULL) {
@@ -796,6 +995,16 @@ cuda_init(infer_backend_t *b, const infer_model_t *m,
     if (infer_crew_init(&be->crew, tp - 1, rank_job, be) != 0) {
         snprintf(err, errlen, "backend=cuda: cannot start the rank threads");
         goto failed;
+    }
+    p->dtype_used = be->int8 ? "int8" : "f16";
+    p->weight_bytes = 0;
+    for (r = 0; r < tp; r++) {
+        p->weight_bytes += be->ranks[r].weight_bytes;
+    }
+    if (be->int8) {
+        snprintf(p->kernels, sizeof(p->kernels), "int8 products: W8A16 "
+                 "kernel up to %d rows, cuBLAS on widened tiles above",
+                 CUDA_W8_ROWS);
     }
     free(devices);
     return 0;
@@ -996,22 +1205,63 @@ plan_step(cuda_rank_t *cb, const infer_batch_t *bt, cuda_plan_t *pl,
     return 0;
 }
 
-/* y[t][n] = x[t][k] w[n][k]^T: row-major operands seen column-major. */
+/*
+ * y[t][n] = x[t][k] w[n][k]^T, rows of y ldy apart: row-major operands
+ * seen column-major.
+ */
 static int
 gemm(cuda_rank_t *cb, const uint16_t *x, const uint16_t *w, void *y,
-    cudaDataType_t y_type, int t, int n, int k, const char *what, char *err,
-    size_t errlen)
+    cudaDataType_t y_type, int t, int n, int k, int ldy, const char *what,
+    char *err, size_t errlen)
 {
     const float    one = 1.0f, zero = 0.0f;
     cublasStatus_t st;
 
     st = cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, t, k, &one, w,
-                      CUDA_R_16F, k, x, CUDA_R_16F, k, &zero, y, y_type, n,
-                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                      CUDA_R_16F, k, x, CUDA_R_16F, k, &zero, y, y_type,
+                      ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS) {
         snprintf(err, errlen, "backend=cuda: cublasGemmEx (%s, %d x %d x "
                  "%d): %s", what, t, n, k, cublasGetStatusString(st));
         return -1;
+    }
+    return 0;
+}
+
+/*
+ * A projection, y[t][n] = x[t][k] w[n][k]^T in fp16.  int8 weights: up
+ * to CUDA_W8_ROWS rows the W8A16 kernel reads them directly; more rows
+ * go to cuBLAS, a tile of w's rows at a time widened to fp16 (the tile
+ * is reused in stream order, so one buffer serves every projection).
+ */
+static int
+linear(cuda_rank_t *cb, const uint16_t *x, const cuda_mat_t *w, uint16_t *y,
+    int t, int n, int k, const char *what, char *err, size_t errlen)
+{
+    int r0, nr, tile_rows;
+
+    if (w->i8 == NULL) {
+        return gemm(cb, x, w->f16, y, CUDA_R_16F, t, n, k, n, what, err,
+                    errlen);
+    }
+    if (t <= CUDA_W8_ROWS) {
+        KERNEL_CHECK("infer_cuda_gemm_w8a16",
+                     infer_cuda_gemm_w8a16(x, w->i8, w->scale, t, k, n, y,
+                                           cb->stream));
+        return 0;
+    }
+    tile_rows = (int) (cb->tile_elems / k);
+    for (r0 = 0; r0 < n; r0 += nr) {
+        nr = n - r0 < tile_rows ? n - r0 : tile_rows;
+        KERNEL_CHECK("infer_cuda_dequant_w8",
+                     infer_cuda_dequant_w8(w->i8 + (size_t) r0 * k,
+                                           w->scale + r0, nr, k, cb->w_tile,
+                                           cb->stream));
+        if (gemm(cb, x, cb->w_tile, y + r0, CUDA_R_16F, t, nr, k, n, what,
+                 err, errlen) != 0)
+        {
+            return -1;
+        }
     }
     return 0;
 }
@@ -1024,7 +1274,7 @@ head(cuda_rank_t *cb, const uint16_t *h, int rows, char *err,
     const infer_model_config_t *c = &cb->cfg;
 
     if (gemm(cb, h, cb->lm_head, cb->logits, CUDA_R_32F, rows, c->vocab_size,
-             c->hidden_size, "lm_head", err, errlen) != 0)
+             c->hidden_size, c->vocab_size, "lm_head", err, errlen) != 0)
     {
         return -1;
     }
@@ -1154,8 +1404,8 @@ enqueue_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
     }
     for (l = 0; l < c->num_layers; l++) {
         ly = &cb->layers[l];
-        if (gemm(cb, cb->h, ly->wqkv, cb->qkv, CUDA_R_16F, n, qkvw, H,
-                 "qkv_proj", err, errlen) != 0)
+        if (linear(cb, cb->h, &ly->wqkv, cb->qkv, n, qkvw, H, "qkv_proj",
+                   err, errlen) != 0)
         {
             return -1;
         }
@@ -1176,22 +1426,22 @@ enqueue_step(cuda_rank_t *cb, const cuda_plan_t *pl, char *err,
                                          (uint16_t *) a.k_cache,
                                          (uint16_t *) a.v_cache, s));
         KERNEL_CHECK("infer_cuda_attention", infer_cuda_attention(&a, s));
-        if (gemm(cb, cb->attn, ly->wo, cb->proj, CUDA_R_16F, n, H, nh * hd,
-                 "o_proj", err, errlen) != 0
+        if (linear(cb, cb->attn, &ly->wo, cb->proj, n, H, nh * hd, "o_proj",
+                   err, errlen) != 0
             || all_reduce(cb, n * H, "o_proj", err, errlen) != 0
             || norm_step(cb, cb->proj, ly->bo, ly->post_attn_norm,
                          ly->mlp_norm, ly->mlp_norm_b, NULL, n, err,
                          errlen) != 0
-            || gemm(cb, cb->h, ly->w_in, cb->gate_up, CUDA_R_16F, n,
-                    cb->in_width, H, "gate_up_proj", err, errlen) != 0)
+            || linear(cb, cb->h, &ly->w_in, cb->gate_up, n, cb->in_width, H,
+                      "gate_up_proj", err, errlen) != 0)
         {
             return -1;
         }
         KERNEL_CHECK("infer_cuda_act",
                      infer_cuda_act(cb->gate_up, ly->b_in, n, I,
                                     c->gated_mlp, (int) c->act, cb->act, s));
-        if (gemm(cb, cb->act, ly->w_down, cb->proj, CUDA_R_16F, n, H, I,
-                 "down_proj", err, errlen) != 0
+        if (linear(cb, cb->act, &ly->w_down, cb->proj, n, H, I, "down_proj",
+                   err, errlen) != 0
             || all_reduce(cb, n * H, "down_proj", err, errlen) != 0)
         {
             return -1;
