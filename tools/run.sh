@@ -4,6 +4,10 @@
 #   MODEL=DIR tools/run.sh   serve a Hugging Face model directory
 #   tools/run.sh             generate a small random-weight model and serve it
 set -euo pipefail
+if [ $# -ne 0 ]; then
+    echo "usage: [MODEL=DIR] tools/run.sh   (no arguments; Ctrl-C stops it)" >&2
+    exit 2
+fi
 cd "$(dirname "$0")/.."
 
 BUILD=${BUILD:-build}
