@@ -456,47 +456,45 @@ greedy_agreement(infer_backend_t *b, const infer_model_t *m,
     return prompts == BF16_PROMPTS ? agree : -1;
 }
 
+/* stories260K with dtype and threads against a transformers greedy
+ * reference (ref_name's): at least bound of its tokens, or, with bound
+ * < 0, the agreement only reported */
+static void
+check_greedy(const infer_model_t *m, const char *dtype, int threads,
+    const char *ref, const char *ref_name, double bound)
+{
+    infer_backend_t *b = dtype_backend(m, dtype, threads);
+    int              agree, total = 0;
+
+    agree = b != NULL ? greedy_agreement(b, m, ref, &total) : -1;
+    if (bound < 0) {
+        ok(agree >= 0, "stories260K dtype=%s: greedy as transformers' %s "
+           "for %d of %d tokens (%.0f%%, reported)", dtype, ref_name, agree,
+           total, total ? 100.0 * agree / total : 0.0);
+    } else {
+        ok(agree >= 0 && agree >= bound * total, "stories260K dtype=%s: "
+           "greedy as transformers' %s for %d of %d tokens (%.0f%% >= "
+           "%.0f%%)", dtype, ref_name, agree, total,
+           total ? 100.0 * agree / total : 0.0, 100 * bound);
+    }
+    infer_backend_destroy(b);
+}
+
 static void
 test_bf16_greedy(const infer_model_t *m)
 {
-    infer_backend_t *b = dtype_backend(m, "bf16", 2);
-    int              agree, total = 0;
-
-    agree = b != NULL
-            ? greedy_agreement(b, m, "t/data/ref/stories260K-bf16.greedy",
-                               &total)
-            : -1;
-    ok(agree >= 0 && agree >= BF16_AGREE * total, "stories260K dtype=bf16: "
-       "greedy as transformers' bf16 for %d of %d tokens (%.0f%% >= %.0f%%)",
-       agree, total, total ? 100.0 * agree / total : 0.0, 100 * BF16_AGREE);
-    infer_backend_destroy(b);
-    b = dtype_backend(m, "bf16", 1);
-    agree = b != NULL
-            ? greedy_agreement(b, m, "t/data/ref/stories260K-f32.greedy",
-                               &total)
-            : -1;
-    ok(agree >= 0, "stories260K dtype=bf16: greedy as transformers' float32 "
-       "for %d of %d tokens (%.0f%%, reported)", agree, total,
-       total ? 100.0 * agree / total : 0.0);
-    infer_backend_destroy(b);
+    check_greedy(m, "bf16", 2, "t/data/ref/stories260K-bf16.greedy", "bf16",
+                 BF16_AGREE);
+    check_greedy(m, "bf16", 1, "t/data/ref/stories260K-f32.greedy",
+                 "float32", -1);
 }
 
 /* int8 against transformers' float32 greedy continuations */
 static void
 test_int8_greedy(const infer_model_t *m)
 {
-    infer_backend_t *b = dtype_backend(m, "int8", 2);
-    int              agree, total = 0;
-
-    agree = b != NULL
-            ? greedy_agreement(b, m, "t/data/ref/stories260K-f32.greedy",
-                               &total)
-            : -1;
-    ok(agree >= 0 && agree >= INT8_AGREE * total, "stories260K dtype=int8: "
-       "greedy as transformers' float32 for %d of %d tokens (%.0f%% >= "
-       "%.0f%%)", agree, total, total ? 100.0 * agree / total : 0.0,
-       100 * INT8_AGREE);
-    infer_backend_destroy(b);
+    check_greedy(m, "int8", 2, "t/data/ref/stories260K-f32.greedy",
+                 "float32", INT8_AGREE);
 }
 
 static void
