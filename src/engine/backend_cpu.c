@@ -77,16 +77,16 @@ typedef struct {
 
 #define cpu_mat_set(m)  ((m).f32 != NULL || (m).bf16 != NULL || (m).i8 != NULL)
 
-/* the helpers' products: rows of W a thread takes at a time (a multiple
- * of the narrow tiles' 3 and 4 rows: with 16, one row in 16 went through
- * the 1 x 1 tile, widening its weights once per row of x, 7% of a
- * batch-16 decode step); floats of widened rows */
-#define ROW_CHUNK     24
-/* int8 rows against one quantized row of x (a row of W at a time, one
- * stream per thread): 96 rows, so that a thread's stream runs 192 KiB
- * before it jumps (TinyLlama int8 decode, 2 threads: 13.1-13.6 tokens/s
- * against 11.6-13.0 with 24; 192, 384 or half the rows each no better) */
-#define X16_ROW_CHUNK 96
+/* the helpers' products: rows of W a thread takes at a time, a multiple
+ * of the narrow tiles' 3 and 4 rows (with 16, one row in 16 went through
+ * the 1 x 1 tile, widening its weights once per row of x).  96 rather
+ * than 24, so that a thread reads 96 consecutive rows before it jumps
+ * past the other's: TinyLlama decode, 2 threads, 3-4 alternating runs,
+ * int8 batch 1 13.1-13.6 tokens/s against 11.6-13.0, bf16 batch 1
+ * 7.5-8.3 against 6.8-7.2, f32 batch 16 29.3-30.0 against 27.9-30.0,
+ * int8 batch 16 37.8-39.1 against 36.9-39.1; 192 or 384 rows, or half
+ * the rows each, no better for int8.  Floats of widened rows: */
+#define ROW_CHUNK     96
 #define WTILE_FLOATS  (1 << 21)
 
 /*
@@ -611,24 +611,23 @@ widen_bf16(float *dst, const uint16_t *src, size_t n)
     }
 }
 
-/* Rows of the current job, a chunk at a time, until none is left: a
+/* Rows of the current job, ROW_CHUNK at a time, until none is left: a
  * narrow product's, or those of a tile to widen for sgemm; every thread
  * of the rank runs it. */
 static void
 linear_rows(cpu_rank_t *rk)
 {
     cpu_mat_job_t *j = &rk->mat_job;
-    int            r0, r1, chunk;
+    int            r0, r1;
     size_t         at;
 
-    chunk = j->xq != NULL ? X16_ROW_CHUNK : ROW_CHUNK;
     for (;;) {
-        r0 = atomic_fetch_add_explicit(&j->next_row, chunk,
+        r0 = atomic_fetch_add_explicit(&j->next_row, ROW_CHUNK,
                                        memory_order_relaxed);
         if (r0 >= j->out) {
             return;
         }
-        r1 = r0 + chunk < j->out ? r0 + chunk : j->out;
+        r1 = r0 + ROW_CHUNK < j->out ? r0 + ROW_CHUNK : j->out;
         at = (size_t) r0 * j->in;
         if (j->widen && j->w8 != NULL) {
             infer_i8_dequantize(j->w8 + at, j->scale + r0, r1 - r0, j->in,
