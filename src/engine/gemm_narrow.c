@@ -292,10 +292,13 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
  * stream, and asks for the bytes X16_AHEAD further on as it goes (into
  * the next rows; a prefetch past the end of W does not fault).  Reading
  * 4 rows side by side instead, with the next 4 rows' bytes prefetched,
- * made 8 streams of 2 KiB that 2 threads read at 16.3-19.4 GB/s
- * together, against 22.9-23.4 this way (5632 x 2048, membw 24.5).  The
- * bf16 1 x 4 tile is the other way round: a row at a time, with four
- * float sums, read 21.1-21.7 GB/s against its 25.4-26.4.
+ * made 8 streams of 2 KiB: two processes, each on its own 5632 x 2048
+ * matrix, read 16.3-19.4 GB/s together that way against 22.9-23.4 this
+ * way (sums of each one's best pass, so above what they sustain
+ * together; TinyLlama int8 decode 13.0-14.2 tokens/s against 11.3-12.7).
+ * The bf16 1 x 4 tile is the other way round: a row at a time, with four
+ * float sums, read 21.1-21.7 GB/s against its 25.4-26.4, and decoded
+ * 7.0-7.2 tokens/s against 7.4-8.7.
  */
 #define X16_AHEAD  8192
 
