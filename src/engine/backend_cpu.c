@@ -81,12 +81,13 @@ typedef struct {
  * of the narrow tiles' 3 and 4 rows (with 16, one row in 16 went through
  * the 1 x 1 tile, widening its weights once per row of x).  96 rather
  * than 24, so that a thread reads 96 consecutive rows before it jumps
- * past the other's: TinyLlama decode, 2 threads, 3-4 alternating runs,
+ * past the other's (TinyLlama decode, 2 threads, 3-4 alternating runs,
  * int8 batch 1 13.1-13.6 tokens/s against 11.6-13.0, bf16 batch 1
  * 7.5-8.3 against 6.8-7.2, f32 batch 16 29.3-30.0 against 27.9-30.0,
  * int8 batch 16 37.8-39.1 against 36.9-39.1; 192 or 384 rows, or half
- * the rows each, no better for int8.  Floats of widened rows: */
+ * the rows each, no better for int8) */
 #define ROW_CHUNK     96
+/* floats of bf16/int8 rows widened for sgemm (prefill), per rank */
 #define WTILE_FLOATS  (1 << 21)
 
 /*
@@ -672,8 +673,10 @@ linear_share(cpu_rank_t *rk)
  * every call, which at 16 rows of x is most of its time.  A single float32
  * row stays with sgemv, which reads W once too (2048x5632, 1 thread: 3.0
  * ms, the narrow product the same); for 2 or 3 rows sgemv would read W
- * once per row.  The paths round differently in the last bit; the
- * batching tests hold the generated text to the reference regardless.
+ * once per row.  A single row against int8 W is quantized to int16 first
+ * and summed in integers (gemm_narrow.h).  The paths round differently
+ * in the last bit; the batching tests hold the generated text to the
+ * reference regardless.
  *
  * More rows (prefill) go to sgemm, which is bound by arithmetic; bf16 and
  * int8 weights are widened to float32 a tile of rows at a time first,
@@ -684,7 +687,7 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     const float *b, int n, int in, int out)
 {
     cpu_mat_job_t *j = &rk->mat_job;
-    int            r0, rows, tile = WTILE_FLOATS / in, t;
+    int            r0, rows, tile = WTILE_FLOATS / in;
 
     j->x = x;
     j->in = in;
@@ -695,20 +698,15 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     j->scale = Wm->scale;
     j->xq = NULL;
     j->widen = 0;
-    if (Wm->i8 != NULL && n == 1) {
-        infer_gemm_narrow_quantize_x16(x, in, rk->xq, rk->xscale);
-        j->xq = rk->xq;
-        j->xscale = rk->xscale;
-        j->y = y;
-        j->out = out;
-        linear_share(rk);
-    } else if (Wm->f32 != NULL && n == 1) {
-        for (t = 0; t < n; t++) {
-            infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f,
-                             Wm->f32, in, x + (size_t) t * in, 1, 0.0f,
-                             y + (size_t) t * out, 1);
-        }
+    if (Wm->f32 != NULL && n == 1) {
+        infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f,
+                         Wm->f32, in, x, 1, 0.0f, y, 1);
     } else if (n <= NARROW_ROWS || (Wm->f32 == NULL && tile < 1)) {
+        if (Wm->i8 != NULL && n == 1) {
+            infer_gemm_narrow_quantize_x16(x, in, rk->xq, rk->xscale);
+            j->xq = rk->xq;
+            j->xscale = rk->xscale;
+        }
         j->y = y;
         j->out = out;
         linear_share(rk);

@@ -37,12 +37,11 @@ void infer_gemm_narrow_i8(const float *x, int n, int in, const int8_t *w,
  * Widening int8 to float32 for every weight (cvt + fma per 8 weights and
  * row) made batch-1 decode bound by the arithmetic at 57% of the memory
  * roofline; pmaddwd does 16 multiply-adds with one widening per 16
- * weights; reading the rows one after another as one stream, prefetched
- * 8 KiB ahead, 1.3-1.5x the float32 widening's speed from memory (2048 x
- * 5632, 1 thread).  Batches
- * of x stay with the float32 tiles, where each widened weight serves 4
- * rows of x: an int16 4 x 3 tile measured slower there (25 against 38
- * GMAC/s with W in cache).
+ * weights, 1.3-1.5x the float32 widening's speed from memory (2048 x
+ * 5632, 1 thread); the rows are read one after another as one stream,
+ * prefetched 8 KiB ahead.  Batches of x stay with the float32 tiles,
+ * where each widened weight serves 4 rows of x: an int16 4 x 3 tile
+ * measured slower there (25 against 38 GMAC/s with W in cache).
  */
 #define INFER_NARROW_XBLOCK  128
 
