@@ -7,31 +7,7 @@
 #include <string.h>
 #include <immintrin.h>
 #include "gemm_narrow.h"
-
-/* ---- the weight types, one element at a time ----------------------------- */
-
-static inline float
-elem_f32(const float *w, size_t i)
-{
-    return w[i];
-}
-
-/* bfloat16 is float32's upper half: widening is exact */
-static inline float
-elem_bf16(const uint16_t *w, size_t i)
-{
-    uint32_t u = (uint32_t) w[i] << 16;
-    float    f;
-
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
-
-static inline float
-elem_i8(const int8_t *w, size_t i)
-{
-    return (float) w[i];
-}
+#include "wtype.h"
 
 /* ---- references ---------------------------------------------------------- */
 
@@ -56,9 +32,9 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
     }                                                                       \
 }
 
-static NARROW_REF(ref_f32, float, elem_f32, 1.0f)
-static NARROW_REF(ref_bf16, uint16_t, elem_bf16, 1.0f)
-static NARROW_REF(ref_i8, int8_t, elem_i8, scale[r])
+static NARROW_REF(ref_f32, float, wtype_elem_f32, 1.0f)
+static NARROW_REF(ref_bf16, uint16_t, wtype_elem_bf16, 1.0f)
+static NARROW_REF(ref_i8, int8_t, wtype_elem_i8, scale[r])
 
 void
 infer_gemm_narrow_f32_ref(const float *x, int n, int in, const float *w,
@@ -146,10 +122,8 @@ infer_gemm_narrow_i8_x16_ref(const int16_t *xq, const float *xscale,
 
 /* ---- AVX2 + FMA ---------------------------------------------------------- */
 
-#define AVX2  __attribute__((target("avx2,fma")))
-
 /* the 8 lanes' sum */
-static AVX2 inline float
+static WTYPE_AVX2 inline float
 hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
@@ -158,27 +132,6 @@ hsum8(__m256 v)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-/* 8 weights as 8 floats */
-static AVX2 inline __m256
-load8_f32(const float *w)
-{
-    return _mm256_loadu_ps(w);
-}
-
-static AVX2 inline __m256
-load8_bf16(const uint16_t *w)
-{
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(
-        _mm_loadu_si128((const __m128i *) w)), 16));
-}
-
-static AVX2 inline __m256
-load8_i8(const int8_t *w)
-{
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-        _mm_loadl_epi64((const __m128i *) w)));
 }
 
 /*
@@ -191,7 +144,7 @@ load8_i8(const int8_t *w)
  * (batch 16, 5632 x 2048, 1 thread: bf16 5.5-5.9 ms against 6.8-8.0).
  */
 #define NARROW_TILE(NAME, WT, LOAD8, ELEM, SCALE, TB, RB)                   \
-static AVX2 void                                                            \
+static WTYPE_AVX2 void                                                      \
 NAME(const float *x, int in, const WT *w, const float *scale, float *y,     \
     int ldy, int ahead)                                                     \
 {                                                                           \
@@ -247,7 +200,7 @@ NARROW_TILE(NAME##_1x4, WT, LOAD8, ELEM, SCALE, 1, 4)                       \
 NARROW_TILE(NAME##_1x3, WT, LOAD8, ELEM, SCALE, 1, 3)                       \
 NARROW_TILE(NAME##_1x1, WT, LOAD8, ELEM, SCALE, 1, 1)                       \
                                                                             \
-static AVX2 void                                                            \
+static WTYPE_AVX2 void                                                      \
 NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
     int rows, float *y, int ldy)                                            \
 {                                                                           \
@@ -302,7 +255,7 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
  */
 #define X16_AHEAD  8192
 
-static AVX2 float
+static WTYPE_AVX2 float
 avx2_x16_row(const int16_t *xq, const float *xscale, int in,
     const int8_t *w)
 {
@@ -330,7 +283,7 @@ avx2_x16_row(const int16_t *xq, const float *xscale, int in,
     return hsum8(sum) + tail;
 }
 
-static AVX2 void
+static WTYPE_AVX2 void
 avx2_i8_x16(const int16_t *xq, const float *xscale, int in,
     const int8_t *w, const float *scale, int rows, float *y)
 {
@@ -341,50 +294,43 @@ avx2_i8_x16(const int16_t *xq, const float *xscale, int in,
     }
 }
 
-NARROW_AVX2(avx2_f32, float, load8_f32, elem_f32, 1.0f)
-NARROW_AVX2(avx2_bf16, uint16_t, load8_bf16, elem_bf16, 1.0f)
-NARROW_AVX2(avx2_i8, int8_t, load8_i8, elem_i8, scale[r])
+NARROW_AVX2(avx2_f32, float, wtype_load8_f32, wtype_elem_f32, 1.0f)
+NARROW_AVX2(avx2_bf16, uint16_t, wtype_load8_bf16, wtype_elem_bf16, 1.0f)
+NARROW_AVX2(avx2_i8, int8_t, wtype_load8_i8, wtype_elem_i8, scale[r])
 
 /* ---- dispatch ------------------------------------------------------------ */
-
-static int
-have_avx2(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 
 void
 infer_gemm_narrow_f32(const float *x, int n, int in, const float *w,
     int rows, float *y, int ldy)
 {
-    (have_avx2() ? avx2_f32 : ref_f32)(x, n, in, w, NULL, rows, y, ldy);
+    (wtype_have_avx2() ? avx2_f32 : ref_f32)(x, n, in, w, NULL, rows, y, ldy);
 }
 
 void
 infer_gemm_narrow_bf16(const float *x, int n, int in, const uint16_t *w,
     int rows, float *y, int ldy)
 {
-    (have_avx2() ? avx2_bf16 : ref_bf16)(x, n, in, w, NULL, rows, y, ldy);
+    (wtype_have_avx2() ? avx2_bf16 : ref_bf16)(x, n, in, w, NULL, rows, y, ldy);
 }
 
 void
 infer_gemm_narrow_i8(const float *x, int n, int in, const int8_t *w,
     const float *scale, int rows, float *y, int ldy)
 {
-    (have_avx2() ? avx2_i8 : ref_i8)(x, n, in, w, scale, rows, y, ldy);
+    (wtype_have_avx2() ? avx2_i8 : ref_i8)(x, n, in, w, scale, rows, y, ldy);
 }
 
 void
 infer_gemm_narrow_i8_x16(const int16_t *xq, const float *xscale, int in,
     const int8_t *w, const float *scale, int rows, float *y)
 {
-    (have_avx2() ? avx2_i8_x16 : infer_gemm_narrow_i8_x16_ref)(
+    (wtype_have_avx2() ? avx2_i8_x16 : infer_gemm_narrow_i8_x16_ref)(
         xq, xscale, in, w, scale, rows, y);
 }
 
 const char *
 infer_gemm_narrow_kernel(void)
 {
-    return have_avx2() ? "AVX2+FMA" : "C";
+    return wtype_have_avx2() ? "AVX2+FMA" : "C";
 }

@@ -35,13 +35,14 @@ def main():
                     help="comma-separated token ids")
     ap.add_argument("--stride", type=int, default=1)
     ap.add_argument("--compute", choices=("float32", "bfloat16",
-                                           "bf16-weights"),
+                                           "bf16-weights", "int8-weights"),
                     default="float32",
                     help="bfloat16: the model cast to bfloat16 and run in "
                          "it (transformers' bf16 inference); bf16-weights: "
                          "the matrices rounded to bfloat16, computed in "
                          "float32 (what dtype=bf16 on the CPU backend "
-                         "computes)")
+                         "computes); int8-weights: the matrices quantized "
+                         "per row as dtype=int8 does, computed in float32")
     ap.add_argument("--source", required=True,
                     help='"gen <infer-gen-model args>" or "shared <path '
                          'under ../shared>"')
@@ -67,6 +68,21 @@ def main():
             for w in model.parameters():
                 if w.dim() >= 2:
                     w.copy_(w.to(torch.bfloat16).to(torch.float32))
+    elif a.compute == "int8-weights":
+        # every row of every matrix as src/engine/int8.c quantizes it:
+        # scale = max|w| / 127, q = w * (127 / max|w|) rounded half away
+        # from zero (roundf) and clamped to +-127, then q * scale, all in
+        # float32; a zero row stays zero
+        with torch.no_grad():
+            for w in model.parameters():
+                if w.dim() >= 2:
+                    amax = w.abs().amax(dim=1, keepdim=True)
+                    safe = torch.where(amax > 0, amax, torch.ones_like(amax))
+                    v = (w * (127.0 / safe)).to(torch.float64)
+                    q = (torch.sign(v) * torch.floor(v.abs() + 0.5))
+                    q = q.clamp(-127, 127).to(torch.float32)
+                    w.copy_(torch.where(amax > 0, q * (safe / 127.0),
+                                        torch.zeros_like(w)))
     with torch.no_grad():
         out = model(torch.tensor([tokens], dtype=torch.long), use_cache=False)
     logits = out.logits[0].to(torch.float32)
@@ -81,7 +97,9 @@ def main():
                    type(model).__name__,
                    {"float32": "float32",
                     "bfloat16": "bfloat16 weights and compute",
-                    "bf16-weights": "bfloat16 matrices, float32 compute"}
+                    "bf16-weights": "bfloat16 matrices, float32 compute",
+                    "int8-weights": "int8 matrices (one scale a row), "
+                                    "float32 compute"}
                    [a.compute]))
         f.write("model %s\n" % a.name)
         f.write("source %s\n" % a.source)

@@ -18,6 +18,10 @@ LLAMA2_IDS=1,415,2936,9060,285,1142,461,10575,754,272,17898,3914,28725,304,868,3
 GPT2_IDS=464,2068,7586,21831,18045,625,262,16931,3290,11,290,788,340,299,1686,13,50256,0,12345,50255
 # "Once upon a time, there was a little girl named Lily. She liked to play"
 STORIES_IDS=1,403,407,261,378,432,383,286,261,376,298,315,421,395,317,426,338,397,355,267,337
+# the same and 24 more ids ((k * 37 + 11) % 509 + 3): 45 tokens, more than
+# the 32 rows the narrow products take, so a prefill of them runs the wide
+# ones (src/engine/gemm_wide.c) with bf16 and int8 weights
+STORIES_LONG_IDS=1,403,407,261,378,432,383,286,261,376,298,315,421,395,317,426,338,397,355,267,337,14,51,88,125,162,199,236,273,310,347,384,421,458,495,23,60,97,134,171,208,245,282,319,356
 
 ref() {     # name preset dtype seed ids stride
     "$GEN" "$TMP/$1" --preset "$2" --dtype "$3" --seed "$4"
@@ -42,6 +46,15 @@ ref tiny-qwen2-f16    tiny-qwen2   f16  5 "$GPT2_IDS"   97
     t/data/ref/stories260K-bf16w.logits --name stories260K-bf16w \
     --tokens "$STORIES_IDS" --stride 1 --source "shared models/stories260K" \
     --compute bf16-weights
+# the same arithmetic as dtype=bf16 and dtype=int8 over the long sequence
+"$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
+    t/data/ref/stories260K-bf16w-long.logits --name stories260K-bf16w-long \
+    --tokens "$STORIES_LONG_IDS" --stride 7 \
+    --source "shared models/stories260K" --compute bf16-weights
+"$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
+    t/data/ref/stories260K-int8w-long.logits --name stories260K-int8w-long \
+    --tokens "$STORIES_LONG_IDS" --stride 7 \
+    --source "shared models/stories260K" --compute int8-weights
 "$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
     t/data/ref/stories260K-bf16.logits --name stories260K-bf16 \
     --tokens "$STORIES_IDS" --stride 1 --source "shared models/stories260K" \

@@ -1,14 +1,16 @@
 /*
- * The narrow products (gemm_narrow.c) on random data against float64.
+ * The CPU products, narrow (gemm_narrow.c) and wide (gemm_wide.c), on
+ * random data against float64.
  *
  * For each weight type (float32, bfloat16, int8 with per-row scales) the
- * vector kernel and the plain C one against sum_i x_i w_i scale computed
+ * vector kernels and the plain C one against sum_i x_i w_i scale computed
  * in double from the exact values the kernel reads, held to the bound of a
  * float32 sum of `in` terms, (in + 1) * FLT_EPSILON * sum_i |x_i w_i
  * scale| (any summation order meets it; a wrong lane, tail or scale is off
  * by whole terms, orders of magnitude above it), on shapes that exercise
- * every tile and tail (rows of x 1..17, rows of W 1..37, widths not a
- * multiple of 8), writing only their rows of y.  One weight changed by a
+ * every tile and tail (rows of x 1..17, rows of W 1..96, widths not a
+ * multiple of 8 and across the wide products' blocks of 256), writing
+ * only their rows of y.  One weight changed by a
  * large step must fall outside the bound, so the bound can fail.  And int8
  * W against one row of x quantized to int16 (infer_gemm_narrow_i8_x16).
  */
@@ -17,11 +19,12 @@
 #include <stdint.h>
 #include <string.h>
 #include "gemm_narrow.h"
+#include "gemm_wide.h"
 #include "int8.h"
 #include "model.h"
 #include "tap.h"
 
-enum { MAXN = 17, MAXR = 37, MAXIN = 2051 };
+enum { MAXN = 17, MAXR = 96, MAXIN = 2051 };
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
@@ -36,6 +39,11 @@ uniform(void)
 typedef enum { W_F32, W_BF16, W_I8 } wtype_t;
 
 static const char *const type_names[] = { "f32", "bf16", "int8" };
+
+/* the kernels under test: the C references, the narrow and wide ones */
+enum { K_REF, K_NARROW, K_WIDE, K_KINDS };
+
+static const char *const kind_names[] = { "C", "narrow", "wide" };
 
 /* the weights in each type, and the exact values a kernel reads */
 typedef struct {
@@ -73,21 +81,36 @@ make_weights(weights_t *W, wtype_t type, int in)
 }
 
 static void
-run(wtype_t type, int vec, const float *x, int n, int in,
+run(wtype_t type, int kind, const float *x, int n, int in,
     const weights_t *W, int rows, float *y, int ldy)
 {
-    switch (type) {
-    case W_F32:
-        (vec ? infer_gemm_narrow_f32 : infer_gemm_narrow_f32_ref)(
-            x, n, in, W->f32, rows, y, ldy);
+    switch (type * K_KINDS + kind) {
+    case W_F32 * K_KINDS + K_REF:
+        infer_gemm_narrow_f32_ref(x, n, in, W->f32, rows, y, ldy);
         break;
-    case W_BF16:
-        (vec ? infer_gemm_narrow_bf16 : infer_gemm_narrow_bf16_ref)(
-            x, n, in, W->bf16, rows, y, ldy);
+    case W_F32 * K_KINDS + K_NARROW:
+        infer_gemm_narrow_f32(x, n, in, W->f32, rows, y, ldy);
+        break;
+    case W_F32 * K_KINDS + K_WIDE:
+        infer_gemm_wide_f32(x, n, in, W->f32, rows, y, ldy);
+        break;
+    case W_BF16 * K_KINDS + K_REF:
+        infer_gemm_narrow_bf16_ref(x, n, in, W->bf16, rows, y, ldy);
+        break;
+    case W_BF16 * K_KINDS + K_NARROW:
+        infer_gemm_narrow_bf16(x, n, in, W->bf16, rows, y, ldy);
+        break;
+    case W_BF16 * K_KINDS + K_WIDE:
+        infer_gemm_wide_bf16(x, n, in, W->bf16, rows, y, ldy);
+        break;
+    case W_I8 * K_KINDS + K_REF:
+        infer_gemm_narrow_i8_ref(x, n, in, W->i8, W->scale, rows, y, ldy);
+        break;
+    case W_I8 * K_KINDS + K_NARROW:
+        infer_gemm_narrow_i8(x, n, in, W->i8, W->scale, rows, y, ldy);
         break;
     default:
-        (vec ? infer_gemm_narrow_i8 : infer_gemm_narrow_i8_ref)(
-            x, n, in, W->i8, W->scale, rows, y, ldy);
+        infer_gemm_wide_i8(x, n, in, W->i8, W->scale, rows, y, ldy);
     }
 }
 
@@ -120,12 +143,14 @@ static void
 test_type(wtype_t type, const float *x, weights_t *W)
 {
     static const int ns[] = { 1, 2, 3, 4, 5, 8, 16, 17 };
-    static const int rowss[] = { 1, 2, 3, 4, 5, 7, 37 };
+    static const int rowss[] = { 1, 2, 3, 4, 5, 7, 23, 24, 25, 37, 49, 96 };
     static const int ins[] = { 8, 13, 64, 300, 2051 };
     static float     y[MAXN * (MAXR + 3)];
-    double           e, worst[2] = { 0, 0 };
-    int              a, b, c, i, vec, shapes = 0, sentinel = 1;
+    double           e, worst[K_KINDS] = { 0, 0, 0 };
+    int              a, b, c, i, kind, kinds, shapes = 0, sentinel = 1;
 
+    /* the wide products have no C fallback: linear() keeps sgemm then */
+    kinds = infer_gemm_wide_available() ? K_KINDS : K_WIDE;
     for (a = 0; a < (int) (sizeof(ins) / sizeof(ins[0])); a++) {
         int in = ins[a];
 
@@ -134,14 +159,15 @@ test_type(wtype_t type, const float *x, weights_t *W)
             for (c = 0; c < (int) (sizeof(rowss) / sizeof(rowss[0])); c++) {
                 int n = ns[b], rows = rowss[c], ldy = rows + 3;
 
-                for (vec = 0; vec < 2; vec++) {
+                for (kind = 0; kind < kinds; kind++) {
                     /* the columns past rows must stay untouched */
                     for (i = 0; i < n * ldy; i++) {
                         y[i] = -7.0f;
                     }
-                    run(type, vec, x, n, in, W, rows, y, ldy);
+                    run(type, kind, x, n, in, W, rows, y, ldy);
                     e = error(x, n, in, W, rows, y, ldy);
-                    worst[vec] = e > worst[vec] || isnan(e) ? e : worst[vec];
+                    worst[kind] = e > worst[kind] || isnan(e) ? e
+                                  : worst[kind];
                     for (i = 0; i < n; i++) {
                         sentinel &= y[(size_t) i * ldy + rows] == -7.0f;
                     }
@@ -150,11 +176,21 @@ test_type(wtype_t type, const float *x, weights_t *W)
             }
         }
     }
-    ok(worst[0] <= 1.0, "%s (C): %d shapes within a float32 sum's bound of "
-       "float64 (worst %.3g of it)", type_names[type], shapes, worst[0]);
-    ok(worst[1] <= 1.0, "%s (%s): %d shapes within a float32 sum's bound "
-       "of float64 (worst %.3g of it)", type_names[type],
-       infer_gemm_narrow_kernel(), shapes, worst[1]);
+    ok(worst[K_REF] <= 1.0, "%s (C): %d shapes within a float32 sum's "
+       "bound of float64 (worst %.3g of it)", type_names[type], shapes,
+       worst[K_REF]);
+    ok(worst[K_NARROW] <= 1.0, "%s (narrow, %s): %d shapes within a "
+       "float32 sum's bound of float64 (worst %.3g of it)",
+       type_names[type], infer_gemm_narrow_kernel(), shapes,
+       worst[K_NARROW]);
+    if (kinds == K_KINDS) {
+        ok(worst[K_WIDE] <= 1.0, "%s (wide, AVX2+FMA): %d shapes within a "
+           "float32 sum's bound of float64 (worst %.3g of it)",
+           type_names[type], shapes, worst[K_WIDE]);
+    } else {
+        diag("%s: wide products skipped: this CPU has no AVX2+FMA",
+             type_names[type]);
+    }
     ok(sentinel, "%s: writes only its rows of y", type_names[type]);
 
     /* one weight changed by a large step (at an x of magnitude >= 0.5)
@@ -164,9 +200,12 @@ test_type(wtype_t type, const float *x, weights_t *W)
     W->f32[i] += 1.5f;
     W->bf16[i] = infer_float_to_bf16(infer_bf16_to_float(W->bf16[i]) + 1.5f);
     W->i8[i] = (int8_t) (W->i8[i] > 0 ? W->i8[i] - 100 : W->i8[i] + 100);
-    run(type, 1, x, 1, 2051, W, 4, y, 4);
-    ok(error(x, 1, 2051, W, 4, y, 4) > 1.0, "%s: one weight off by a "
-       "large step is outside the bound", type_names[type]);
+    for (kind = K_NARROW; kind < kinds; kind++) {
+        run(type, kind, x, 1, 2051, W, 4, y, 4);
+        ok(error(x, 1, 2051, W, 4, y, 4) > 1.0, "%s (%s): one weight off "
+           "by a large step is outside the bound", type_names[type],
+           kind_names[kind]);
+    }
 }
 
 /*

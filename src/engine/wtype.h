@@ -1,0 +1,67 @@
+/*
+ * The CPU backend's weight types, read one element or 8 at a time as
+ * float32: float32 itself, bfloat16 (float32's upper half, so widening
+ * is exact) and int8 (its row's scale applied by the caller).  The
+ * 8-at-a-time loads need AVX2 (WTYPE_AVX2 on the function that calls
+ * them).
+ */
+#ifndef INFER_WTYPE_H
+#define INFER_WTYPE_H
+
+#include <stdint.h>
+#include <string.h>
+#include <immintrin.h>
+
+#define WTYPE_AVX2  __attribute__((target("avx2,fma")))
+
+/* whether this CPU runs the WTYPE_AVX2 code */
+static inline int
+wtype_have_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static inline float
+wtype_elem_f32(const float *w, size_t i)
+{
+    return w[i];
+}
+
+static inline float
+wtype_elem_bf16(const uint16_t *w, size_t i)
+{
+    uint32_t u = (uint32_t) w[i] << 16;
+    float    f;
+
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+static inline float
+wtype_elem_i8(const int8_t *w, size_t i)
+{
+    return (float) w[i];
+}
+
+static WTYPE_AVX2 inline __m256
+wtype_load8_f32(const float *w)
+{
+    return _mm256_loadu_ps(w);
+}
+
+static WTYPE_AVX2 inline __m256
+wtype_load8_bf16(const uint16_t *w)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(
+        _mm_loadu_si128((const __m128i *) w)), 16));
+}
+
+static WTYPE_AVX2 inline __m256
+wtype_load8_i8(const int8_t *w)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+        _mm_loadl_epi64((const __m128i *) w)));
+}
+
+#endif
