@@ -638,12 +638,9 @@ linear_rows(cpu_rank_t *rk)
         if (j->wide && j->w8 != NULL) {
             infer_gemm_wide_i8(j->x, j->n, j->in, j->w8 + at, j->scale + r0,
                                r1 - r0, j->y + r0, j->out);
-        } else if (j->wide && j->w != NULL) {
+        } else if (j->wide) {
             infer_gemm_wide_bf16(j->x, j->n, j->in, j->w + at, r1 - r0,
                                  j->y + r0, j->out);
-        } else if (j->wide) {
-            infer_gemm_wide_f32(j->x, j->n, j->in, j->wf + at, r1 - r0,
-                                j->y + r0, j->out);
         } else if (j->widen && j->w8 != NULL) {
             infer_i8_dequantize(j->w8 + at, j->scale + r0, r1 - r0, j->in,
                                 rk->wtile + at);
@@ -728,7 +725,7 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
         j->y = y;
         j->out = out;
         linear_share(rk);
-    } else if (rk->be->wide) {
+    } else if (rk->be->wide && Wm->f32 == NULL) {
         j->wide = 1;
         j->y = y;
         j->out = out;

@@ -12,8 +12,8 @@
  * TinyLlama prefill of 128 tokens, 2 threads, against widening W into a
  * float32 tile for OpenBLAS's sgemm (3 alternating runs): bf16 42.0-45.9
  * tokens/s against 33.4-38.8, int8 45.9-49.2 against 40.8-45.6.  With
- * float32 W sgemm stays faster (46.9-47.9 against 41.5-45.5), so
- * backend_cpu.c keeps it there.  No better in a harness (2 threads, 128
+ * float32 W, packed the same way, sgemm stayed faster (46.9-47.9 against
+ * 41.5-45.5), so float32 has no wide product.  No better in a harness (2 threads, 128
  * rows of x, best of 15-25 alternating calls): 6 x 16 tiles, 128 or 192
  * inputs a block, x copied to a contiguous block per row of tiles.
  */
@@ -100,7 +100,6 @@ NAME(const WT *w, const float *scale, int in, int rows, int k0, int kc,     \
     }                                                                       \
 }
 
-WIDE_PACK(pack_f32, float, wtype_load8_f32, wtype_elem_f32, 1.0f)
 WIDE_PACK(pack_bf16, uint16_t, wtype_load8_bf16, wtype_elem_bf16, 1.0f)
 WIDE_PACK(pack_i8, int8_t, wtype_load8_i8, wtype_elem_i8, scale[r])
 
@@ -245,16 +244,8 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
     }                                                                       \
 }
 
-WIDE_PRODUCT(wide_f32, float, pack_f32)
 WIDE_PRODUCT(wide_bf16, uint16_t, pack_bf16)
 WIDE_PRODUCT(wide_i8, int8_t, pack_i8)
-
-void
-infer_gemm_wide_f32(const float *x, int n, int in, const float *w,
-    int rows, float *y, int ldy)
-{
-    wide_f32(x, n, in, w, NULL, rows, y, ldy);
-}
 
 void
 infer_gemm_wide_bf16(const float *x, int n, int in, const uint16_t *w,
