@@ -1400,7 +1400,7 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
      * which widen W as they pack it.  sgemm for float32 W, which it
      * packs faster than ours (TinyLlama, 128 tokens, 2 threads, 3
      * alternating runs: 46.9-47.9 tokens/s against 41.5-45.5; ours spent
-     * 1.3x sgemm's time packing and 1.1x in the tiles), on CPUs without
+     * 1.2x sgemm's time packing and 1.1x in the tiles), on CPUs without
      * AVX2, and on AVX-512 ones, where OpenBLAS's SkylakeX kernels have
      * twice our vector width (not measured here: no such CPU).  Decode:
      * ours, and sgemv for one row of float32 (linear()). */
