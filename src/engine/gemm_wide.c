@@ -13,9 +13,10 @@
  * float32 tile for OpenBLAS's sgemm (3 alternating runs): bf16 42.0-45.9
  * tokens/s against 33.4-38.8, int8 45.9-49.2 against 40.8-45.6.  With
  * float32 W, packed the same way, sgemm stayed faster (46.9-47.9 against
- * 41.5-45.5), so float32 has no wide product.  No better in a harness (2 threads, 128
- * rows of x, best of 15-25 alternating calls): 6 x 16 tiles, 128 or 192
- * inputs a block, x copied to a contiguous block per row of tiles.
+ * 41.5-45.5), so float32 has no wide product.  No better in a harness
+ * (2 threads, 128 rows of x, best of 15-25 alternating calls): 6 x 16
+ * tiles, 128 or 192 inputs a block, x copied to a contiguous block per
+ * row of tiles.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -181,9 +182,9 @@ static const tile_fn tiles[MR + 1] = { NULL, tile_1, tile_2, tile_3, tile_4 };
  * While the tiles run over one block of inputs, they ask for the next
  * block's bytes of these rows of W (lines of lpr lines a row; none after
  * the last block), a share before each tile, so that packing finds them
- * in L2: into L1 they were slower (the float32 block is 3x L1 and pushed
- * out the panel; 2 threads, 2048 x 2048, 128 rows of x, best of 25: 72
- * GFLOP/s against 121).
+ * in L2: into L1 they were slower when this packed float32 too, whose
+ * block is 3x L1 and pushed out the panel (2 threads, 2048 x 2048, 128
+ * rows of x, best of 25: 72 GFLOP/s against 121).
  */
 static WTYPE_AVX2 inline void
 prefetch_share(const char *w, size_t row_bytes, size_t k0_bytes, int lpr,
