@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "attn_decode.h"
 #include "backend.h"
 #include "blas.h"
 #include "comm.h"
@@ -46,19 +47,7 @@
 #include "gemm_wide.h"
 #include "int8.h"
 #include "rope_freq.h"
-
-/*
- * glibc's libmvec (linked through libm) has vector expf; math.h declares it
- * only under -ffast-math, which would also drop the infinities the softmax
- * relies on.  Declared here, the softmax loops call it 4 lanes at a time:
- * the exponentials were a quarter of stories260K's prefill time.
- */
-#pragma omp declare simd notinbranch
-float expf(float x);
-#pragma omp declare simd notinbranch
-float tanhf(float x);
-#pragma omp declare simd notinbranch
-float erff(float x);
+#include "vmath.h"
 
 /* The matrices' type in memory (dtype=). */
 typedef enum {
@@ -846,62 +835,6 @@ softcap(float *s, int n, float cap)
 }
 
 /*
- * Causal attention of one token and one query head over its sequence's
- * cached positions [lo, pos] (lo: the window's first), block by block (a
- * block's slots are contiguous).
- */
-static void
-attention_head(cpu_backend_t *be, cpu_rank_t *rk, int layer,
-    const int32_t *table, int ctx, int kv_head, const float *q, float *out,
-    float *s)
-{
-    const cpu_layer_t *L = &rk->layers[layer];
-    int          hd = be->cfg.head_dim, bs = be->block_size;
-    int          lo = window_start(ctx - 1, L->window), n = ctx - lo;
-    int          j, d, p;
-    float        max = -INFINITY, sum = 0.0f;
-    const float *k, *v;
-
-    for (j = 0; j < n; j++) {
-        float dot = 0.0f;
-
-        p = lo + j;
-        k = rk->k_cache + kv_offset(be, rk, layer, table[p / bs], kv_head,
-                                    p % bs);
-#pragma omp simd reduction(+:dot)
-        for (d = 0; d < hd; d++) {
-            dot += q[d] * k[d];
-        }
-        s[j] = dot * L->scale;
-    }
-    softcap(s, n, be->cfg.attn_softcap);
-    for (j = 0; j < n; j++) {
-        max = s[j] > max ? s[j] : max;
-    }
-#pragma omp simd reduction(+:sum)
-    for (j = 0; j < n; j++) {
-        s[j] = expf(s[j] - max);
-        sum += s[j];
-    }
-    memset(out, 0, hd * sizeof(float));
-    for (j = 0; j < n; j++) {
-        float pj = s[j];
-
-        p = lo + j;
-        v = rk->v_cache + kv_offset(be, rk, layer, table[p / bs], kv_head,
-                                    p % bs);
-#pragma omp simd
-        for (d = 0; d < hd; d++) {
-            out[d] += pj * v[d];
-        }
-    }
-    /* normalized once at the end: one division per head, not per slot */
-    for (d = 0; d < hd; d++) {
-        out[d] /= sum;
-    }
-}
-
-/*
  * Prefill attention of a run: n consecutive positions p0.. of one sequence
  * and one query head, as Hugging Face's eager attention computes it: S =
  * Q K^T * scale (soft-capped), the causal and window mask, softmax by
@@ -921,7 +854,6 @@ attention_run_head(cpu_backend_t *be, cpu_rank_t *rk, int layer, int t0,
     const cpu_layer_t *L = &rk->layers[layer];
     int          hd = be->cfg.head_dim, ld = rk->n_heads * hd;
     int          i0, m, lo, hi, i, j, first, len;
-    float        max, sum;
     const float *q = rk->q + (size_t) t0 * ld + (size_t) head * hd;
     float       *out = rk->att + (size_t) t0 * ld + (size_t) head * hd;
     float       *row;
@@ -942,23 +874,7 @@ attention_run_head(cpu_backend_t *be, cpu_rank_t *rk, int layer, int t0,
             }
             row += first;
             len -= first;
-            softcap(row, len, be->cfg.attn_softcap);
-            max = -INFINITY;
-            sum = 0.0f;
-#pragma omp simd reduction(max:max)
-            for (j = 0; j < len; j++) {
-                max = row[j] > max ? row[j] : max;
-            }
-#pragma omp simd reduction(+:sum)
-            for (j = 0; j < len; j++) {
-                row[j] = expf(row[j] - max);
-                sum += row[j];
-            }
-            sum = 1.0f / sum;
-#pragma omp simd
-            for (j = 0; j < len; j++) {
-                row[j] *= sum;
-            }
+            infer_attn_softmax(row, len, be->cfg.attn_softcap);
             for (j = len; j < hi - lo - first; j++) {
                 row[j] = 0.0f;          /* masked: later positions */
             }
@@ -990,30 +906,40 @@ gather_kv(cpu_backend_t *be, cpu_rank_t *rk, int layer,
 }
 
 /*
- * Takes (decode token, query head) pairs until none is left.  Query head h
- * reads kv head h / group (grouped-query attention).
+ * Takes (decode token, kv head) pairs until none is left: the pair's
+ * group of query heads, h / group == kv head (grouped-query attention),
+ * over the token's cached positions [lo, pos] (lo: the window's first).
  */
 static void
 attention_decodes(cpu_backend_t *be, cpu_rank_t *rk, int worker)
 {
     const infer_batch_t *b = rk->job.batch;
+    const cpu_layer_t   *L = &rk->layers[rk->job.layer];
     int    hd = be->cfg.head_dim, group = rk->n_heads / rk->n_kv_heads;
-    int    pairs = rk->n_decodes * rk->n_heads, pair, t, h;
+    int    pairs = rk->n_decodes * rk->n_kv_heads, pair, t, g, ctx;
     float *s = rk->scratch + (size_t) worker * be->scratch_floats;
+    size_t qoff;
+    infer_attn_cache_t c;
 
+    c.table = NULL;
+    c.block_stride = (size_t) rk->n_kv_heads * be->block_size * hd;
+    c.block_size = be->block_size;
+    c.head_dim = hd;
     for ( ;; ) {
         pair = __atomic_fetch_add(&rk->job.next_pair, 1, __ATOMIC_RELAXED);
         if (pair >= pairs) {
             return;
         }
-        t = rk->decodes[pair / rk->n_heads];
-        h = pair % rk->n_heads;
-        attention_head(be, rk, rk->job.layer,
-                       b->block_table
-                       + (size_t) b->seq_of_token[t] * b->max_blocks,
-                       b->positions[t] + 1, h / group,
-                       rk->q + ((size_t) t * rk->n_heads + h) * hd,
-                       rk->att + ((size_t) t * rk->n_heads + h) * hd, s);
+        t = rk->decodes[pair / rk->n_kv_heads];
+        g = pair % rk->n_kv_heads;
+        ctx = b->positions[t] + 1;
+        c.k = rk->k_cache + kv_offset(be, rk, rk->job.layer, 0, g, 0);
+        c.v = rk->v_cache + kv_offset(be, rk, rk->job.layer, 0, g, 0);
+        c.table = b->block_table + (size_t) b->seq_of_token[t] * b->max_blocks;
+        qoff = ((size_t) t * rk->n_heads + (size_t) g * group) * hd;
+        infer_attn_decode(&c, window_start(ctx - 1, L->window), ctx,
+                          rk->q + qoff, group, L->scale,
+                          be->cfg.attn_softcap, rk->att + qoff, s);
     }
 }
 
@@ -1060,9 +986,13 @@ rank_helper(void *arg, int index)
 
 /*
  * Attention for every token and query head of the batch.  A token alone
- * in the step for its sequence (decode) is a dot product per key, and the
- * helpers share those pairs when there are enough of them to pay for the
- * wake-ups.  Runs of prompt tokens go through matrix products from this
+ * in the step for its sequence (decode) is a dot product per key
+ * (attn_decode.h), and the helpers share its (token, kv head) pairs once
+ * the step holds more than 2.5e5 key elements a query reads (a 128-token
+ * context of TinyLlama's 32 heads of 64): TinyLlama int8 decode after 512
+ * tokens, 2 threads, 11.0-12.7 tokens/s shared against 10.3-11.1 on this
+ * thread alone (8.4-8.7 with one head at a time); after 128 tokens the
+ * same either way.  Runs of prompt tokens go through matrix products from this
  * thread alone, which OpenBLAS splits over its own threads: products
  * issued from several threads at once contend for OpenBLAS's one pool
  * (TinyLlama-1.1B 512-token prefill, 2 threads: 146 tokens/s with the
@@ -1097,7 +1027,7 @@ attention(cpu_backend_t *be, cpu_rank_t *rk, int layer,
             t += n - 1;
         }
     }
-    shared = work > 4e6;
+    shared = work > 2.5e5;
 
     rk->job.layer = layer;
     rk->job.batch = b;
@@ -1332,7 +1262,7 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     const infer_model_config_t *c = &m->cfg;
     cpu_backend_t *be;
     size_t         per_block;
-    int            r, half, tp = p->tp > 0 ? p->tp : 1;
+    int            r, half, cols, tp = p->tp > 0 ? p->tp : 1;
 
     if (c->num_heads % tp != 0 || c->num_kv_heads % tp != 0) {
         snprintf(err, errlen, "tp=%d must divide num_attention_heads (%d) "
@@ -1391,7 +1321,13 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     if ((int64_t) be->n_blocks * p->block_size < be->ctx_cap) {
         be->ctx_cap = be->n_blocks * p->block_size;
     }
-    be->scratch_floats = (size_t) be->ctx_cap * (2 * c->head_dim + ATTN_TILE);
+    /* a thread's: a prompt run's keys, values and ATTN_TILE rows of
+     * scores, or a decode group's rows of scores */
+    cols = 2 * c->head_dim + ATTN_TILE;
+    if (c->num_heads / c->num_kv_heads > cols) {
+        cols = c->num_heads / c->num_kv_heads;
+    }
+    be->scratch_floats = (size_t) be->ctx_cap * cols;
 
     if (infer_blas_load(err, errlen) != 0) {
         goto failed;

@@ -122,18 +122,6 @@ infer_gemm_narrow_i8_x16_ref(const int16_t *xq, const float *xscale,
 
 /* ---- AVX2 + FMA ---------------------------------------------------------- */
 
-/* the 8 lanes' sum */
-static WTYPE_AVX2 inline float
-hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
-                          _mm256_extractf128_ps(v, 1));
-
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /*
  * TB rows of x by RB rows of W: every weight is widened once and
  * multiplied into TB sums, so the conversion is paid once per TB rows of
@@ -187,7 +175,7 @@ NAME(const float *x, int in, const WT *w, const float *scale, float *y,     \
     }                                                                       \
     for (t = 0; t < TB; t++) {                                              \
         for (r = 0; r < RB; r++) {                                          \
-            s = hsum8(acc[t][r]);                                           \
+            s = wtype_hsum8(acc[t][r]);                                           \
             for (k = i; k < in; k++) {                                      \
                 s += x[(size_t) t * in + k]                                 \
                      * ELEM(w, (size_t) r * in + k);                        \
@@ -287,7 +275,7 @@ avx2_x16_row(const int16_t *xq, const float *xscale, int in,
             tail += (float) dot_x16(xq, w, i, i1) * xscale[b];
         }
     }
-    return hsum8(sum) + tail;
+    return wtype_hsum8(sum) + tail;
 }
 
 static WTYPE_AVX2 void

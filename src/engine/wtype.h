@@ -64,4 +64,16 @@ wtype_load8_i8(const int8_t *w)
         _mm_loadl_epi64((const __m128i *) w)));
 }
 
+/* the 8 lanes' sum */
+static WTYPE_AVX2 inline float
+wtype_hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
+                          _mm256_extractf128_ps(v, 1));
+
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
 #endif
