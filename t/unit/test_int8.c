@@ -66,6 +66,23 @@ test_quantize(void)
     infer_i8_quantize_row(zero, COLS, q[0], &scale[0]);
     ok(scale[0] == 0.0f, "quantize: a row with an infinity holds no scale "
        "(zeros, no NaN)");
+
+    /* ties round away from zero, as roundf does, in the vector lanes and
+     * the tail alike; a NaN weight becomes 0 */
+    for (i = 0; i < COLS; i++) {
+        w[0][i] = (float) (i % 254 - 127) + (i % 3 == 0 ? 0.5f : 0.25f);
+    }
+    w[0][0] = 127.0f;                   /* the scale: exactly 1 */
+    w[0][7] = NAN;
+    infer_i8_quantize_row(w[0], COLS, q[0], &scale[0]);
+    for (i = 0, bad = 0; i < COLS; i++) {
+        float want = i == 7 ? 0.0f : roundf(w[0][i]);
+
+        want = want > 127.0f ? 127.0f : want < -127.0f ? -127.0f : want;
+        bad += q[0][i] != (int8_t) want;
+    }
+    ok(scale[0] == 1.0f && bad == 0, "quantize: %d values at and beside "
+       "ties, and a NaN, as roundf (%d differ)", COLS, bad);
 }
 
 static void

@@ -8,6 +8,7 @@
 #include <libgen.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -176,6 +177,91 @@ test_bf16(void)
         bad += infer_float_to_bf16(infer_bf16_to_float(h)) != h;
     }
     is_int(bad, 0, "every non-nan bf16 round-trips exactly");
+}
+
+
+/*
+ * The row paths of infer_tensor_read_f32/_bf16 (vectorized) against the
+ * scalar conversions above, bit for bit: every float16 value, float32
+ * values around every rounding case, from an odd address (a mapping need
+ * not be aligned) and in lengths that leave vector tails.
+ */
+static void
+test_rows(void)
+{
+    static unsigned char raw[4 * 0x10000 + 8];
+    static float         f[0x10000];
+    static uint16_t      b[0x10000];
+    infer_tensor_t       t;
+    uint32_t             i, x, bad = 0, badb = 0, badf = 0;
+    uint64_t             s = 99;
+    int64_t              n;
+    uint16_t             h;
+
+    memset(&t, 0, sizeof(t));
+    t.ndim = 2;
+    t.data = raw + 1;
+    for (i = 0; i < 0x10000; i++) {
+        h = (uint16_t) i;
+        memcpy(raw + 1 + 2 * i, &h, 2);
+    }
+    t.dtype = INFER_DT_F16;
+    t.shape[0] = 2;
+    t.shape[1] = 0x8000;
+    infer_tensor_read_f32(&t, 0, 2, 0, 0x8000, f);
+    infer_tensor_read_bf16(&t, 0, 2, 0, 0x8000, b);
+    for (i = 0; i < 0x10000; i++) {
+        float ref = infer_half_to_float((uint16_t) i);
+
+        bad += memcmp(&f[i], &ref, 4) != 0;
+        badb += b[i] != infer_float_to_bf16(ref);
+    }
+    is_int(bad, 0, "float16 rows to float32: every value as the scalar");
+    is_int(badb, 0, "float16 rows to bfloat16: every value as the scalar");
+
+    /* float32: random bits, and ties, nans and infinities among them */
+    for (i = 0; i < 0x10000; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x = (uint32_t) (s >> 32);
+        if (i % 4 == 1) {
+            x = (x & 0xffff0000) | 0x8000;          /* a tie */
+        } else if (i % 16 == 2) {
+            x |= 0x7f800000;                        /* inf or nan */
+        }
+        memcpy(raw + 1 + 4 * i, &x, 4);
+    }
+    t.dtype = INFER_DT_F32;
+    for (n = 1; n <= 17; n++) {
+        t.shape[0] = 1;
+        t.shape[1] = n;
+        infer_tensor_read_bf16(&t, 0, 1, 0, n, b);
+        for (i = 0; i < n; i++) {
+            memcpy(&x, raw + 1 + 4 * i, 4);
+            badf += b[i] != infer_float_to_bf16(from_bits(x));
+        }
+    }
+    t.shape[0] = 4;
+    t.shape[1] = 0x4000;
+    infer_tensor_read_bf16(&t, 0, 4, 0, 0x4000, b);
+    for (i = 0; i < 0x10000; i++) {
+        memcpy(&x, raw + 1 + 4 * i, 4);
+        badf += b[i] != infer_float_to_bf16(from_bits(x));
+    }
+    is_int(badf, 0, "float32 rows to bfloat16 (ties, nans, lengths 1-17) "
+           "as the scalar");
+
+    /* bfloat16 rows widen exactly */
+    t.dtype = INFER_DT_BF16;
+    t.shape[0] = 1;
+    t.shape[1] = 13;
+    infer_tensor_read_f32(&t, 0, 1, 0, 13, f);
+    bad = 0;
+    for (i = 0; i < 13; i++) {
+        memcpy(&h, raw + 1 + 2 * i, 2);
+        x = (uint32_t) h << 16;
+        bad += memcmp(&f[i], &x, 4) != 0;
+    }
+    is_int(bad, 0, "bfloat16 rows to float32: exact");
 }
 
 
@@ -1246,6 +1332,7 @@ main(int argc, char **argv)
     }
     test_half();
     test_bf16();
+    test_rows();
     test_stories();
     test_bad_config(tmp);
     test_bad_safetensors(tmp);
