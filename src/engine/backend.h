@@ -44,7 +44,7 @@ typedef struct {
     const char    *dtype_used;    /* out: what dtype became (NULL: the
                                      backend does not say) */
     size_t         weight_bytes;  /* out: weights in memory (0: unknown) */
-    char           kernels[160];  /* out: matrix library and kernel set */
+    char           kernels[192];  /* out: matrix library and kernel set */
     const char    *kernels_warning; /* out: those kernels are not this
                                        CPU's best, or NULL */
 } infer_backend_params_t;

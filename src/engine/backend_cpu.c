@@ -1342,9 +1342,11 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
      * ours, and sgemv for one row of float32 (linear()). */
     be->wide = be->wtype != CPU_F32 && infer_gemm_wide_available()
                && !__builtin_cpu_supports("avx512f");
-    snprintf(p->kernels, sizeof(p->kernels), "%s; %s products: %s",
+    snprintf(p->kernels, sizeof(p->kernels),
+             "%s; %s products: %s; decode attention: %s",
              infer_blas_kernels(), be->wide ? "prefill and decode" : "decode",
-             infer_gemm_narrow_kernel());
+             infer_gemm_narrow_kernel(),
+             infer_attn_decode_kernel(c->head_dim));
     p->kernels_warning = infer_blas_warning();
     if (p->threads > 0) {
         infer_blas.set_num_threads(p->threads);

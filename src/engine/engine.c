@@ -156,7 +156,7 @@ struct infer_engine {
     char                *text;         /* detokenizer output scratch */
     size_t               text_cap;
     infer_stats_t        counters;     /* published into stats each step */
-    char                 kernels[160]; /* the backend's matrix library */
+    char                 kernels[192]; /* the backend's matrix library */
 };
 
 static void infer_seq_free(infer_seq_t *s);
