@@ -921,7 +921,6 @@ attention_decodes(cpu_backend_t *be, cpu_rank_t *rk, int worker)
     size_t qoff;
     infer_attn_cache_t c;
 
-    c.table = NULL;
     c.block_stride = (size_t) rk->n_kv_heads * be->block_size * hd;
     c.block_size = be->block_size;
     c.head_dim = hd;

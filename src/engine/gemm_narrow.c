@@ -175,7 +175,7 @@ NAME(const float *x, int in, const WT *w, const float *scale, float *y,     \
     }                                                                       \
     for (t = 0; t < TB; t++) {                                              \
         for (r = 0; r < RB; r++) {                                          \
-            s = wtype_hsum8(acc[t][r]);                                           \
+            s = wtype_hsum8(acc[t][r]);                                     \
             for (k = i; k < in; k++) {                                      \
                 s += x[(size_t) t * in + k]                                 \
                      * ELEM(w, (size_t) r * in + k);                        \

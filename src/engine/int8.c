@@ -17,6 +17,7 @@ avx2_quantize(const float *w, int n, float inv, int8_t *q)
 {
     __m256  v, t, half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
     __m256  sign = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(127.0f);
+    __m256i r;
     __m128i p;
     int     i;
 
@@ -29,9 +30,9 @@ avx2_quantize(const float *w, int n, float inv, int8_t *q)
             _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(v, t)), half,
                           _CMP_GE_OQ),
             _mm256_or_ps(one, _mm256_and_ps(v, sign))));
-        p = _mm256_castsi256_si128(_mm256_cvttps_epi32(t));
-        p = _mm_packs_epi32(p, _mm256_extracti128_si256(
-                                   _mm256_cvttps_epi32(t), 1));
+        r = _mm256_cvttps_epi32(t);
+        p = _mm_packs_epi32(_mm256_castsi256_si128(r),
+                            _mm256_extracti128_si256(r, 1));
         _mm_storel_epi64((__m128i *) (q + i), _mm_packs_epi16(p, p));
     }
     return i;

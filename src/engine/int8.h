@@ -9,7 +9,8 @@
  * activations to int16 in blocks of 128 and sums integer products
  * (gemm_narrow.h: a 1/65534 rounding next to the weights' 1/254); batches
  * multiply float32 x by the weights widened in registers, and prefill
- * widens tiles of rows for sgemm.  There is no int8 x int8 product: this
+ * widens them as it packs them (gemm_wide.h; tiles of rows widened for
+ * sgemm where those do not run).  There is no int8 x int8 product: this
  * CPU class (AVX2, no VNNI) gains little from it at batch sizes where the
  * arithmetic matters, and int8 activations would double the rounding.
  */

@@ -5,7 +5,7 @@
  * rounding's bound) plus float32's rounding of the product, and each row's
  * largest magnitude is exactly +-127 steps.  Dequantization is exact (one
  * float32 product).  The products that read int8 weights are tested with
- * the others in test_gemm_narrow.c.
+ * the others in test_gemm.c.
  */
 #include <math.h>
 #include <stdint.h>
