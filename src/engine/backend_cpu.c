@@ -137,6 +137,7 @@ typedef struct {
     const float         *scale;       /* ... and its rows' scales */
     const int16_t       *xq;          /* one row of x for int8 W, */
     const float         *xscale;      /* quantized (gemm_narrow.h) */
+    const void          *xp;          /* x prepared for the wide ones */
     float               *y;
     int                  n, in, out;
     atomic_int           next_row;
@@ -164,6 +165,7 @@ struct cpu_rank {
     float               *wtile;       /* bf16/int8 rows widened for sgemm */
     int16_t             *xq;          /* int8: a row of x quantized, */
     float               *xscale;      /* and its blocks' scales */
+    void                *xwide;       /* x prepared for the wide products */
     infer_crew_t         helpers;
     int                  rc;
 };
@@ -180,6 +182,7 @@ struct cpu_backend {
     size_t                scratch_floats;
     cpu_wtype_t           wtype;       /* the matrices' type */
     int                   wide;        /* prefill: gemm_wide.h, not sgemm */
+    int                   f32_row;     /* one float32 row: ours, not sgemv */
     cpu_mat_t             embed;       /* [V, H] */
     const float          *pos_embed;   /* [max_position, H] or NULL */
     cpu_mat_t             lm_head;     /* [V, H] */
@@ -444,7 +447,7 @@ cpu_alloc_rank(cpu_backend_t *be, cpu_rank_t *rk)
     size_t  T = be->max_tokens, H = c->hidden_size, hd = c->head_dim;
     size_t  kv = (size_t) c->num_layers * be->n_blocks * rk->n_kv_heads
                  * be->block_size * hd;
-    size_t  in;
+    size_t  in, xbytes;
 
     rk->k_cache = malloc(kv * sizeof(float));
     rk->v_cache = malloc(kv * sizeof(float));
@@ -468,10 +471,19 @@ cpu_alloc_rank(cpu_backend_t *be, cpu_rank_t *rk)
             return -1;
         }
     }
+    /* the widest input of a product: hidden, heads or intermediate */
+    in = H > rk->n_heads * hd ? H : rk->n_heads * hd;
+    in = in > (size_t) rk->inter ? in : (size_t) rk->inter;
+    xbytes = be->wide ? infer_gemm_wide_x_bytes(be->wtype == CPU_INT8,
+                                                (int) T, (int) in)
+                      : 0;
+    if (xbytes > 0) {
+        rk->xwide = malloc(xbytes);
+        if (rk->xwide == NULL) {
+            return -1;
+        }
+    }
     if (be->wtype == CPU_INT8) {
-        /* the widest input of a product: hidden, heads or intermediate */
-        in = H > rk->n_heads * hd ? H : rk->n_heads * hd;
-        in = in > (size_t) rk->inter ? in : (size_t) rk->inter;
         rk->xq = malloc(in * sizeof(int16_t));
         rk->xscale = malloc((in / INFER_NARROW_XBLOCK + 1) * sizeof(float));
         if (rk->xq == NULL || rk->xscale == NULL) {
@@ -625,11 +637,11 @@ linear_rows(cpu_rank_t *rk)
         r1 = r0 + ROW_CHUNK < j->out ? r0 + ROW_CHUNK : j->out;
         at = (size_t) r0 * j->in;
         if (j->wide && j->w8 != NULL) {
-            infer_gemm_wide_i8(j->x, j->n, j->in, j->w8 + at, j->scale + r0,
-                               r1 - r0, j->y + r0, j->out);
+            infer_gemm_wide_i8(j->x, j->xp, j->n, j->in, j->w8 + at,
+                               j->scale + r0, r1 - r0, j->y + r0, j->out);
         } else if (j->wide) {
-            infer_gemm_wide_bf16(j->x, j->n, j->in, j->w + at, r1 - r0,
-                                 j->y + r0, j->out);
+            infer_gemm_wide_bf16(j->x, j->xp, j->n, j->in, j->w + at,
+                                 r1 - r0, j->y + r0, j->out);
         } else if (j->widen && j->w8 != NULL) {
             infer_i8_dequantize(j->w8 + at, j->scale + r0, r1 - r0, j->in,
                                 rk->wtile + at);
@@ -672,16 +684,18 @@ linear_share(cpu_rank_t *rk)
  * rows, then by the arithmetic.  OpenBLAS's sgemm packs W into a copy on
  * every call, which at 16 rows of x is most of its time.  A single float32
  * row stays with sgemv, which reads W once too (2048x5632, 1 thread: 3.0
- * ms, the narrow product the same); for 2 or 3 rows sgemv would read W
- * once per row.  A single row against int8 W is quantized to int16 first
+ * ms, the narrow product the same), but on AVX-512 CPUs (be->f32_row),
+ * where the narrow row product streams W as it does for bf16 and matched
+ * it; for 2 or 3 rows sgemv would read W once per row.  A single row against int8 W is quantized to int16 first
  * and summed in integers (gemm_narrow.h).  The paths round differently
  * in the last bit; the batching tests hold the generated text to the
  * reference regardless.
  *
  * More rows (prefill) are bound by the arithmetic.  Float32 W goes to
- * sgemm.  bf16 and int8 W go to the wide products on AVX2 CPUs (be->wide,
- * gemm_wide.h), ROW_CHUNK rows of W a call, shared by the rank's threads
- * as the narrow ones are, each widening its rows while it packs them;
+ * sgemm.  bf16 and int8 W go to the wide products (be->wide: AVX2 CPUs,
+ * and AVX-512 ones with the pair dot products, gemm_wide.h), x prepared
+ * for them first where they need it, ROW_CHUNK rows of W a call, shared
+ * by the rank's threads as the narrow ones are, each packing its rows;
  * elsewhere they are widened to float32 a tile of rows at a time for
  * sgemm, also shared, one more pass over the tile per n rows of x.
  */
@@ -702,7 +716,7 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     j->xq = NULL;
     j->widen = 0;
     j->wide = 0;
-    if (Wm->f32 != NULL && n == 1) {
+    if (Wm->f32 != NULL && n == 1 && !rk->be->f32_row) {
         infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f,
                          Wm->f32, in, x, 1, 0.0f, y, 1);
     } else if (n <= NARROW_ROWS || (Wm->f32 == NULL && tile < 1)) {
@@ -715,6 +729,10 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
         j->out = out;
         linear_share(rk);
     } else if (rk->be->wide && Wm->f32 == NULL) {
+        if (rk->xwide != NULL) {
+            infer_gemm_wide_prepare(Wm->i8 != NULL, x, n, in, rk->xwide);
+        }
+        j->xp = rk->xwide;
         j->wide = 1;
         j->y = y;
         j->out = out;
@@ -1260,8 +1278,9 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
 {
     const infer_model_config_t *c = &m->cfg;
     cpu_backend_t *be;
+    const char    *wide, *row;
     size_t         per_block;
-    int            r, half, cols, tp = p->tp > 0 ? p->tp : 1;
+    int            r, half, cols, one_row, tp = p->tp > 0 ? p->tp : 1;
 
     if (c->num_heads % tp != 0 || c->num_kv_heads % tp != 0) {
         snprintf(err, errlen, "tp=%d must divide num_attention_heads (%d) "
@@ -1331,20 +1350,29 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     if (infer_blas_load(err, errlen) != 0) {
         goto failed;
     }
-    /* Prefill with bf16 or int8 weights: ours on AVX2+FMA (gemm_wide.h),
-     * which widen W as they pack it.  sgemm for float32 W, which it
-     * packs faster than ours (TinyLlama, 128 tokens, 2 threads, 3
-     * alternating runs: 46.9-47.9 tokens/s against 41.5-45.5; ours spent
-     * 1.2x sgemm's time packing and 1.1x in the tiles), on CPUs without
-     * AVX2, and on AVX-512 ones, where OpenBLAS's SkylakeX kernels have
-     * twice our vector width (not measured here: no such CPU).  Decode:
-     * ours, and sgemv for one row of float32 (linear()). */
-    be->wide = be->wtype != CPU_F32 && infer_gemm_wide_available()
-               && !__builtin_cpu_supports("avx512f");
+    /* Prefill with bf16 or int8 weights: ours (gemm_wide.h), which pack
+     * W as it lies.  On AVX2 CPUs they widen it to float32 (TinyLlama,
+     * 128 tokens, 2 threads, 3 alternating runs, against widening tiles
+     * for sgemm: bf16 42.0-45.9 tokens/s against 33.4-38.8); on AVX-512
+     * ones only with the pair dot products (AVX512_BF16 for bf16,
+     * AVX512_VNNI for int8; bench/RESULTS.md "AVX-512"), else OpenBLAS's
+     * SkylakeX sgemm on widened tiles, twice our AVX2 vector width.
+     * sgemm for float32 W, which it packs faster than ours (46.9-47.9
+     * tokens/s against 41.5-45.5 on AVX2).  Decode: ours, and sgemv for
+     * one row of float32 (linear()). */
+    wide = be->wtype != CPU_F32
+           ? infer_gemm_wide_kernel(be->wtype == CPU_INT8) : NULL;
+    be->f32_row = strcmp(infer_gemm_narrow_row_kernel(), "AVX-512") == 0;
+    be->wide = wide != NULL && (strncmp(wide, "AVX512", 6) == 0
+                                || !__builtin_cpu_supports("avx512f"));
+    row = be->wtype == CPU_INT8 ? infer_gemm_narrow_x16_kernel()
+                                : infer_gemm_narrow_row_kernel();
+    one_row = strcmp(row, infer_gemm_narrow_kernel()) != 0;
     snprintf(p->kernels, sizeof(p->kernels),
-             "%s; %s products: %s; decode attention: %s",
-             infer_blas_kernels(), be->wide ? "prefill and decode" : "decode",
-             infer_gemm_narrow_kernel(),
+             "%s; decode products: %s%s%s%s; prefill products: %s; "
+             "decode attention: %s", infer_blas_kernels(),
+             infer_gemm_narrow_kernel(), one_row ? " (one row: " : "",
+             one_row ? row : "", one_row ? ")" : "", be->wide ? wide : "OpenBLAS",
              infer_attn_decode_kernel(c->head_dim));
     p->kernels_warning = infer_blas_warning();
     if (p->threads > 0) {
@@ -1463,6 +1491,7 @@ cpu_destroy(infer_backend_t *bk)
             free(rk->wtile);
             free(rk->xq);
             free(rk->xscale);
+            free(rk->xwide);
         }
         free(be->ranks);
     }

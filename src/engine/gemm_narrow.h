@@ -10,8 +10,9 @@
  * copy first, every call: at 16 rows of x that is most of its time
  * (TinyLlama's gate_proj, 1 thread: 40 ms, against 13 ms here for int8).
  * AVX2+FMA where the CPU has them (4 rows of x x 3 rows of W of float32
- * sums per pass; 1 x 4 for a single row of x), else the plain C
- * references below, one dot product at a time.
+ * sums per pass; 1 x 4 for a single row of x, or on AVX-512 one row of W
+ * at a time, 16 weights a load), else the plain C references below, one
+ * dot product at a time.
  */
 #ifndef INFER_GEMM_NARROW_H
 #define INFER_GEMM_NARROW_H
@@ -61,7 +62,10 @@ void infer_gemm_narrow_bf16_ref(const float *x, int n, int in,
 void infer_gemm_narrow_i8_ref(const float *x, int n, int in,
     const int8_t *w, const float *scale, int rows, float *y, int ldy);
 
-/* "AVX2+FMA" or "C": which kernels run on this CPU. */
+/* "AVX2+FMA" or "C": which kernels run on this CPU; the x16 product's
+ * ("AVX512-VNNI", a row of 32 weights an instruction, where it has it). */
 const char *infer_gemm_narrow_kernel(void);
+const char *infer_gemm_narrow_x16_kernel(void);
+const char *infer_gemm_narrow_row_kernel(void);
 
 #endif

@@ -22,7 +22,9 @@
  */
 #include <immintrin.h>
 #include <string.h>
+#include "gemm_narrow.h"
 #include "gemm_wide.h"
+#include "model.h"
 #include "wtype.h"
 
 #define KC  256
@@ -250,22 +252,404 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
 WIDE_PRODUCT(wide_bf16, uint16_t, pack_bf16)
 WIDE_PRODUCT(wide_i8, int8_t, pack_i8)
 
-void
-infer_gemm_wide_bf16(const float *x, int n, int in, const uint16_t *w,
-    int rows, float *y, int ldy)
+/* ---- AVX-512: pairs of inputs, one dot-product instruction --------------- */
+
+/*
+ * The same blocking, but a panel holds pairs of inputs: panel[p * NR2 + j]
+ * is the dword (W[j][k0 + 2p], W[j][k0 + 2p + 1]), bfloat16 as it lies or
+ * int8 widened to int16, and x is prepared to the same pairs once per
+ * product (infer_gemm_wide_prepare), so one vdpbf16ps or vpdpwssd does 32
+ * multiply-adds of 16 rows of W against a broadcast pair of x.  A panel
+ * is half the float32 one's bytes, and packing only moves dwords.
+ *
+ * The int16 sums are exact within a block of INFER_NARROW_XBLOCK inputs
+ * (|xq w| <= 32767 * 127, 128 terms), then scaled by the block's x scale
+ * into float32 sums, as the narrow x16 product does: two sets of
+ * accumulators, so 6 rows of x a tile against 8 for bf16 (27 and 19 of
+ * the 32 registers).
+ */
+#define NV2  2
+#define NR2  (16 * NV2)
+#define MR2  8
+#define MRI  6
+#define BP   (INFER_NARROW_XBLOCK / 2)     /* pairs of an x block */
+
+_Static_assert(KC % INFER_NARROW_XBLOCK == 0, "x blocks within KC");
+_Static_assert(INFER_WIDE_ROWS % NR2 == 0, "whole panels");
+
+static WTYPE_AVX2 inline __m256
+pairs8_bf16(const uint16_t *w)
 {
-    wide_bf16(x, n, in, w, NULL, rows, y, ldy);
+    return _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *) w));
+}
+
+static WTYPE_AVX2 inline __m256
+pairs8_i8(const int8_t *w)
+{
+    return _mm256_castsi256_ps(_mm256_cvtepi8_epi16(
+        _mm_loadu_si128((const __m128i *) w)));
+}
+
+static inline uint32_t
+pair_bf16(const uint16_t *w, size_t i, int two)
+{
+    return w[i] | (two ? (uint32_t) w[i + 1] << 16 : 0);
+}
+
+static inline uint32_t
+pair_i8(const int8_t *w, size_t i, int two)
+{
+    return (uint16_t) (int16_t) w[i]
+           | (two ? (uint32_t) (uint16_t) (int16_t) w[i + 1] << 16 : 0);
+}
+
+/*
+ * Rows [0, rows) of W (rows <= NR2; the panel's other rows are zeros) at
+ * inputs [k0, k0 + kc) into panel[p * NR2 + j]: 8 pairs of 8 rows at a
+ * time, turned pair-major; an odd last input pairs with a zero.
+ */
+#define PAIRS_PACK(NAME, WT, LOAD8, PAIR)                                   \
+static WTYPE_AVX2 void                                                      \
+NAME(const WT *w, int in, int rows, int k0, int kc, uint32_t *panel)        \
+{                                                                           \
+    __m256 v[8];                                                            \
+    int    p, h, j, r, kp = (kc + 1) / 2;                                   \
+                                                                            \
+    for (p = 0; 2 * p + 16 <= kc; p += 8) {                                 \
+        for (h = 0; h < NR2 / 8; h++) {                                     \
+            for (j = 0; j < 8; j++) {                                       \
+                r = h * 8 + j;                                              \
+                v[j] = r < rows ? LOAD8(w + (size_t) r * in + k0 + 2 * p)   \
+                                : _mm256_setzero_ps();                      \
+            }                                                               \
+            transpose8(v);                                                  \
+            for (j = 0; j < 8; j++) {                                       \
+                _mm256_store_ps((float *) panel + (size_t) (p + j) * NR2    \
+                                + h * 8, v[j]);                             \
+            }                                                               \
+        }                                                                   \
+    }                                                                       \
+    for (; p < kp; p++) {                                                   \
+        for (r = 0; r < NR2; r++) {                                         \
+            panel[(size_t) p * NR2 + r] =                                   \
+                r < rows ? PAIR(w, (size_t) r * in + k0 + 2 * p,            \
+                                2 * p + 1 < kc)                             \
+                         : 0;                                               \
+        }                                                                   \
+    }                                                                       \
+}
+
+PAIRS_PACK(pack_pairs_bf16, uint16_t, pairs8_bf16, pair_bf16)
+PAIRS_PACK(pack_pairs_i8, int8_t, pairs8_i8, pair_i8)
+
+/* the tile's sums c[t][v] into y's first cols columns of row t */
+#define PAIRS_STORE(M)                                                      \
+    _Pragma("GCC unroll 8")                                                 \
+    for (t = 0; t < M; t++) {                                               \
+        _Pragma("GCC unroll 2")                                             \
+        for (v = 0; v < NV2; v++) {                                         \
+            float     *yv = y + (size_t) t * ldy + 16 * v;                  \
+            __mmask16  mk = cols >= 16 * (v + 1) ? 0xffff                   \
+                            : cols <= 16 * v ? 0                            \
+                            : (__mmask16) ((1u << (cols - 16 * v)) - 1);    \
+                                                                            \
+            if (add) {                                                      \
+                c[t][v] = _mm512_add_ps(c[t][v],                            \
+                                        _mm512_maskz_loadu_ps(mk, yv));     \
+            }                                                               \
+            _mm512_mask_storeu_ps(yv, mk, c[t][v]);                         \
+        }                                                                   \
+    }
+
+/* M rows of bf16 x pairs by a panel over kp pairs */
+#define BF16_TILE(M)                                                        \
+static WTYPE_AVX512_BF16 void                                               \
+bf16_tile_##M(const uint32_t *x, int ldx, const uint32_t *panel, int kp,    \
+    const float *pscale, int b0, const float *xs, int ldxs, float *y,       \
+    int ldy, int cols, int add)                                             \
+{                                                                           \
+    __m512  c[M][NV2];                                                      \
+    __m512i wv[NV2], xb;                                                    \
+    int     p, t, v;                                                        \
+                                                                            \
+    (void) pscale, (void) b0, (void) xs, (void) ldxs;                       \
+    _Pragma("GCC unroll 8")                                                 \
+    for (t = 0; t < M; t++) {                                               \
+        _Pragma("GCC unroll 2")                                             \
+        for (v = 0; v < NV2; v++) {                                         \
+            c[t][v] = _mm512_setzero_ps();                                  \
+        }                                                                   \
+    }                                                                       \
+    _Pragma("GCC unroll 2")                                                 \
+    for (p = 0; p < kp; p++) {                                              \
+        _Pragma("GCC unroll 2")                                             \
+        for (v = 0; v < NV2; v++) {                                         \
+            wv[v] = _mm512_load_si512(panel + (size_t) p * NR2 + 16 * v);   \
+        }                                                                   \
+        _Pragma("GCC unroll 8")                                             \
+        for (t = 0; t < M; t++) {                                           \
+            xb = _mm512_set1_epi32((int) x[(size_t) t * ldx + p]);          \
+            _Pragma("GCC unroll 2")                                         \
+            for (v = 0; v < NV2; v++) {                                     \
+                c[t][v] = _mm512_dpbf16_ps(c[t][v], (__m512bh) xb,          \
+                                           (__m512bh) wv[v]);               \
+            }                                                               \
+        }                                                                   \
+    }                                                                       \
+    PAIRS_STORE(M)                                                          \
+}
+
+/* M rows of int16 x pairs by a panel over kp pairs, from the x block b0:
+ * exact int32 sums a block, then times the block's x scale in float32,
+ * and at the end times the rows' scales */
+#define I16_TILE(M)                                                         \
+static WTYPE_AVX512_VNNI void                                               \
+i16_tile_##M(const uint32_t *x, int ldx, const uint32_t *panel, int kp,     \
+    const float *pscale, int b0, const float *xs, int ldxs, float *y,       \
+    int ldy, int cols, int add)                                             \
+{                                                                           \
+    __m512i ci[M][NV2], wv[NV2], xb;                                        \
+    __m512  c[M][NV2], sb;                                                  \
+    int     p, p1, q, t, v, b;                                              \
+                                                                            \
+    _Pragma("GCC unroll 8")                                                 \
+    for (t = 0; t < M; t++) {                                               \
+        _Pragma("GCC unroll 2")                                             \
+        for (v = 0; v < NV2; v++) {                                         \
+            c[t][v] = _mm512_setzero_ps();                                  \
+        }                                                                   \
+    }                                                                       \
+    for (p = 0, b = b0; p < kp; p = p1, b++) {                              \
+        p1 = kp - p < BP ? kp : p + BP;                                     \
+        _Pragma("GCC unroll 8")                                             \
+        for (t = 0; t < M; t++) {                                           \
+            _Pragma("GCC unroll 2")                                         \
+            for (v = 0; v < NV2; v++) {                                     \
+                ci[t][v] = _mm512_setzero_si512();                          \
+            }                                                               \
+        }                                                                   \
+        _Pragma("GCC unroll 2")                                             \
+        for (q = p; q < p1; q++) {                                          \
+            _Pragma("GCC unroll 2")                                         \
+            for (v = 0; v < NV2; v++) {                                     \
+                wv[v] = _mm512_load_si512(panel + (size_t) q * NR2          \
+                                          + 16 * v);                        \
+            }                                                               \
+            _Pragma("GCC unroll 8")                                         \
+            for (t = 0; t < M; t++) {                                       \
+                xb = _mm512_set1_epi32((int) x[(size_t) t * ldx + q]);      \
+                _Pragma("GCC unroll 2")                                     \
+                for (v = 0; v < NV2; v++) {                                 \
+                    ci[t][v] = _mm512_dpwssd_epi32(ci[t][v], xb, wv[v]);    \
+                }                                                           \
+            }                                                               \
+        }                                                                   \
+        _Pragma("GCC unroll 8")                                             \
+        for (t = 0; t < M; t++) {                                           \
+            sb = _mm512_set1_ps(xs[(size_t) t * ldxs + b]);                 \
+            _Pragma("GCC unroll 2")                                         \
+            for (v = 0; v < NV2; v++) {                                     \
+                c[t][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ci[t][v]), sb, \
+                                          c[t][v]);                         \
+            }                                                               \
+        }                                                                   \
+    }                                                                       \
+    _Pragma("GCC unroll 8")                                                 \
+    for (t = 0; t < M; t++) {                                               \
+        _Pragma("GCC unroll 2")                                             \
+        for (v = 0; v < NV2; v++) {                                         \
+            c[t][v] = _mm512_mul_ps(c[t][v],                                \
+                                    _mm512_loadu_ps(pscale + 16 * v));      \
+        }                                                                   \
+    }                                                                       \
+    PAIRS_STORE(M)                                                          \
+}
+
+BF16_TILE(1)
+BF16_TILE(2)
+BF16_TILE(3)
+BF16_TILE(4)
+BF16_TILE(5)
+BF16_TILE(6)
+BF16_TILE(7)
+BF16_TILE(8)
+I16_TILE(1)
+I16_TILE(2)
+I16_TILE(3)
+I16_TILE(4)
+I16_TILE(5)
+I16_TILE(6)
+
+typedef void (*pairs_tile_fn)(const uint32_t *x, int ldx,
+    const uint32_t *panel, int kp, const float *pscale, int b0,
+    const float *xs, int ldxs, float *y, int ldy, int cols, int add);
+
+static const pairs_tile_fn bf16_tiles[MR2 + 1] = {
+    NULL, bf16_tile_1, bf16_tile_2, bf16_tile_3, bf16_tile_4, bf16_tile_5,
+    bf16_tile_6, bf16_tile_7, bf16_tile_8
+};
+
+static const pairs_tile_fn i16_tiles[MRI + 1] = {
+    NULL, i16_tile_1, i16_tile_2, i16_tile_3, i16_tile_4, i16_tile_5,
+    i16_tile_6
+};
+
+/* x rows of `pairs` dwords, then (int8) their blocks' scales */
+static size_t
+pairs_of(int in)
+{
+    return (size_t) (in + 1) / 2;
+}
+
+static size_t
+blocks_of(int in)
+{
+    return (size_t) (in + INFER_NARROW_XBLOCK - 1) / INFER_NARROW_XBLOCK;
+}
+
+#define PAIRS_PRODUCT(NAME, WT, PACK, TILES, MRX)                           \
+static WTYPE_AVX2 void                                                      \
+NAME(const void *xp, int n, int in, const WT *w, const float *scale,        \
+    int rows, float *y, int ldy)                                            \
+{                                                                           \
+    uint32_t     panels[INFER_WIDE_ROWS * KC / 2]                           \
+                 __attribute__((aligned(64)));                              \
+    float        pscale[INFER_WIDE_ROWS];                                   \
+    const float *xs;                                                        \
+    int          k0, kc, kp, g, t, m, cols, lpr, ng = (rows + NR2 - 1) / NR2; \
+    int          pairs = (int) pairs_of(in);                                \
+    long         lines, ntiles = (long) ((n + MRX - 1) / MRX) * ng, tile;   \
+                                                                            \
+    xs = (const float *) ((const uint32_t *) xp + (size_t) n * pairs);      \
+    for (g = 0; g < ng * NR2; g++) {                                        \
+        pscale[g] = scale != NULL && g < rows ? scale[g] : 0.0f;            \
+    }                                                                       \
+    for (k0 = 0; k0 < in; k0 += KC) {                                       \
+        kc = in - k0 < KC ? in - k0 : KC;                                   \
+        kp = (kc + 1) / 2;                                                  \
+        for (g = 0; g < ng; g++) {                                          \
+            PACK(w + (size_t) g * NR2 * in, in,                             \
+                 rows - g * NR2 < NR2 ? rows - g * NR2 : NR2, k0, kc,       \
+                 panels + (size_t) g * NR2 * kp);                           \
+        }                                                                   \
+        lpr = (int) (((in - k0 - kc < KC ? in - k0 - kc : KC)               \
+                      * sizeof(WT) + 63) / 64);                             \
+        lines = (long) rows * lpr;                                          \
+        tile = 0;                                                           \
+        for (t = 0; t < n; t += MRX) {                                      \
+            m = n - t < MRX ? n - t : MRX;                                  \
+            for (g = 0; g < ng; g++) {                                      \
+                prefetch_share((const char *) w, in * sizeof(WT),           \
+                               (k0 + kc) * sizeof(WT), lpr, lines, ntiles,  \
+                               tile++);                                     \
+                cols = rows - g * NR2 < NR2 ? rows - g * NR2 : NR2;         \
+                TILES[m]((const uint32_t *) xp + (size_t) t * pairs         \
+                         + k0 / 2, pairs, panels + (size_t) g * NR2 * kp,   \
+                         kp, pscale + g * NR2, k0 / INFER_NARROW_XBLOCK,    \
+                         xs + (size_t) t * blocks_of(in), (int) blocks_of(in), \
+                         y + (size_t) t * ldy + g * NR2, ldy, cols, k0 > 0); \
+            }                                                               \
+        }                                                                   \
+    }                                                                       \
+}
+
+PAIRS_PRODUCT(pairs_bf16, uint16_t, pack_pairs_bf16, bf16_tiles, MR2)
+PAIRS_PRODUCT(pairs_i8, int8_t, pack_pairs_i8, i16_tiles, MRI)
+
+/* x rounded to bfloat16 (to nearest even, as transformers and llama.cpp
+ * round activations), 32 at a time */
+static WTYPE_AVX512_BF16 void
+prepare_bf16(const float *x, int n, int in, uint32_t *xp)
+{
+    uint16_t *row;
+    int       t, i;
+
+    for (t = 0; t < n; t++) {
+        row = (uint16_t *) (xp + (size_t) t * pairs_of(in));
+        for (i = 0; i + 32 <= in; i += 32) {
+            _mm512_storeu_si512(row + i, (__m512i) _mm512_cvtne2ps_pbh(
+                _mm512_loadu_ps(x + (size_t) t * in + i + 16),
+                _mm512_loadu_ps(x + (size_t) t * in + i)));
+        }
+        for (; i < in; i++) {
+            row[i] = infer_float_to_bf16(x[(size_t) t * in + i]);
+        }
+        if (in % 2 != 0) {
+            row[in] = 0;
+        }
+    }
+}
+
+/* x quantized to int16 in blocks, as the narrow x16 product's x */
+static void
+prepare_i16(const float *x, int n, int in, uint32_t *xp)
+{
+    float   *xs = (float *) (xp + (size_t) n * pairs_of(in));
+    int16_t *row;
+    int      t;
+
+    for (t = 0; t < n; t++) {
+        row = (int16_t *) (xp + (size_t) t * pairs_of(in));
+        infer_gemm_narrow_quantize_x16(x + (size_t) t * in, in, row,
+                                       xs + (size_t) t * blocks_of(in));
+        if (in % 2 != 0) {
+            row[in] = 0;
+        }
+    }
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+static int
+use_pairs(int i8)
+{
+    return i8 ? wtype_have_avx512_vnni() : wtype_have_avx512_bf16();
+}
+
+size_t
+infer_gemm_wide_x_bytes(int i8, int n, int in)
+{
+    if (!use_pairs(i8)) {
+        return 0;
+    }
+    return (size_t) n * (pairs_of(in) + (i8 ? blocks_of(in) : 0)) * 4;
 }
 
 void
-infer_gemm_wide_i8(const float *x, int n, int in, const int8_t *w,
-    const float *scale, int rows, float *y, int ldy)
+infer_gemm_wide_prepare(int i8, const float *x, int n, int in, void *xp)
 {
-    wide_i8(x, n, in, w, scale, rows, y, ldy);
+    if (use_pairs(i8)) {
+        (i8 ? prepare_i16 : prepare_bf16)(x, n, in, xp);
+    }
 }
 
-int
-infer_gemm_wide_available(void)
+void
+infer_gemm_wide_bf16(const float *x, const void *xp, int n, int in,
+    const uint16_t *w, int rows, float *y, int ldy)
 {
-    return wtype_have_avx2();
+    if (use_pairs(0)) {
+        pairs_bf16(xp, n, in, w, NULL, rows, y, ldy);
+    } else {
+        wide_bf16(x, n, in, w, NULL, rows, y, ldy);
+    }
+}
+
+void
+infer_gemm_wide_i8(const float *x, const void *xp, int n, int in,
+    const int8_t *w, const float *scale, int rows, float *y, int ldy)
+{
+    if (use_pairs(1)) {
+        pairs_i8(xp, n, in, w, scale, rows, y, ldy);
+    } else {
+        wide_i8(x, n, in, w, scale, rows, y, ldy);
+    }
+}
+
+const char *
+infer_gemm_wide_kernel(int i8)
+{
+    if (use_pairs(i8)) {
+        return i8 ? "AVX512-VNNI" : "AVX512-BF16";
+    }
+    return wtype_have_avx2() ? "AVX2+FMA" : NULL;
 }

@@ -9,10 +9,11 @@
  * activations to int16 in blocks of 128 and sums integer products
  * (gemm_narrow.h: a 1/65534 rounding next to the weights' 1/254); batches
  * multiply float32 x by the weights widened in registers, and prefill
- * widens them as it packs them (gemm_wide.h; tiles of rows widened for
- * sgemm where those do not run).  There is no int8 x int8 product: this
- * CPU class (AVX2, no VNNI) gains little from it at batch sizes where the
- * arithmetic matters, and int8 activations would double the rounding.
+ * widens them as it packs them on AVX2 CPUs, or with AVX512_VNNI
+ * quantizes x to int16 as decode does and sums int16 pairs (gemm_wide.h;
+ * tiles of rows widened for sgemm where neither runs).  There is no
+ * int8 x int8 product: int8 activations would double the rounding, and
+ * vpdpwssd's int16 pairs already run at the arithmetic's pace there.
  */
 #ifndef INFER_INT8_H
 #define INFER_INT8_H

@@ -23,6 +23,7 @@
 #include "gemm_wide.h"
 #include "int8.h"
 #include "model.h"
+#include "wtype.h"
 #include "tap.h"
 
 enum { MAXN = 17, MAXR = 96, MAXIN = 2051 };
@@ -41,10 +42,16 @@ typedef enum { W_F32, W_BF16, W_I8 } wtype_t;
 
 static const char *const type_names[] = { "f32", "bf16", "int8" };
 
-/* the kernels under test: the C references, the narrow and wide ones */
-enum { K_REF, K_NARROW, K_WIDE, K_KINDS };
+/* the kernels under test: the C references, the narrow ones, the wide
+ * ones on AVX2 and with AVX-512's pair dot products */
+enum { K_REF, K_NARROW, K_WIDE, K_PAIRS, K_KINDS };
 
-static const char *const kind_names[] = { "C", "narrow", "wide" };
+static const char *const kind_names[] = { "C", "narrow", "wide AVX2",
+                                          "wide AVX-512" };
+
+/* x prepared for the pair products, and the values they read of it */
+static uint32_t xpairs[MAXN * (MAXIN + 1) / 2 + MAXN * (MAXIN / 128 + 1)];
+static double   xread[MAXN * MAXIN];
 
 /* the weights in each type, and the exact values a kernel reads */
 typedef struct {
@@ -81,10 +88,38 @@ make_weights(weights_t *W, wtype_t type, int in)
     }
 }
 
+/* x as the pair products read it: rounded to bf16, or quantized to
+ * int16 in blocks (its values times their block's scale, in double) */
+static void
+prepare_pairs(wtype_t type, const float *x, int n, int in)
+{
+    const uint16_t *b16 = (const uint16_t *) xpairs;
+    const int16_t  *q16 = (const int16_t *) xpairs;
+    const float    *xs;
+    int             t, i, pairs = (in + 1) / 2, blocks = (in + 127) / 128;
+
+    wtype_avx512 = 1;
+    infer_gemm_wide_prepare(type == W_I8, x, n, in, xpairs);
+    xs = (const float *) (xpairs + (size_t) n * pairs);
+    for (t = 0; t < n; t++) {
+        for (i = 0; i < in; i++) {
+            xread[(size_t) t * in + i] =
+                type == W_I8
+                ? (double) q16[(size_t) t * pairs * 2 + i]
+                  * xs[(size_t) t * blocks + i / INFER_NARROW_XBLOCK]
+                : infer_bf16_to_float(b16[(size_t) t * pairs * 2 + i]);
+        }
+    }
+}
+
 static void
 run(wtype_t type, int kind, const float *x, int n, int in,
     const weights_t *W, int rows, float *y, int ldy)
 {
+    wtype_avx512 = kind == K_PAIRS;
+    if (kind == K_PAIRS) {
+        prepare_pairs(type, x, n, in);
+    }
     switch (type * K_KINDS + kind) {
     case W_F32 * K_KINDS + K_REF:
         infer_gemm_narrow_f32_ref(x, n, in, W->f32, rows, y, ldy);
@@ -99,7 +134,8 @@ run(wtype_t type, int kind, const float *x, int n, int in,
         infer_gemm_narrow_bf16(x, n, in, W->bf16, rows, y, ldy);
         break;
     case W_BF16 * K_KINDS + K_WIDE:
-        infer_gemm_wide_bf16(x, n, in, W->bf16, rows, y, ldy);
+    case W_BF16 * K_KINDS + K_PAIRS:
+        infer_gemm_wide_bf16(x, xpairs, n, in, W->bf16, rows, y, ldy);
         break;
     case W_I8 * K_KINDS + K_REF:
         infer_gemm_narrow_i8_ref(x, n, in, W->i8, W->scale, rows, y, ldy);
@@ -108,14 +144,16 @@ run(wtype_t type, int kind, const float *x, int n, int in,
         infer_gemm_narrow_i8(x, n, in, W->i8, W->scale, rows, y, ldy);
         break;
     default:
-        infer_gemm_wide_i8(x, n, in, W->i8, W->scale, rows, y, ldy);
+        infer_gemm_wide_i8(x, xpairs, n, in, W->i8, W->scale, rows, y, ldy);
     }
+    wtype_avx512 = 1;
 }
 
-/* max over outputs of |got - ref| / bound */
+/* max over outputs of |got - ref| / bound, ref from the x the kernel
+ * read (the pair products' xread) */
 static double
-error(const float *x, int n, int in, const weights_t *W, int rows,
-    const float *y, int ldy)
+error(int kind, const float *xf, int n, int in, const weights_t *W,
+    int rows, const float *y, int ldy)
 {
     double ref, sabs, term, worst = 0, e;
     int    t, r, i;
@@ -124,7 +162,8 @@ error(const float *x, int n, int in, const weights_t *W, int rows,
         for (r = 0; r < rows; r++) {
             ref = sabs = 0;
             for (i = 0; i < in; i++) {
-                term = (double) x[(size_t) t * in + i]
+                term = (kind == K_PAIRS ? xread[(size_t) t * in + i]
+                                        : (double) xf[(size_t) t * in + i])
                        * W->value[(size_t) r * in + i];
                 ref += term;
                 sabs += fabs(term);
@@ -144,12 +183,18 @@ test_type(wtype_t type, const float *x, weights_t *W)
     static const int rowss[] = { 1, 2, 3, 4, 5, 7, 23, 24, 25, 37, 49, 96 };
     static const int ins[] = { 8, 13, 64, 300, 2051 };
     static float     y[MAXN * (MAXR + 3)];
-    double           e, worst[K_KINDS] = { 0, 0, 0 };
+    double           e, worst[K_KINDS] = { 0, 0, 0, 0 };
     int              a, b, c, i, kind, kinds, shapes = 0, sentinel = 1;
+    int              pairs;
 
     /* the wide products are bf16 and int8 only (float32 stays with
      * sgemm) and have no C fallback: linear() keeps sgemm then */
-    kinds = type != W_F32 && infer_gemm_wide_available() ? K_KINDS : K_WIDE;
+    wtype_avx512 = 1;
+    pairs = type != W_F32 && infer_gemm_wide_x_bytes(type == W_I8, 1, 8) > 0;
+    wtype_avx512 = 0;
+    kinds = type == W_F32 || infer_gemm_wide_kernel(0) == NULL ? K_WIDE
+            : pairs ? K_KINDS : K_PAIRS;
+    wtype_avx512 = 1;
     for (a = 0; a < (int) (sizeof(ins) / sizeof(ins[0])); a++) {
         int in = ins[a];
 
@@ -164,7 +209,7 @@ test_type(wtype_t type, const float *x, weights_t *W)
                         y[i] = -7.0f;
                     }
                     run(type, kind, x, n, in, W, rows, y, ldy);
-                    e = error(x, n, in, W, rows, y, ldy);
+                    e = error(kind, x, n, in, W, rows, y, ldy);
                     worst[kind] = e > worst[kind] || isnan(e) ? e
                                   : worst[kind];
                     for (i = 0; i < n; i++) {
@@ -182,13 +227,23 @@ test_type(wtype_t type, const float *x, weights_t *W)
        "float32 sum's bound of float64 (worst %.3g of it)",
        type_names[type], infer_gemm_narrow_kernel(), shapes,
        worst[K_NARROW]);
-    if (kinds == K_KINDS) {
+    if (kinds > K_WIDE) {
         ok(worst[K_WIDE] <= 1.0, "%s (wide, AVX2+FMA): %d shapes within a "
            "float32 sum's bound of float64 (worst %.3g of it)",
            type_names[type], shapes, worst[K_WIDE]);
     } else if (type != W_F32) {
         diag("%s: wide products skipped: this CPU has no AVX2+FMA",
              type_names[type]);
+    }
+    if (kinds > K_PAIRS) {
+        ok(worst[K_PAIRS] <= 1.0, "%s (wide, %s): %d shapes within a "
+           "float32 sum's bound of float64 over the x it reads (worst "
+           "%.3g of it)", type_names[type],
+           infer_gemm_wide_kernel(type == W_I8), shapes, worst[K_PAIRS]);
+    } else if (type != W_F32) {
+        diag("%s: wide AVX-512 products skipped: this CPU has no %s",
+             type_names[type],
+             type == W_I8 ? "AVX512_VNNI" : "AVX512_BF16");
     }
     ok(sentinel, "%s: writes only its rows of y", type_names[type]);
 
@@ -201,7 +256,7 @@ test_type(wtype_t type, const float *x, weights_t *W)
     W->i8[i] = (int8_t) (W->i8[i] > 0 ? W->i8[i] - 100 : W->i8[i] + 100);
     for (kind = K_NARROW; kind < kinds; kind++) {
         run(type, kind, x, 1, 2051, W, 4, y, 4);
-        ok(error(x, 1, 2051, W, 4, y, 4) > 1.0, "%s (%s): one weight off "
+        ok(error(kind, x, 1, 2051, W, 4, y, 4) > 1.0, "%s (%s): one weight off "
            "by a large step is outside the bound", type_names[type],
            kind_names[kind]);
     }
@@ -221,9 +276,12 @@ test_x16(const float *x, weights_t *W)
     static int16_t   xq[MAXIN];
     static float     xs[MAXIN / INFER_NARROW_XBLOCK + 1], y[MAXR + 1];
     static float     xnan[MAXIN];
-    double           ref, sabs, term, e, qerr = 0, worst[2] = { 0, 0 };
+    double           ref, sabs, term, e, qerr = 0, worst[3] = { 0, 0, 0 };
     int              a, c, vec, r, i, b, in, rows, shapes = 0;
-    int              sentinel = 1;
+    int              sentinel = 1, vnni;
+
+    /* vec 0: C; 1: AVX2 (AVX-512 off); 2: the CPU's best (VNNI) */
+    vnni = strcmp(infer_gemm_narrow_x16_kernel(), "AVX512-VNNI") == 0;
 
     for (a = 0; a < (int) (sizeof(ins) / sizeof(ins[0])); a++) {
         in = ins[a];
@@ -236,11 +294,13 @@ test_x16(const float *x, weights_t *W)
         }
         for (c = 0; c < (int) (sizeof(rowss) / sizeof(rowss[0])); c++) {
             rows = rowss[c];
-            for (vec = 0; vec < 2; vec++) {
+            for (vec = 0; vec < 2 + vnni; vec++) {
                 y[rows] = -7.0f;
+                wtype_avx512 = vec != 1;
                 (vec ? infer_gemm_narrow_i8_x16
                      : infer_gemm_narrow_i8_x16_ref)(xq, xs, in, W->i8,
                                                      W->scale, rows, y);
+                wtype_avx512 = 1;
                 sentinel &= y[rows] == -7.0f;
                 for (r = 0; r < rows; r++) {
                     ref = sabs = 0;
@@ -270,6 +330,14 @@ test_x16(const float *x, weights_t *W)
     ok(worst[1] <= 1.0, "int8 x int16 (%s): %d shapes within float32 "
        "rounding of float64 over the quantized x (worst %.3g of the bound)",
        infer_gemm_narrow_kernel(), shapes, worst[1]);
+    if (vnni) {
+        ok(worst[2] <= 1.0, "int8 x int16 (AVX512-VNNI): %d shapes within "
+           "float32 rounding of float64 over the quantized x (worst %.3g "
+           "of the bound)", shapes, worst[2]);
+    } else {
+        diag("int8 x int16: AVX512-VNNI kernel skipped: this CPU has no "
+             "AVX512_VNNI");
+    }
     ok(sentinel, "int8 x int16: writes only its rows of y");
 
     /* an infinity in a block is not rounded away: that row's sum is NaN */
@@ -313,5 +381,17 @@ main(void)
     test_type(W_BF16, x, &W);
     test_type(W_I8, x, &W);
     test_x16(x, &W);
+    if (infer_gemm_wide_x_bytes(0, 1, 8) > 0) {
+        const uint16_t *b16 = (const uint16_t *) xpairs;
+        int             same = 1;
+
+        infer_gemm_wide_prepare(0, x, MAXN, MAXIN, xpairs);
+        for (i = 0; i < MAXN * MAXIN; i++) {
+            same &= b16[(size_t) (i / MAXIN) * (MAXIN + 1) + i % MAXIN]
+                    == infer_float_to_bf16(x[i]);
+        }
+        ok(same, "bf16 pairs: x rounded to nearest even as "
+           "infer_float_to_bf16 rounds, %d values", MAXN * MAXIN);
+    }
     return done_testing();
 }

@@ -35,13 +35,17 @@ def main():
                     help="comma-separated token ids")
     ap.add_argument("--stride", type=int, default=1)
     ap.add_argument("--compute", choices=("float32", "bfloat16",
-                                           "bf16-weights", "int8-weights"),
+                                           "bf16-weights", "bf16-products",
+                                           "int8-weights"),
                     default="float32",
                     help="bfloat16: the model cast to bfloat16 and run in "
                          "it (transformers' bf16 inference); bf16-weights: "
                          "the matrices rounded to bfloat16, computed in "
                          "float32 (what dtype=bf16 on the CPU backend "
-                         "computes); int8-weights: the matrices quantized "
+                         "computes); bf16-products: bf16-weights with "
+                         "each product's input rounded to bfloat16 too (the "
+                         "prefill products on AVX512_BF16 CPUs); "
+                         "int8-weights: the matrices quantized "
                          "per row as dtype=int8 does, computed in float32")
     ap.add_argument("--source", required=True,
                     help='"gen <infer-gen-model args>" or "shared <path '
@@ -61,13 +65,21 @@ def main():
     model.eval()
     if a.compute == "bfloat16":
         model = model.to(torch.bfloat16)
-    elif a.compute == "bf16-weights":
+    elif a.compute in ("bf16-weights", "bf16-products"):
         # the matrices (embedding, projections, lm_head), as dtype=bf16
         # holds them; norms stay float32
         with torch.no_grad():
             for w in model.parameters():
                 if w.dim() >= 2:
                     w.copy_(w.to(torch.bfloat16).to(torch.float32))
+    if a.compute == "bf16-products":
+        # every nn.Linear's input rounded to bfloat16 (to nearest even),
+        # its product and everything else in float32
+        def round_input(mod, args):
+            return (args[0].to(torch.bfloat16).to(torch.float32),) + args[1:]
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Linear):
+                mod.register_forward_pre_hook(round_input)
     elif a.compute == "int8-weights":
         # every row of every matrix as src/engine/int8.c quantizes it:
         # scale = max|w| / 127, q = w * (127 / max|w|) rounded half away
@@ -98,6 +110,8 @@ def main():
                    {"float32": "float32",
                     "bfloat16": "bfloat16 weights and compute",
                     "bf16-weights": "bfloat16 matrices, float32 compute",
+                    "bf16-products": "bfloat16 matrices and product "
+                                     "inputs, float32 compute",
                     "int8-weights": "int8 matrices (one scale a row), "
                                     "float32 compute"}
                    [a.compute]))

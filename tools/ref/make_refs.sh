@@ -51,6 +51,11 @@ ref tiny-qwen2-f16    tiny-qwen2   f16  5 "$GPT2_IDS"   97
     t/data/ref/stories260K-bf16w-long.logits --name stories260K-bf16w-long \
     --tokens "$STORIES_LONG_IDS" --stride 7 \
     --source "shared models/stories260K" --compute bf16-weights
+# and as the prefill products on AVX512_BF16 CPUs compute (x rounded too)
+"$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
+    t/data/ref/stories260K-bf16x-long.logits --name stories260K-bf16x-long \
+    --tokens "$STORIES_LONG_IDS" --stride 7 \
+    --source "shared models/stories260K" --compute bf16-products
 "$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
     t/data/ref/stories260K-int8w-long.logits --name stories260K-int8w-long \
     --tokens "$STORIES_LONG_IDS" --stride 7 \
