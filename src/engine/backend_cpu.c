@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "attn_decode.h"
 #include "backend.h"
 #include "blas.h"
@@ -197,6 +198,7 @@ struct cpu_backend {
     cpu_rank_t           *ranks;
     infer_comm_t         *comm;
     void                **owned;       /* converted weight copies */
+    size_t               *owned_maps;  /* their mmap()ed bytes, or 0 */
     size_t                weight_bytes; /* mapped or copied, all ranks */
     int                   n_owned;
 
@@ -207,21 +209,49 @@ struct cpu_backend {
 
 /* ---- weights ------------------------------------------------------------ */
 
-/* A buffer of size bytes that the backend owns (freed with it). */
+/*
+ * A buffer of size bytes that the backend owns (freed with it).  Large
+ * ones are mapped in huge pages where the kernel has them (transparent
+ * huge pages, "madvise" mode on Debian): a decode step streams every
+ * weight, and with 4 KiB pages each page is a TLB miss and a stop for
+ * the hardware prefetcher (bench/RESULTS.md "AVX-512").
+ */
+#define HUGE_PAGE  (2u << 20)
+
 static void *
 cpu_own(cpu_backend_t *be, size_t size)
 {
-    void  *p, **owned;
+    void    *p, **owned;
+    size_t  *maps, map = 0;
 
     owned = realloc(be->owned, (be->n_owned + 1) * sizeof(void *));
     if (owned == NULL) {
         return NULL;
     }
     be->owned = owned;
-    p = malloc(size > 0 ? size : 1);
-    if (p != NULL) {
-        be->owned[be->n_owned++] = p;
+    maps = realloc(be->owned_maps, (be->n_owned + 1) * sizeof(size_t));
+    if (maps == NULL) {
+        return NULL;
     }
+    be->owned_maps = maps;
+    if (size >= HUGE_PAGE) {
+        map = (size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+        p = mmap(NULL, map, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            return NULL;
+        }
+#ifdef MADV_HUGEPAGE
+        (void) madvise(p, map, MADV_HUGEPAGE);
+#endif
+    } else {
+        p = malloc(size > 0 ? size : 1);
+        if (p == NULL) {
+            return NULL;
+        }
+    }
+    be->owned_maps[be->n_owned] = map;
+    be->owned[be->n_owned++] = p;
     return p;
 }
 
@@ -1496,9 +1526,14 @@ cpu_destroy(infer_backend_t *bk)
         free(be->ranks);
     }
     for (i = 0; i < be->n_owned; i++) {
-        free(be->owned[i]);
+        if (be->owned_maps[i] > 0) {
+            munmap(be->owned[i], be->owned_maps[i]);
+        } else {
+            free(be->owned[i]);
+        }
     }
     free(be->owned);
+    free(be->owned_maps);
     free(be->inv_freq);
     free(be->h_logits);
     if (be->comm != NULL) {
