@@ -716,10 +716,10 @@ linear_share(cpu_rank_t *rk)
  * row stays with sgemv, which reads W once too (2048x5632, 1 thread: 3.0
  * ms, the narrow product the same), but on AVX-512 CPUs (be->f32_row),
  * where the narrow row product streams W as it does for bf16 and matched
- * it; for 2 or 3 rows sgemv would read W once per row.  A single row against int8 W is quantized to int16 first
- * and summed in integers (gemm_narrow.h).  The paths round differently
- * in the last bit; the batching tests hold the generated text to the
- * reference regardless.
+ * it; for 2 or 3 rows sgemv would read W once per row.  A single row
+ * against int8 W is quantized to int16 first and summed in integers
+ * (gemm_narrow.h).  The paths round differently in the last bit; the
+ * batching tests hold the generated text to the reference regardless.
  *
  * More rows (prefill) are bound by the arithmetic.  Float32 W goes to
  * sgemm.  bf16 and int8 W go to the wide products (be->wide: AVX2 CPUs,
@@ -1402,7 +1402,8 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
              "%s; decode products: %s%s%s%s; prefill products: %s; "
              "decode attention: %s", infer_blas_kernels(),
              infer_gemm_narrow_kernel(), one_row ? " (one row: " : "",
-             one_row ? row : "", one_row ? ")" : "", be->wide ? wide : "OpenBLAS",
+             one_row ? row : "", one_row ? ")" : "",
+             be->wide ? wide : "OpenBLAS",
              infer_attn_decode_kernel(c->head_dim));
     p->kernels_warning = infer_blas_warning();
     if (p->threads > 0) {

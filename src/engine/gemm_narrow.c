@@ -135,14 +135,31 @@ infer_gemm_narrow_i8_x16_ref(const int16_t *xq, const float *xscale,
  * 6.8-8.0).  One line a step, as this asked before, covered only 2 of
  * every 3 float32 lines (TinyLlama batch-16 decode, 2 threads, 5
  * alternating runs: float32 27.7-29.5 tokens/s against 26.3-28.2; bf16,
- * 3 runs, 36.2-36.9 against 32.5-36.6).
+ * 3 runs, 36.2-36.9 against 32.5-36.6).  V: 8 float lanes (AVX2) or 16
+ * (AVX-512), a step of V_N inputs; the step that enters a line of W asks
+ * for the next rows' line.
  */
-#define NARROW_TILE(NAME, WT, LOAD8, ELEM, SCALE, TB, RB)                   \
-static WTYPE_AVX2 void                                                      \
+#define V8_T       __m256
+#define V8_N       8
+#define V8_TARGET  WTYPE_AVX2
+#define V8_ZERO    _mm256_setzero_ps
+#define V8_LOADX   _mm256_loadu_ps
+#define V8_FMA     _mm256_fmadd_ps
+#define V8_SUM     wtype_hsum8
+#define V16_T      __m512
+#define V16_N      16
+#define V16_TARGET WTYPE_AVX512
+#define V16_ZERO   _mm512_setzero_ps
+#define V16_LOADX  _mm512_loadu_ps
+#define V16_FMA    _mm512_fmadd_ps
+#define V16_SUM    _mm512_reduce_add_ps
+
+#define NARROW_TILE(NAME, WT, LOAD, ELEM, SCALE, TB, RB, V)                 \
+static V##_TARGET void                                                      \
 NAME(const float *x, int in, const WT *w, const float *scale, float *y,     \
     int ldy, int ahead)                                                     \
 {                                                                           \
-    __m256 acc[TB][RB], wv[RB], xv;                                         \
+    V##_T  acc[TB][RB], wv[RB], xv;                                         \
     float  s;                                                               \
     int    i, k, t, r;                                                      \
                                                                             \
@@ -151,11 +168,11 @@ NAME(const float *x, int in, const WT *w, const float *scale, float *y,     \
     for (t = 0; t < TB; t++) {                                              \
         _Pragma("GCC unroll 8")                                             \
         for (r = 0; r < RB; r++) {                                          \
-            acc[t][r] = _mm256_setzero_ps();                                \
+            acc[t][r] = V##_ZERO();                                         \
         }                                                                   \
     }                                                                       \
-    for (i = 0; i + 8 <= in; i += 8) {                                      \
-        if (ahead && i % (64 / sizeof(WT)) == 0) {                          \
+    for (i = 0; i + V##_N <= in; i += V##_N) {                              \
+        if (ahead && i % (64 / sizeof(WT)) < V##_N) {                       \
             _Pragma("GCC unroll 8")                                         \
             for (r = 0; r < RB; r++) {                                      \
                 _mm_prefetch((const char *) (w + (size_t) (RB + r) * in     \
@@ -164,20 +181,20 @@ NAME(const float *x, int in, const WT *w, const float *scale, float *y,     \
         }                                                                   \
         _Pragma("GCC unroll 8")                                             \
         for (r = 0; r < RB; r++) {                                          \
-            wv[r] = LOAD8(w + (size_t) r * in + i);                         \
+            wv[r] = LOAD(w + (size_t) r * in + i);                          \
         }                                                                   \
         _Pragma("GCC unroll 8")                                             \
         for (t = 0; t < TB; t++) {                                          \
-            xv = _mm256_loadu_ps(x + (size_t) t * in + i);                  \
+            xv = V##_LOADX(x + (size_t) t * in + i);                        \
             _Pragma("GCC unroll 8")                                         \
             for (r = 0; r < RB; r++) {                                      \
-                acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]);          \
+                acc[t][r] = V##_FMA(xv, wv[r], acc[t][r]);                  \
             }                                                               \
         }                                                                   \
     }                                                                       \
     for (t = 0; t < TB; t++) {                                              \
         for (r = 0; r < RB; r++) {                                          \
-            s = wtype_hsum8(acc[t][r]);                                     \
+            s = V##_SUM(acc[t][r]);                                         \
             for (k = i; k < in; k++) {                                      \
                 s += x[(size_t) t * in + k]                                 \
                      * ELEM(w, (size_t) r * in + k);                        \
@@ -241,18 +258,18 @@ NAME(const float *x, int in, const WT *w, const float *scale, int rows,     \
     }                                                                       \
 }
 
-NARROW_AVX512(avx512_f32, float, wtype_load16_f32, wtype_elem_f32, 1.0f)
-NARROW_AVX512(avx512_bf16, uint16_t, wtype_load16_bf16, wtype_elem_bf16, 1.0f)
+NARROW_AVX512(row512_f32, float, wtype_load16_f32, wtype_elem_f32, 1.0f)
+NARROW_AVX512(row512_bf16, uint16_t, wtype_load16_bf16, wtype_elem_bf16, 1.0f)
 
 /* The tiles over all rows of x and W: 1 x 4 for one row of x (four sums
  * in flight), else 4 x 3 (12 sums, 3 rows of widened weights and a row of
  * x: the 16 AVX2 registers; 1.5-2x faster than 4 x 2 at 16 rows of x)
  * with 1 x 3 for the last rows of x, and 1 x 1 for the last rows of W. */
 #define NARROW_AVX2(NAME, WT, LOAD8, ELEM, SCALE)                           \
-NARROW_TILE(NAME##_4x3, WT, LOAD8, ELEM, SCALE, 4, 3)                       \
-NARROW_TILE(NAME##_1x4, WT, LOAD8, ELEM, SCALE, 1, 4)                       \
-NARROW_TILE(NAME##_1x3, WT, LOAD8, ELEM, SCALE, 1, 3)                       \
-NARROW_TILE(NAME##_1x1, WT, LOAD8, ELEM, SCALE, 1, 1)                       \
+NARROW_TILE(NAME##_4x3, WT, LOAD8, ELEM, SCALE, 4, 3, V8)                   \
+NARROW_TILE(NAME##_1x4, WT, LOAD8, ELEM, SCALE, 1, 4, V8)                   \
+NARROW_TILE(NAME##_1x3, WT, LOAD8, ELEM, SCALE, 1, 3, V8)                   \
+NARROW_TILE(NAME##_1x1, WT, LOAD8, ELEM, SCALE, 1, 1, V8)                   \
                                                                             \
 static WTYPE_AVX2 void                                                      \
 NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
@@ -279,6 +296,49 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
                 NAME##_1x3(x + (size_t) t * in, in, w + (size_t) r * in,    \
                            sc, y + (size_t) t * ldy + r, ldy, 0);           \
             }                                                               \
+        }                                                                   \
+    }                                                                       \
+    for (; r < rows; r++) {                                                 \
+        sc = scale != NULL ? scale + r : NULL;                              \
+        for (t = 0; t < n; t++) {                                           \
+            NAME##_1x1(x + (size_t) t * in, in, w + (size_t) r * in, sc,    \
+                       y + (size_t) t * ldy + r, ldy, 0);                   \
+        }                                                                   \
+    }                                                                       \
+}
+
+/*
+ * Batches on AVX-512: 4 x 6 tiles of 16 lanes (24 sums, 6 rows of widened
+ * weights and a row of x: 31 of the 32 registers), 1 x 6 for the last
+ * rows of x, 1 x 1 for the last rows of W.  8 x 3, the same registers,
+ * was slower than the AVX2 4 x 3 tiles (TinyLlama batch-16 decode, 2
+ * threads, 2 alternating runs: bf16 80-81 tokens/s against 89-91, f32
+ * 51-54 against 64): 8 rows of x of 2048 floats are 64 KiB, past L1.
+ * 4 x 6: bf16 103-111 against 86-94, f32 79 against 63-64, int8 157-165
+ * against 96-101.
+ */
+#define NARROW_BATCH512(NAME, WT, LOAD16, ELEM, SCALE)                      \
+NARROW_TILE(NAME##_4x6, WT, LOAD16, ELEM, SCALE, 4, 6, V16)                 \
+NARROW_TILE(NAME##_1x6, WT, LOAD16, ELEM, SCALE, 1, 6, V16)                 \
+NARROW_TILE(NAME##_1x1, WT, LOAD16, ELEM, SCALE, 1, 1, V16)                 \
+                                                                            \
+static WTYPE_AVX512 void                                                    \
+NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
+    int rows, float *y, int ldy)                                            \
+{                                                                           \
+    const float *sc;                                                        \
+    int          r = 0, t;                                                  \
+                                                                            \
+    for (; r + 6 <= rows; r += 6) {                                         \
+        sc = scale != NULL ? scale + r : NULL;                              \
+        for (t = 0; t + 4 <= n; t += 4) {                                   \
+            NAME##_4x6(x + (size_t) t * in, in, w + (size_t) r * in, sc,    \
+                       y + (size_t) t * ldy + r, ldy,                       \
+                       t == 0 && r + 12 <= rows);                           \
+        }                                                                   \
+        for (; t < n; t++) {                                                \
+            NAME##_1x6(x + (size_t) t * in, in, w + (size_t) r * in, sc,    \
+                       y + (size_t) t * ldy + r, ldy, 0);                   \
         }                                                                   \
     }                                                                       \
     for (; r < rows; r++) {                                                 \
@@ -395,6 +455,11 @@ vnni_i8_x16(const int16_t *xq, const float *xscale, int in,
 NARROW_AVX2(avx2_f32, float, wtype_load8_f32, wtype_elem_f32, 1.0f)
 NARROW_AVX2(avx2_bf16, uint16_t, wtype_load8_bf16, wtype_elem_bf16, 1.0f)
 NARROW_AVX2(avx2_i8, int8_t, wtype_load8_i8, wtype_elem_i8, scale[r])
+NARROW_BATCH512(batch512_f32, float, wtype_load16_f32, wtype_elem_f32, 1.0f)
+NARROW_BATCH512(batch512_bf16, uint16_t, wtype_load16_bf16, wtype_elem_bf16,
+                1.0f)
+NARROW_BATCH512(batch512_i8, int8_t, wtype_load16_i8, wtype_elem_i8,
+                scale[r])
 
 /* ---- dispatch ------------------------------------------------------------ */
 
@@ -403,7 +468,11 @@ infer_gemm_narrow_f32(const float *x, int n, int in, const float *w,
     int rows, float *y, int ldy)
 {
     if (n == 1 && wtype_have_avx512()) {
-        avx512_f32(x, in, w, NULL, rows, y);
+        row512_f32(x, in, w, NULL, rows, y);
+        return;
+    }
+    if (wtype_have_avx512()) {
+        batch512_f32(x, n, in, w, NULL, rows, y, ldy);
         return;
     }
     (wtype_have_avx2() ? avx2_f32 : ref_f32)(x, n, in, w, NULL, rows, y, ldy);
@@ -414,7 +483,11 @@ infer_gemm_narrow_bf16(const float *x, int n, int in, const uint16_t *w,
     int rows, float *y, int ldy)
 {
     if (n == 1 && wtype_have_avx512()) {
-        avx512_bf16(x, in, w, NULL, rows, y);
+        row512_bf16(x, in, w, NULL, rows, y);
+        return;
+    }
+    if (wtype_have_avx512()) {
+        batch512_bf16(x, n, in, w, NULL, rows, y, ldy);
         return;
     }
     (wtype_have_avx2() ? avx2_bf16 : ref_bf16)(x, n, in, w, NULL, rows, y, ldy);
@@ -424,6 +497,10 @@ void
 infer_gemm_narrow_i8(const float *x, int n, int in, const int8_t *w,
     const float *scale, int rows, float *y, int ldy)
 {
+    if (wtype_have_avx512()) {
+        batch512_i8(x, n, in, w, scale, rows, y, ldy);
+        return;
+    }
     (wtype_have_avx2() ? avx2_i8 : ref_i8)(x, n, in, w, scale, rows, y, ldy);
 }
 

@@ -42,12 +42,13 @@ typedef enum { W_F32, W_BF16, W_I8 } wtype_t;
 
 static const char *const type_names[] = { "f32", "bf16", "int8" };
 
-/* the kernels under test: the C references, the narrow ones, the wide
- * ones on AVX2 and with AVX-512's pair dot products */
-enum { K_REF, K_NARROW, K_WIDE, K_PAIRS, K_KINDS };
+/* the kernels under test: the C references, the narrow ones (the CPU's
+ * best, and AVX2's where that is AVX-512), the wide ones on AVX2 and
+ * with AVX-512's pair dot products */
+enum { K_REF, K_NARROW, K_NARROW_AVX2, K_WIDE, K_PAIRS, K_KINDS };
 
-static const char *const kind_names[] = { "C", "narrow", "wide AVX2",
-                                          "wide AVX-512" };
+static const char *const kind_names[] = { "C", "narrow", "narrow AVX2",
+                                          "wide AVX2", "wide AVX-512" };
 
 /* x prepared for the pair products, and the values they read of it */
 static uint32_t xpairs[MAXN * (MAXIN + 1) / 2 + MAXN * (MAXIN / 128 + 1)];
@@ -116,7 +117,7 @@ static void
 run(wtype_t type, int kind, const float *x, int n, int in,
     const weights_t *W, int rows, float *y, int ldy)
 {
-    wtype_avx512 = kind == K_PAIRS;
+    wtype_avx512 = kind != K_NARROW_AVX2 && kind != K_WIDE;
     if (kind == K_PAIRS) {
         prepare_pairs(type, x, n, in);
     }
@@ -125,12 +126,14 @@ run(wtype_t type, int kind, const float *x, int n, int in,
         infer_gemm_narrow_f32_ref(x, n, in, W->f32, rows, y, ldy);
         break;
     case W_F32 * K_KINDS + K_NARROW:
+    case W_F32 * K_KINDS + K_NARROW_AVX2:
         infer_gemm_narrow_f32(x, n, in, W->f32, rows, y, ldy);
         break;
     case W_BF16 * K_KINDS + K_REF:
         infer_gemm_narrow_bf16_ref(x, n, in, W->bf16, rows, y, ldy);
         break;
     case W_BF16 * K_KINDS + K_NARROW:
+    case W_BF16 * K_KINDS + K_NARROW_AVX2:
         infer_gemm_narrow_bf16(x, n, in, W->bf16, rows, y, ldy);
         break;
     case W_BF16 * K_KINDS + K_WIDE:
@@ -141,6 +144,7 @@ run(wtype_t type, int kind, const float *x, int n, int in,
         infer_gemm_narrow_i8_ref(x, n, in, W->i8, W->scale, rows, y, ldy);
         break;
     case W_I8 * K_KINDS + K_NARROW:
+    case W_I8 * K_KINDS + K_NARROW_AVX2:
         infer_gemm_narrow_i8(x, n, in, W->i8, W->scale, rows, y, ldy);
         break;
     default:
@@ -183,17 +187,19 @@ test_type(wtype_t type, const float *x, weights_t *W)
     static const int rowss[] = { 1, 2, 3, 4, 5, 7, 23, 24, 25, 37, 49, 96 };
     static const int ins[] = { 8, 13, 64, 300, 2051 };
     static float     y[MAXN * (MAXR + 3)];
-    double           e, worst[K_KINDS] = { 0, 0, 0, 0 };
-    int              a, b, c, i, kind, kinds, shapes = 0, sentinel = 1;
-    int              pairs;
+    double           e, worst[K_KINDS] = { 0, 0, 0, 0, 0 };
+    int              a, b, c, i, kind, shapes = 0, sentinel = 1;
+    int              active[K_KINDS];
 
     /* the wide products are bf16 and int8 only (float32 stays with
      * sgemm) and have no C fallback: linear() keeps sgemm then */
-    wtype_avx512 = 1;
-    pairs = type != W_F32 && infer_gemm_wide_x_bytes(type == W_I8, 1, 8) > 0;
+    active[K_REF] = active[K_NARROW] = 1;
+    active[K_NARROW_AVX2] = strcmp(infer_gemm_narrow_row_kernel(),
+                                   "AVX-512") == 0;
+    active[K_PAIRS] = type != W_F32
+                      && infer_gemm_wide_x_bytes(type == W_I8, 1, 8) > 0;
     wtype_avx512 = 0;
-    kinds = type == W_F32 || infer_gemm_wide_kernel(0) == NULL ? K_WIDE
-            : pairs ? K_KINDS : K_PAIRS;
+    active[K_WIDE] = type != W_F32 && infer_gemm_wide_kernel(0) != NULL;
     wtype_avx512 = 1;
     for (a = 0; a < (int) (sizeof(ins) / sizeof(ins[0])); a++) {
         int in = ins[a];
@@ -203,7 +209,10 @@ test_type(wtype_t type, const float *x, weights_t *W)
             for (c = 0; c < (int) (sizeof(rowss) / sizeof(rowss[0])); c++) {
                 int n = ns[b], rows = rowss[c], ldy = rows + 3;
 
-                for (kind = 0; kind < kinds; kind++) {
+                for (kind = 0; kind < K_KINDS; kind++) {
+                    if (!active[kind]) {
+                        continue;
+                    }
                     /* the columns past rows must stay untouched */
                     for (i = 0; i < n * ldy; i++) {
                         y[i] = -7.0f;
@@ -225,9 +234,18 @@ test_type(wtype_t type, const float *x, weights_t *W)
        worst[K_REF]);
     ok(worst[K_NARROW] <= 1.0, "%s (narrow, %s): %d shapes within a "
        "float32 sum's bound of float64 (worst %.3g of it)",
-       type_names[type], infer_gemm_narrow_kernel(), shapes,
-       worst[K_NARROW]);
-    if (kinds > K_WIDE) {
+       type_names[type], active[K_NARROW_AVX2] ? "AVX-512"
+                                               : infer_gemm_narrow_kernel(),
+       shapes, worst[K_NARROW]);
+    if (active[K_NARROW_AVX2]) {
+        ok(worst[K_NARROW_AVX2] <= 1.0, "%s (narrow, AVX2+FMA): %d shapes "
+           "within a float32 sum's bound of float64 (worst %.3g of it)",
+           type_names[type], shapes, worst[K_NARROW_AVX2]);
+    } else {
+        diag("%s: narrow AVX-512 kernels skipped: this CPU has no "
+             "AVX-512", type_names[type]);
+    }
+    if (active[K_WIDE]) {
         ok(worst[K_WIDE] <= 1.0, "%s (wide, AVX2+FMA): %d shapes within a "
            "float32 sum's bound of float64 (worst %.3g of it)",
            type_names[type], shapes, worst[K_WIDE]);
@@ -235,7 +253,7 @@ test_type(wtype_t type, const float *x, weights_t *W)
         diag("%s: wide products skipped: this CPU has no AVX2+FMA",
              type_names[type]);
     }
-    if (kinds > K_PAIRS) {
+    if (active[K_PAIRS]) {
         ok(worst[K_PAIRS] <= 1.0, "%s (wide, %s): %d shapes within a "
            "float32 sum's bound of float64 over the x it reads (worst "
            "%.3g of it)", type_names[type],
@@ -254,11 +272,16 @@ test_type(wtype_t type, const float *x, weights_t *W)
     W->f32[i] += 1.5f;
     W->bf16[i] = infer_float_to_bf16(infer_bf16_to_float(W->bf16[i]) + 1.5f);
     W->i8[i] = (int8_t) (W->i8[i] > 0 ? W->i8[i] - 100 : W->i8[i] + 100);
-    for (kind = K_NARROW; kind < kinds; kind++) {
-        run(type, kind, x, 1, 2051, W, 4, y, 4);
-        ok(error(kind, x, 1, 2051, W, 4, y, 4) > 1.0, "%s (%s): one weight off "
-           "by a large step is outside the bound", type_names[type],
-           kind_names[kind]);
+    for (kind = K_NARROW; kind < K_KINDS; kind++) {
+        if (!active[kind]) {
+            continue;
+        }
+        for (b = 1; b <= 3; b += 2) {           /* one row of x, and 3 */
+            run(type, kind, x, b, 2051, W, 4, y, 4);
+            ok(error(kind, x, 1, 2051, W, 4, y, 4) > 1.0, "%s (%s, %d rows "
+               "of x): one weight off by a large step is outside the bound",
+               type_names[type], kind_names[kind], b);
+        }
     }
 }
 

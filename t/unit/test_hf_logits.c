@@ -700,9 +700,9 @@ main(int argc, char **argv)
     } refs[] = {
         { "stories260K", NULL, "f32", TOL, 1, 0 },
         { "tiny-llama-f32", NULL, "f32", TOL, 1, 0 },
-        { "tiny-llama-bf16", NULL, "bf16", TOL, 1, 0 },    /* a bf16 checkpoint */
-        { "tiny-llama-bf16", "f32", "f32", TOL, 1, 0 },    /* widened on request */
-        { "stories260K-bf16w", "bf16", "bf16", TOL, 1, 0 }, /* rounded at load */
+        { "tiny-llama-bf16", NULL, "bf16", TOL, 1, 0 }, /* bf16 checkpoint */
+        { "tiny-llama-bf16", "f32", "f32", TOL, 1, 0 }, /* widened on request */
+        { "stories260K-bf16w", "bf16", "bf16", TOL, 1, 0 }, /* rounded */
         /* 45 tokens: the wide products (gemm_wide.c) at prefill */
         { "stories260K-bf16w-long", "bf16", "bf16", TOL, 1, 1 },
         { "stories260K-int8w-long", "int8", "int8", INT8W_TOL, 1, 1 },
