@@ -184,6 +184,7 @@ struct cpu_backend {
     cpu_wtype_t           wtype;       /* the matrices' type */
     int                   wide;        /* prefill: gemm_wide.h, not sgemm */
     int                   f32_row;     /* one float32 row: ours, not sgemv */
+    int                   bf16_pairs;  /* bf16 x bf16 products (x rounded) */
     cpu_mat_t             embed;       /* [V, H] */
     const float          *pos_embed;   /* [max_position, H] or NULL */
     cpu_mat_t             lm_head;     /* [V, H] */
@@ -683,6 +684,9 @@ linear_rows(cpu_rank_t *rk)
         } else if (j->w8 != NULL) {
             infer_gemm_narrow_i8(j->x, j->n, j->in, j->w8 + at,
                                  j->scale + r0, r1 - r0, j->y + r0, j->out);
+        } else if (j->w != NULL && j->xp != NULL) {
+            infer_gemm_narrow_bf16_pairs(j->xp, j->n, j->in, j->w + at,
+                                         r1 - r0, j->y + r0, j->out);
         } else if (j->w != NULL) {
             infer_gemm_narrow_bf16(j->x, j->n, j->in, j->w + at, r1 - r0,
                                    j->y + r0, j->out);
@@ -744,8 +748,13 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     j->w8 = Wm->i8;
     j->scale = Wm->scale;
     j->xq = NULL;
+    j->xp = NULL;
     j->widen = 0;
     j->wide = 0;
+    if (Wm->bf16 != NULL && rk->be->bf16_pairs) {
+        infer_gemm_wide_prepare(0, x, n, in, rk->xwide);
+        j->xp = rk->xwide;
+    }
     if (Wm->f32 != NULL && n == 1 && !rk->be->f32_row) {
         infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f,
                          Wm->f32, in, x, 1, 0.0f, y, 1);
@@ -759,10 +768,10 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
         j->out = out;
         linear_share(rk);
     } else if (rk->be->wide && Wm->f32 == NULL) {
-        if (rk->xwide != NULL) {
+        if (rk->xwide != NULL && j->xp == NULL) {
             infer_gemm_wide_prepare(Wm->i8 != NULL, x, n, in, rk->xwide);
+            j->xp = rk->xwide;
         }
-        j->xp = rk->xwide;
         j->wide = 1;
         j->y = y;
         j->out = out;
@@ -1395,6 +1404,7 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
     be->f32_row = strcmp(infer_gemm_narrow_row_kernel(), "AVX-512") == 0;
     be->wide = wide != NULL && (strncmp(wide, "AVX512", 6) == 0
                                 || !__builtin_cpu_supports("avx512f"));
+    be->bf16_pairs = be->wide && strcmp(wide, "AVX512-BF16") == 0;
     row = be->wtype == CPU_INT8 ? infer_gemm_narrow_x16_kernel()
                                 : infer_gemm_narrow_row_kernel();
     one_row = strcmp(row, infer_gemm_narrow_kernel()) != 0;

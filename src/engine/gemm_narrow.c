@@ -351,6 +351,128 @@ NAME(const float *x, int n, int in, const WT *w, const float *scale,        \
 }
 
 /*
+ * bf16 W against x rounded to bf16 (gemm_wide.h's prepared x: rows of
+ * xstride bf16 values) on AVX512_BF16: 32 weights a vdpbf16ps, straight
+ * from where they lie, no widening.  One row of x reads W a row at a time
+ * as one stream, as row512_bf16 does; batches run 4 x 6 tiles.  The last
+ * in % 32 inputs one by one, in float32 from the same bf16 values.
+ */
+#define PAIRS_NARROW_TILE(NAME, TB, RB)                                     \
+static WTYPE_AVX512_BF16 void                                               \
+NAME(const uint16_t *xb, int xstride, int in, const uint16_t *w, float *y,  \
+    int ldy, int ahead)                                                     \
+{                                                                           \
+    __m512  acc[TB][RB];                                                    \
+    __m512i wv[RB], xv;                                                     \
+    float   s;                                                              \
+    int     i, k, t, r;                                                     \
+                                                                            \
+    _Pragma("GCC unroll 8")                                                 \
+    for (t = 0; t < TB; t++) {                                              \
+        _Pragma("GCC unroll 8")                                             \
+        for (r = 0; r < RB; r++) {                                          \
+            acc[t][r] = _mm512_setzero_ps();                                \
+        }                                                                   \
+    }                                                                       \
+    for (i = 0; i + 32 <= in; i += 32) {                                    \
+        _Pragma("GCC unroll 8")                                             \
+        for (r = 0; r < RB; r++) {                                          \
+            if (ahead) {                                                    \
+                _mm_prefetch((const char *) (w + (size_t) (RB + r) * in     \
+                                             + i), _MM_HINT_T0);            \
+            }                                                               \
+            wv[r] = _mm512_loadu_si512((const void *) (w + (size_t) r * in  \
+                                                       + i));               \
+        }                                                                   \
+        _Pragma("GCC unroll 8")                                             \
+        for (t = 0; t < TB; t++) {                                          \
+            xv = _mm512_loadu_si512((const void *) (xb + (size_t) t         \
+                                                    * xstride + i));        \
+            _Pragma("GCC unroll 8")                                         \
+            for (r = 0; r < RB; r++) {                                      \
+                acc[t][r] = _mm512_dpbf16_ps(acc[t][r], (__m512bh) xv,      \
+                                             (__m512bh) wv[r]);             \
+            }                                                               \
+        }                                                                   \
+    }                                                                       \
+    for (t = 0; t < TB; t++) {                                              \
+        for (r = 0; r < RB; r++) {                                          \
+            s = _mm512_reduce_add_ps(acc[t][r]);                            \
+            for (k = i; k < in; k++) {                                      \
+                s += wtype_elem_bf16(xb, (size_t) t * xstride + k)          \
+                     * wtype_elem_bf16(w, (size_t) r * in + k);             \
+            }                                                               \
+            y[(size_t) t * ldy + r] = s;                                    \
+        }                                                                   \
+    }                                                                       \
+}
+
+PAIRS_NARROW_TILE(pairs_4x6, 4, 6)
+PAIRS_NARROW_TILE(pairs_1x6, 1, 6)
+PAIRS_NARROW_TILE(pairs_1x1, 1, 1)
+
+static WTYPE_AVX512_BF16 float
+pairs_row(const uint16_t *xb, int in, const uint16_t *w)
+{
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    float  s;
+    int    i;
+
+    for (i = 0; i + 64 <= in; i += 64) {
+        _mm_prefetch((const char *) (w + i) + STREAM_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *) (w + i) + STREAM_AHEAD + 64,
+                     _MM_HINT_T0);
+        a0 = _mm512_dpbf16_ps(a0,
+            (__m512bh) _mm512_loadu_si512((const void *) (xb + i)),
+            (__m512bh) _mm512_loadu_si512((const void *) (w + i)));
+        a1 = _mm512_dpbf16_ps(a1,
+            (__m512bh) _mm512_loadu_si512((const void *) (xb + i + 32)),
+            (__m512bh) _mm512_loadu_si512((const void *) (w + i + 32)));
+    }
+    for (; i + 32 <= in; i += 32) {
+        a0 = _mm512_dpbf16_ps(a0,
+            (__m512bh) _mm512_loadu_si512((const void *) (xb + i)),
+            (__m512bh) _mm512_loadu_si512((const void *) (w + i)));
+    }
+    s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; i < in; i++) {
+        s += wtype_elem_bf16(xb, i) * wtype_elem_bf16(w, i);
+    }
+    return s;
+}
+
+static WTYPE_AVX512_BF16 void
+pairs_bf16(const uint16_t *xb, int xstride, int n, int in,
+    const uint16_t *w, int rows, float *y, int ldy)
+{
+    int r = 0, t;
+
+    if (n == 1) {
+        for (; r < rows; r++) {
+            y[r] = pairs_row(xb, in, w + (size_t) r * in);
+        }
+        return;
+    }
+    for (; r + 6 <= rows; r += 6) {
+        for (t = 0; t + 4 <= n; t += 4) {
+            pairs_4x6(xb + (size_t) t * xstride, xstride, in,
+                      w + (size_t) r * in, y + (size_t) t * ldy + r, ldy,
+                      t == 0 && r + 12 <= rows);
+        }
+        for (; t < n; t++) {
+            pairs_1x6(xb + (size_t) t * xstride, xstride, in,
+                      w + (size_t) r * in, y + (size_t) t * ldy + r, ldy, 0);
+        }
+    }
+    for (; r < rows; r++) {
+        for (t = 0; t < n; t++) {
+            pairs_1x1(xb + (size_t) t * xstride, xstride, in,
+                      w + (size_t) r * in, y + (size_t) t * ldy + r, ldy, 0);
+        }
+    }
+}
+
+/*
  * One row of x against int8 W, a row of W at a time: per block, 16
  * weights widened to int16 and multiplied pairwise into 8 int32 lanes
  * (pmaddwd), exact within the block, then converted and scaled into 8
@@ -502,6 +624,13 @@ infer_gemm_narrow_i8(const float *x, int n, int in, const int8_t *w,
         return;
     }
     (wtype_have_avx2() ? avx2_i8 : ref_i8)(x, n, in, w, scale, rows, y, ldy);
+}
+
+void
+infer_gemm_narrow_bf16_pairs(const void *xp, int n, int in,
+    const uint16_t *w, int rows, float *y, int ldy)
+{
+    pairs_bf16(xp, 2 * ((in + 1) / 2), n, in, w, rows, y, ldy);
 }
 
 void

@@ -54,6 +54,15 @@ void infer_gemm_narrow_i8_x16(const int16_t *xq, const float *xscale,
 void infer_gemm_narrow_i8_x16_ref(const int16_t *xq, const float *xscale,
     int in, const int8_t *w, const float *scale, int rows, float *y);
 
+/*
+ * bf16 W against x rounded to bf16, on CPUs with AVX512_BF16 only: xp is
+ * x prepared as for the wide products (infer_gemm_wide_prepare, bf16;
+ * available where infer_gemm_wide_x_bytes(0, ...) > 0), so that a step's
+ * products round x as its prefill's do.
+ */
+void infer_gemm_narrow_bf16_pairs(const void *xp, int n, int in,
+    const uint16_t *w, int rows, float *y, int ldy);
+
 /* The references (float32 sums in index order), and the fallbacks. */
 void infer_gemm_narrow_f32_ref(const float *x, int n, int in,
     const float *w, int rows, float *y, int ldy);

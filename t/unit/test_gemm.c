@@ -45,10 +45,15 @@ static const char *const type_names[] = { "f32", "bf16", "int8" };
 /* the kernels under test: the C references, the narrow ones (the CPU's
  * best, and AVX2's where that is AVX-512), the wide ones on AVX2 and
  * with AVX-512's pair dot products */
-enum { K_REF, K_NARROW, K_NARROW_AVX2, K_WIDE, K_PAIRS, K_KINDS };
+enum { K_REF, K_NARROW, K_NARROW_AVX2, K_NARROW_PAIRS, K_WIDE, K_PAIRS,
+       K_KINDS };
 
 static const char *const kind_names[] = { "C", "narrow", "narrow AVX2",
-                                          "wide AVX2", "wide AVX-512" };
+                                          "narrow AVX512-BF16", "wide AVX2",
+                                          "wide AVX-512" };
+
+/* the kinds that read x prepared for the pair products */
+#define READS_PAIRS(kind)  ((kind) == K_PAIRS || (kind) == K_NARROW_PAIRS)
 
 /* x prepared for the pair products, and the values they read of it */
 static uint32_t xpairs[MAXN * (MAXIN + 1) / 2 + MAXN * (MAXIN / 128 + 1)];
@@ -118,7 +123,7 @@ run(wtype_t type, int kind, const float *x, int n, int in,
     const weights_t *W, int rows, float *y, int ldy)
 {
     wtype_avx512 = kind != K_NARROW_AVX2 && kind != K_WIDE;
-    if (kind == K_PAIRS) {
+    if (READS_PAIRS(kind)) {
         prepare_pairs(type, x, n, in);
     }
     switch (type * K_KINDS + kind) {
@@ -135,6 +140,9 @@ run(wtype_t type, int kind, const float *x, int n, int in,
     case W_BF16 * K_KINDS + K_NARROW:
     case W_BF16 * K_KINDS + K_NARROW_AVX2:
         infer_gemm_narrow_bf16(x, n, in, W->bf16, rows, y, ldy);
+        break;
+    case W_BF16 * K_KINDS + K_NARROW_PAIRS:
+        infer_gemm_narrow_bf16_pairs(xpairs, n, in, W->bf16, rows, y, ldy);
         break;
     case W_BF16 * K_KINDS + K_WIDE:
     case W_BF16 * K_KINDS + K_PAIRS:
@@ -166,7 +174,7 @@ error(int kind, const float *xf, int n, int in, const weights_t *W,
         for (r = 0; r < rows; r++) {
             ref = sabs = 0;
             for (i = 0; i < in; i++) {
-                term = (kind == K_PAIRS ? xread[(size_t) t * in + i]
+                term = (READS_PAIRS(kind) ? xread[(size_t) t * in + i]
                                         : (double) xf[(size_t) t * in + i])
                        * W->value[(size_t) r * in + i];
                 ref += term;
@@ -187,7 +195,7 @@ test_type(wtype_t type, const float *x, weights_t *W)
     static const int rowss[] = { 1, 2, 3, 4, 5, 7, 23, 24, 25, 37, 49, 96 };
     static const int ins[] = { 8, 13, 64, 300, 2051 };
     static float     y[MAXN * (MAXR + 3)];
-    double           e, worst[K_KINDS] = { 0, 0, 0, 0, 0 };
+    double           e, worst[K_KINDS] = { 0, 0, 0, 0, 0, 0 };
     int              a, b, c, i, kind, shapes = 0, sentinel = 1;
     int              active[K_KINDS];
 
@@ -198,6 +206,7 @@ test_type(wtype_t type, const float *x, weights_t *W)
                                    "AVX-512") == 0;
     active[K_PAIRS] = type != W_F32
                       && infer_gemm_wide_x_bytes(type == W_I8, 1, 8) > 0;
+    active[K_NARROW_PAIRS] = type == W_BF16 && active[K_PAIRS];
     wtype_avx512 = 0;
     active[K_WIDE] = type != W_F32 && infer_gemm_wide_kernel(0) != NULL;
     wtype_avx512 = 1;
@@ -244,6 +253,12 @@ test_type(wtype_t type, const float *x, weights_t *W)
     } else {
         diag("%s: narrow AVX-512 kernels skipped: this CPU has no "
              "AVX-512", type_names[type]);
+    }
+    if (active[K_NARROW_PAIRS]) {
+        ok(worst[K_NARROW_PAIRS] <= 1.0, "%s (narrow, AVX512-BF16): %d "
+           "shapes within a float32 sum's bound of float64 over the x it "
+           "reads (worst %.3g of it)", type_names[type], shapes,
+           worst[K_NARROW_PAIRS]);
     }
     if (active[K_WIDE]) {
         ok(worst[K_WIDE] <= 1.0, "%s (wide, AVX2+FMA): %d shapes within a "

@@ -44,7 +44,7 @@ def main():
                          "float32 (what dtype=bf16 on the CPU backend "
                          "computes); bf16-products: bf16-weights with "
                          "each product's input rounded to bfloat16 too (the "
-                         "prefill products on AVX512_BF16 CPUs); "
+                         "bf16 products on AVX512_BF16 CPUs); "
                          "int8-weights: the matrices quantized "
                          "per row as dtype=int8 does, computed in float32")
     ap.add_argument("--source", required=True,

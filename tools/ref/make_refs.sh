@@ -23,15 +23,18 @@ STORIES_IDS=1,403,407,261,378,432,383,286,261,376,298,315,421,395,317,426,338,39
 # ones (src/engine/gemm_wide.c) with bf16 and int8 weights
 STORIES_LONG_IDS=1,403,407,261,378,432,383,286,261,376,298,315,421,395,317,426,338,397,355,267,337,14,51,88,125,162,199,236,273,310,347,384,421,458,495,23,60,97,134,171,208,245,282,319,356
 
-ref() {     # name preset dtype seed ids stride
+ref() {     # name preset dtype seed ids stride [compute]
     "$GEN" "$TMP/$1" --preset "$2" --dtype "$3" --seed "$4"
     "$PY" tools/ref/hf_logits.py "$TMP/$1" "t/data/ref/$1.logits" \
         --name "$1" --tokens "$5" --stride "$6" \
-        --source "gen --preset $2 --dtype $3 --seed $4"
+        --source "gen --preset $2 --dtype $3 --seed $4" \
+        --compute "${7:-float32}"
 }
 
 ref tiny-llama-f32    tiny-llama   f32  1 "$LLAMA2_IDS" 61
 ref tiny-llama-bf16   tiny-llama   bf16 2 "$LLAMA2_IDS" 61
+# as dtype=bf16 computes on AVX512_BF16 CPUs: every product's x rounded
+ref tiny-llama-bf16x  tiny-llama   bf16 2 "$LLAMA2_IDS" 61 bf16-products
 ref tiny-mistral-f32  tiny-mistral f32  3 "$LLAMA2_IDS" 61
 ref tiny-qwen2-f32    tiny-qwen2   f32  4 "$GPT2_IDS"   97
 ref tiny-qwen2-f16    tiny-qwen2   f16  5 "$GPT2_IDS"   97
@@ -46,6 +49,10 @@ ref tiny-qwen2-f16    tiny-qwen2   f16  5 "$GPT2_IDS"   97
     t/data/ref/stories260K-bf16w.logits --name stories260K-bf16w \
     --tokens "$STORIES_IDS" --stride 1 --source "shared models/stories260K" \
     --compute bf16-weights
+"$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
+    t/data/ref/stories260K-bf16x.logits --name stories260K-bf16x \
+    --tokens "$STORIES_IDS" --stride 1 --source "shared models/stories260K" \
+    --compute bf16-products
 # the same arithmetic as dtype=bf16 and dtype=int8 over the long sequence
 "$PY" tools/ref/hf_logits.py "$SHARED/models/stories260K" \
     t/data/ref/stories260K-bf16w-long.logits --name stories260K-bf16w-long \
