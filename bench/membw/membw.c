@@ -6,6 +6,7 @@
  *   membw [THREADS] [MIB] [PASSES]
  */
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -63,15 +64,24 @@ main(int argc, char **argv)
     size_t     mib = argc > 2 ? strtoul(argv[2], NULL, 10) : 1024;
     int        passes = argc > 3 ? atoi(argv[3]) : 5;
     size_t     n = mib << 18, i;          /* floats */
-    float     *a = aligned_alloc(64, n * sizeof(float)), check = 0;
+    float     *a, check = 0;
     part_t     parts[64];
     pthread_t  tid[64];
     double     t0, best = 1e30;
     int        p, k;
 
-    if (a == NULL || threads < 1 || threads > 64) {
+    /* in huge pages where the kernel has them (THP "madvise" mode): with
+     * 4 KiB pages every page is a TLB miss and a stop for the hardware
+     * prefetcher, and this read 25-40% below what the engine's weights,
+     * which it maps that way, are read at (an AVX-512 Zen 5 VM) */
+    a = mmap(NULL, n * sizeof(float), PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED || threads < 1 || threads > 64) {
         return 1;
     }
+#ifdef MADV_HUGEPAGE
+    (void) madvise(a, n * sizeof(float), MADV_HUGEPAGE);
+#endif
     for (i = 0; i < n; i++) {
         a[i] = (float) (i & 7);
     }
@@ -91,6 +101,6 @@ main(int argc, char **argv)
     printf("%.2f GB/s read, %d threads, %zu MiB, best of %d (checksum "
            "%g)\n", (double) n * sizeof(float) / best / 1e9, threads, mib,
            passes, check);
-    free(a);
+    munmap(a, n * sizeof(float));
     return 0;
 }
