@@ -1401,19 +1401,20 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
      * one row of float32 (linear()). */
     wide = be->wtype != CPU_F32
            ? infer_gemm_wide_kernel(be->wtype == CPU_INT8) : NULL;
-    be->f32_row = strcmp(infer_gemm_narrow_row_kernel(), "AVX-512") == 0;
+    be->f32_row = strcmp(infer_gemm_narrow_kernel(), "AVX-512") == 0;
     be->wide = wide != NULL && (strncmp(wide, "AVX512", 6) == 0
                                 || !__builtin_cpu_supports("avx512f"));
     be->bf16_pairs = be->wide && strcmp(wide, "AVX512-BF16") == 0;
-    row = be->wtype == CPU_INT8 ? infer_gemm_narrow_x16_kernel()
-                                : infer_gemm_narrow_row_kernel();
-    one_row = strcmp(row, infer_gemm_narrow_kernel()) != 0;
+    /* int8's single rows run the x16 product */
+    row = infer_gemm_narrow_x16_kernel();
+    one_row = be->wtype == CPU_INT8
+              && strcmp(row, infer_gemm_narrow_kernel()) != 0;
     snprintf(p->kernels, sizeof(p->kernels),
              "%s; decode products: %s%s%s%s; prefill products: %s; "
              "decode attention: %s", infer_blas_kernels(),
-             infer_gemm_narrow_kernel(), one_row ? " (one row: " : "",
-             one_row ? row : "", one_row ? ")" : "",
-             be->wide ? wide : "OpenBLAS",
+             be->bf16_pairs ? wide : infer_gemm_narrow_kernel(),
+             one_row ? " (one row: " : "", one_row ? row : "",
+             one_row ? ")" : "", be->wide ? wide : "OpenBLAS",
              infer_attn_decode_kernel(c->head_dim));
     p->kernels_warning = infer_blas_warning();
     if (p->threads > 0) {

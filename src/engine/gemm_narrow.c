@@ -645,13 +645,8 @@ infer_gemm_narrow_i8_x16(const int16_t *xq, const float *xscale, int in,
 const char *
 infer_gemm_narrow_kernel(void)
 {
-    return wtype_have_avx2() ? "AVX2+FMA" : "C";
-}
-
-const char *
-infer_gemm_narrow_row_kernel(void)
-{
-    return wtype_have_avx512() ? "AVX-512" : infer_gemm_narrow_kernel();
+    return wtype_have_avx512() ? "AVX-512"
+           : wtype_have_avx2() ? "AVX2+FMA" : "C";
 }
 
 const char *

@@ -71,10 +71,9 @@ void infer_gemm_narrow_bf16_ref(const float *x, int n, int in,
 void infer_gemm_narrow_i8_ref(const float *x, int n, int in,
     const int8_t *w, const float *scale, int rows, float *y, int ldy);
 
-/* "AVX2+FMA" or "C": which kernels run on this CPU; the x16 product's
- * ("AVX512-VNNI", a row of 32 weights an instruction, where it has it). */
+/* "AVX-512", "AVX2+FMA" or "C": which kernels run on this CPU; the x16
+ * product's ("AVX512-VNNI", 32 weights an instruction, where it has it). */
 const char *infer_gemm_narrow_kernel(void);
 const char *infer_gemm_narrow_x16_kernel(void);
-const char *infer_gemm_narrow_row_kernel(void);
 
 #endif

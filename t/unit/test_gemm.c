@@ -202,7 +202,7 @@ test_type(wtype_t type, const float *x, weights_t *W)
     /* the wide products are bf16 and int8 only (float32 stays with
      * sgemm) and have no C fallback: linear() keeps sgemm then */
     active[K_REF] = active[K_NARROW] = 1;
-    active[K_NARROW_AVX2] = strcmp(infer_gemm_narrow_row_kernel(),
+    active[K_NARROW_AVX2] = strcmp(infer_gemm_narrow_kernel(),
                                    "AVX-512") == 0;
     active[K_PAIRS] = type != W_F32
                       && infer_gemm_wide_x_bytes(type == W_I8, 1, 8) > 0;
@@ -243,9 +243,8 @@ test_type(wtype_t type, const float *x, weights_t *W)
        worst[K_REF]);
     ok(worst[K_NARROW] <= 1.0, "%s (narrow, %s): %d shapes within a "
        "float32 sum's bound of float64 (worst %.3g of it)",
-       type_names[type], active[K_NARROW_AVX2] ? "AVX-512"
-                                               : infer_gemm_narrow_kernel(),
-       shapes, worst[K_NARROW]);
+       type_names[type], infer_gemm_narrow_kernel(), shapes,
+       worst[K_NARROW]);
     if (active[K_NARROW_AVX2]) {
         ok(worst[K_NARROW_AVX2] <= 1.0, "%s (narrow, AVX2+FMA): %d shapes "
            "within a float32 sum's bound of float64 (worst %.3g of it)",
