@@ -56,9 +56,9 @@ void infer_gemm_narrow_i8_x16_ref(const int16_t *xq, const float *xscale,
 
 /*
  * bf16 W against x rounded to bf16, on CPUs with AVX512_BF16 only: xp is
- * x prepared as for the wide products (infer_gemm_wide_prepare, bf16;
- * available where infer_gemm_wide_x_bytes(0, ...) > 0), so that a step's
- * products round x as its prefill's do.
+ * x rounded row by row (infer_gemm_wide_prepare_rows; available where
+ * infer_gemm_wide_x_bytes(0, ...) > 0), so that a step's products round x
+ * as its prefill's do.
  */
 void infer_gemm_narrow_bf16_pairs(const void *xp, int n, int in,
     const uint16_t *w, int rows, float *y, int ldy);

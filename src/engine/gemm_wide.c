@@ -255,22 +255,19 @@ WIDE_PRODUCT(wide_i8, int8_t, pack_i8)
 /* ---- AVX-512: pairs of inputs, one dot-product instruction --------------- */
 
 /*
- * The same blocking, but a panel holds pairs of inputs: panel[p * NR2 + j]
- * is the dword (W[j][k0 + 2p], W[j][k0 + 2p + 1]), bfloat16 as it lies or
- * int8 widened to int16, and x is prepared to the same pairs once per
- * product (infer_gemm_wide_prepare), so one vdpbf16ps or vpdpwssd does 32
- * multiply-adds of 16 rows of W against a broadcast pair of x.  A panel
- * is half the float32 one's bytes, and packing only moves dwords.
- *
- * The int16 sums are exact within a block of INFER_NARROW_XBLOCK inputs
+ * int8 on AVX512_VNNI: the same blocking, but a panel holds pairs of
+ * inputs: panel[p * NR2 + j] is the dword (W[j][k0 + 2p], W[j][k0 + 2p +
+ * 1]) widened to int16, and x is quantized to int16 pairs once per
+ * product (infer_gemm_wide_prepare), so one vpdpwssd does 32
+ * multiply-adds of 16 rows of W against a broadcast pair of x.  The
+ * int16 sums are exact within a block of INFER_NARROW_XBLOCK inputs
  * (|xq w| <= 32767 * 127, 128 terms), then scaled by the block's x scale
  * into float32 sums, as the narrow x16 product does: two sets of
- * accumulators, so 6 rows of x a tile against 8 for bf16 (27 and 19 of
- * the 32 registers).
+ * accumulators, 6 rows of x a tile (27 of the 32 registers).  (bf16 on
+ * AVX512_BF16 packs x instead: below.)
  */
 #define NV2  2
 #define NR2  (16 * NV2)
-#define MR2  8
 #define MRI  6
 #define BP   (INFER_NARROW_XBLOCK / 2)     /* pairs of an x block */
 
@@ -278,22 +275,10 @@ _Static_assert(KC % INFER_NARROW_XBLOCK == 0, "x blocks within KC");
 _Static_assert(INFER_WIDE_ROWS % NR2 == 0, "whole panels");
 
 static WTYPE_AVX2 inline __m256
-pairs8_bf16(const uint16_t *w)
-{
-    return _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *) w));
-}
-
-static WTYPE_AVX2 inline __m256
 pairs8_i8(const int8_t *w)
 {
     return _mm256_castsi256_ps(_mm256_cvtepi8_epi16(
         _mm_loadu_si128((const __m128i *) w)));
-}
-
-static inline uint32_t
-pair_bf16(const uint16_t *w, size_t i, int two)
-{
-    return w[i] | (two ? (uint32_t) w[i + 1] << 16 : 0);
 }
 
 static inline uint32_t
@@ -339,7 +324,6 @@ NAME(const WT *w, int in, int rows, int k0, int kc, uint32_t *panel)        \
     }                                                                       \
 }
 
-PAIRS_PACK(pack_pairs_bf16, uint16_t, pairs8_bf16, pair_bf16)
 PAIRS_PACK(pack_pairs_i8, int8_t, pairs8_i8, pair_i8)
 
 /* the tile's sums c[t][v] into y's first cols columns of row t */
@@ -360,44 +344,6 @@ PAIRS_PACK(pack_pairs_i8, int8_t, pairs8_i8, pair_i8)
             _mm512_mask_storeu_ps(yv, mk, c[t][v]);                         \
         }                                                                   \
     }
-
-/* M rows of bf16 x pairs by a panel over kp pairs */
-#define BF16_TILE(M)                                                        \
-static WTYPE_AVX512_BF16 void                                               \
-bf16_tile_##M(const uint32_t *x, int ldx, const uint32_t *panel, int kp,    \
-    const float *pscale, int b0, const float *xs, int ldxs, float *y,       \
-    int ldy, int cols, int add)                                             \
-{                                                                           \
-    __m512  c[M][NV2];                                                      \
-    __m512i wv[NV2], xb;                                                    \
-    int     p, t, v;                                                        \
-                                                                            \
-    (void) pscale, (void) b0, (void) xs, (void) ldxs;                       \
-    _Pragma("GCC unroll 8")                                                 \
-    for (t = 0; t < M; t++) {                                               \
-        _Pragma("GCC unroll 2")                                             \
-        for (v = 0; v < NV2; v++) {                                         \
-            c[t][v] = _mm512_setzero_ps();                                  \
-        }                                                                   \
-    }                                                                       \
-    _Pragma("GCC unroll 2")                                                 \
-    for (p = 0; p < kp; p++) {                                              \
-        _Pragma("GCC unroll 2")                                             \
-        for (v = 0; v < NV2; v++) {                                         \
-            wv[v] = _mm512_load_si512(panel + (size_t) p * NR2 + 16 * v);   \
-        }                                                                   \
-        _Pragma("GCC unroll 8")                                             \
-        for (t = 0; t < M; t++) {                                           \
-            xb = _mm512_set1_epi32((int) x[(size_t) t * ldx + p]);          \
-            _Pragma("GCC unroll 2")                                         \
-            for (v = 0; v < NV2; v++) {                                     \
-                c[t][v] = _mm512_dpbf16_ps(c[t][v], (__m512bh) xb,          \
-                                           (__m512bh) wv[v]);               \
-            }                                                               \
-        }                                                                   \
-    }                                                                       \
-    PAIRS_STORE(M)                                                          \
-}
 
 /* M rows of int16 x pairs by a panel over kp pairs, from the x block b0:
  * exact int32 sums a block, then times the block's x scale in float32,
@@ -465,14 +411,6 @@ i16_tile_##M(const uint32_t *x, int ldx, const uint32_t *panel, int kp,     \
     PAIRS_STORE(M)                                                          \
 }
 
-BF16_TILE(1)
-BF16_TILE(2)
-BF16_TILE(3)
-BF16_TILE(4)
-BF16_TILE(5)
-BF16_TILE(6)
-BF16_TILE(7)
-BF16_TILE(8)
 I16_TILE(1)
 I16_TILE(2)
 I16_TILE(3)
@@ -483,11 +421,6 @@ I16_TILE(6)
 typedef void (*pairs_tile_fn)(const uint32_t *x, int ldx,
     const uint32_t *panel, int kp, const float *pscale, int b0,
     const float *xs, int ldxs, float *y, int ldy, int cols, int add);
-
-static const pairs_tile_fn bf16_tiles[MR2 + 1] = {
-    NULL, bf16_tile_1, bf16_tile_2, bf16_tile_3, bf16_tile_4, bf16_tile_5,
-    bf16_tile_6, bf16_tile_7, bf16_tile_8
-};
 
 static const pairs_tile_fn i16_tiles[MRI + 1] = {
     NULL, i16_tile_1, i16_tile_2, i16_tile_3, i16_tile_4, i16_tile_5,
@@ -553,13 +486,175 @@ NAME(const void *xp, int n, int in, const WT *w, const float *scale,        \
     }                                                                       \
 }
 
-PAIRS_PRODUCT(pairs_bf16, uint16_t, pack_pairs_bf16, bf16_tiles, MR2)
 PAIRS_PRODUCT(pairs_i8, int8_t, pack_pairs_i8, i16_tiles, MRI)
 
-/* x rounded to bfloat16 (to nearest even, as transformers and llama.cpp
- * round activations), 32 at a time */
+/*
+ * bf16 the other way round: x is the packed side and W is broadcast from
+ * where it lies.  Packing W cost more than the tiles could hide at a
+ * prompt's few hundred rows (TinyLlama's 5632 x 2048 with 128 rows of x,
+ * 1 thread: 2.7 of 9.5 ms, the same with or without prefetching, and 1.8
+ * ms with W in cache: the transposes), while x, packed once per product
+ * by infer_gemm_wide_prepare, is n rows where W is thousands.  x panels:
+ * 16 rows of x a block, pair-major (xpanel[(b * pairs + p) * 16 + lane]
+ * = rows 16b + lane's pair p, zeros past n).  A tile is XR rows of W
+ * (their pair p broadcast) by up to XV blocks of x (24 sums, 4 loads of x
+ * and 6 broadcasts a pair), over all the inputs, then stored lane by lane
+ * (scattered into y's columns).  XV blocks of x (64 rows, 256 KiB of
+ * pairs at 2048 inputs) pass over all the call's rows of W (96: 384 KiB),
+ * both in L2; on the first pass each tile asks for the next XR rows'
+ * lines.  The other order, each XR rows of W against every block of x,
+ * read x from L3 past 256 rows (512 rows: 35 ms against 30 for packing W).
+ */
+#define XR  6
+#define XV  4
+
+static inline uint32_t
+w_pair(const uint16_t *w, size_t i)
+{
+    uint32_t d;
+
+    memcpy(&d, w + i, sizeof(d));
+    return d;
+}
+
+#define XT_TILE(NAME, RB, NVX)                                              \
+static WTYPE_AVX512_BF16 void                                               \
+NAME(const uint32_t *xpan, int pairs, const uint16_t *w, int in, float *y,  \
+    int ldy, int t0, int n, int ahead)                                      \
+{                                                                           \
+    __m512  acc[RB][NVX];                                                   \
+    __m512i xv[NVX], wb;                                                    \
+    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11,   \
+                      10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),                    \
+                                     _mm512_set1_epi32(ldy));               \
+    int     p, r, v, left, full = in / 2;                                   \
+                                                                            \
+    _Pragma("GCC unroll 8")                                                 \
+    for (r = 0; r < RB; r++) {                                              \
+        _Pragma("GCC unroll 4")                                             \
+        for (v = 0; v < NVX; v++) {                                         \
+            acc[r][v] = _mm512_setzero_ps();                                \
+        }                                                                   \
+    }                                                                       \
+    for (p = 0; p < pairs; p++) {                                           \
+        if (ahead && p % 16 == 0) {                                         \
+            _Pragma("GCC unroll 8")                                         \
+            for (r = 0; r < RB; r++) {                                      \
+                _mm_prefetch((const char *) (w + (size_t) (RB + r) * in     \
+                                             + 2 * p), _MM_HINT_T0);        \
+            }                                                               \
+        }                                                                   \
+        _Pragma("GCC unroll 4")                                             \
+        for (v = 0; v < NVX; v++) {                                         \
+            xv[v] = _mm512_loadu_si512(xpan + ((size_t) v * pairs + p) * 16); \
+        }                                                                   \
+        _Pragma("GCC unroll 8")                                             \
+        for (r = 0; r < RB; r++) {                                          \
+            wb = _mm512_set1_epi32((int) (p < full                          \
+                                          ? w_pair(w, (size_t) r * in      \
+                                                      + 2 * p)              \
+                                          : w[(size_t) r * in + 2 * p]));   \
+            _Pragma("GCC unroll 4")                                         \
+            for (v = 0; v < NVX; v++) {                                     \
+                acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh) xv[v],   \
+                                             (__m512bh) wb);                \
+            }                                                               \
+        }                                                                   \
+    }                                                                       \
+    _Pragma("GCC unroll 4")                                                 \
+    for (v = 0; v < NVX; v++) {                                             \
+        left = n - t0 - 16 * v;                                             \
+        _Pragma("GCC unroll 8")                                             \
+        for (r = 0; r < RB; r++) {                                          \
+            _mm512_mask_i32scatter_ps(y + (size_t) (t0 + 16 * v) * ldy + r, \
+                left >= 16 ? (__mmask16) 0xffff                             \
+                           : (__mmask16) ((1u << left) - 1), idx,           \
+                acc[r][v], 4);                                              \
+        }                                                                   \
+    }                                                                       \
+}
+
+XT_TILE(xt_6x1, XR, 1)
+XT_TILE(xt_6x2, XR, 2)
+XT_TILE(xt_6x3, XR, 3)
+XT_TILE(xt_6x4, XR, 4)
+XT_TILE(xt_1x1, 1, 1)
+XT_TILE(xt_1x2, 1, 2)
+XT_TILE(xt_1x3, 1, 3)
+XT_TILE(xt_1x4, 1, 4)
+
+typedef void (*xt_tile_fn)(const uint32_t *xpan, int pairs,
+    const uint16_t *w, int in, float *y, int ldy, int t0, int n, int ahead);
+
+static const xt_tile_fn xt_tiles[2][XV + 1] = {
+    { NULL, xt_1x1, xt_1x2, xt_1x3, xt_1x4 },
+    { NULL, xt_6x1, xt_6x2, xt_6x3, xt_6x4 }
+};
+
+static void
+xt_bf16(const void *xp, int n, int in, const uint16_t *w, int rows,
+    float *y, int ldy)
+{
+    const uint32_t *xpan = xp;
+    int             pairs = (int) pairs_of(in), nb = (n + 15) / 16;
+    int             r, b, nv, rb;
+
+    for (b = 0; b < nb; b += nv) {
+        nv = nb - b < XV ? nb - b : XV;
+        for (r = 0; r < rows; r += rb) {
+            rb = rows - r >= XR ? XR : 1;
+            xt_tiles[rb == XR][nv](xpan + (size_t) b * pairs * 16, pairs,
+                                   w + (size_t) r * in, in, y + r, ldy,
+                                   16 * b, n, b == 0 && r + 2 * rb <= rows);
+        }
+    }
+}
+
+/* x rounded to bf16 into x panels: 8 rows by 8 pairs at a time, turned */
 static WTYPE_AVX512_BF16 void
-prepare_bf16(const float *x, int n, int in, uint32_t *xp)
+prepare_bf16_panels(const float *x, int n, int in, uint32_t *xp)
+{
+    __m256  v[8];
+    int     pairs = (int) pairs_of(in), nb = (n + 15) / 16;
+    int     b, p, h, j, t, lane, k;
+    uint16_t lo, hi;
+
+    for (b = 0; b < nb; b++) {
+        for (p = 0; 2 * p + 16 <= in; p += 8) {
+            for (h = 0; h < 2; h++) {
+                for (j = 0; j < 8; j++) {
+                    t = 16 * b + 8 * h + j;
+                    v[j] = t < n ? _mm256_castsi256_ps((__m256i)
+                               _mm512_cvtneps_pbh(_mm512_loadu_ps(
+                                   x + (size_t) t * in + 2 * p)))
+                                 : _mm256_setzero_ps();
+                }
+                transpose8(v);
+                for (j = 0; j < 8; j++) {
+                    _mm256_storeu_ps((float *) xp
+                                     + ((size_t) b * pairs + p + j) * 16
+                                     + 8 * h, v[j]);
+                }
+            }
+        }
+        for (; p < pairs; p++) {
+            for (lane = 0; lane < 16; lane++) {
+                t = 16 * b + lane;
+                k = 2 * p;
+                lo = t < n ? infer_float_to_bf16(x[(size_t) t * in + k]) : 0;
+                hi = t < n && k + 1 < in
+                     ? infer_float_to_bf16(x[(size_t) t * in + k + 1]) : 0;
+                xp[((size_t) b * pairs + p) * 16 + lane] =
+                    lo | (uint32_t) hi << 16;
+            }
+        }
+    }
+}
+
+/* x rounded to bfloat16 (to nearest even, as transformers and llama.cpp
+ * round activations), 32 at a time, row by row: the narrow products' x */
+static WTYPE_AVX512_BF16 void
+prepare_bf16_rows(const float *x, int n, int in, uint32_t *xp)
 {
     uint16_t *row;
     int       t, i;
@@ -612,14 +707,30 @@ infer_gemm_wide_x_bytes(int i8, int n, int in)
     if (!use_pairs(i8)) {
         return 0;
     }
-    return (size_t) n * (pairs_of(in) + (i8 ? blocks_of(in) : 0)) * 4;
+    /* bf16: x panels of 16 rows (and rows, for the narrow products) */
+    return i8 ? (size_t) n * (pairs_of(in) + blocks_of(in)) * 4
+              : (size_t) (n + 15) / 16 * 16 * pairs_of(in) * 4;
 }
 
 void
 infer_gemm_wide_prepare(int i8, const float *x, int n, int in, void *xp)
 {
     if (use_pairs(i8)) {
-        (i8 ? prepare_i16 : prepare_bf16)(x, n, in, xp);
+        (i8 ? prepare_i16 : prepare_bf16_panels)(x, n, in, xp);
+    }
+}
+
+void
+infer_gemm_wide_prepare_bf16(const float *x, int n, int in, void *xp)
+{
+    infer_gemm_wide_prepare(0, x, n, in, xp);
+}
+
+void
+infer_gemm_wide_prepare_rows(const float *x, int n, int in, void *xp)
+{
+    if (use_pairs(0)) {
+        prepare_bf16_rows(x, n, in, xp);
     }
 }
 
@@ -628,7 +739,7 @@ infer_gemm_wide_bf16(const float *x, const void *xp, int n, int in,
     const uint16_t *w, int rows, float *y, int ldy)
 {
     if (use_pairs(0)) {
-        pairs_bf16(xp, n, in, w, NULL, rows, y, ldy);
+        xt_bf16(xp, n, in, w, rows, y, ldy);
     } else {
         wide_bf16(x, n, in, w, NULL, rows, y, ldy);
     }

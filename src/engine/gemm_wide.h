@@ -25,7 +25,8 @@
  * Where the CPU has AVX512_BF16 (bf16) or AVX512_VNNI (int8) the products
  * multiply pairs of inputs in one instruction, with x prepared once per
  * product, before its rows are shared: rounded to bfloat16 (as
- * transformers in bf16 and llama.cpp round activations), or quantized to
+ * transformers in bf16 and llama.cpp round activations) into panels of 16
+ * rows, pair-major, against which W is broadcast as it lies, or quantized to
  * int16 in blocks as the narrow x16 product's x (gemm_narrow.h).  x_bytes
  * is 0 where the products take x as it is (AVX2: x widened W in float32);
  * prepare does nothing there.  i8: int8 W, else bf16.
@@ -33,6 +34,11 @@
 size_t infer_gemm_wide_x_bytes(int i8, int n, int in);
 void infer_gemm_wide_prepare(int i8, const float *x, int n, int in,
     void *xp);
+
+/* bf16 x rounded row by row, as the narrow bf16 pair products take it
+ * (gemm_narrow.h), into the same x_bytes; and as prepare(0, ...) does */
+void infer_gemm_wide_prepare_rows(const float *x, int n, int in, void *xp);
+void infer_gemm_wide_prepare_bf16(const float *x, int n, int in, void *xp);
 
 /* xp: x prepared (ignored where x_bytes is 0) */
 void infer_gemm_wide_bf16(const float *x, const void *xp, int n, int in,

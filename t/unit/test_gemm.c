@@ -8,7 +8,7 @@
  * float32 sum of `in` terms, (in + 1) * FLT_EPSILON * sum_i |x_i w_i
  * scale| (any summation order meets it; a wrong lane, tail or scale is off
  * by whole terms, orders of magnitude above it), on shapes that exercise
- * every tile and tail (rows of x 1..17, rows of W 1..96, widths not a
+ * every tile and tail (rows of x 1..70, rows of W 1..96, widths not a
  * multiple of 8 and across the wide products' blocks of 256; the wide ones
  * are bf16 and int8 only), writing only their rows of y.  One weight
  * changed by a large step must fall outside the bound, so the bound can
@@ -26,7 +26,7 @@
 #include "wtype.h"
 #include "tap.h"
 
-enum { MAXN = 17, MAXR = 96, MAXIN = 2051 };
+enum { MAXN = 70, MAXR = 96, MAXIN = 2051 };
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
@@ -56,7 +56,8 @@ static const char *const kind_names[] = { "C", "narrow", "narrow AVX2",
 #define READS_PAIRS(kind)  ((kind) == K_PAIRS || (kind) == K_NARROW_PAIRS)
 
 /* x prepared for the pair products, and the values they read of it */
-static uint32_t xpairs[MAXN * (MAXIN + 1) / 2 + MAXN * (MAXIN / 128 + 1)];
+static uint32_t xpairs[(MAXN + 15) / 16 * 16 * (MAXIN + 1) / 2
+                       + MAXN * (MAXIN / 128 + 1)];
 static double   xread[MAXN * MAXIN];
 
 /* the weights in each type, and the exact values a kernel reads */
@@ -97,23 +98,33 @@ make_weights(weights_t *W, wtype_t type, int in)
 /* x as the pair products read it: rounded to bf16, or quantized to
  * int16 in blocks (its values times their block's scale, in double) */
 static void
-prepare_pairs(wtype_t type, const float *x, int n, int in)
+prepare_pairs(wtype_t type, int rows, const float *x, int n, int in)
 {
     const uint16_t *b16 = (const uint16_t *) xpairs;
     const int16_t  *q16 = (const int16_t *) xpairs;
     const float    *xs;
+    size_t          at;
     int             t, i, pairs = (in + 1) / 2, blocks = (in + 127) / 128;
 
     wtype_avx512 = 1;
-    infer_gemm_wide_prepare(type == W_I8, x, n, in, xpairs);
+    if (rows) {
+        infer_gemm_wide_prepare_rows(x, n, in, xpairs);
+    } else {
+        infer_gemm_wide_prepare(type == W_I8, x, n, in, xpairs);
+    }
     xs = (const float *) (xpairs + (size_t) n * pairs);
     for (t = 0; t < n; t++) {
         for (i = 0; i < in; i++) {
+            /* bf16 for the wide products: panels of 16 rows, pair-major */
+            at = rows || type == W_I8
+                 ? (size_t) t * pairs * 2 + i
+                 : (((size_t) (t / 16) * pairs + i / 2) * 16 + t % 16) * 2
+                   + i % 2;
             xread[(size_t) t * in + i] =
                 type == W_I8
-                ? (double) q16[(size_t) t * pairs * 2 + i]
+                ? (double) q16[at]
                   * xs[(size_t) t * blocks + i / INFER_NARROW_XBLOCK]
-                : infer_bf16_to_float(b16[(size_t) t * pairs * 2 + i]);
+                : infer_bf16_to_float(b16[at]);
         }
     }
 }
@@ -124,7 +135,7 @@ run(wtype_t type, int kind, const float *x, int n, int in,
 {
     wtype_avx512 = kind != K_NARROW_AVX2 && kind != K_WIDE;
     if (READS_PAIRS(kind)) {
-        prepare_pairs(type, x, n, in);
+        prepare_pairs(type, kind == K_NARROW_PAIRS, x, n, in);
     }
     switch (type * K_KINDS + kind) {
     case W_F32 * K_KINDS + K_REF:
@@ -191,7 +202,7 @@ error(int kind, const float *xf, int n, int in, const weights_t *W,
 static void
 test_type(wtype_t type, const float *x, weights_t *W)
 {
-    static const int ns[] = { 1, 2, 3, 4, 5, 8, 16, 17 };
+    static const int ns[] = { 1, 2, 3, 4, 5, 8, 16, 17, 40, 70 };
     static const int rowss[] = { 1, 2, 3, 4, 5, 7, 23, 24, 25, 37, 49, 96 };
     static const int ins[] = { 8, 13, 64, 300, 2051 };
     static float     y[MAXN * (MAXR + 3)];
@@ -419,16 +430,19 @@ main(void)
     test_type(W_I8, x, &W);
     test_x16(x, &W);
     if (infer_gemm_wide_x_bytes(0, 1, 8) > 0) {
-        const uint16_t *b16 = (const uint16_t *) xpairs;
-        int             same = 1;
+        int same = 1, rows;
 
-        infer_gemm_wide_prepare(0, x, MAXN, MAXIN, xpairs);
-        for (i = 0; i < MAXN * MAXIN; i++) {
-            same &= b16[(size_t) (i / MAXIN) * (MAXIN + 1) + i % MAXIN]
-                    == infer_float_to_bf16(x[i]);
+        /* rows for the narrow products, panels for the wide ones */
+        for (rows = 0; rows < 2; rows++) {
+            prepare_pairs(W_BF16, rows, x, MAXN, MAXIN);
+            for (i = 0; i < MAXN * MAXIN; i++) {
+                same &= (float) xread[i]
+                        == infer_bf16_to_float(infer_float_to_bf16(x[i]));
+            }
         }
         ok(same, "bf16 pairs: x rounded to nearest even as "
-           "infer_float_to_bf16 rounds, %d values", MAXN * MAXIN);
+           "infer_float_to_bf16 rounds, %d values, rows and panels",
+           MAXN * MAXIN);
     }
     return done_testing();
 }
