@@ -738,7 +738,7 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     const float *b, int n, int in, int out)
 {
     cpu_mat_job_t *j = &rk->mat_job;
-    int            r0, rows, narrow, tile = WTILE_FLOATS / in;
+    int            r0, rows, tile = WTILE_FLOATS / in;
 
     j->x = x;
     j->in = in;
@@ -751,17 +751,14 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     j->xp = NULL;
     j->widen = 0;
     j->wide = 0;
-    narrow = n <= NARROW_ROWS || (Wm->f32 == NULL && tile < 1);
-    if (Wm->bf16 != NULL && rk->be->bf16_pairs) {
-        /* rows for the narrow products, panels for the wide ones */
-        (narrow ? infer_gemm_wide_prepare_rows
-                : infer_gemm_wide_prepare_bf16)(x, n, in, rk->xwide);
-        j->xp = rk->xwide;
-    }
     if (Wm->f32 != NULL && n == 1 && !rk->be->f32_row) {
         infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f,
                          Wm->f32, in, x, 1, 0.0f, y, 1);
-    } else if (narrow) {
+    } else if (n <= NARROW_ROWS || (Wm->f32 == NULL && tile < 1)) {
+        if (Wm->bf16 != NULL && rk->be->bf16_pairs) {
+            infer_gemm_wide_prepare_rows(x, n, in, rk->xwide);
+            j->xp = rk->xwide;
+        }
         if (Wm->i8 != NULL && n == 1) {
             infer_gemm_narrow_quantize_x16(x, in, rk->xq, rk->xscale);
             j->xq = rk->xq;
@@ -771,7 +768,7 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
         j->out = out;
         linear_share(rk);
     } else if (rk->be->wide && Wm->f32 == NULL) {
-        if (rk->xwide != NULL && j->xp == NULL) {
+        if (rk->xwide != NULL) {
             infer_gemm_wide_prepare(Wm->i8 != NULL, x, n, in, rk->xwide);
             j->xp = rk->xwide;
         }

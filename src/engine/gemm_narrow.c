@@ -519,17 +519,6 @@ avx2_x16_row(const int16_t *xq, const float *xscale, int in,
     return wtype_hsum8(sum) + tail;
 }
 
-static WTYPE_AVX2 void
-avx2_i8_x16(const int16_t *xq, const float *xscale, int in,
-    const int8_t *w, const float *scale, int rows, float *y)
-{
-    int r;
-
-    for (r = 0; r < rows; r++) {
-        y[r] = avx2_x16_row(xq, xscale, in, w + (size_t) r * in) * scale[r];
-    }
-}
-
 /*
  * The same row by row stream on AVX512_VNNI: 32 weights widened to int16
  * and multiplied pairwise into 16 int32 lanes in one vpdpwssd, half the
@@ -561,17 +550,6 @@ vnni_x16_row(const int16_t *xq, const float *xscale, int in,
         }
     }
     return _mm512_reduce_add_ps(sum) + tail;
-}
-
-static WTYPE_AVX512_VNNI void
-vnni_i8_x16(const int16_t *xq, const float *xscale, int in,
-    const int8_t *w, const float *scale, int rows, float *y)
-{
-    int r;
-
-    for (r = 0; r < rows; r++) {
-        y[r] = vnni_x16_row(xq, xscale, in, w + (size_t) r * in) * scale[r];
-    }
 }
 
 NARROW_AVX2(avx2_f32, float, wtype_load8_f32, wtype_elem_f32, 1.0f)
@@ -637,9 +615,18 @@ void
 infer_gemm_narrow_i8_x16(const int16_t *xq, const float *xscale, int in,
     const int8_t *w, const float *scale, int rows, float *y)
 {
-    (wtype_have_avx512_vnni() ? vnni_i8_x16
-     : wtype_have_avx2() ? avx2_i8_x16 : infer_gemm_narrow_i8_x16_ref)(
-        xq, xscale, in, w, scale, rows, y);
+    float (*row)(const int16_t *xq, const float *xscale, int in,
+                 const int8_t *w);
+    int     r;
+
+    if (!wtype_have_avx2()) {
+        infer_gemm_narrow_i8_x16_ref(xq, xscale, in, w, scale, rows, y);
+        return;
+    }
+    row = wtype_have_avx512_vnni() ? vnni_x16_row : avx2_x16_row;
+    for (r = 0; r < rows; r++) {
+        y[r] = row(xq, xscale, in, w + (size_t) r * in) * scale[r];
+    }
 }
 
 const char *

@@ -293,38 +293,36 @@ pair_i8(const int8_t *w, size_t i, int two)
  * inputs [k0, k0 + kc) into panel[p * NR2 + j]: 8 pairs of 8 rows at a
  * time, turned pair-major; an odd last input pairs with a zero.
  */
-#define PAIRS_PACK(NAME, WT, LOAD8, PAIR)                                   \
-static WTYPE_AVX2 void                                                      \
-NAME(const WT *w, int in, int rows, int k0, int kc, uint32_t *panel)        \
-{                                                                           \
-    __m256 v[8];                                                            \
-    int    p, h, j, r, kp = (kc + 1) / 2;                                   \
-                                                                            \
-    for (p = 0; 2 * p + 16 <= kc; p += 8) {                                 \
-        for (h = 0; h < NR2 / 8; h++) {                                     \
-            for (j = 0; j < 8; j++) {                                       \
-                r = h * 8 + j;                                              \
-                v[j] = r < rows ? LOAD8(w + (size_t) r * in + k0 + 2 * p)   \
-                                : _mm256_setzero_ps();                      \
-            }                                                               \
-            transpose8(v);                                                  \
-            for (j = 0; j < 8; j++) {                                       \
-                _mm256_store_ps((float *) panel + (size_t) (p + j) * NR2    \
-                                + h * 8, v[j]);                             \
-            }                                                               \
-        }                                                                   \
-    }                                                                       \
-    for (; p < kp; p++) {                                                   \
-        for (r = 0; r < NR2; r++) {                                         \
-            panel[(size_t) p * NR2 + r] =                                   \
-                r < rows ? PAIR(w, (size_t) r * in + k0 + 2 * p,            \
-                                2 * p + 1 < kc)                             \
-                         : 0;                                               \
-        }                                                                   \
-    }                                                                       \
-}
+static WTYPE_AVX2 void
+pack_pairs_i8(const int8_t *w, int in, int rows, int k0, int kc,
+    uint32_t *panel)
+{
+    __m256 v[8];
+    int    p, h, j, r, kp = (kc + 1) / 2;
 
-PAIRS_PACK(pack_pairs_i8, int8_t, pairs8_i8, pair_i8)
+    for (p = 0; 2 * p + 16 <= kc; p += 8) {
+        for (h = 0; h < NR2 / 8; h++) {
+            for (j = 0; j < 8; j++) {
+                r = h * 8 + j;
+                v[j] = r < rows ? pairs8_i8(w + (size_t) r * in + k0 + 2 * p)
+                                : _mm256_setzero_ps();
+            }
+            transpose8(v);
+            for (j = 0; j < 8; j++) {
+                _mm256_store_ps((float *) panel + (size_t) (p + j) * NR2
+                                + h * 8, v[j]);
+            }
+        }
+    }
+    for (; p < kp; p++) {
+        for (r = 0; r < NR2; r++) {
+            panel[(size_t) p * NR2 + r] =
+                r < rows ? pair_i8(w, (size_t) r * in + k0 + 2 * p,
+                                   2 * p + 1 < kc)
+                         : 0;
+        }
+    }
+}
 
 /* the tile's sums c[t][v] into y's first cols columns of row t */
 #define PAIRS_STORE(M)                                                      \
@@ -440,53 +438,50 @@ blocks_of(int in)
     return (size_t) (in + INFER_NARROW_XBLOCK - 1) / INFER_NARROW_XBLOCK;
 }
 
-#define PAIRS_PRODUCT(NAME, WT, PACK, TILES, MRX)                           \
-static WTYPE_AVX2 void                                                      \
-NAME(const void *xp, int n, int in, const WT *w, const float *scale,        \
-    int rows, float *y, int ldy)                                            \
-{                                                                           \
-    uint32_t     panels[INFER_WIDE_ROWS * KC / 2]                           \
-                 __attribute__((aligned(64)));                              \
-    float        pscale[INFER_WIDE_ROWS];                                   \
-    const float *xs;                                                        \
-    int          k0, kc, kp, g, t, m, cols, lpr, ng = (rows + NR2 - 1) / NR2; \
-    int          pairs = (int) pairs_of(in);                                \
-    long         lines, ntiles = (long) ((n + MRX - 1) / MRX) * ng, tile;   \
-                                                                            \
-    xs = (const float *) ((const uint32_t *) xp + (size_t) n * pairs);      \
-    for (g = 0; g < ng * NR2; g++) {                                        \
-        pscale[g] = scale != NULL && g < rows ? scale[g] : 0.0f;            \
-    }                                                                       \
-    for (k0 = 0; k0 < in; k0 += KC) {                                       \
-        kc = in - k0 < KC ? in - k0 : KC;                                   \
-        kp = (kc + 1) / 2;                                                  \
-        for (g = 0; g < ng; g++) {                                          \
-            PACK(w + (size_t) g * NR2 * in, in,                             \
-                 rows - g * NR2 < NR2 ? rows - g * NR2 : NR2, k0, kc,       \
-                 panels + (size_t) g * NR2 * kp);                           \
-        }                                                                   \
-        lpr = (int) (((in - k0 - kc < KC ? in - k0 - kc : KC)               \
-                      * sizeof(WT) + 63) / 64);                             \
-        lines = (long) rows * lpr;                                          \
-        tile = 0;                                                           \
-        for (t = 0; t < n; t += MRX) {                                      \
-            m = n - t < MRX ? n - t : MRX;                                  \
-            for (g = 0; g < ng; g++) {                                      \
-                prefetch_share((const char *) w, in * sizeof(WT),           \
-                               (k0 + kc) * sizeof(WT), lpr, lines, ntiles,  \
-                               tile++);                                     \
-                cols = rows - g * NR2 < NR2 ? rows - g * NR2 : NR2;         \
-                TILES[m]((const uint32_t *) xp + (size_t) t * pairs         \
-                         + k0 / 2, pairs, panels + (size_t) g * NR2 * kp,   \
-                         kp, pscale + g * NR2, k0 / INFER_NARROW_XBLOCK,    \
-                         xs + (size_t) t * blocks_of(in), (int) blocks_of(in), \
-                         y + (size_t) t * ldy + g * NR2, ldy, cols, k0 > 0); \
-            }                                                               \
-        }                                                                   \
-    }                                                                       \
-}
+static WTYPE_AVX2 void
+pairs_i8(const void *xp, int n, int in, const int8_t *w, const float *scale,
+    int rows, float *y, int ldy)
+{
+    uint32_t     panels[INFER_WIDE_ROWS * KC / 2]
+                 __attribute__((aligned(64)));
+    float        pscale[INFER_WIDE_ROWS];
+    const float *xs;
+    int          k0, kc, kp, g, t, m, cols, lpr, ng = (rows + NR2 - 1) / NR2;
+    int          pairs = (int) pairs_of(in);
+    long         lines, ntiles = (long) ((n + MRI - 1) / MRI) * ng, tile;
 
-PAIRS_PRODUCT(pairs_i8, int8_t, pack_pairs_i8, i16_tiles, MRI)
+    xs = (const float *) ((const uint32_t *) xp + (size_t) n * pairs);
+    for (g = 0; g < ng * NR2; g++) {
+        pscale[g] = g < rows ? scale[g] : 0.0f;
+    }
+    for (k0 = 0; k0 < in; k0 += KC) {
+        kc = in - k0 < KC ? in - k0 : KC;
+        kp = (kc + 1) / 2;
+        for (g = 0; g < ng; g++) {
+            pack_pairs_i8(w + (size_t) g * NR2 * in, in,
+                          rows - g * NR2 < NR2 ? rows - g * NR2 : NR2, k0,
+                          kc, panels + (size_t) g * NR2 * kp);
+        }
+        lpr = ((in - k0 - kc < KC ? in - k0 - kc : KC) + 63) / 64;
+        lines = (long) rows * lpr;
+        tile = 0;
+        for (t = 0; t < n; t += MRI) {
+            m = n - t < MRI ? n - t : MRI;
+            for (g = 0; g < ng; g++) {
+                prefetch_share((const char *) w, in, k0 + kc, lpr, lines,
+                               ntiles, tile++);
+                cols = rows - g * NR2 < NR2 ? rows - g * NR2 : NR2;
+                i16_tiles[m]((const uint32_t *) xp + (size_t) t * pairs
+                             + k0 / 2, pairs, panels + (size_t) g * NR2 * kp,
+                             kp, pscale + g * NR2, k0 / INFER_NARROW_XBLOCK,
+                             xs + (size_t) t * blocks_of(in),
+                             (int) blocks_of(in),
+                             y + (size_t) t * ldy + g * NR2, ldy, cols,
+                             k0 > 0);
+            }
+        }
+    }
+}
 
 /*
  * bf16 the other way round: x is the packed side and W is broadcast from
@@ -718,12 +713,6 @@ infer_gemm_wide_prepare(int i8, const float *x, int n, int in, void *xp)
     if (use_pairs(i8)) {
         (i8 ? prepare_i16 : prepare_bf16_panels)(x, n, in, xp);
     }
-}
-
-void
-infer_gemm_wide_prepare_bf16(const float *x, int n, int in, void *xp)
-{
-    infer_gemm_wide_prepare(0, x, n, in, xp);
 }
 
 void

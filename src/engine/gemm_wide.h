@@ -36,9 +36,8 @@ void infer_gemm_wide_prepare(int i8, const float *x, int n, int in,
     void *xp);
 
 /* bf16 x rounded row by row, as the narrow bf16 pair products take it
- * (gemm_narrow.h), into the same x_bytes; and as prepare(0, ...) does */
+ * (gemm_narrow.h), into the same x_bytes */
 void infer_gemm_wide_prepare_rows(const float *x, int n, int in, void *xp);
-void infer_gemm_wide_prepare_bf16(const float *x, int n, int in, void *xp);
 
 /* xp: x prepared (ignored where x_bytes is 0) */
 void infer_gemm_wide_bf16(const float *x, const void *xp, int n, int in,

@@ -48,23 +48,13 @@ wtype_have_avx512(void)
 static inline int
 wtype_have_avx512_bf16(void)
 {
-    __builtin_cpu_init();
-    return wtype_avx512 && wtype_have_avx2()
-           && __builtin_cpu_supports("avx512f")
-           && __builtin_cpu_supports("avx512bw")
-           && __builtin_cpu_supports("avx512vl")
-           && __builtin_cpu_supports("avx512bf16");
+    return wtype_have_avx512() && __builtin_cpu_supports("avx512bf16");
 }
 
 static inline int
 wtype_have_avx512_vnni(void)
 {
-    __builtin_cpu_init();
-    return wtype_avx512 && wtype_have_avx2()
-           && __builtin_cpu_supports("avx512f")
-           && __builtin_cpu_supports("avx512bw")
-           && __builtin_cpu_supports("avx512vl")
-           && __builtin_cpu_supports("avx512vnni");
+    return wtype_have_avx512() && __builtin_cpu_supports("avx512vnni");
 }
 
 static inline float
