@@ -1,11 +1,77 @@
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include "crew.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define crew_relax()  _mm_pause()
+#else
+#define crew_relax()  ((void) 0)
+#endif
+
+/*
+ * How long a member polls for the next job, and the caller for the
+ * members to finish, before sleeping on the condition variable.  A decode
+ * step hands out a job per product, 154 a token for TinyLlama, a few
+ * microseconds of other work apart; a member woken through the futex each
+ * time lost the start of every product to the wake-up (a VM's idle vCPU
+ * is woken by an interrupt): TinyLlama bf16 decode, 2 threads, on a Zen 4
+ * VM, see bench/RESULTS.md "Zen 4".  Bounded, so that an idle engine, or
+ * OpenBLAS running its own threads, has the core back within the window.
+ */
+#define CREW_SPIN_NS  200000
 
 struct infer_crew_member {
     infer_crew_t  *crew;
     int            index;
     pthread_t      thread;
 };
+
+static uint64_t
+crew_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+/* Polls until what(c, v) or CREW_SPIN_NS pass; what it last saw. */
+static int
+crew_spin(infer_crew_t *c, uint64_t v, int (*what)(infer_crew_t *, uint64_t))
+{
+    uint64_t t0 = 0;
+    int      i;
+
+    for ( ;; ) {
+        for (i = 0; i < 64; i++) {
+            if (what(c, v)) {
+                return 1;
+            }
+            crew_relax();
+        }
+        if (t0 == 0) {
+            t0 = crew_now_ns();
+        } else if (crew_now_ns() - t0 > CREW_SPIN_NS) {
+            return what(c, v);
+        }
+    }
+}
+
+static int
+crew_has_job(infer_crew_t *c, uint64_t seen)
+{
+    return atomic_load_explicit(&c->generation, memory_order_acquire) != seen
+           || atomic_load_explicit(&c->stop, memory_order_relaxed);
+}
+
+static int
+crew_all_done(infer_crew_t *c, uint64_t n)
+{
+    return (uint64_t) atomic_load_explicit(&c->n_done, memory_order_acquire)
+           >= n;
+}
 
 static void *
 crew_member(void *p)
@@ -15,24 +81,29 @@ crew_member(void *p)
     uint64_t             seen = 0;
 
     for ( ;; ) {
-        pthread_mutex_lock(&c->mu);
-        while (!c->stop && c->generation == seen) {
-            pthread_cond_wait(&c->go, &c->mu);
-        }
-        if (c->stop) {
+        if (!crew_spin(c, seen, crew_has_job)) {
+            pthread_mutex_lock(&c->mu);
+            while (!crew_has_job(c, seen)) {
+                pthread_cond_wait(&c->go, &c->mu);
+            }
             pthread_mutex_unlock(&c->mu);
+        }
+        if (atomic_load_explicit(&c->stop, memory_order_relaxed)) {
             return NULL;
         }
-        seen = c->generation;
-        pthread_mutex_unlock(&c->mu);
+        seen = atomic_load_explicit(&c->generation, memory_order_acquire);
 
         c->job(c->arg, m->index);
 
-        pthread_mutex_lock(&c->mu);
-        if (++c->n_done == c->n) {
+        if (atomic_fetch_add_explicit(&c->n_done, 1, memory_order_release)
+            + 1 == c->n)
+        {
+            /* under the mutex, so that a caller about to sleep in
+             * crew_end either sees the count or gets the signal */
+            pthread_mutex_lock(&c->mu);
             pthread_cond_signal(&c->done);
+            pthread_mutex_unlock(&c->mu);
         }
-        pthread_mutex_unlock(&c->mu);
     }
 }
 
@@ -44,10 +115,10 @@ infer_crew_init(infer_crew_t *c, int n, infer_crew_job_t job, void *arg)
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->go, NULL);
     pthread_cond_init(&c->done, NULL);
-    c->generation = 0;
+    atomic_init(&c->generation, 0);
+    atomic_init(&c->n_done, 0);
+    atomic_init(&c->stop, 0);
     c->n = 0;
-    c->n_done = 0;
-    c->stop = 0;
     c->ready = 1;
     c->job = job;
     c->arg = arg;
@@ -78,9 +149,11 @@ infer_crew_begin(infer_crew_t *c)
     if (c->n == 0) {
         return;
     }
+    atomic_store_explicit(&c->n_done, 0, memory_order_relaxed);
+    /* the new generation under the mutex: a member that found none and is
+     * about to sleep holds it until it waits */
     pthread_mutex_lock(&c->mu);
-    c->n_done = 0;
-    c->generation++;
+    atomic_fetch_add_explicit(&c->generation, 1, memory_order_release);
     pthread_cond_broadcast(&c->go);
     pthread_mutex_unlock(&c->mu);
 }
@@ -91,8 +164,11 @@ infer_crew_end(infer_crew_t *c)
     if (c->n == 0) {
         return;
     }
+    if (crew_spin(c, (uint64_t) c->n, crew_all_done)) {
+        return;
+    }
     pthread_mutex_lock(&c->mu);
-    while (c->n_done < c->n) {
+    while (!crew_all_done(c, (uint64_t) c->n)) {
         pthread_cond_wait(&c->done, &c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -107,7 +183,7 @@ infer_crew_destroy(infer_crew_t *c)
         return;
     }
     pthread_mutex_lock(&c->mu);
-    c->stop = 1;
+    atomic_store_explicit(&c->stop, 1, memory_order_relaxed);
     pthread_cond_broadcast(&c->go);
     pthread_mutex_unlock(&c->mu);
     for (i = 0; i < c->n; i++) {

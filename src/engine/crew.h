@@ -1,17 +1,20 @@
 /*
- * A crew: threads that sleep until the caller hands them a job, each run
- * it with its own index, and report back.  The CPU backend's tensor-parallel
+ * A crew: threads that wait until the caller hands them a job, each run
+ * it with its own index, and report back (they poll a while after each
+ * job, then sleep: crew.c).  The CPU backend's tensor-parallel
  * ranks and its attention helpers, and the CUDA backend's ranks, are crews.
  * The caller works alongside as index 0: crew_begin wakes members 1..n,
  * crew_end waits until all of them are done.  A job's data lives wherever
  * the job function's argument points; what the caller writes there before
  * crew_begin is visible to the members, and what they write is visible to
- * the caller after crew_end (the mutex orders both).
+ * the caller after crew_end (the generation and the count of members done
+ * order both: release where they are written, acquire where read).
  */
 #ifndef INFER_CREW_H
 #define INFER_CREW_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 typedef void (*infer_crew_job_t)(void *arg, int index);
@@ -21,10 +24,10 @@ typedef struct infer_crew_member infer_crew_member_t;
 typedef struct {
     pthread_mutex_t       mu;
     pthread_cond_t        go, done;
-    uint64_t              generation;
+    _Atomic uint64_t      generation;   /* jobs handed out */
     int                   n;            /* members started */
-    int                   n_done;
-    int                   stop;
+    atomic_int            n_done;       /* members done with this job */
+    atomic_int            stop;
     int                   ready;        /* init ran: destroy has work */
     infer_crew_job_t      job;
     void                 *arg;

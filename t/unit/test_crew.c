@@ -3,9 +3,13 @@
  * CUDA backend's ranks: every member runs each job exactly once with its
  * own index, sees what the caller wrote before crew_begin, and the caller
  * sees what the members wrote after crew_end; 2000 rounds back to back
- * catch a lost wake-up or a member that runs a round twice.
+ * catch a lost wake-up or a member that runs a round twice.  Members poll
+ * for a while (crew.c's CREW_SPIN_NS, 0.2 ms) before they sleep, and so
+ * does the caller in crew_end: rounds with pauses longer than that between
+ * them, or a member slower than that, take the sleeping paths.
  */
 #include <string.h>
+#include <unistd.h>
 #include "crew.h"
 #include "tap.h"
 
@@ -14,6 +18,7 @@
 
 typedef struct {
     int  input;                  /* written by the caller before begin */
+    int  slow;                   /* this index sleeps 1 ms in the job */
     int  out[MEMBERS + 1];       /* index -> input * 10 + index */
     int  runs[MEMBERS + 1];      /* how often each index ran */
 } job_t;
@@ -23,8 +28,39 @@ job(void *arg, int index)
 {
     job_t *j = arg;
 
+    if (index == j->slow) {
+        usleep(1000);
+    }
     j->out[index] = j->input * 10 + index;
     j->runs[index]++;
+}
+
+/* rounds first..last: 0 if every index ran each once with the right
+ * input; pause_us between rounds, the slow index rotating if slow */
+static int
+rounds(infer_crew_t *c, job_t *j, int first, int last, int pause_us,
+    int slow)
+{
+    int round, i;
+
+    for (round = first; round <= last; round++) {
+        j->input = round;
+        j->slow = slow ? 1 + round % MEMBERS : -1;
+        infer_crew_begin(c);
+        job(j, 0);               /* the caller works as index 0 */
+        infer_crew_end(c);
+        for (i = 0; i <= MEMBERS; i++) {
+            if (j->out[i] != round * 10 + i || j->runs[i] != round) {
+                diag("round %d: index %d wrote %d after %d runs", round, i,
+                     j->out[i], j->runs[i]);
+                return -1;
+            }
+        }
+        if (pause_us > 0) {
+            usleep(pause_us);
+        }
+    }
+    return 0;
 }
 
 int
@@ -32,28 +68,17 @@ main(void)
 {
     infer_crew_t c, zero;
     job_t        j;
-    int          round, i, right = 1;
 
     memset(&j, 0, sizeof(j));
+    j.slow = -1;
     ok(infer_crew_init(&c, MEMBERS, job, &j) == 0, "crew of %d", MEMBERS);
-    for (round = 1; round <= ROUNDS; round++) {
-        j.input = round;
-        infer_crew_begin(&c);
-        job(&j, 0);              /* the caller works as index 0 */
-        infer_crew_end(&c);
-        for (i = 0; i <= MEMBERS && right; i++) {
-            if (j.out[i] != round * 10 + i || j.runs[i] != round) {
-                diag("round %d: index %d wrote %d after %d runs", round, i,
-                     j.out[i], j.runs[i]);
-                right = 0;
-            }
-        }
-        if (!right) {
-            break;
-        }
-    }
-    ok(right, "%d rounds: every index ran each job once and its result "
-       "was there at crew_end", ROUNDS);
+    ok(rounds(&c, &j, 1, ROUNDS, 0, 0) == 0, "%d rounds back to back: "
+       "every index ran each job once and its result was there at "
+       "crew_end", ROUNDS);
+    ok(rounds(&c, &j, ROUNDS + 1, ROUNDS + 50, 2000, 0) == 0,
+       "50 rounds 2 ms apart (the members asleep at each begin)");
+    ok(rounds(&c, &j, ROUNDS + 51, ROUNDS + 80, 0, 1) == 0,
+       "30 rounds with a member 1 ms slow (the caller asleep in crew_end)");
     infer_crew_destroy(&c);
 
     memset(&j, 0, sizeof(j));
