@@ -436,9 +436,13 @@ first_tokens_at(infer_engine_t *e, uint64_t base, int batch)
 }
 
 /*
- * Prefill: B prompts of P tokens with max_tokens 1.  Decode: the same with
- * G tokens each, timed from the end of their prefill to their end: the
- * G - 1 decode steps.
+ * Warm-up: B prompts of P tokens with max_tokens 1, not timed, so that
+ * what a first step does once (its buffers' first pages, OpenBLAS's
+ * threads coming up) is not counted as prefill: llama-bench runs such a
+ * warm-up too.  Its tokens differ from the timed prompts', so that the
+ * prefix cache has none of them.  Prefill: B prompts of P tokens with
+ * max_tokens 1.  Decode: the same with G tokens each, timed from the end
+ * of their prefill to their end: the G - 1 decode steps.
  */
 static int
 run_bench(infer_engine_t *e, cli_t *c)
@@ -461,7 +465,7 @@ run_bench(infer_engine_t *e, cli_t *c)
         return 1;
     }
 
-    for (pass = 0; pass < 2; pass++) {
+    for (pass = -1; pass < 2; pass++) {
         memset(&b, 0, sizeof(b));
         infer_engine_stats(e, &st);
         t0 = now_s();
@@ -469,12 +473,13 @@ run_bench(infer_engine_t *e, cli_t *c)
             int k;
 
             for (k = 0; k < c->prompt_len; k++) {
-                ids[k] = (int32_t) ((k * 7919u + i * 104729u + 13) % vocab);
+                ids[k] = (int32_t) ((k * 7919u + i * 104729u
+                                     + (pass < 0 ? 17 : 13)) % vocab);
             }
             memset(&r, 0, sizeof(r));
             r.prompt = ids;
             r.n_prompt = c->prompt_len;
-            r.max_tokens = pass == 0 ? 1 : c->gen_len;
+            r.max_tokens = pass < 1 ? 1 : c->gen_len;
             r.top_p = 1.0f;
             r.ignore_eos = 1;
             rc = infer_engine_submit(e, &r, &id);
@@ -492,6 +497,9 @@ run_bench(infer_engine_t *e, cli_t *c)
             return 1;
         }
         t_end = now_s();
+        if (pass < 0) {
+            continue;
+        }
         if (pass == 0) {
             t_prefill = t_end - t0;
             printf("prefill: batch %d x %d tokens in %.3f s: %.1f tokens/s\n",
