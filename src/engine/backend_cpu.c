@@ -115,11 +115,11 @@ typedef struct cpu_rank cpu_rank_t;
 
 /*
  * What a rank's attention helpers share in a step.  The helpers are a crew
- * of threads - 1 sleeping threads, not OpenMP: its idle threads spin after
- * a parallel region and took the cores from OpenBLAS (stories260K
- * batch-16 prefill, 2 threads: 36k tokens/s, 52k with
- * OMP_WAIT_POLICY=PASSIVE, which a module cannot set before libgomp reads
- * it at load).
+ * of threads - 1 threads (crew.h: they poll 0.2 ms after a job, then
+ * sleep), not OpenMP: its idle threads spin far longer after a parallel
+ * region and took the cores from OpenBLAS (stories260K batch-16 prefill,
+ * 2 threads: 36k tokens/s, 52k with OMP_WAIT_POLICY=PASSIVE, which a
+ * module cannot set before libgomp reads it at load).
  */
 typedef struct {
     int                  layer;
