@@ -6,13 +6,13 @@
  * next barrier); then every rank copies the other ranks' reduced slices.
  * The order of the sum is fixed, so every rank ends with identical bytes.
  */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "comm.h"
+#include "crew.h"
 
 typedef struct {
-    pthread_barrier_t  barrier;
+    infer_barrier_t    barrier;
     void             **bufs;      /* [ranks] published pointers */
 } infer_comm_threads_t;
 
@@ -33,7 +33,7 @@ comm_threads_all_reduce(infer_comm_t *c, int rank, void *buf, size_t count,
         return 0;
     }
     t->bufs[rank] = buf;
-    pthread_barrier_wait(&t->barrier);
+    infer_barrier_wait(&t->barrier);
 
     lo = count * rank / c->ranks;
     hi = count * (rank + 1) / c->ranks;
@@ -44,7 +44,7 @@ comm_threads_all_reduce(infer_comm_t *c, int rank, void *buf, size_t count,
         }
         mine[i] = s;
     }
-    pthread_barrier_wait(&t->barrier);
+    infer_barrier_wait(&t->barrier);
 
     for (r = 0; r < c->ranks; r++) {
         if (r != rank) {
@@ -54,7 +54,7 @@ comm_threads_all_reduce(infer_comm_t *c, int rank, void *buf, size_t count,
                    (hi - lo) * sizeof(float));
         }
     }
-    pthread_barrier_wait(&t->barrier);
+    infer_barrier_wait(&t->barrier);
     return 0;
 }
 
@@ -70,12 +70,12 @@ comm_threads_all_gather(infer_comm_t *c, int rank, const void *send,
         return -1;
     }
     t->bufs[rank] = (void *) send;
-    pthread_barrier_wait(&t->barrier);
+    infer_barrier_wait(&t->barrier);
     for (r = 0; r < c->ranks; r++) {
         memcpy((float *) recv + (size_t) r * count, t->bufs[r],
                count * sizeof(float));
     }
-    pthread_barrier_wait(&t->barrier);
+    infer_barrier_wait(&t->barrier);
     return 0;
 }
 
@@ -88,7 +88,7 @@ comm_threads_destroy(infer_comm_t *c)
         return;
     }
     t = c->priv;
-    pthread_barrier_destroy(&t->barrier);
+    infer_barrier_destroy(&t->barrier);
     free(t->bufs);
     free(t);
     free(c);
@@ -115,12 +115,12 @@ infer_comm_threads_create(int ranks, infer_comm_t **out)
         return -1;
     }
     t->bufs = calloc(ranks, sizeof(void *));
-    if (t->bufs == NULL) {
+    if (t->bufs == NULL || infer_barrier_init(&t->barrier, ranks) != 0) {
+        free(t->bufs);
         free(c);
         free(t);
         return -1;
     }
-    pthread_barrier_init(&t->barrier, NULL, ranks);
     c->ops = &comm_threads_ops;
     c->ranks = ranks;
     c->priv = t;

@@ -37,16 +37,16 @@ crew_now_ns(void)
     return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
 }
 
-/* Polls until what(c, v) or CREW_SPIN_NS pass; what it last saw. */
+/* Polls until what(obj, v) or CREW_SPIN_NS pass; what it last saw. */
 static int
-crew_spin(infer_crew_t *c, uint64_t v, int (*what)(infer_crew_t *, uint64_t))
+crew_spin(const void *obj, uint64_t v, int (*what)(const void *, uint64_t))
 {
     uint64_t t0 = 0;
     int      i;
 
     for ( ;; ) {
         for (i = 0; i < 64; i++) {
-            if (what(c, v)) {
+            if (what(obj, v)) {
                 return 1;
             }
             crew_relax();
@@ -54,21 +54,25 @@ crew_spin(infer_crew_t *c, uint64_t v, int (*what)(infer_crew_t *, uint64_t))
         if (t0 == 0) {
             t0 = crew_now_ns();
         } else if (crew_now_ns() - t0 > CREW_SPIN_NS) {
-            return what(c, v);
+            return what(obj, v);
         }
     }
 }
 
 static int
-crew_has_job(infer_crew_t *c, uint64_t seen)
+crew_has_job(const void *obj, uint64_t seen)
 {
+    infer_crew_t *c = (infer_crew_t *) obj;
+
     return atomic_load_explicit(&c->generation, memory_order_acquire) != seen
            || atomic_load_explicit(&c->stop, memory_order_relaxed);
 }
 
 static int
-crew_all_done(infer_crew_t *c, uint64_t n)
+crew_all_done(const void *obj, uint64_t n)
 {
+    infer_crew_t *c = (infer_crew_t *) obj;
+
     return (uint64_t) atomic_load_explicit(&c->n_done, memory_order_acquire)
            >= n;
 }
@@ -196,4 +200,62 @@ infer_crew_destroy(infer_crew_t *c)
     pthread_cond_destroy(&c->go);
     pthread_cond_destroy(&c->done);
     c->ready = 0;
+}
+
+int
+infer_barrier_init(infer_barrier_t *b, int n)
+{
+    if (n < 1 || pthread_mutex_init(&b->mu, NULL) != 0) {
+        return -1;
+    }
+    if (pthread_cond_init(&b->next, NULL) != 0) {
+        pthread_mutex_destroy(&b->mu);
+        return -1;
+    }
+    b->n = n;
+    atomic_init(&b->arrived, 0);
+    atomic_init(&b->phase, 0);
+    return 0;
+}
+
+static int
+barrier_passed(const void *obj, uint64_t phase)
+{
+    infer_barrier_t *b = (infer_barrier_t *) obj;
+
+    return atomic_load_explicit(&b->phase, memory_order_acquire) != phase;
+}
+
+void
+infer_barrier_wait(infer_barrier_t *b)
+{
+    uint64_t phase = atomic_load_explicit(&b->phase, memory_order_acquire);
+
+    if (atomic_fetch_add_explicit(&b->arrived, 1, memory_order_acq_rel) + 1
+        == b->n)
+    {
+        /* the last: reset the count before the others can leave and
+         * arrive at the next one */
+        atomic_store_explicit(&b->arrived, 0, memory_order_relaxed);
+        pthread_mutex_lock(&b->mu);
+        atomic_fetch_add_explicit(&b->phase, 1, memory_order_release);
+        pthread_cond_broadcast(&b->next);
+        pthread_mutex_unlock(&b->mu);
+        return;
+    }
+    if (crew_spin(b, phase, barrier_passed)) {
+        return;
+    }
+    pthread_mutex_lock(&b->mu);
+    while (!barrier_passed(b, phase)) {
+        pthread_cond_wait(&b->next, &b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+void
+infer_barrier_destroy(infer_barrier_t *b)
+{
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->next);
 }

@@ -43,4 +43,23 @@ void infer_crew_end(infer_crew_t *c);
 /* Joins the members; the crew must be idle (no begin without its end). */
 void infer_crew_destroy(infer_crew_t *c);
 
+/*
+ * A barrier for n threads that polls as a crew does (crew.c) before it
+ * sleeps: pthread_barrier_wait sleeps at once, and the CPU tensor-parallel
+ * all-reduce (comm_threads.c) passes three a reduction, 44 reductions a
+ * TinyLlama token.  What a thread wrote before the barrier is visible to
+ * every thread after it.
+ */
+typedef struct {
+    pthread_mutex_t       mu;
+    pthread_cond_t        next;
+    int                   n;
+    atomic_int            arrived;      /* at this phase so far */
+    _Atomic uint64_t      phase;        /* barriers passed */
+} infer_barrier_t;
+
+int infer_barrier_init(infer_barrier_t *b, int n);   /* 0 or -1 */
+void infer_barrier_wait(infer_barrier_t *b);
+void infer_barrier_destroy(infer_barrier_t *b);
+
 #endif

@@ -6,7 +6,9 @@
  * catch a lost wake-up or a member that runs a round twice.  Members poll
  * for a while (crew.c's CREW_SPIN_NS, 0.2 ms) before they sleep, and so
  * does the caller in crew_end: rounds with pauses longer than that between
- * them, or a member slower than that, take the sleeping paths.
+ * them, or a member slower than that, take the sleeping paths.  The
+ * barrier beside it: 4 threads write, pass, read every other's write, pass,
+ * 2000 times back to back and 30 times with one thread 1 ms late.
  */
 #include <string.h>
 #include <unistd.h>
@@ -63,6 +65,69 @@ rounds(infer_crew_t *c, job_t *j, int first, int last, int pause_us,
     return 0;
 }
 
+#define BARRIER_THREADS  4
+
+typedef struct {
+    infer_barrier_t  b;
+    int              slot[BARRIER_THREADS];
+    int              wrong[BARRIER_THREADS];
+    int              rounds, late;
+} bjob_t;
+
+typedef struct {
+    bjob_t *j;
+    int     index;
+} barg_t;
+
+static void *
+barrier_thread(void *p)
+{
+    barg_t *a = p;
+    bjob_t *j = a->j;
+    int     round, k;
+
+    for (round = 1; round <= j->rounds; round++) {
+        if (j->late && a->index == round % BARRIER_THREADS) {
+            usleep(1000);
+        }
+        j->slot[a->index] = round;
+        infer_barrier_wait(&j->b);
+        for (k = 0; k < BARRIER_THREADS; k++) {
+            j->wrong[a->index] += j->slot[k] != round;
+        }
+        infer_barrier_wait(&j->b);
+    }
+    return NULL;
+}
+
+/* rounds of the barrier; the reads that saw another round's write */
+static int
+barrier_rounds(int rounds, int late)
+{
+    static bjob_t j;
+    pthread_t     tid[BARRIER_THREADS];
+    barg_t        a[BARRIER_THREADS];
+    int           k, wrong = 0;
+
+    memset(&j, 0, sizeof(j));
+    j.rounds = rounds;
+    j.late = late;
+    if (infer_barrier_init(&j.b, BARRIER_THREADS) != 0) {
+        return -1;
+    }
+    for (k = 0; k < BARRIER_THREADS; k++) {
+        a[k].j = &j;
+        a[k].index = k;
+        pthread_create(&tid[k], NULL, barrier_thread, &a[k]);
+    }
+    for (k = 0; k < BARRIER_THREADS; k++) {
+        pthread_join(tid[k], NULL);
+        wrong += j.wrong[k];
+    }
+    infer_barrier_destroy(&j.b);
+    return wrong;
+}
+
 int
 main(void)
 {
@@ -87,6 +152,13 @@ main(void)
     infer_crew_end(&c);
     ok(j.runs[1] == 0, "begin/end with no members return at once");
     infer_crew_destroy(&c);
+
+    ok(barrier_rounds(ROUNDS, 0) == 0, "barrier: %d rounds of %d threads, "
+       "every write seen by all after it", ROUNDS, BARRIER_THREADS);
+    ok(barrier_rounds(30, 1) == 0, "barrier: 30 rounds with a thread 1 ms "
+       "late (the others asleep)");
+    ok(infer_barrier_init(&(infer_barrier_t) { 0 }, 0) == -1,
+       "a barrier of no threads refused");
 
     memset(&zero, 0, sizeof(zero));
     infer_crew_destroy(&zero);
