@@ -62,7 +62,7 @@ crew_spin(const void *obj, uint64_t v, int (*what)(const void *, uint64_t))
 static int
 crew_has_job(const void *obj, uint64_t seen)
 {
-    infer_crew_t *c = (infer_crew_t *) obj;
+    const infer_crew_t *c = obj;
 
     return atomic_load_explicit(&c->generation, memory_order_acquire) != seen
            || atomic_load_explicit(&c->stop, memory_order_relaxed);
@@ -71,7 +71,7 @@ crew_has_job(const void *obj, uint64_t seen)
 static int
 crew_all_done(const void *obj, uint64_t n)
 {
-    infer_crew_t *c = (infer_crew_t *) obj;
+    const infer_crew_t *c = obj;
 
     return (uint64_t) atomic_load_explicit(&c->n_done, memory_order_acquire)
            >= n;
@@ -221,7 +221,7 @@ infer_barrier_init(infer_barrier_t *b, int n)
 static int
 barrier_passed(const void *obj, uint64_t phase)
 {
-    infer_barrier_t *b = (infer_barrier_t *) obj;
+    const infer_barrier_t *b = obj;
 
     return atomic_load_explicit(&b->phase, memory_order_acquire) != phase;
 }

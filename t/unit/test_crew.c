@@ -104,10 +104,10 @@ barrier_thread(void *p)
 static int
 barrier_rounds(int rounds, int late)
 {
-    static bjob_t j;
-    pthread_t     tid[BARRIER_THREADS];
-    barg_t        a[BARRIER_THREADS];
-    int           k, wrong = 0;
+    bjob_t     j;
+    pthread_t  tid[BARRIER_THREADS];
+    barg_t     a[BARRIER_THREADS];
+    int        k, wrong = 0;
 
     memset(&j, 0, sizeof(j));
     j.rounds = rounds;
