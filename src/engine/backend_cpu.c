@@ -125,6 +125,8 @@ typedef struct {
     int                  layer;
     const infer_batch_t *batch;
     int                  next_pair;   /* taken with an atomic add */
+    int                  next_head;   /* (prompt run, head), the same way */
+    int                  prompts_shared;
 } cpu_attention_job_t;
 
 /* A product's rows shared by the helpers (linear_rows). */
@@ -185,6 +187,7 @@ struct cpu_backend {
     int                   wide;        /* prefill: gemm_wide.h, not sgemm */
     int                   f32_row;     /* one float32 row: ours, not sgemv */
     int                   bf16_pairs;  /* bf16 x bf16 products (x rounded) */
+    int                   blas_threads;
     cpu_mat_t             embed;       /* [V, H] */
     const float          *pos_embed;   /* [max_position, H] or NULL */
     cpu_mat_t             lm_head;     /* [V, H] */
@@ -999,31 +1002,56 @@ attention_decodes(cpu_backend_t *be, cpu_rank_t *rk, int worker)
     }
 }
 
-/* Every run of two or more prompt tokens, kv head by kv head. */
+/*
+ * Takes (prompt run, query head) pairs until none is left: the run's
+ * keys and values of the head's kv head gathered into this thread's
+ * scratch (once for the heads of a group, which come one after another),
+ * then the head's attention.
+ */
 static void
-attention_prompts(cpu_backend_t *be, cpu_rank_t *rk)
+attention_prompts(cpu_backend_t *be, cpu_rank_t *rk, int worker)
 {
     const infer_batch_t *b = rk->job.batch;
     const cpu_layer_t   *L = &rk->layers[rk->job.layer];
     int     hd = be->cfg.head_dim, group = rk->n_heads / rk->n_kv_heads;
-    int     r, g, h, t0, n, p0, k0;
-    float  *k = rk->scratch, *v = k + (size_t) be->ctx_cap * hd;
+    int     items = rk->n_prompts * rk->n_heads, item, r, h, g, t0, n, p0;
+    int     k0, held = -1;
+    float  *k = rk->scratch + (size_t) worker * be->scratch_floats;
+    float  *v = k + (size_t) be->ctx_cap * hd;
     float  *s = v + (size_t) be->ctx_cap * hd;
     const int32_t *table;
 
-    for (r = 0; r < rk->n_prompts; r++) {
+    for ( ;; ) {
+        item = __atomic_fetch_add(&rk->job.next_head, 1, __ATOMIC_RELAXED);
+        if (item >= items) {
+            return;
+        }
+        r = item / rk->n_heads;
+        h = item % rk->n_heads;
+        g = h / group;
         t0 = rk->prompts[2 * r];
         n = rk->prompts[2 * r + 1];
         p0 = b->positions[t0];
         k0 = window_start(p0, L->window);
-        table = b->block_table + (size_t) b->seq_of_token[t0] * b->max_blocks;
-        for (g = 0; g < rk->n_kv_heads; g++) {
+        if (held != r * rk->n_kv_heads + g) {
+            held = r * rk->n_kv_heads + g;
+            table = b->block_table
+                    + (size_t) b->seq_of_token[t0] * b->max_blocks;
             gather_kv(be, rk, rk->job.layer, table, k0, p0 + n, g, k, v);
-            for (h = g * group; h < (g + 1) * group; h++) {
-                attention_run_head(be, rk, rk->job.layer, t0, p0, n, h, k,
-                                   v, k0, s);
-            }
         }
+        attention_run_head(be, rk, rk->job.layer, t0, p0, n, h, k, v, k0,
+                           s);
+    }
+}
+
+/* A thread's share of the step's attention: decode pairs, then prompt
+ * heads where they are shared. */
+static void
+attention_work(cpu_backend_t *be, cpu_rank_t *rk, int worker)
+{
+    attention_decodes(be, rk, worker);
+    if (rk->job.prompts_shared) {
+        attention_prompts(be, rk, worker);
     }
 }
 
@@ -1036,7 +1064,7 @@ rank_helper(void *arg, int index)
     if (rk->helping == 1) {
         linear_rows(rk);
     } else {
-        attention_decodes(rk->be, rk, index);
+        attention_work(rk->be, rk, index);
     }
 }
 
@@ -1048,11 +1076,16 @@ rank_helper(void *arg, int index)
  * context of TinyLlama's 32 heads of 64): TinyLlama int8 decode after 512
  * tokens, 2 threads, 11.0-12.7 tokens/s shared against 10.3-11.1 on this
  * thread alone (8.4-8.7 with one head at a time); after 128 tokens the
- * same either way.  Runs of prompt tokens go through matrix products from this
- * thread alone, which OpenBLAS splits over its own threads: products
- * issued from several threads at once contend for OpenBLAS's one pool
+ * same either way.  Runs of prompt tokens go through OpenBLAS's matrix
+ * products a query head at a time.  Where OpenBLAS has threads of its own
+ * (be->blas_threads > 1: float32 weights, whose products it runs) they
+ * are issued from this thread alone and OpenBLAS splits them: products
+ * issued from several threads at once contend for its one pool
  * (TinyLlama-1.1B 512-token prefill, 2 threads: 146 tokens/s with the
- * runs on this thread, 48 with the runs shared by the helpers).
+ * runs on this thread, 48 with the runs shared by the helpers).  Where it
+ * runs on the caller's thread (bf16 and int8 weights) the helpers share
+ * the heads (TinyLlama bf16, 512-token prompt, 2 threads, 5 alternating
+ * runs: 158-169 tokens/s, against 155-159 with the heads on this thread).
  */
 static void
 attention(cpu_backend_t *be, cpu_rank_t *rk, int layer,
@@ -1083,19 +1116,23 @@ attention(cpu_backend_t *be, cpu_rank_t *rk, int layer,
             t += n - 1;
         }
     }
-    shared = work > 2.5e5;
+    rk->job.prompts_shared = be->blas_threads == 1;
+    shared = work > 2.5e5 || (rk->job.prompts_shared && rk->n_prompts > 0);
 
     rk->job.layer = layer;
     rk->job.batch = b;
     rk->job.next_pair = 0;
+    rk->job.next_head = 0;
     if (shared) {
         infer_crew_begin(&rk->helpers);
     }
-    attention_decodes(be, rk, 0);
+    attention_work(be, rk, 0);
     if (shared) {
         infer_crew_end(&rk->helpers);
     }
-    attention_prompts(be, rk);
+    if (!rk->job.prompts_shared) {
+        attention_prompts(be, rk, 0);
+    }
 }
 
 /*
@@ -1425,9 +1462,9 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
      * (TinyLlama bf16, 512-token prompt, 2 threads: 1.25 million
      * sched_yield calls a run, 0.11 million with one OpenBLAS thread;
      * prefill 134-141 tokens/s against 131-133, 3 alternating runs). */
+    be->blas_threads = be->wtype != CPU_F32 && be->wide ? 1 : be->threads;
     if (p->threads > 0) {
-        infer_blas.set_num_threads(be->wtype != CPU_F32 && be->wide
-                                   ? 1 : p->threads);
+        infer_blas.set_num_threads(be->blas_threads);
     }
 
     /* RoPE frequencies: computed once, or per sequence and step when

@@ -5,11 +5,13 @@
  * are not bit-identical because each rank sums its share of the o_proj and
  * down_proj products before the all-reduce adds the shares.
  *
- * Also the threads within a rank: a decode step large enough for the
- * rank's two helpers to share its attention gives the logits of one thread
- * alone.  Each (token, head) pair is computed whole by one thread, so only
- * OpenBLAS's split of the products could change a rounding; the bound is
- * the tp one.
+ * Also the threads within a rank, float32 and bf16: a 500-token prompt
+ * (its heads shared by the rank's two helpers where OpenBLAS runs on the
+ * caller's thread: bf16 with the wide products) and then a decode step
+ * large enough for the helpers to share its attention give the logits of
+ * one thread alone.  Each (token, head) pair is computed whole by one
+ * thread, so only the split of the products could change a rounding; the
+ * bound is the tp one.
  */
 #include <math.h>
 #include <pthread.h>
@@ -141,13 +143,13 @@ logits_with_tp(const infer_model_t *m, int tp, float *out)
  * every decode row.
  */
 static int
-logits_decode_step(const infer_model_t *m, int threads, float *out)
+logits_decode_step(const infer_model_t *m, const char *dtype, int threads,
+    float *prompt_logits, float *out)
 {
     static int32_t         tokens[LONG_LEN], pos[LONG_LEN], seq[LONG_LEN];
     static int32_t         table[DECODES * MAXB], dec_seq[DECODES];
     static int32_t         dec_tokens[DECODES], dec_pos[DECODES];
     static int32_t         ctx[DECODES], logit[DECODES];
-    static float           prompt_logits[512];
     infer_backend_params_t p;
     infer_backend_t       *b;
     infer_batch_t          bt;
@@ -170,6 +172,7 @@ logits_decode_step(const infer_model_t *m, int threads, float *out)
         logit[i] = i;
     }
     memset(&p, 0, sizeof(p));
+    p.dtype = dtype;
     p.threads = threads;
     p.tp = 1;
     p.kv_cache_bytes = 4 << 20;
@@ -211,6 +214,21 @@ logits_decode_step(const infer_model_t *m, int threads, float *out)
     return rc;
 }
 
+/* the largest difference relative to the largest of ref, or 1 when ref
+ * has nothing larger than 1 to compare with */
+static double
+max_relative(const float *got, const float *ref, int n)
+{
+    double maxdiff = 0, maxref = 0;
+    int    i;
+
+    for (i = 0; i < n; i++) {
+        maxdiff = fmax(maxdiff, fabs(got[i] - ref[i]));
+        maxref = fmax(maxref, fabs(ref[i]));
+    }
+    return maxref > 1.0 ? maxdiff / maxref : 1.0;
+}
+
 int
 main(void)
 {
@@ -228,32 +246,27 @@ main(void)
     }
     ok(logits_with_tp(m, 1, ref) == 0, "tp=1 forward");
     for (tp = 2; tp <= 4; tp += 2) {
-        double maxdiff = 0, maxref = 0;
-
         ok(logits_with_tp(m, tp, got) == 0, "tp=%d forward", tp);
-        for (i = 0; i < 2 * 512; i++) {
-            maxdiff = fmax(maxdiff, fabs(got[i] - ref[i]));
-            maxref = fmax(maxref, fabs(ref[i]));
-        }
-        ok(maxref > 1.0 && maxdiff / maxref <= 1e-5,
+        ok(max_relative(got, ref, 2 * 512) <= 1e-5,
            "tp=%d logits within 1e-5 relative of tp=1 (%.2e)", tp,
-           maxdiff / maxref);
+           max_relative(got, ref, 2 * 512));
     }
-    {
+    for (i = 0; i < 2; i++) {
         static float one[DECODES * 512], three[DECODES * 512];
-        double       maxdiff = 0, maxref = 0;
+        static float prompt1[512], prompt3[512];
+        const char  *dtype = i == 0 ? "f32" : "bf16";
 
-        ok(logits_decode_step(m, 1, one) == 0
-           && logits_decode_step(m, 3, three) == 0,
-           "%d decode tokens over %d positions with 1 and with 3 threads",
+        ok(logits_decode_step(m, dtype, 1, prompt1, one) == 0
+           && logits_decode_step(m, dtype, 3, prompt3, three) == 0,
+           "%s: a %d-token prompt, then %d decode tokens over %d "
+           "positions, with 1 and with 3 threads", dtype, LONG_LEN,
            DECODES, LONG_LEN + 1);
-        for (i = 0; i < DECODES * 512; i++) {
-            maxdiff = fmax(maxdiff, fabs(three[i] - one[i]));
-            maxref = fmax(maxref, fabs(one[i]));
-        }
-        ok(maxref > 1.0 && maxdiff / maxref <= 1e-5,
-           "attention shared by 3 threads = 1 thread (%.2e relative)",
-           maxdiff / maxref);
+        ok(max_relative(prompt3, prompt1, 512) <= 1e-5,
+           "%s: prompt attention with 3 threads = 1 thread (%.2e "
+           "relative)", dtype, max_relative(prompt3, prompt1, 512));
+        ok(max_relative(three, one, DECODES * 512) <= 1e-5,
+           "%s: decode attention shared by 3 threads = 1 thread (%.2e "
+           "relative)", dtype, max_relative(three, one, DECODES * 512));
     }
     {
         infer_backend_params_t p;
