@@ -186,6 +186,7 @@ struct cpu_backend {
     cpu_wtype_t           wtype;       /* the matrices' type */
     int                   wide;        /* prefill: gemm_wide.h, not sgemm */
     int                   f32_row;     /* one float32 row: ours, not sgemv */
+    int                   f32_wide;    /* float32 prefill: ours, not sgemm */
     int                   bf16_pairs;  /* bf16 x bf16 products (x rounded) */
     int                   blas_threads;
     cpu_mat_t             embed;       /* [V, H] */
@@ -510,7 +511,8 @@ cpu_alloc_rank(cpu_backend_t *be, cpu_rank_t *rk)
     in = in > (size_t) rk->inter ? in : (size_t) rk->inter;
     xbytes = be->wide ? infer_gemm_wide_x_bytes(be->wtype == CPU_INT8,
                                                 (int) T, (int) in)
-                      : 0;
+             : be->f32_wide ? infer_gemm_wide_f32_x_bytes((int) T, (int) in)
+             : 0;
     if (xbytes > 0) {
         rk->xwide = malloc(xbytes);
         if (rk->xwide == NULL) {
@@ -670,7 +672,10 @@ linear_rows(cpu_rank_t *rk)
         }
         r1 = r0 + ROW_CHUNK < j->out ? r0 + ROW_CHUNK : j->out;
         at = (size_t) r0 * j->in;
-        if (j->wide && j->w8 != NULL) {
+        if (j->wide && j->wf != NULL) {
+            infer_gemm_wide_f32(j->xp, j->n, j->in, j->wf + at, r1 - r0,
+                                j->y + r0, j->out);
+        } else if (j->wide && j->w8 != NULL) {
             infer_gemm_wide_i8(j->x, j->xp, j->n, j->in, j->w8 + at,
                                j->scale + r0, r1 - r0, j->y + r0, j->out);
         } else if (j->wide) {
@@ -729,6 +734,8 @@ linear_share(cpu_rank_t *rk)
  * batching tests hold the generated text to the reference regardless.
  *
  * More rows (prefill) are bound by the arithmetic.  Float32 W goes to
+ * the float32 wide product on AVX-512 CPUs (be->f32_wide: x in panels,
+ * W read where it lies, where sgemm packs it on every call), else to
  * sgemm.  bf16 and int8 W go to the wide products (be->wide: AVX2 CPUs,
  * and AVX-512 ones with the pair dot products, gemm_wide.h), x prepared
  * for them first where they need it, ROW_CHUNK rows of W a call, shared
@@ -775,6 +782,13 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
             infer_gemm_wide_prepare(Wm->i8 != NULL, x, n, in, rk->xwide);
             j->xp = rk->xwide;
         }
+        j->wide = 1;
+        j->y = y;
+        j->out = out;
+        linear_share(rk);
+    } else if (Wm->f32 != NULL && rk->be->f32_wide) {
+        infer_gemm_wide_prepare_f32(x, n, in, rk->xwide);
+        j->xp = rk->xwide;
         j->wide = 1;
         j->y = y;
         j->out = out;
@@ -1433,15 +1447,20 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
      * ones only with the pair dot products (AVX512_BF16 for bf16,
      * AVX512_VNNI for int8; bench/RESULTS.md "AVX-512"), else OpenBLAS's
      * SkylakeX sgemm on widened tiles, twice our AVX2 vector width.
-     * sgemm for float32 W, which it packs faster than ours (46.9-47.9
-     * tokens/s against 41.5-45.5 on AVX2).  Decode: ours, and sgemv for
-     * one row of float32 (linear()). */
+     * Float32 W: on AVX2 sgemm, which packs it faster than ours (46.9-47.9
+     * tokens/s against 41.5-45.5); on AVX-512 ours with x packed instead
+     * and W read as it lies (gemm_wide.h; TinyLlama, 128 tokens, 2
+     * threads on Zen 4, 3 alternating runs: 80.5-98.7 tokens/s against
+     * sgemm's 73.5-80.8).  Decode: ours, and sgemv for one row of float32
+     * (linear()). */
     wide = be->wtype != CPU_F32
            ? infer_gemm_wide_kernel(be->wtype == CPU_INT8) : NULL;
     be->f32_row = strcmp(infer_gemm_narrow_kernel(), "AVX-512") == 0;
     be->wide = wide != NULL && (strncmp(wide, "AVX512", 6) == 0
                                 || !__builtin_cpu_supports("avx512f"));
     be->bf16_pairs = be->wide && strcmp(wide, "AVX512-BF16") == 0;
+    be->f32_wide = be->wtype == CPU_F32
+                   && infer_gemm_wide_f32_kernel() != NULL;
     /* int8's single rows run the x16 product */
     row = infer_gemm_narrow_x16_kernel();
     one_row = be->wtype == CPU_INT8
@@ -1451,18 +1470,21 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
              "decode attention: %s", infer_blas_kernels(),
              be->bf16_pairs ? wide : infer_gemm_narrow_kernel(),
              one_row ? " (one row: " : "", one_row ? row : "",
-             one_row ? ")" : "", be->wide ? wide : "OpenBLAS",
+             one_row ? ")" : "",
+             be->wide ? wide
+             : be->f32_wide ? infer_gemm_wide_f32_kernel() : "OpenBLAS",
              infer_attn_decode_kernel(c->head_dim));
     p->kernels_warning = infer_blas_warning();
-    /* OpenBLAS's threads only where its sgemm runs the products (float32,
-     * or bf16/int8 widened for it).  Elsewhere it runs only prefill
+    /* OpenBLAS's threads only where its sgemm runs the products (float32
+     * without AVX-512, or bf16/int8 widened for it).  Elsewhere it runs only prefill
      * attention, inside the helpers, a head per thread, where its own
      * worker threads, idle, poll with sched_yield for a while after each
      * call, against the helpers and the decode steps that follow
      * (TinyLlama bf16, 512-token prompt, 2 threads: 1.25 million
      * sched_yield calls a run, 0.11 million with one OpenBLAS thread;
      * prefill 134-141 tokens/s against 131-133, 3 alternating runs). */
-    be->blas_threads = be->wtype != CPU_F32 && be->wide ? 1 : be->threads;
+    be->blas_threads = (be->wtype != CPU_F32 && be->wide) || be->f32_wide
+                       ? 1 : be->threads;
     if (p->threads > 0) {
         infer_blas.set_num_threads(be->blas_threads);
     }

@@ -516,6 +516,20 @@ w_pair(const uint16_t *w, size_t i)
     return d;
 }
 
+/* a tile's sums, lane by lane, into y's columns r of rows t0 + 16 v.. */
+#define XT_STORE(RB, NVX)                                                   \
+    _Pragma("GCC unroll 4")                                                 \
+    for (v = 0; v < NVX; v++) {                                             \
+        left = n - t0 - 16 * v;                                             \
+        _Pragma("GCC unroll 8")                                             \
+        for (r = 0; r < RB; r++) {                                          \
+            _mm512_mask_i32scatter_ps(y + (size_t) (t0 + 16 * v) * ldy + r, \
+                left >= 16 ? (__mmask16) 0xffff                             \
+                           : (__mmask16) ((1u << left) - 1), idx,           \
+                acc[r][v], 4);                                              \
+        }                                                                   \
+    }
+
 /* one pair step of a tile: XR (or 1) broadcasts of W's pair p (WP: the
  * pair as it lies, or its last single weight) against NVX blocks of x */
 #define XT_STEP(RB, NVX, WP)                                                \
@@ -565,17 +579,7 @@ NAME(const uint32_t *xpan, int pairs, const uint16_t *w, int in, float *y,  \
     for (; p < pairs; p++) {                                                \
         XT_STEP(RB, NVX, w[(size_t) r * in + 2 * p])                        \
     }                                                                       \
-    _Pragma("GCC unroll 4")                                                 \
-    for (v = 0; v < NVX; v++) {                                             \
-        left = n - t0 - 16 * v;                                             \
-        _Pragma("GCC unroll 8")                                             \
-        for (r = 0; r < RB; r++) {                                          \
-            _mm512_mask_i32scatter_ps(y + (size_t) (t0 + 16 * v) * ldy + r, \
-                left >= 16 ? (__mmask16) 0xffff                             \
-                           : (__mmask16) ((1u << left) - 1), idx,           \
-                acc[r][v], 4);                                              \
-        }                                                                   \
-    }                                                                       \
+    XT_STORE(RB, NVX)                                                       \
 }
 
 XT_TILE(xt_6x1, XR, 1)
@@ -610,6 +614,125 @@ xt_bf16(const void *xp, int n, int in, const uint16_t *w, int rows,
             xt_tiles[rb == XR][nv](xpan + (size_t) b * pairs * 16, pairs,
                                    w + (size_t) r * in, in, y + r, ldy,
                                    16 * b, n, b == 0 && r + 2 * rb <= rows);
+        }
+    }
+}
+
+/*
+ * float32 W the same way round: x panels of 16 rows, input-major
+ * (xpanel[(b * in + i) * 16 + lane] = row 16b + lane's input i, zeros
+ * past n), each weight broadcast from where it lies, XR rows of W by up
+ * to XV blocks of x a tile (24 FMAs, 4 loads of x and 6 broadcasts an
+ * input).  OpenBLAS's sgemm packs W on every call instead.  One thread
+ * on Zen 4 (its FMA peak is about 110 GFLOP/s), 128 rows of x, 96-row
+ * calls: 5568 x 2048 110.7 GFLOP/s against sgemm's 81.3 (83.2 in one
+ * call), 2016 x 5632 110.2 against 91.2, and with 512 rows 110.1 against
+ * 92.0 (100.5).
+ */
+#define XF_TILE(NAME, RB, NVX)                                              \
+static WTYPE_AVX512 void                                                    \
+NAME(const float *xpan, const float *w, int in, float *y, int ldy, int t0,  \
+    int n, int ahead)                                                       \
+{                                                                           \
+    __m512  acc[RB][NVX], xv[NVX], wb;                                      \
+    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11,   \
+                      10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),                    \
+                                     _mm512_set1_epi32(ldy));               \
+    int     i, r, v, left;                                                  \
+                                                                            \
+    _Pragma("GCC unroll 8")                                                 \
+    for (r = 0; r < RB; r++) {                                              \
+        _Pragma("GCC unroll 4")                                             \
+        for (v = 0; v < NVX; v++) {                                         \
+            acc[r][v] = _mm512_setzero_ps();                                \
+        }                                                                   \
+    }                                                                       \
+    for (i = 0; i < in; i++) {                                              \
+        if (ahead && i % 16 == 0) {                                         \
+            _Pragma("GCC unroll 8")                                         \
+            for (r = 0; r < RB; r++) {                                      \
+                _mm_prefetch((const char *) (w + (size_t) (RB + r) * in     \
+                                             + i), _MM_HINT_T0);            \
+            }                                                               \
+        }                                                                   \
+        _Pragma("GCC unroll 4")                                             \
+        for (v = 0; v < NVX; v++) {                                         \
+            xv[v] = _mm512_loadu_ps(xpan + ((size_t) v * in + i) * 16);     \
+        }                                                                   \
+        _Pragma("GCC unroll 8")                                             \
+        for (r = 0; r < RB; r++) {                                          \
+            wb = _mm512_set1_ps(w[(size_t) r * in + i]);                    \
+            _Pragma("GCC unroll 4")                                         \
+            for (v = 0; v < NVX; v++) {                                     \
+                acc[r][v] = _mm512_fmadd_ps(xv[v], wb, acc[r][v]);          \
+            }                                                               \
+        }                                                                   \
+    }                                                                       \
+    XT_STORE(RB, NVX)                                                       \
+}
+
+XF_TILE(xf_6x1, XR, 1)
+XF_TILE(xf_6x2, XR, 2)
+XF_TILE(xf_6x3, XR, 3)
+XF_TILE(xf_6x4, XR, 4)
+XF_TILE(xf_1x1, 1, 1)
+XF_TILE(xf_1x2, 1, 2)
+XF_TILE(xf_1x3, 1, 3)
+XF_TILE(xf_1x4, 1, 4)
+
+typedef void (*xf_tile_fn)(const float *xpan, const float *w, int in,
+    float *y, int ldy, int t0, int n, int ahead);
+
+static const xf_tile_fn xf_tiles[2][XV + 1] = {
+    { NULL, xf_1x1, xf_1x2, xf_1x3, xf_1x4 },
+    { NULL, xf_6x1, xf_6x2, xf_6x3, xf_6x4 }
+};
+
+static void
+xf_f32(const float *xpan, int n, int in, const float *w, int rows, float *y,
+    int ldy)
+{
+    int nb = (n + 15) / 16, r, b, nv, rb;
+
+    for (b = 0; b < nb; b += nv) {
+        nv = nb - b < XV ? nb - b : XV;
+        for (r = 0; r < rows; r += rb) {
+            rb = rows - r >= XR ? XR : 1;
+            xf_tiles[rb == XR][nv](xpan + (size_t) b * in * 16,
+                                   w + (size_t) r * in, in, y + r, ldy,
+                                   16 * b, n, b == 0 && r + 2 * rb <= rows);
+        }
+    }
+}
+
+/* x into float32 x panels: 8 rows by 8 inputs at a time, turned */
+static WTYPE_AVX512 void
+prepare_f32_panels(const float *x, int n, int in, float *xp)
+{
+    __m256 v[8];
+    int    nb = (n + 15) / 16, b, i, h, j, t, lane;
+
+    for (b = 0; b < nb; b++) {
+        for (i = 0; i + 8 <= in; i += 8) {
+            for (h = 0; h < 2; h++) {
+                for (j = 0; j < 8; j++) {
+                    t = 16 * b + 8 * h + j;
+                    v[j] = t < n ? _mm256_loadu_ps(x + (size_t) t * in + i)
+                                 : _mm256_setzero_ps();
+                }
+                transpose8(v);
+                for (j = 0; j < 8; j++) {
+                    _mm256_storeu_ps(xp + ((size_t) b * in + i + j) * 16
+                                     + 8 * h, v[j]);
+                }
+            }
+        }
+        for (; i < in; i++) {
+            for (lane = 0; lane < 16; lane++) {
+                t = 16 * b + lane;
+                xp[((size_t) b * in + i) * 16 + lane] =
+                    t < n ? x[(size_t) t * in + i] : 0.0f;
+            }
         }
     }
 }
@@ -752,6 +875,33 @@ infer_gemm_wide_i8(const float *x, const void *xp, int n, int in,
     } else {
         wide_i8(x, n, in, w, scale, rows, y, ldy);
     }
+}
+
+size_t
+infer_gemm_wide_f32_x_bytes(int n, int in)
+{
+    return wtype_have_avx512() ? (size_t) (n + 15) / 16 * 16 * in * 4 : 0;
+}
+
+void
+infer_gemm_wide_prepare_f32(const float *x, int n, int in, void *xp)
+{
+    if (wtype_have_avx512()) {
+        prepare_f32_panels(x, n, in, xp);
+    }
+}
+
+void
+infer_gemm_wide_f32(const void *xp, int n, int in, const float *w,
+    int rows, float *y, int ldy)
+{
+    xf_f32(xp, n, in, w, rows, y, ldy);
+}
+
+const char *
+infer_gemm_wide_f32_kernel(void)
+{
+    return wtype_have_avx512() ? "AVX-512" : NULL;
 }
 
 const char *

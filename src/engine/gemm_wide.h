@@ -9,8 +9,8 @@
  * packed copy stays in its L2.  Bound by the arithmetic, as sgemm is, but
  * each weight is widened to float32 while it is packed, once per call, so
  * W needs no float32 copy first, and the threads are the rank's own
- * (gemm_wide.c says what was measured; float32 W stays with sgemm, which
- * packed it faster).  AVX2+FMA or AVX-512 only:
+ * (gemm_wide.c says what was measured; on AVX2 float32 W stays with
+ * sgemm, which packed it faster).  AVX2+FMA or AVX-512 only:
  * infer_gemm_wide_kernel() says which this CPU runs.
  */
 #ifndef INFER_GEMM_WIDE_H
@@ -47,5 +47,16 @@ void infer_gemm_wide_i8(const float *x, const void *xp, int n, int in,
 
 /* "AVX512-BF16", "AVX512-VNNI", "AVX2+FMA", or NULL: none on this CPU */
 const char *infer_gemm_wide_kernel(int i8);
+
+/*
+ * float32 W on AVX-512: x in panels of 16 rows (x_bytes, 0 without
+ * AVX-512), W broadcast as it lies, where sgemm packs it on every call;
+ * kernel "AVX-512" or NULL (then sgemm runs them).
+ */
+size_t infer_gemm_wide_f32_x_bytes(int n, int in);
+void infer_gemm_wide_prepare_f32(const float *x, int n, int in, void *xp);
+void infer_gemm_wide_f32(const void *xp, int n, int in, const float *w,
+    int rows, float *y, int ldy);
+const char *infer_gemm_wide_f32_kernel(void);
 
 #endif

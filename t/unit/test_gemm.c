@@ -9,8 +9,8 @@
  * scale| (any summation order meets it; a wrong lane, tail or scale is off
  * by whole terms, orders of magnitude above it), on shapes that exercise
  * every tile and tail (rows of x 1..70, rows of W 1..96, widths not a
- * multiple of 8 and across the wide products' blocks of 256; the wide ones
- * are bf16 and int8 only), writing only their rows of y.  One weight
+ * multiple of 8 and across the wide products' blocks of 256; float32's
+ * wide one is AVX-512 only), writing only their rows of y.  One weight
  * changed by a large step must fall outside the bound, so the bound can
  * fail.  And int8 W against one row of x quantized to int16
  * (infer_gemm_narrow_i8_x16).
@@ -55,9 +55,9 @@ static const char *const kind_names[] = { "C", "narrow", "narrow AVX2",
 /* the kinds that read x prepared for the pair products */
 #define READS_PAIRS(kind)  ((kind) == K_PAIRS || (kind) == K_NARROW_PAIRS)
 
-/* x prepared for the pair products, and the values they read of it */
-static uint32_t xpairs[(MAXN + 15) / 16 * 16 * (MAXIN + 1) / 2
-                       + MAXN * (MAXIN / 128 + 1)];
+/* x prepared for the pair products (float32's panels for its wide one),
+ * and the values they read of it */
+static uint32_t xpairs[(MAXN + 15) / 16 * 16 * MAXIN];
 static double   xread[MAXN * MAXIN];
 
 /* the weights in each type, and the exact values a kernel reads */
@@ -107,6 +107,13 @@ prepare_pairs(wtype_t type, int rows, const float *x, int n, int in)
     int             t, i, pairs = (in + 1) / 2, blocks = (in + 127) / 128;
 
     wtype_avx512 = 1;
+    if (type == W_F32) {
+        infer_gemm_wide_prepare_f32(x, n, in, xpairs);
+        for (i = 0; i < n * in; i++) {
+            xread[i] = x[i];
+        }
+        return;
+    }
     if (rows) {
         infer_gemm_wide_prepare_rows(x, n, in, xpairs);
     } else {
@@ -144,6 +151,9 @@ run(wtype_t type, int kind, const float *x, int n, int in,
     case W_F32 * K_KINDS + K_NARROW:
     case W_F32 * K_KINDS + K_NARROW_AVX2:
         infer_gemm_narrow_f32(x, n, in, W->f32, rows, y, ldy);
+        break;
+    case W_F32 * K_KINDS + K_PAIRS:
+        infer_gemm_wide_f32(xpairs, n, in, W->f32, rows, y, ldy);
         break;
     case W_BF16 * K_KINDS + K_REF:
         infer_gemm_narrow_bf16_ref(x, n, in, W->bf16, rows, y, ldy);
@@ -210,13 +220,14 @@ test_type(wtype_t type, const float *x, weights_t *W)
     int              a, b, c, i, kind, shapes = 0, sentinel = 1;
     int              active[K_KINDS];
 
-    /* the wide products are bf16 and int8 only (float32 stays with
-     * sgemm) and have no C fallback: linear() keeps sgemm then */
+    /* the wide products have no C fallback: linear() keeps sgemm then;
+     * float32's is AVX-512 only (sgemm on AVX2) */
     active[K_REF] = active[K_NARROW] = 1;
     active[K_NARROW_AVX2] = strcmp(infer_gemm_narrow_kernel(),
                                    "AVX-512") == 0;
-    active[K_PAIRS] = type != W_F32
-                      && infer_gemm_wide_x_bytes(type == W_I8, 1, 8) > 0;
+    active[K_PAIRS] = type == W_F32
+                      ? infer_gemm_wide_f32_kernel() != NULL
+                      : infer_gemm_wide_x_bytes(type == W_I8, 1, 8) > 0;
     active[K_NARROW_PAIRS] = type == W_BF16 && active[K_PAIRS];
     wtype_avx512 = 0;
     active[K_WIDE] = type != W_F32 && infer_gemm_wide_kernel(0) != NULL;
@@ -282,11 +293,12 @@ test_type(wtype_t type, const float *x, weights_t *W)
         ok(worst[K_PAIRS] <= 1.0, "%s (wide, %s): %d shapes within a "
            "float32 sum's bound of float64 over the x it reads (worst "
            "%.3g of it)", type_names[type],
-           infer_gemm_wide_kernel(type == W_I8), shapes, worst[K_PAIRS]);
-    } else if (type != W_F32) {
+           type == W_F32 ? infer_gemm_wide_f32_kernel()
+           : infer_gemm_wide_kernel(type == W_I8), shapes, worst[K_PAIRS]);
+    } else {
         diag("%s: wide AVX-512 products skipped: this CPU has no %s",
-             type_names[type],
-             type == W_I8 ? "AVX512_VNNI" : "AVX512_BF16");
+             type_names[type], type == W_F32 ? "AVX-512"
+             : type == W_I8 ? "AVX512_VNNI" : "AVX512_BF16");
     }
     ok(sentinel, "%s: writes only its rows of y", type_names[type]);
 
