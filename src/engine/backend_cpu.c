@@ -1476,10 +1476,10 @@ cpu_init(infer_backend_t *bk, const infer_model_t *m,
              infer_attn_decode_kernel(c->head_dim));
     p->kernels_warning = infer_blas_warning();
     /* OpenBLAS's threads only where its sgemm runs the products (float32
-     * without AVX-512, or bf16/int8 widened for it).  Elsewhere it runs only prefill
-     * attention, inside the helpers, a head per thread, where its own
-     * worker threads, idle, poll with sched_yield for a while after each
-     * call, against the helpers and the decode steps that follow
+     * without AVX-512, or bf16/int8 widened for it).  Elsewhere it runs
+     * only prefill attention, inside the helpers, a head per thread, where
+     * its own worker threads, idle, poll with sched_yield for a while
+     * after each call, against the helpers and the decode steps that follow
      * (TinyLlama bf16, 512-token prompt, 2 threads: 1.25 million
      * sched_yield calls a run, 0.11 million with one OpenBLAS thread;
      * prefill 134-141 tokens/s against 131-133, 3 alternating runs). */

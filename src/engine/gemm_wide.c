@@ -516,7 +516,33 @@ w_pair(const uint16_t *w, size_t i)
     return d;
 }
 
-/* a tile's sums, lane by lane, into y's columns r of rows t0 + 16 v.. */
+/* the parts the bf16 and float32 tiles share: the sums set to 0; lane l's
+ * offset in y (l rows of ldy); on the first pass, every 16 steps, the
+ * next RB rows' line at the weight AT */
+#define XT_ZERO(RB, NVX)                                                    \
+    _Pragma("GCC unroll 8")                                                 \
+    for (r = 0; r < RB; r++) {                                              \
+        _Pragma("GCC unroll 4")                                             \
+        for (v = 0; v < NVX; v++) {                                         \
+            acc[r][v] = _mm512_setzero_ps();                                \
+        }                                                                   \
+    }
+
+#define XT_LANES(ldy)                                                       \
+    _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, \
+                                        5, 4, 3, 2, 1, 0),                  \
+                       _mm512_set1_epi32(ldy))
+
+#define XT_AHEAD(RB, STEP, AT)                                              \
+    if (ahead && (STEP) % 16 == 0) {                                        \
+        _Pragma("GCC unroll 8")                                             \
+        for (r = 0; r < RB; r++) {                                          \
+            _mm_prefetch((const char *) (w + (size_t) (RB + r) * in         \
+                                         + (AT)), _MM_HINT_T0);             \
+        }                                                                   \
+    }
+
+/* and their sums, lane by lane, into y's columns r of rows t0 + 16 v.. */
 #define XT_STORE(RB, NVX)                                                   \
     _Pragma("GCC unroll 4")                                                 \
     for (v = 0; v < NVX; v++) {                                             \
@@ -554,26 +580,12 @@ NAME(const uint32_t *xpan, int pairs, const uint16_t *w, int in, float *y,  \
 {                                                                           \
     __m512  acc[RB][NVX];                                                   \
     __m512i xv[NVX], wb;                                                    \
-    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11,   \
-                      10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),                    \
-                                     _mm512_set1_epi32(ldy));               \
+    __m512i idx = XT_LANES(ldy);                                            \
     int     p, r, v, left, full = in / 2;                                   \
                                                                             \
-    _Pragma("GCC unroll 8")                                                 \
-    for (r = 0; r < RB; r++) {                                              \
-        _Pragma("GCC unroll 4")                                             \
-        for (v = 0; v < NVX; v++) {                                         \
-            acc[r][v] = _mm512_setzero_ps();                                \
-        }                                                                   \
-    }                                                                       \
+    XT_ZERO(RB, NVX)                                                        \
     for (p = 0; p < full; p++) {                                            \
-        if (ahead && p % 16 == 0) {                                         \
-            _Pragma("GCC unroll 8")                                         \
-            for (r = 0; r < RB; r++) {                                      \
-                _mm_prefetch((const char *) (w + (size_t) (RB + r) * in     \
-                                             + 2 * p), _MM_HINT_T0);        \
-            }                                                               \
-        }                                                                   \
+        XT_AHEAD(RB, p, 2 * p)                                              \
         XT_STEP(RB, NVX, w_pair(w, (size_t) r * in + 2 * p))                \
     }                                                                       \
     for (; p < pairs; p++) {                                                \
@@ -635,26 +647,12 @@ NAME(const float *xpan, const float *w, int in, float *y, int ldy, int t0,  \
     int n, int ahead)                                                       \
 {                                                                           \
     __m512  acc[RB][NVX], xv[NVX], wb;                                      \
-    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11,   \
-                      10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),                    \
-                                     _mm512_set1_epi32(ldy));               \
+    __m512i idx = XT_LANES(ldy);                                            \
     int     i, r, v, left;                                                  \
                                                                             \
-    _Pragma("GCC unroll 8")                                                 \
-    for (r = 0; r < RB; r++) {                                              \
-        _Pragma("GCC unroll 4")                                             \
-        for (v = 0; v < NVX; v++) {                                         \
-            acc[r][v] = _mm512_setzero_ps();                                \
-        }                                                                   \
-    }                                                                       \
+    XT_ZERO(RB, NVX)                                                        \
     for (i = 0; i < in; i++) {                                              \
-        if (ahead && i % 16 == 0) {                                         \
-            _Pragma("GCC unroll 8")                                         \
-            for (r = 0; r < RB; r++) {                                      \
-                _mm_prefetch((const char *) (w + (size_t) (RB + r) * in     \
-                                             + i), _MM_HINT_T0);            \
-            }                                                               \
-        }                                                                   \
+        XT_AHEAD(RB, i, i)                                                  \
         _Pragma("GCC unroll 4")                                             \
         for (v = 0; v < NVX; v++) {                                         \
             xv[v] = _mm512_loadu_ps(xpan + ((size_t) v * in + i) * 16);     \
