@@ -603,6 +603,20 @@ XT_TILE(xt_1x2, 1, 2)
 XT_TILE(xt_1x3, 1, 3)
 XT_TILE(xt_1x4, 1, 4)
 
+/* a product's tiles: XV blocks of x at a time (panels of STEPS steps)
+ * over the call's rows of W, XR rows a tile and the last ones one by one,
+ * the first pass asking for the next tile's rows */
+#define XT_PASSES(TILES, STEPS)                                             \
+    for (b = 0; b < nb; b += nv) {                                          \
+        nv = nb - b < XV ? nb - b : XV;                                     \
+        for (r = 0; r < rows; r += rb) {                                    \
+            rb = rows - r >= XR ? XR : 1;                                   \
+            TILES[rb == XR][nv](xpan + (size_t) b * (STEPS) * 16, STEPS,    \
+                                w + (size_t) r * in, in, y + r, ldy,        \
+                                16 * b, n, b == 0 && r + 2 * rb <= rows);   \
+        }                                                                   \
+    }
+
 typedef void (*xt_tile_fn)(const uint32_t *xpan, int pairs,
     const uint16_t *w, int in, float *y, int ldy, int t0, int n, int ahead);
 
@@ -619,15 +633,7 @@ xt_bf16(const void *xp, int n, int in, const uint16_t *w, int rows,
     int             pairs = (int) pairs_of(in), nb = (n + 15) / 16;
     int             r, b, nv, rb;
 
-    for (b = 0; b < nb; b += nv) {
-        nv = nb - b < XV ? nb - b : XV;
-        for (r = 0; r < rows; r += rb) {
-            rb = rows - r >= XR ? XR : 1;
-            xt_tiles[rb == XR][nv](xpan + (size_t) b * pairs * 16, pairs,
-                                   w + (size_t) r * in, in, y + r, ldy,
-                                   16 * b, n, b == 0 && r + 2 * rb <= rows);
-        }
-    }
+    XT_PASSES(xt_tiles, pairs)
 }
 
 /*
@@ -643,19 +649,19 @@ xt_bf16(const void *xp, int n, int in, const uint16_t *w, int rows,
  */
 #define XF_TILE(NAME, RB, NVX)                                              \
 static WTYPE_AVX512 void                                                    \
-NAME(const float *xpan, const float *w, int in, float *y, int ldy, int t0,  \
-    int n, int ahead)                                                       \
+NAME(const float *xpan, int steps, const float *w, int in, float *y,       \
+    int ldy, int t0, int n, int ahead)                                      \
 {                                                                           \
     __m512  acc[RB][NVX], xv[NVX], wb;                                      \
     __m512i idx = XT_LANES(ldy);                                            \
     int     i, r, v, left;                                                  \
                                                                             \
     XT_ZERO(RB, NVX)                                                        \
-    for (i = 0; i < in; i++) {                                              \
+    for (i = 0; i < steps; i++) {                                           \
         XT_AHEAD(RB, i, i)                                                  \
         _Pragma("GCC unroll 4")                                             \
         for (v = 0; v < NVX; v++) {                                         \
-            xv[v] = _mm512_loadu_ps(xpan + ((size_t) v * in + i) * 16);     \
+            xv[v] = _mm512_loadu_ps(xpan + ((size_t) v * steps + i) * 16);  \
         }                                                                   \
         _Pragma("GCC unroll 8")                                             \
         for (r = 0; r < RB; r++) {                                          \
@@ -678,8 +684,8 @@ XF_TILE(xf_1x2, 1, 2)
 XF_TILE(xf_1x3, 1, 3)
 XF_TILE(xf_1x4, 1, 4)
 
-typedef void (*xf_tile_fn)(const float *xpan, const float *w, int in,
-    float *y, int ldy, int t0, int n, int ahead);
+typedef void (*xf_tile_fn)(const float *xpan, int steps, const float *w,
+    int in, float *y, int ldy, int t0, int n, int ahead);
 
 static const xf_tile_fn xf_tiles[2][XV + 1] = {
     { NULL, xf_1x1, xf_1x2, xf_1x3, xf_1x4 },
@@ -692,15 +698,7 @@ xf_f32(const float *xpan, int n, int in, const float *w, int rows, float *y,
 {
     int nb = (n + 15) / 16, r, b, nv, rb;
 
-    for (b = 0; b < nb; b += nv) {
-        nv = nb - b < XV ? nb - b : XV;
-        for (r = 0; r < rows; r += rb) {
-            rb = rows - r >= XR ? XR : 1;
-            xf_tiles[rb == XR][nv](xpan + (size_t) b * in * 16,
-                                   w + (size_t) r * in, in, y + r, ldy,
-                                   16 * b, n, b == 0 && r + 2 * rb <= rows);
-        }
-    }
+    XT_PASSES(xf_tiles, in)
 }
 
 /* x into float32 x panels: 8 rows by 8 inputs at a time, turned */
