@@ -126,7 +126,6 @@ typedef struct {
     const infer_batch_t *batch;
     int                  next_pair;   /* taken with an atomic add */
     int                  next_head;   /* (prompt run, head), the same way */
-    int                  prompts_shared;
 } cpu_attention_job_t;
 
 /* A product's rows shared by the helpers (linear_rows). */
@@ -188,7 +187,7 @@ struct cpu_backend {
     int                   f32_row;     /* one float32 row: ours, not sgemv */
     int                   f32_wide;    /* float32 prefill: ours, not sgemm */
     int                   bf16_pairs;  /* bf16 x bf16 products (x rounded) */
-    int                   blas_threads;
+    int                   blas_threads; /* OpenBLAS's: 1, or threads */
     cpu_mat_t             embed;       /* [V, H] */
     const float          *pos_embed;   /* [max_position, H] or NULL */
     cpu_mat_t             lm_head;     /* [V, H] */
@@ -761,6 +760,8 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
     j->xp = NULL;
     j->widen = 0;
     j->wide = 0;
+    j->y = y;
+    j->out = out;
     if (Wm->f32 != NULL && n == 1 && !rk->be->f32_row) {
         infer_blas.sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f,
                          Wm->f32, in, x, 1, 0.0f, y, 1);
@@ -774,24 +775,15 @@ linear(cpu_rank_t *rk, float *y, const float *x, const cpu_mat_t *Wm,
             j->xq = rk->xq;
             j->xscale = rk->xscale;
         }
-        j->y = y;
-        j->out = out;
         linear_share(rk);
-    } else if (rk->be->wide && Wm->f32 == NULL) {
-        if (rk->xwide != NULL) {
+    } else if (Wm->f32 != NULL ? rk->be->f32_wide : rk->be->wide) {
+        if (Wm->f32 != NULL) {
+            infer_gemm_wide_prepare_f32(x, n, in, rk->xwide);
+        } else if (rk->xwide != NULL) {
             infer_gemm_wide_prepare(Wm->i8 != NULL, x, n, in, rk->xwide);
-            j->xp = rk->xwide;
         }
-        j->wide = 1;
-        j->y = y;
-        j->out = out;
-        linear_share(rk);
-    } else if (Wm->f32 != NULL && rk->be->f32_wide) {
-        infer_gemm_wide_prepare_f32(x, n, in, rk->xwide);
         j->xp = rk->xwide;
         j->wide = 1;
-        j->y = y;
-        j->out = out;
         linear_share(rk);
     } else if (Wm->f32 != NULL) {
         infer_blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out,
@@ -1059,12 +1051,13 @@ attention_prompts(cpu_backend_t *be, cpu_rank_t *rk, int worker)
 }
 
 /* A thread's share of the step's attention: decode pairs, then prompt
- * heads where they are shared. */
+ * heads where they are shared (OpenBLAS on the caller's thread: see
+ * attention()). */
 static void
 attention_work(cpu_backend_t *be, cpu_rank_t *rk, int worker)
 {
     attention_decodes(be, rk, worker);
-    if (rk->job.prompts_shared) {
+    if (be->blas_threads == 1) {
         attention_prompts(be, rk, worker);
     }
 }
@@ -1130,8 +1123,7 @@ attention(cpu_backend_t *be, cpu_rank_t *rk, int layer,
             t += n - 1;
         }
     }
-    rk->job.prompts_shared = be->blas_threads == 1;
-    shared = work > 2.5e5 || (rk->job.prompts_shared && rk->n_prompts > 0);
+    shared = work > 2.5e5 || (be->blas_threads == 1 && rk->n_prompts > 0);
 
     rk->job.layer = layer;
     rk->job.batch = b;
@@ -1144,7 +1136,7 @@ attention(cpu_backend_t *be, cpu_rank_t *rk, int layer,
     if (shared) {
         infer_crew_end(&rk->helpers);
     }
-    if (!rk->job.prompts_shared) {
+    if (be->blas_threads > 1) {
         attention_prompts(be, rk, 0);
     }
 }
